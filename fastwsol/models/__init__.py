@@ -1,0 +1,52 @@
+"""Model registry: ``create_model(name, num_classes, ...)``.
+
+Names: ``vgg16``, ``resnet50`` (the paper's backbones), ``vgg_small`` (a narrow VGG of the same
+shape for tests and CPU runs from scratch), each with a ``_cam`` variant: vanilla CAM, no
+dropped path.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from fastwsol.models.base import TwoPathWSOLNet
+from fastwsol.models.resnet import build_resnet50
+from fastwsol.models.vgg import VGG_SMALL_BLOCKS, build_vgg
+
+_BUILDERS = {
+    "vgg16": partial(build_vgg, large_feature_map=False),
+    "resnet50": partial(build_resnet50, large_feature_map=True),
+    "vgg_small": partial(build_vgg, blocks=VGG_SMALL_BLOCKS, conv6_channels=256, large_feature_map=False),
+}
+MODEL_NAMES = tuple(sorted([*_BUILDERS, *(f"{name}_cam" for name in _BUILDERS)]))
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    *,
+    pretrained=None,
+    large_feature_map: bool | None = None,
+    drop_threshold: float = 0.8,
+    drop_prob: float = 0.5,
+) -> TwoPathWSOLNet:
+    """Build a WSOL network. ``pretrained``: None, ``"imagenet"`` (torchvision's weights) or a
+    path to a torchvision-format state dict. ``large_feature_map=None`` keeps the backbone's
+    default (VGG16 14×14, ResNet50 28×28)."""
+    base, is_cam = (name[: -len("_cam")], True) if name.endswith("_cam") else (name, False)
+    if base not in _BUILDERS:
+        raise ValueError(f"model name {name!r} is unknown; choose one of {MODEL_NAMES}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    kwargs = {} if large_feature_map is None else {"large_feature_map": large_feature_map}
+    return _BUILDERS[base](
+        num_classes,
+        pretrained=pretrained,
+        with_dropped_path=not is_cam,
+        drop_threshold=drop_threshold,
+        drop_prob=drop_prob,
+        **kwargs,
+    )
+
+
+__all__ = ["MODEL_NAMES", "TwoPathWSOLNet", "create_model"]

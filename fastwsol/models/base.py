@@ -1,0 +1,98 @@
+"""The two-path WSOL network shared by every backbone (METHOD.md §2).
+
+    F'     = head(x)
+    F      = tail(F')                     → logits (GAP → FC), CAM, L_sim, L_norm
+    F_drop = tail(AttentiveDrop(F'))      → L_drop only (training only)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from fastwsol import ops
+
+
+class TwoPathWSOLNet(nn.Module):
+    """``head`` → (attentive dropout) → ``tail`` → GAP → ``fc``.
+
+    ``with_dropped_path=False`` gives vanilla CAM (no dropped path at all).
+    ``batch_tail_paths``: run both paths through ``tail`` as one concatenated batch, which is
+    exact only when ``tail`` has no batch-dependent layer (no BatchNorm); ResNet's BatchNorm
+    must see each path's batch separately (impl), so it runs the tail twice.
+    """
+
+    def __init__(
+        self,
+        head: nn.Module,
+        tail: nn.Module,
+        feature_dim: int,
+        num_classes: int,
+        *,
+        with_dropped_path: bool,
+        drop_threshold: float,
+        drop_prob: float,
+        batch_tail_paths: bool,
+        new_layers: tuple[str, ...] = ("fc",),
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= drop_prob <= 1.0:
+            raise ValueError(f"drop_prob must lie in [0, 1], got {drop_prob}")
+        self.head = head
+        self.tail = tail
+        self.fc = nn.Linear(feature_dim, num_classes)
+        self.feature_dim = feature_dim
+        self.num_classes = num_classes
+        self.with_dropped_path = with_dropped_path
+        self.drop_threshold = drop_threshold
+        self.drop_prob = drop_prob
+        self.batch_tail_paths = batch_tail_paths
+        self.new_layers = new_layers  # module paths of the freshly initialised layers
+        self.ops_backend = "auto"  # which fastwsol.ops backend the dropout uses
+
+    def classify(self, feature: torch.Tensor) -> torch.Tensor:
+        return self.fc(feature.mean(dim=(2, 3)))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        before_drop = self.head(x)
+        if not (self.training and self.with_dropped_path):
+            feature = self.tail(before_drop)
+            return {"logits": self.classify(feature), "feature": feature}
+        dropped, _ = ops.attentive_dropout(
+            before_drop, self.drop_threshold, self.drop_prob, backend=self.ops_backend
+        )
+        if self.batch_tail_paths:
+            feature, feature_dropped = self.tail(torch.cat([before_drop, dropped])).chunk(2)
+        else:
+            feature, feature_dropped = self.tail(before_drop), self.tail(dropped)
+        return {"logits": self.classify(feature), "feature": feature, "feature_dropped": feature_dropped}
+
+    def is_new_parameter(self, name: str) -> bool:
+        return name.startswith(tuple(f"{layer}." for layer in self.new_layers))
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone, new layers): the new ones train at lr × multiplier (METHOD.md §6)."""
+        backbone, new = [], []
+        for name, param in self.named_parameters():
+            (new if self.is_new_parameter(name) else backbone).append(param)
+        return backbone, new
+
+
+def initialize_weights(modules, init_mode: str) -> None:
+    """wsolevaluation's initialisation: convs He (fan_out, ReLU) or Xavier; FC N(0, 0.01); BN 1/0."""
+    for m in modules:
+        if isinstance(m, nn.Conv2d):
+            if init_mode == "he":
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif init_mode == "xavier":
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                raise ValueError(f"init_mode must be 'he' or 'xavier', got {init_mode!r}")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,118 @@
+"""Public entry points of the method's ops, dispatched to a backend.
+
+``backend="reference"`` is the plain-PyTorch spec (``fastwsol.method.reference``); the other
+backends keep these signatures and are tested against it. Arguments are checked here, once,
+so every backend gets the same clear errors.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastwsol.method import reference
+
+BACKENDS = ("auto", "reference")
+
+
+def _resolve_backend(backend: str, *tensors: torch.Tensor) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is unknown; choose one of {BACKENDS}")
+    return "reference" if backend == "auto" else backend
+
+
+def _check_feature(name: str, feature: torch.Tensor) -> None:
+    if not isinstance(feature, torch.Tensor) or feature.dim() != 4:
+        shape = tuple(feature.shape) if isinstance(feature, torch.Tensor) else type(feature).__name__
+        raise ValueError(f"{name} must be a B×D×H×W tensor, got shape {shape}")
+    if not feature.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got dtype {feature.dtype}")
+
+
+def _check_same_device(**tensors: torch.Tensor) -> None:
+    devices = {name: t.device for name, t in tensors.items()}
+    if len(set(devices.values())) > 1:
+        raise ValueError(f"arguments are on different devices: {', '.join(f'{k}={v}' for k, v in devices.items())}")
+
+
+def _check_alignment_args(feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor) -> None:
+    _check_feature("feature", feature)
+    if fc_weight.dim() != 2 or fc_weight.shape[1] != feature.shape[1]:
+        raise ValueError(
+            f"fc_weight must be C×D with D = feature.shape[1] = {feature.shape[1]}, "
+            f"got fc_weight shape {tuple(fc_weight.shape)} for feature shape {tuple(feature.shape)}"
+        )
+    if fc_weight.dtype != feature.dtype:
+        raise ValueError(f"fc_weight dtype {fc_weight.dtype} differs from feature dtype {feature.dtype}")
+    if target.dim() != 1 or target.shape[0] != feature.shape[0]:
+        raise ValueError(
+            f"target must have shape (B,) = ({feature.shape[0]},), got {tuple(target.shape)}"
+        )
+    if target.dtype != torch.int64:
+        raise ValueError(f"target must be int64, got dtype {target.dtype}")
+    _check_same_device(feature=feature, fc_weight=fc_weight, target=target)
+    # A value check needs the data: only where it is free (CPU, eager); CUDA asserts on its own.
+    if target.device.type == "cpu" and target.numel() and not torch.compiler.is_compiling() and (
+        int(target.min()) < 0 or int(target.max()) >= fc_weight.shape[0]
+    ):
+        raise ValueError(
+            f"target values must lie in [0, C) = [0, {fc_weight.shape[0]}), got min {int(target.min())} max {int(target.max())}"
+        )
+
+
+def alignment_loss(
+    feature: torch.Tensor,
+    fc_weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    fg_threshold: float,
+    bg_threshold: float,
+    fine_grained: bool,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_sim, L_norm) of METHOD.md §5, batch means."""
+    _check_alignment_args(feature, fc_weight, target)
+    _resolve_backend(backend, feature)
+    return reference.alignment_loss(
+        feature, fc_weight, target, fg_threshold=fg_threshold, bg_threshold=bg_threshold, fine_grained=fine_grained
+    )
+
+
+def attentive_dropout(
+    x: torch.Tensor,
+    threshold: float,
+    drop_prob: float,
+    *,
+    uniform: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x·keep, keep) of METHOD.md §3; keep is B×1×H×W. ``uniform`` replaces the random draw."""
+    _check_feature("x", x)
+    if not 0.0 <= drop_prob <= 1.0:
+        raise ValueError(f"drop_prob must lie in [0, 1], got {drop_prob}")
+    if uniform is not None:
+        expected = (x.shape[0], 1, *x.shape[2:])
+        if tuple(uniform.shape) != expected:
+            raise ValueError(f"uniform must have shape {expected} for x shape {tuple(x.shape)}, got {tuple(uniform.shape)}")
+        _check_same_device(x=x, uniform=uniform)
+    _resolve_backend(backend, x)
+    return reference.attentive_dropout(x, threshold, drop_prob, uniform=uniform)
+
+
+def consistency_loss(feature: torch.Tensor, feature_dropped: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """L_drop = mean |F − F_drop| over all elements."""
+    _check_feature("feature", feature)
+    _check_feature("feature_dropped", feature_dropped)
+    if feature.shape != feature_dropped.shape or feature.dtype != feature_dropped.dtype:
+        raise ValueError(
+            f"feature {tuple(feature.shape)} {feature.dtype} and feature_dropped "
+            f"{tuple(feature_dropped.shape)} {feature_dropped.dtype} must match in shape and dtype"
+        )
+    _check_same_device(feature=feature, feature_dropped=feature_dropped)
+    _resolve_backend(backend, feature)
+    return reference.consistency_loss(feature, feature_dropped)
+
+
+def localization_maps(feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """{"cam", "norm", "sim"}, each B×H×W, for the target class (METHOD.md §4)."""
+    _check_alignment_args(feature, fc_weight, target)
+    return reference.localization_maps(feature, fc_weight, target)
