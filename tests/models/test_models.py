@@ -1,0 +1,141 @@
+"""Backbones: shapes at 224², pretrained remapping from torchvision-format files, the dropout point."""
+
+import pytest
+import torch
+import torch.nn as nn
+from torchvision.models import resnet50, vgg16
+
+from fastwsol import ops
+from fastwsol.models import MODEL_NAMES, create_model
+
+# (name, large_feature_map, expected D, expected H=W at 224²)
+SHAPES = [
+    ("vgg16", None, 1024, 14),
+    ("vgg16", True, 1024, 28),
+    ("resnet50", None, 2048, 28),
+    ("resnet50", False, 2048, 14),
+    ("vgg_small", None, 256, 14),
+]
+
+
+@pytest.mark.parametrize("name, large, dim, size", SHAPES)
+def test_output_shapes_at_224(name, large, dim, size):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 224, 224)
+    for variant in (name, f"{name}_cam"):
+        model = create_model(variant, num_classes=7, large_feature_map=large)
+        with torch.no_grad():
+            train_out = model.train()(x)
+            eval_out = model.eval()(x)
+        assert train_out["logits"].shape == (2, 7)
+        assert train_out["feature"].shape == (2, dim, size, size)
+        if variant.endswith("_cam"):
+            assert "feature_dropped" not in train_out
+        else:
+            assert train_out["feature_dropped"].shape == (2, dim, size, size)
+        assert set(eval_out) == {"logits", "feature"}  # the dropped path is not computed at eval
+
+
+def test_model_names_and_bad_arguments():
+    assert {"vgg16", "resnet50", "vgg16_cam", "resnet50_cam"} <= set(MODEL_NAMES)
+    with pytest.raises(ValueError, match="'alexnet' is unknown"):
+        create_model("alexnet", 10)
+    with pytest.raises(ValueError, match="num_classes"):
+        create_model("vgg_small", 0)
+    with pytest.raises(ValueError, match="drop_prob"):
+        create_model("vgg_small", 3, drop_prob=2.0)
+
+
+def _convs(module: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_vgg16_pretrained_remap(tmp_path, large):
+    torch.manual_seed(1)
+    source = vgg16(weights=None)
+    path = tmp_path / "vgg16.pth"
+    torch.save(source.state_dict(), path)
+    model = create_model("vgg16", num_classes=5, pretrained=str(path), large_feature_map=large)
+    source_convs, our_convs = _convs(source.features), _convs(model)
+    assert len(source_convs) == 13 and len(our_convs) == 14  # + conv6
+    for src, ours in zip(source_convs, our_convs[:13]):
+        assert torch.equal(src.weight, ours.weight) and torch.equal(src.bias, ours.bias)
+    assert our_convs[13] is model.tail.conv6 and model.tail.conv6.weight.shape == (1024, 512, 3, 3)
+    # conv4_3+ReLU ends the head; conv5_1 (after pool4 unless large) starts the tail: the split point.
+    assert list(model.head.named_children())[-1][0] == "relu4_3"
+    assert list(model.tail.named_children())[0][0] == ("conv5_1" if large else "pool4")
+    assert torch.equal(model.head.conv4_3.weight, source.features[21].weight)
+    assert torch.equal(model.tail.conv5_1.weight, source.features[24].weight)
+
+
+def test_resnet50_pretrained_remap(tmp_path):
+    torch.manual_seed(2)
+    source = resnet50(weights=None)
+    for m in source.modules():  # non-trivial BN statistics, so buffers are checked too
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    path = tmp_path / "resnet50.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    model = create_model("resnet50", num_classes=5, pretrained=path)
+    pairs = [
+        (source.conv1, model.head[0]),
+        (source.bn1, model.head[1]),
+        (source.layer1, model.head[4]),
+        (source.layer2, model.head[5]),
+        (source.layer3, model.head[6]),
+        (source.layer4[0], model.head[7]),
+        (source.layer4[1], model.tail[0]),
+        (source.layer4[2], model.tail[1]),
+    ]
+    for src, ours in pairs:
+        src_state, our_state = src.state_dict(), ours.state_dict()
+        assert src_state.keys() == our_state.keys()
+        for key in src_state:
+            assert torch.equal(src_state[key], our_state[key]), key
+    assert model.head[6][0].conv2.stride == (1, 1) and model.head[7].conv2.stride == (1, 1)
+
+
+def test_pretrained_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        create_model("vgg16", 3, pretrained=tmp_path / "missing.pth")
+    garbled = tmp_path / "garbled.pth"
+    garbled.write_bytes(b"\x80\x04 this is not a checkpoint")
+    with pytest.raises(ValueError, match="garbled.pth"):
+        create_model("vgg16", 3, pretrained=garbled)
+    wrong = tmp_path / "resnet_as_vgg.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, wrong)
+    with pytest.raises(ValueError, match="backbone weights are missing"):
+        create_model("vgg16", 3, pretrained=wrong)
+    bad_shape = tmp_path / "bad_shape.pth"
+    torch.save({"features.0.weight": torch.zeros(8, 3, 3, 3)}, bad_shape)
+    with pytest.raises(ValueError, match="features.0.weight"):
+        create_model("vgg16", 3, pretrained=bad_shape)
+
+
+@pytest.mark.parametrize("name, last_head_layer", [("vgg_small", "relu4_2"), ("resnet50", "7")])
+def test_dropout_sits_between_head_and_tail(monkeypatch, name, last_head_layer):
+    """The dropout sees the head's output; the two paths differ only downstream of it."""
+    torch.manual_seed(3)
+    model = create_model(name, num_classes=4, drop_threshold=0.5, drop_prob=1.0).train()
+    assert list(model.head.named_children())[-1][0] == last_head_layer
+    recorded, original = {}, ops.attentive_dropout
+
+    def recording_dropout(x, threshold, drop_prob, **kwargs):
+        out, keep = original(x, threshold, drop_prob, **kwargs)
+        recorded.update(x=x.clone(), out=out.clone(), keep=keep)
+        return out, keep
+
+    monkeypatch.setattr(ops, "attentive_dropout", recording_dropout)
+
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = model(x)
+        head_out = model.head(x)
+    assert torch.equal(recorded["x"], head_out)
+    assert recorded["keep"].sum() < recorded["keep"].numel()  # something was dropped
+    with torch.no_grad():  # still in train mode: BatchNorm uses each path's own batch statistics
+        torch.testing.assert_close(out["feature"], model.tail(head_out))
+        torch.testing.assert_close(out["feature_dropped"], model.tail(recorded["out"]))
+    assert not torch.allclose(out["feature"], out["feature_dropped"])
