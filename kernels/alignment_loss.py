@@ -1,0 +1,348 @@
+"""Fused alignment loss (L_sim, L_norm) of METHOD.md §4-5: Triton kernels and autograd glue.
+
+Per image b with positions u, target class y = target_b, ŵ_c = w_c / max(‖w_c‖, 1e-12):
+
+    n_u = ‖F_u‖,  c_u = max(n_u, 1e-12),  S_u = ⟨ŵ_y, F_u⟩ / c_u,  S*_u = max_c ⟨ŵ_c, F_u⟩ / c_u
+    m = min_u n_u (first index i_min),  Δ = max_u (n_u − m) (first index i_max),  F̂_u = (n_u − m) / (Δ + ε)
+    L_sim_b  = Σ bg_sim·S / (|bg_sim| + ε) − Σ fg_sim·S / (|fg_sim| + ε),   fg_sim = F̂ > τ_fg, bg_sim = F̂ < τ_bg
+    L_norm_b = Σ bg_norm·F̂ / (|bg_norm| + ε) − Σ fg_norm·F̂ / (|fg_norm| + ε),  fg_norm = S* > 0, bg_norm = S* < 0
+    (S* = S when not fine-grained; ε = 1e-15; the losses are batch means.)
+
+Three launches forward and one backward:
+1. ``_position_stats_kernel`` — one pass over F: n_u, S_u and (fine-grained) the class-max of
+   ⟨ŵ_c, F_u⟩ by ``tl.dot`` over class tiles; the B×C×H×W similarity is never stored.
+2. ``_image_loss_kernel`` — per image on the B×HW maps: min/max, F̂, the four masks, the
+   masked means, the per-image losses, and the per-position loss gradients (below) per unit
+   upstream gradient, so backward needs no second reduction.
+3. ``_feature_grad_kernel`` — re-reads F once, writes dF once, and the per-tile partial sums
+   that give the target rows of dW.
+
+Gradient (with g_s, g_n the upstream gradients of L_sim, L_norm):
+
+    h_u = g_s/B · (bg_sim_u/(|bg_sim|+ε) − fg_sim_u/(|fg_sim|+ε))                = ∂L/∂S_u
+    q_u = g_n/B · (bg_norm_u/(|bg_norm|+ε) − fg_norm_u/(|fg_norm|+ε))             = ∂L/∂F̂_u
+    r_u = q_u/(Δ+ε) − [u = i_max] · Σ_v q_v F̂_v/(Δ+ε)                            = ∂L/∂(n_u − m)
+    ∂L/∂n_u = r_u − [u = i_min] · Σ_v r_v
+    ∂L/∂F_u = a_u F_u + b_u ŵ_y,   b_u = h_u / c_u,
+              a_u = [n_u > 0] ∂L/∂n_u / n_u − [n_u ≥ 1e-12] b_u S_u / n_u
+    ∂L/∂ŵ_c = Σ_{b: y_b = c} Σ_u b_u F_u,
+    ∂L/∂w_c = (∂L/∂ŵ_c − [‖w_c‖ ≥ 1e-12] ŵ_c ⟨ŵ_c, ∂L/∂ŵ_c⟩) / max(‖w_c‖, 1e-12)
+
+The indicator terms are autograd's own conventions for the reference: the norm's gradient is
+0 at a zero vector, ``clamp_min`` passes gradient only where ‖·‖ ≥ 1e-12, and
+``min/max(dim)`` route gradient to the first index. Everything is accumulated in fp32; the
+gradients are returned in the inputs' dtypes.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton import knobs
+
+NORM_CLAMP = 1e-12  # F.normalize's eps
+EPS = 1e-15  # the reference implementation's eps (min-max and masked means)
+MAX_BLOCK_C = 256  # class-tile width: C ≤ 256 (CUB's 200) is one pass over F
+POSITION_BLOCK = 32
+CHANNEL_BLOCK = 32
+
+
+@triton.jit
+def _position_stats_kernel(
+    feature_ptr, w_target_ptr, w_unit_ptr, norm_ptr, sim_ptr, max_sim_ptr,
+    D, N, W, C,
+    stride_b, stride_d, stride_h, stride_w,
+    FINE_GRAINED: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_U: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """n_u = ‖F_u‖, S_u = ⟨ŵ_y, F_u⟩/max(n_u, 1e-12), S*_u = max_c ⟨ŵ_c, F_u⟩/max(n_u, 1e-12)."""
+    b = tl.program_id(0)
+    u = tl.program_id(1) * BLOCK_U + tl.arange(0, BLOCK_U)
+    u_mask = u < N
+    position = (u // W) * stride_h + (u % W) * stride_w
+    image = feature_ptr + b.to(tl.int64) * stride_b
+    sumsq = tl.zeros([BLOCK_U], dtype=tl.float32)
+    dot_target = tl.zeros([BLOCK_U], dtype=tl.float32)
+    classes = tl.arange(0, BLOCK_C)
+    class_dot = tl.zeros([BLOCK_C, BLOCK_U], dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        d = d0 + tl.arange(0, BLOCK_D)
+        d_mask = d < D
+        f = tl.load(image + d[:, None] * stride_d + position[None, :], mask=d_mask[:, None] & u_mask[None, :], other=0.0)
+        f32 = f.to(tl.float32)
+        sumsq += tl.sum(f32 * f32, axis=0)
+        w_target = tl.load(w_target_ptr + b * D + d, mask=d_mask, other=0.0)
+        dot_target += tl.sum(f32 * w_target[:, None], axis=0)
+        if FINE_GRAINED:
+            w_tile = tl.load(w_unit_ptr + classes[:, None] * D + d[None, :], mask=(classes[:, None] < C) & d_mask[None, :], other=0.0)
+            class_dot = tl.dot(w_tile, f, class_dot, input_precision=DOT_PRECISION)
+    norm = tl.sqrt(sumsq)
+    clamped = tl.maximum(norm, 1e-12)
+    tl.store(norm_ptr + b * N + u, norm, mask=u_mask)
+    tl.store(sim_ptr + b * N + u, dot_target / clamped, mask=u_mask)
+    if FINE_GRAINED:
+        best = tl.max(tl.where(classes[:, None] < C, class_dot, float("-inf")), axis=0)
+        # Only when C > BLOCK_C: further class tiles re-read this program's F tile (cache-hot).
+        for c0 in range(BLOCK_C, C, BLOCK_C):
+            tile_classes = c0 + classes
+            class_dot = tl.zeros([BLOCK_C, BLOCK_U], dtype=tl.float32)
+            for d0 in range(0, D, BLOCK_D):
+                d = d0 + tl.arange(0, BLOCK_D)
+                d_mask = d < D
+                f = tl.load(image + d[:, None] * stride_d + position[None, :], mask=d_mask[:, None] & u_mask[None, :], other=0.0)
+                w_tile = tl.load(
+                    w_unit_ptr + tile_classes[:, None] * D + d[None, :],
+                    mask=(tile_classes[:, None] < C) & d_mask[None, :], other=0.0,
+                )
+                class_dot = tl.dot(w_tile, f, class_dot, input_precision=DOT_PRECISION)
+            best = tl.maximum(best, tl.max(tl.where(tile_classes[:, None] < C, class_dot, float("-inf")), axis=0))
+        tl.store(max_sim_ptr + b * N + u, best / clamped, mask=u_mask)
+
+
+@triton.jit
+def _image_loss_kernel(
+    norm_ptr, sim_ptr, mask_source_ptr, loss_sim_ptr, loss_norm_ptr, norm_coef_ptr, sim_coef_ptr,
+    N, inv_batch, fg_threshold, bg_threshold,
+    BLOCK_N: tl.constexpr,
+):
+    """Per image: F̂ from the first-index min/max, the four strict masks, the masked means
+    (ε = 1e-15), L_sim_b, L_norm_b, and ∂L/∂n_u, ∂L/∂S_u for unit upstream gradients."""
+    b = tl.program_id(0)
+    u = tl.arange(0, BLOCK_N)
+    valid = u < N
+    n = tl.load(norm_ptr + b * N + u, mask=valid, other=0.0)
+    s = tl.load(sim_ptr + b * N + u, mask=valid, other=0.0)
+    source = tl.load(mask_source_ptr + b * N + u, mask=valid, other=0.0)
+
+    n_min = tl.min(tl.where(valid, n, float("inf")), axis=0)
+    i_min = tl.min(tl.where(valid & (n == n_min), u, BLOCK_N), axis=0)
+    shifted = n - n_min
+    spread = tl.max(tl.where(valid, shifted, float("-inf")), axis=0)
+    i_max = tl.min(tl.where(valid & (shifted == spread), u, BLOCK_N), axis=0)
+    denominator = spread + 1e-15
+    normalized = shifted / denominator
+
+    fg_sim = valid & (normalized > fg_threshold)
+    bg_sim = valid & (normalized < bg_threshold)
+    fg_norm = valid & (source > 0)
+    bg_norm = valid & (source < 0)
+    # Per-position weight of each masked mean: mask_u / (Σ mask + ε).
+    w_fg_sim = tl.where(fg_sim, 1.0 / (tl.sum(fg_sim.to(tl.float32), axis=0) + 1e-15), 0.0)
+    w_bg_sim = tl.where(bg_sim, 1.0 / (tl.sum(bg_sim.to(tl.float32), axis=0) + 1e-15), 0.0)
+    w_fg_norm = tl.where(fg_norm, 1.0 / (tl.sum(fg_norm.to(tl.float32), axis=0) + 1e-15), 0.0)
+    w_bg_norm = tl.where(bg_norm, 1.0 / (tl.sum(bg_norm.to(tl.float32), axis=0) + 1e-15), 0.0)
+    sim_weight = w_bg_sim - w_fg_sim
+    norm_weight = w_bg_norm - w_fg_norm
+    tl.store(loss_sim_ptr + b, tl.sum(sim_weight * s, axis=0))
+    tl.store(loss_norm_ptr + b, tl.sum(norm_weight * normalized, axis=0))
+
+    q = norm_weight * inv_batch  # ∂L/∂F̂_u
+    r = q / denominator - tl.where(u == i_max, tl.sum(q * normalized, axis=0) / denominator, 0.0)
+    r = tl.where(valid, r, 0.0)
+    dn = r - tl.where(u == i_min, tl.sum(r, axis=0), 0.0)
+    tl.store(norm_coef_ptr + b * N + u, dn, mask=valid)
+    tl.store(sim_coef_ptr + b * N + u, sim_weight * inv_batch, mask=valid)
+
+
+@triton.jit
+def _feature_grad_kernel(
+    feature_ptr, w_target_ptr, norm_ptr, sim_ptr, norm_coef_ptr, sim_coef_ptr,
+    grad_sim_ptr, grad_norm_ptr, grad_feature_ptr, w_grad_partial_ptr,
+    D, N, W,
+    stride_b, stride_d, stride_h, stride_w,
+    grad_stride_b, grad_stride_d, grad_stride_h, grad_stride_w,
+    BLOCK_U: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """∂L/∂F_u = a_u F_u + b_u ŵ_y (module docstring), and Σ_u∈tile b_u F_u for ∂L/∂ŵ_y."""
+    b = tl.program_id(0)
+    tile = tl.program_id(1)
+    u = tile * BLOCK_U + tl.arange(0, BLOCK_U)
+    u_mask = u < N
+    grad_sim = tl.load(grad_sim_ptr).to(tl.float32)
+    grad_norm = tl.load(grad_norm_ptr).to(tl.float32)
+    n = tl.load(norm_ptr + b * N + u, mask=u_mask, other=0.0)
+    s = tl.load(sim_ptr + b * N + u, mask=u_mask, other=0.0)
+    dn = tl.load(norm_coef_ptr + b * N + u, mask=u_mask, other=0.0) * grad_norm
+    coef_w = tl.load(sim_coef_ptr + b * N + u, mask=u_mask, other=0.0) * grad_sim / tl.maximum(n, 1e-12)
+    safe_n = tl.where(n > 0, n, 1.0)
+    coef_f = tl.where(n > 0, dn / safe_n, 0.0) - tl.where(n >= 1e-12, coef_w * s / safe_n, 0.0)
+
+    position = (u // W) * stride_h + (u % W) * stride_w
+    grad_position = (u // W) * grad_stride_h + (u % W) * grad_stride_w
+    image = feature_ptr + b.to(tl.int64) * stride_b
+    grad_image = grad_feature_ptr + b.to(tl.int64) * grad_stride_b
+    partial = w_grad_partial_ptr + (b * tl.num_programs(1) + tile).to(tl.int64) * D
+    for d0 in range(0, D, BLOCK_D):
+        d = d0 + tl.arange(0, BLOCK_D)
+        d_mask = d < D
+        mask = d_mask[:, None] & u_mask[None, :]
+        f = tl.load(image + d[:, None] * stride_d + position[None, :], mask=mask, other=0.0).to(tl.float32)
+        w_target = tl.load(w_target_ptr + b * D + d, mask=d_mask, other=0.0)
+        grad = coef_f[None, :] * f + coef_w[None, :] * w_target[:, None]
+        tl.store(grad_image + d[:, None] * grad_stride_d + grad_position[None, :],
+                 grad.to(grad_feature_ptr.dtype.element_ty), mask=mask)
+        tl.store(partial + d, tl.sum(f * coef_w[None, :], axis=1), mask=d_mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launch configuration (one source of truth, also used by GPU_BUILD_SPECS).
+
+
+def _block_c(num_classes: int) -> int:
+    return min(max(16, triton.next_power_of_2(num_classes)), MAX_BLOCK_C)
+
+
+def _block_n(num_positions: int) -> int:
+    return max(16, triton.next_power_of_2(num_positions))
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # fp32 stays IEEE so the class-max sign matches the fp32 reference; 16-bit goes to tensor cores.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _check_runnable(feature: torch.Tensor) -> None:
+    if feature.device.type != "cuda" and not knobs.runtime.interpret:
+        raise RuntimeError(
+            "the Triton alignment loss needs CUDA tensors, or TRITON_INTERPRET=1 in the environment "
+            f"before fastwsol.kernels is imported to run on {feature.device.type} (got feature on {feature.device})"
+        )
+
+
+def _unit_weight(fc_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ŵ = w / max(‖w‖, 1e-12), ‖w‖), C×D and C, in fp32."""
+    weight = fc_weight.float()
+    norm = torch.linalg.vector_norm(weight, dim=1)
+    return weight / norm.clamp_min(NORM_CLAMP)[:, None], norm
+
+
+def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_grained):
+    _check_runnable(feature)
+    batch, channels, height, width = feature.shape
+    positions = height * width
+    num_classes = fc_weight.shape[0]
+    w_unit, _ = _unit_weight(fc_weight)
+    w_target = w_unit[target].contiguous()
+    w_dot = w_unit.to(feature.dtype).contiguous()
+    # Separate buffers: a custom op's outputs may not alias one another.
+    norm, sim, max_sim, norm_coef, sim_coef = (
+        torch.empty((batch, positions), device=feature.device, dtype=torch.float32) for _ in range(5)
+    )
+    loss_sim_per_image, loss_norm_per_image = (
+        torch.empty(batch, device=feature.device, dtype=torch.float32) for _ in range(2)
+    )
+    if batch and positions:
+        grid = (batch, triton.cdiv(positions, POSITION_BLOCK))
+        _position_stats_kernel[grid](
+            feature, w_target, w_dot, norm, sim, max_sim,
+            channels, positions, width, num_classes,
+            *feature.stride(),
+            FINE_GRAINED=fine_grained, DOT_PRECISION=_dot_precision(feature.dtype),
+            BLOCK_U=POSITION_BLOCK, BLOCK_D=CHANNEL_BLOCK, BLOCK_C=_block_c(num_classes),
+            num_warps=8 if fine_grained else 4,
+        )
+        _image_loss_kernel[(batch,)](
+            norm, sim, max_sim if fine_grained else sim, loss_sim_per_image, loss_norm_per_image, norm_coef, sim_coef,
+            positions, 1.0 / batch, float(fg_threshold), float(bg_threshold),
+            BLOCK_N=_block_n(positions), num_warps=4,
+        )
+    loss_sim = loss_sim_per_image.mean().to(feature.dtype)
+    loss_norm = loss_norm_per_image.mean().to(feature.dtype)
+    return loss_sim, loss_norm, norm, sim, norm_coef, sim_coef
+
+
+def _backward(grad_sim, grad_norm, feature, fc_weight, target, norm, sim, norm_coef, sim_coef):
+    _check_runnable(feature)
+    batch, channels, height, width = feature.shape
+    positions = height * width
+    w_unit, w_norm = _unit_weight(fc_weight)
+    w_target = w_unit[target].contiguous()
+    grad_feature = torch.empty_like(feature)  # keeps channels_last when the input is
+    tiles = triton.cdiv(positions, POSITION_BLOCK)
+    partial = torch.zeros((batch, tiles, channels), device=feature.device, dtype=torch.float32)
+    if batch and positions:
+        _feature_grad_kernel[(batch, tiles)](
+            feature, w_target, norm, sim, norm_coef, sim_coef,
+            grad_sim.float().contiguous(), grad_norm.float().contiguous(), grad_feature, partial,
+            channels, positions, width,
+            *feature.stride(), *grad_feature.stride(),
+            BLOCK_U=POSITION_BLOCK, BLOCK_D=CHANNEL_BLOCK, num_warps=4,
+        )
+    # ∂L/∂ŵ_c sums the images of class c (a class may repeat in a batch), then F.normalize's backward.
+    grad_unit = torch.zeros_like(w_unit).index_add_(0, target, partial.sum(dim=1))
+    # clamp_min passes gradient to ‖w‖ only where ‖w‖ ≥ 1e-12 (autograd's convention).
+    radial = (w_unit * grad_unit).sum(dim=1, keepdim=True) * w_unit * (w_norm >= NORM_CLAMP)[:, None]
+    grad_weight = (grad_unit - radial) / w_norm.clamp_min(NORM_CLAMP)[:, None]
+    return grad_feature, grad_weight.to(fc_weight.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.library registration: an opaque custom op (safe under the CPU interpreter and on GPU),
+# with the per-position maps as extra outputs so backward re-reads only F.
+
+
+@torch.library.custom_op("fastwsol::alignment_loss", mutates_args=())
+def _alignment_loss_op(
+    feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor,
+    fg_threshold: float, bg_threshold: float, fine_grained: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_grained)
+
+
+@_alignment_loss_op.register_fake
+def _(feature, fc_weight, target, fg_threshold, bg_threshold, fine_grained):
+    batch, _, height, width = feature.shape
+    loss = feature.new_empty((), dtype=feature.dtype)
+    position_map = feature.new_empty((batch, height * width), dtype=torch.float32)
+    return loss, loss.clone(), position_map, position_map.clone(), position_map.clone(), position_map.clone()
+
+
+@torch.library.custom_op("fastwsol::alignment_loss_backward", mutates_args=())
+def _alignment_loss_backward_op(
+    grad_sim: torch.Tensor, grad_norm: torch.Tensor, feature: torch.Tensor, fc_weight: torch.Tensor,
+    target: torch.Tensor, norm: torch.Tensor, sim: torch.Tensor, norm_coef: torch.Tensor, sim_coef: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _backward(grad_sim, grad_norm, feature, fc_weight, target, norm, sim, norm_coef, sim_coef)
+
+
+@_alignment_loss_backward_op.register_fake
+def _(grad_sim, grad_norm, feature, fc_weight, target, norm, sim, norm_coef, sim_coef):
+    return torch.empty_like(feature), torch.empty_like(fc_weight)
+
+
+def _setup_context(ctx, inputs, output):
+    feature, fc_weight, target, *_ = inputs
+    _, _, norm, sim, norm_coef, sim_coef = output
+    ctx.mark_non_differentiable(norm, sim, norm_coef, sim_coef)
+    ctx.save_for_backward(feature, fc_weight, target, norm, sim, norm_coef, sim_coef)
+
+
+def _autograd_backward(ctx, grad_sim, grad_norm, *_):
+    feature, fc_weight, target, norm, sim, norm_coef, sim_coef = ctx.saved_tensors
+    zero = feature.new_zeros((), dtype=torch.float32)
+    grad_feature, grad_weight = _alignment_loss_backward_op(
+        zero if grad_sim is None else grad_sim, zero if grad_norm is None else grad_norm,
+        feature, fc_weight, target, norm, sim, norm_coef, sim_coef,
+    )
+    return grad_feature, grad_weight, None, None, None, None
+
+
+_alignment_loss_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def alignment_loss(
+    feature: torch.Tensor,
+    fc_weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    fg_threshold: float,
+    bg_threshold: float,
+    fine_grained: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_sim, L_norm) of METHOD.md §5 by the fused kernels; same semantics as
+    ``fastwsol.method.reference.alignment_loss`` (see the module docstring for the math)."""
+    loss_sim, loss_norm, *_ = _alignment_loss_op(
+        feature, fc_weight, target, float(fg_threshold), float(bg_threshold), bool(fine_grained)
+    )
+    return loss_sim, loss_norm
