@@ -1,0 +1,229 @@
+"""The fused Triton alignment loss against the reference (``fastwsol.method.reference``), under
+the Triton interpreter (tests/conftest.py sets TRITON_INTERPRET=1 before any kernel import).
+
+Every case checks the forward (L_sim, L_norm) and both gradients (∂/∂feature, ∂/∂fc_weight)
+of ``a·L_sim + b·L_norm`` (distinct upstream weights, so both backward paths are seen).
+
+Grid. Axes: B ∈ {1, 3}, D ∈ {7, 64, 300}, H×W ∈ {7×7, 14×14, 13×17}, C ∈ {1, 5, 37},
+fine_grained ∈ {off, on}, layout ∈ {NCHW, channels_last}, dtype ∈ {fp32, bf16}. The cartesian
+grid (432 cases) is too slow for the interpreter, so:
+- ``PAIRWISE_CASES``: a covering array built below — every pair of values of any two axes
+  occurs in at least one case (13 cases, the large shapes included);
+- the full fine_grained × layout × dtype grid at a tiny shape (8 cases);
+- the full D × H×W × C grid (27 cases) at B=2, fp32, fine-grained, NCHW;
+- edge cases: repeated classes in a batch, empty fg/bg regions (similarity and norm masks),
+  constant norm maps (a single vector repeated, with and without sign flips), zero feature
+  vectors, a zero weight row, fp16.
+
+Tolerances. fp32: compared with the reference run in float64 on the same values; losses
+within 1e-5 absolute, gradients within 1e-4 of the gradient's largest magnitude. bf16/fp16:
+compared with the float64 reference on the upcast inputs (the kernel accumulates in fp32);
+losses within 1e-3, gradients (returned in the input dtype) within 2e-2 of the largest
+magnitude. bf16 fine-grained cases use C = 37, where the class-max similarity is far from 0:
+the kernel rounds ŵ to bf16 for the tensor-core dot, which can flip the sign of a near-zero S*.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from fastwsol.kernels import alignment_loss as kernel
+from fastwsol.method import reference
+
+FG, BG = 0.6, 0.2  # the CUB config's τ_fg, τ_bg region (any values in (0, 1) exercise the same code)
+UPSTREAM_SIM, UPSTREAM_NORM = 0.7, 1.3
+
+AXES = {
+    "batch": [1, 3],
+    "channels": [7, 64, 300],
+    "size": [(7, 7), (14, 14), (13, 17)],
+    "classes": [1, 5, 37],
+    "fine_grained": [False, True],
+    "channels_last": [False, True],
+    "dtype": [torch.float32, torch.bfloat16],
+}
+
+
+def _allowed(case: tuple) -> bool:
+    _, _, _, classes, fine_grained, _, dtype = case
+    return not (dtype == torch.bfloat16 and fine_grained and classes != 37)
+
+
+def _pairwise_cases() -> list[tuple]:
+    """Greedy covering array: add the cheapest case that covers most uncovered value pairs."""
+    axes = list(AXES.values())
+    pairs = lambda case: {(i, case[i], j, case[j]) for i, j in itertools.combinations(range(len(axes)), 2)}  # noqa: E731
+    candidates = [c for c in itertools.product(*axes) if _allowed(c)]
+    uncovered = set().union(*(pairs(c) for c in candidates))
+    cases = []
+    while uncovered:
+        best = max(candidates, key=lambda c: (len(pairs(c) & uncovered), -c[0] * c[1] * c[2][0] * c[2][1]))
+        cases.append(best)
+        uncovered -= pairs(best)
+    return cases
+
+
+PAIRWISE_CASES = _pairwise_cases()
+
+
+def _case_id(case: tuple) -> str:
+    batch, channels, (height, width), classes, fine_grained, channels_last, dtype = case
+    return (f"B{batch}-D{channels}-{height}x{width}-C{classes}-{'fine' if fine_grained else 'target'}"
+            f"-{'cl' if channels_last else 'nchw'}-{str(dtype).removeprefix('torch.')}")
+
+
+def _inputs(batch, channels, size, classes, dtype, channels_last, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    feature = torch.randn(batch, channels, *size, generator=generator).to(dtype)
+    weight = torch.randn(classes, channels, generator=generator).to(dtype)
+    target = torch.randint(0, classes, (batch,), generator=generator)
+    if channels_last:
+        feature = feature.to(memory_format=torch.channels_last)
+    return feature, weight, target
+
+
+def _run(fn, feature, weight, target, fine_grained, fg=FG, bg=BG):
+    feature = feature.detach().clone().requires_grad_()
+    weight = weight.detach().clone().requires_grad_()
+    loss_sim, loss_norm = fn(feature, weight, target, fg_threshold=fg, bg_threshold=bg, fine_grained=fine_grained)
+    (UPSTREAM_SIM * loss_sim + UPSTREAM_NORM * loss_norm).backward()
+    return loss_sim.detach(), loss_norm.detach(), feature.grad, weight.grad
+
+
+def _check(feature, weight, target, fine_grained, fg=FG, bg=BG):
+    """Kernel on the given tensors vs the float64 reference on the same values."""
+    got = _run(kernel.alignment_loss, feature, weight, target, fine_grained, fg, bg)
+    want = _run(reference.alignment_loss, feature.double(), weight.double(), target, fine_grained, fg, bg)
+    exact = feature.dtype == torch.float32
+    loss_tol, grad_tol = (1e-5, 1e-4) if exact else (1e-3, 2e-2)
+    for name, g, w in zip(("loss_sim", "loss_norm"), got[:2], want[:2]):
+        assert g.dtype == feature.dtype, name
+        assert torch.isfinite(g), name
+        torch.testing.assert_close(g.double(), w, atol=loss_tol, rtol=0, msg=lambda m: f"{name}: {m}")
+    for name, g, w, source in zip(("grad_feature", "grad_weight"), got[2:], want[2:], (feature, weight)):
+        assert g.dtype == source.dtype and g.shape == source.shape, name
+        scale = max(float(w.abs().max()), 1e-30)
+        torch.testing.assert_close(g.double(), w, atol=grad_tol * scale, rtol=0, msg=lambda m: f"{name}: {m}")
+    if feature.dim() == 4 and feature.is_contiguous(memory_format=torch.channels_last) and not feature.is_contiguous():
+        assert got[2].is_contiguous(memory_format=torch.channels_last), "grad_feature lost channels_last"
+    return got, want
+
+
+@pytest.mark.parametrize("case", PAIRWISE_CASES, ids=_case_id)
+def test_pairwise_grid(case):
+    batch, channels, size, classes, fine_grained, channels_last, dtype = case
+    feature, weight, target = _inputs(batch, channels, size, classes, dtype, channels_last)
+    _check(feature, weight, target, fine_grained)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
+@pytest.mark.parametrize("fine_grained", [False, True], ids=["target", "fine"])
+def test_mode_layout_dtype_grid(fine_grained, channels_last, dtype):
+    feature, weight, target = _inputs(3, 7, (7, 7), 37, dtype, channels_last, seed=1)
+    _check(feature, weight, target, fine_grained)
+
+
+@pytest.mark.parametrize("classes", AXES["classes"])
+@pytest.mark.parametrize("size", AXES["size"], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("channels", AXES["channels"])
+def test_shape_grid(channels, size, classes):
+    feature, weight, target = _inputs(2, channels, size, classes, torch.float32, False, seed=2)
+    _check(feature, weight, target, fine_grained=True)
+
+
+def test_pairwise_cases_cover_every_axis_value():
+    for position, values in enumerate(AXES.values()):
+        assert {case[position] for case in PAIRWISE_CASES} == set(values)
+
+
+@pytest.mark.parametrize("target", [[2, 2, 2], [1, 0, 1]], ids=["all-same", "two-same"])
+def test_repeated_classes_accumulate_weight_grad(target):
+    feature, weight, _ = _inputs(3, 16, (7, 7), 4, torch.float32, False, seed=3)
+    got, _ = _check(feature, weight, torch.tensor(target), fine_grained=True)
+    untouched = sorted(set(range(4)) - set(target))
+    assert torch.all(got[3][untouched] == 0)
+
+
+def test_empty_similarity_regions():
+    """τ_fg = 1 and τ_bg = 0: F̂ ∈ [0, 1] is never > 1 nor < 0, so both sim masks are empty → L_sim = 0."""
+    feature, weight, target = _inputs(2, 16, (7, 7), 5, torch.float32, False, seed=4)
+    got, _ = _check(feature, weight, target, fine_grained=True, fg=1.0, bg=0.0)
+    assert got[0] == 0
+
+
+@pytest.mark.parametrize("fine_grained", [False, True], ids=["target", "fine"])
+def test_empty_norm_regions(fine_grained):
+    """Positive features and weights: every S > 0, so bg_norm is empty; the mean over it is 0."""
+    generator = torch.Generator().manual_seed(5)
+    feature = torch.rand(2, 16, 7, 7, generator=generator)
+    weight = torch.rand(5, 16, generator=generator)
+    _check(feature, weight, torch.tensor([0, 3]), fine_grained)
+
+
+@pytest.mark.parametrize("sign_flips", [False, True], ids=["same-vector", "sign-flips"])
+def test_constant_norm_map(sign_flips):
+    """One vector repeated at every position: max − min = 0, F̂ = 0, gradient through eps = 1e-15."""
+    generator = torch.Generator().manual_seed(6)
+    vector = torch.randn(2, 16, 1, 1, generator=generator)
+    sign = torch.where(torch.rand(2, 1, 7, 7, generator=generator) < 0.5, -1.0, 1.0) if sign_flips else 1.0
+    feature = (vector * sign).expand(2, 16, 7, 7).contiguous()
+    weight = torch.randn(5, 16, generator=generator)
+    _check(feature, weight, torch.tensor([1, 4]), fine_grained=True)
+
+
+@pytest.mark.parametrize("fine_grained", [False, True], ids=["target", "fine"])
+def test_zero_feature_vectors(fine_grained):
+    """Zero vectors: norm 0 (the min), S = 0 (in no norm mask), F.normalize's 1e-12 clamp in the gradient."""
+    feature, weight, target = _inputs(3, 16, (7, 7), 5, torch.float32, False, seed=7)
+    feature[0, :, 2, 3] = 0
+    feature[1, :, :3] = 0
+    feature[2] = 0  # a whole image: constant zero norm map
+    _check(feature, weight, target, fine_grained)
+
+
+def test_zero_weight_row():
+    feature, weight, _ = _inputs(2, 16, (7, 7), 3, torch.float32, False, seed=8)
+    weight[1] = 0
+    _check(feature, weight, torch.tensor([1, 2]), fine_grained=True)
+
+
+def test_float16():
+    feature, weight, target = _inputs(2, 64, (7, 7), 37, torch.float16, True, seed=9)
+    _check(feature, weight, target, fine_grained=True)
+
+
+def test_opcheck():
+    feature, weight, target = _inputs(2, 16, (7, 7), 5, torch.float32, True, seed=10)
+    feature.requires_grad_()
+    weight.requires_grad_()
+    torch.library.opcheck(kernel._alignment_loss_op, (feature, weight, target, FG, BG, True))
+    torch.library.opcheck(kernel._alignment_loss_op, (feature, weight, target, FG, BG, False))
+
+
+def test_compiles_without_graph_break():
+    feature, weight, target = _inputs(2, 16, (7, 7), 5, torch.float32, False, seed=11)
+
+    def step(f, w):
+        loss_sim, loss_norm = kernel.alignment_loss(f, w, target, fg_threshold=FG, bg_threshold=BG, fine_grained=True)
+        return loss_sim + loss_norm
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    f = feature.clone().requires_grad_()
+    w = weight.clone().requires_grad_()
+    compiled(f, w).backward()
+    f_ref = feature.clone().requires_grad_()
+    w_ref = weight.clone().requires_grad_()
+    step(f_ref, w_ref).backward()
+    torch.testing.assert_close(f.grad, f_ref.grad)
+    torch.testing.assert_close(w.grad, w_ref.grad)
+
+
+def test_cpu_without_interpreter_is_a_clear_error(monkeypatch):
+    feature, weight, target = _inputs(1, 7, (7, 7), 5, torch.float32, False)
+    monkeypatch.setattr(kernel.knobs.runtime, "interpret", False)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        kernel.alignment_loss(feature, weight, target, fg_threshold=FG, bg_threshold=BG, fine_grained=True)
