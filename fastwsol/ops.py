@@ -7,17 +7,57 @@ so every backend gets the same clear errors.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
+from fastwsol.kernels import alignment_loss as alignment_loss_kernel
+from fastwsol.kernels import attentive_dropout as attentive_dropout_kernel
+from fastwsol.kernels import consistency_loss as consistency_loss_kernel
 from fastwsol.method import reference
+from fastwsol.method.compiled import compiled
 
-BACKENDS = ("auto", "reference")
+BACKENDS = ("auto", "reference", "compiled", "triton")
+# Imported with this module, not lazily, so the custom ops exist before torch.compile traces a call.
+_KERNELS = {
+    "alignment_loss": alignment_loss_kernel,
+    "attentive_dropout": attentive_dropout_kernel,
+    "consistency_loss": consistency_loss_kernel,
+}
 
 
-def _resolve_backend(backend: str, *tensors: torch.Tensor) -> str:
+def triton_interpreter_enabled() -> bool:
+    """``TRITON_INTERPRET`` as Triton reads it, at call time (kernels on CPU tensors need it)."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def _resolve_backend(backend: str, tensor: torch.Tensor) -> str:
+    """"auto" → "triton" on CUDA tensors, "compiled" (torch.compile of the reference) otherwise.
+
+    "triton" on CPU tensors runs the kernels through Triton's interpreter, which must be enabled
+    (``TRITON_INTERPRET=1`` before ``fastwsol`` is imported); otherwise it is an error.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is unknown; choose one of {BACKENDS}")
-    return "reference" if backend == "auto" else backend
+    if backend == "auto":
+        return "triton" if tensor.is_cuda else "compiled"
+    if backend == "triton" and not tensor.is_cuda and not triton_interpreter_enabled():
+        raise ValueError(
+            f"backend='triton' needs CUDA tensors, got a tensor on {tensor.device}; to run the Triton kernels "
+            "on CPU set TRITON_INTERPRET=1 in the environment before importing fastwsol, or use "
+            "backend='compiled' / 'reference' / 'auto'"
+        )
+    return backend
+
+
+def _dispatch(op: str, backend: str, tensor: torch.Tensor):
+    """The function implementing ``op`` for ``backend`` (already checked arguments)."""
+    resolved = _resolve_backend(backend, tensor)
+    if resolved == "triton":
+        return getattr(_KERNELS[op], op)
+    if resolved == "compiled":
+        return compiled(op)
+    return getattr(reference, op)
 
 
 def _check_feature(name: str, feature: torch.Tensor) -> None:
@@ -71,8 +111,7 @@ def alignment_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(L_sim, L_norm) of METHOD.md §5, batch means."""
     _check_alignment_args(feature, fc_weight, target)
-    _resolve_backend(backend, feature)
-    return reference.alignment_loss(
+    return _dispatch("alignment_loss", backend, feature)(
         feature, fc_weight, target, fg_threshold=fg_threshold, bg_threshold=bg_threshold, fine_grained=fine_grained
     )
 
@@ -94,8 +133,7 @@ def attentive_dropout(
         if tuple(uniform.shape) != expected:
             raise ValueError(f"uniform must have shape {expected} for x shape {tuple(x.shape)}, got {tuple(uniform.shape)}")
         _check_same_device(x=x, uniform=uniform)
-    _resolve_backend(backend, x)
-    return reference.attentive_dropout(x, threshold, drop_prob, uniform=uniform)
+    return _dispatch("attentive_dropout", backend, x)(x, threshold, drop_prob, uniform=uniform)
 
 
 def consistency_loss(feature: torch.Tensor, feature_dropped: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
@@ -108,8 +146,7 @@ def consistency_loss(feature: torch.Tensor, feature_dropped: torch.Tensor, *, ba
             f"{tuple(feature_dropped.shape)} {feature_dropped.dtype} must match in shape and dtype"
         )
     _check_same_device(feature=feature, feature_dropped=feature_dropped)
-    _resolve_backend(backend, feature)
-    return reference.consistency_loss(feature, feature_dropped)
+    return _dispatch("consistency_loss", backend, feature)(feature, feature_dropped)
 
 
 def localization_maps(feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,0 +1,189 @@
+"""Consistency loss (METHOD.md §5) in Triton, with its autograd glue and ``torch.library`` op.
+
+    L_drop = mean over all N = B·D·H·W elements of |F − F_drop|
+    dF = g/N · sign(F − F_drop),   dF_drop = −dF      (sign(0) = 0, as torch's abs gradient)
+
+Forward: one read of both tensors, one fp32 partial sum per tile (summed in a fixed order, so
+the result is deterministic). Backward: one read of both, one write of both gradients. Any
+strides (NCHW, channels_last, or one of each).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton import knobs
+
+BLOCK_POSITIONS = 64
+BLOCK_CHANNELS = 32
+NUM_WARPS = 8  # 2048-element tiles: 8 values per thread keeps registers low
+
+
+@triton.jit
+def _tile_offsets(positions, d, W, stride_b, stride_d, stride_h, stride_w, b):
+    return b * stride_b + d[:, None] * stride_d + ((positions // W) * stride_h + (positions % W) * stride_w)[None, :]
+
+
+@triton.jit
+def _abs_difference_sum_kernel(
+    f_ptr, g_ptr, partial_ptr, D, H, W,
+    stride_fb, stride_fd, stride_fh, stride_fw,
+    stride_gb, stride_gd, stride_gh, stride_gw,
+    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """partial[tile] = Σ_tile |round_dtype(F − G)|, fp32 accumulation."""
+    b = tl.program_id(0).to(tl.int64)
+    positions = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+    d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask = (d[:, None] < D) & (positions < H * W)[None, :]
+    f = tl.load(f_ptr + _tile_offsets(positions, d, W, stride_fb, stride_fd, stride_fh, stride_fw, b), mask=mask, other=0.0)
+    g = tl.load(g_ptr + _tile_offsets(positions, d, W, stride_gb, stride_gd, stride_gh, stride_gw, b), mask=mask, other=0.0)
+    # torch subtracts in the input dtype: round the difference the same way.
+    difference = (f.to(tl.float32) - g.to(tl.float32)).to(f_ptr.dtype.element_ty).to(tl.float32)
+    tile = (tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)) * tl.num_programs(2) + tl.program_id(2)
+    tl.store(partial_ptr + tile, tl.sum(tl.sum(tl.abs(difference), axis=1), axis=0))
+
+
+@triton.jit
+def _abs_difference_backward_kernel(
+    f_ptr, g_ptr, scale_ptr, df_ptr, dg_ptr, D, H, W,
+    stride_fb, stride_fd, stride_fh, stride_fw,
+    stride_gb, stride_gd, stride_gh, stride_gw,
+    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """dF = scale·sign(F − G), dG = −dF, with scale = g/N (dF has F's strides, dG has G's)."""
+    b = tl.program_id(0).to(tl.int64)
+    positions = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+    d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask = (d[:, None] < D) & (positions < H * W)[None, :]
+    f_offsets = _tile_offsets(positions, d, W, stride_fb, stride_fd, stride_fh, stride_fw, b)
+    g_offsets = _tile_offsets(positions, d, W, stride_gb, stride_gd, stride_gh, stride_gw, b)
+    difference = tl.load(f_ptr + f_offsets, mask=mask, other=0.0).to(tl.float32) - tl.load(
+        g_ptr + g_offsets, mask=mask, other=0.0
+    ).to(tl.float32)
+    sign = tl.where(difference > 0, 1.0, tl.where(difference < 0, -1.0, 0.0))
+    grad = sign * tl.load(scale_ptr)
+    tl.store(df_ptr + f_offsets, grad.to(df_ptr.dtype.element_ty), mask=mask)
+    tl.store(dg_ptr + g_offsets, (-grad).to(dg_ptr.dtype.element_ty), mask=mask)
+
+
+def _grid(shape) -> tuple[int, int, int]:
+    b, d, h, w = shape
+    return b, triton.cdiv(h * w, BLOCK_POSITIONS), triton.cdiv(d, BLOCK_CHANNELS)
+
+
+@torch.library.custom_op("fastwsol::consistency_loss", mutates_args=())
+def consistency_loss_op(feature: torch.Tensor, feature_dropped: torch.Tensor) -> torch.Tensor:
+    """mean |F − F_drop| as a 0-dim tensor of F's dtype."""
+    grid = _grid(feature.shape)
+    partial = torch.empty(grid[0] * grid[1] * grid[2], device=feature.device, dtype=torch.float32)
+    _abs_difference_sum_kernel[grid](
+        feature, feature_dropped, partial, *feature.shape[1:], *feature.stride(), *feature_dropped.stride(),
+        BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
+    )
+    return (partial.sum() / feature.numel()).to(feature.dtype)
+
+
+@consistency_loss_op.register_fake
+def _(feature, feature_dropped):
+    return feature.new_empty(())
+
+
+@torch.library.custom_op("fastwsol::consistency_loss_backward", mutates_args=())
+def consistency_loss_backward_op(
+    grad_loss: torch.Tensor, feature: torch.Tensor, feature_dropped: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dF, dF_drop) = (g/N·sign(F − F_drop), −g/N·sign(F − F_drop))."""
+    # g/N in the loss dtype, as torch's mean backward rounds it.
+    scale = (grad_loss / feature.numel()).to(torch.float32).reshape(1)
+    grad_feature, grad_dropped = torch.empty_like(feature), torch.empty_like(feature_dropped)
+    _abs_difference_backward_kernel[_grid(feature.shape)](
+        feature, feature_dropped, scale, grad_feature, grad_dropped, *feature.shape[1:],
+        *feature.stride(), *feature_dropped.stride(), BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
+    )
+    return grad_feature, grad_dropped
+
+
+@consistency_loss_backward_op.register_fake
+def _(grad_loss, feature, feature_dropped):
+    return torch.empty_like(feature), torch.empty_like(feature_dropped)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, grad_loss):
+    feature, feature_dropped = ctx.saved_tensors
+    return consistency_loss_backward_op(grad_loss, feature, feature_dropped)
+
+
+consistency_loss_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def check_runnable(tensor: torch.Tensor) -> None:
+    """The kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter."""
+    if tensor.device.type != "cuda" and not knobs.runtime.interpret:
+        raise RuntimeError(
+            f"the Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 in the environment before "
+            f"fastwsol.kernels is imported, to run on {tensor.device}"
+        )
+
+
+def consistency_loss(feature: torch.Tensor, feature_dropped: torch.Tensor) -> torch.Tensor:
+    """L_drop = mean |F − F_drop| over all elements (gradient to both)."""
+    check_runnable(feature)
+    return consistency_loss_op(feature, feature_dropped)
+
+
+def _bytes_forward(shape, element_size: int = 4) -> int:
+    b, d, h, w = shape
+    return 2 * b * d * h * w * element_size + 4 * b * triton.cdiv(h * w, BLOCK_POSITIONS) * triton.cdiv(d, BLOCK_CHANNELS)
+
+
+def _bytes_backward(shape, element_size: int = 4) -> int:
+    b, d, h, w = shape
+    return 4 * b * d * h * w * element_size + 4
+
+
+# Shapes of the real F (the consistency loss input).
+REAL_SHAPES = {"VGG16 F B=64": (64, 1024, 14, 14), "ResNet50 F B=32": (32, 2048, 28, 28)}
+
+_STRIDES = {f"stride_{t}{a}": "i32" for t in "fg" for a in "bdhw"}
+
+
+def _specs() -> list[dict]:
+    specs = []
+    for dtype, size in (("fp32", 4), ("bf16", 2)):
+        constexprs = {"BLOCK_P": BLOCK_POSITIONS, "BLOCK_D": BLOCK_CHANNELS}
+        specs.append({
+            "name": f"consistency_loss/_abs_difference_sum_kernel[{dtype}]",
+            "fn": _abs_difference_sum_kernel,
+            "signature": {"f_ptr": f"*{dtype}", "g_ptr": f"*{dtype}", "partial_ptr": "*fp32",
+                          "D": "i32", "H": "i32", "W": "i32", **_STRIDES,
+                          "BLOCK_P": "constexpr", "BLOCK_D": "constexpr"},
+            "constexprs": constexprs,
+            "num_warps": NUM_WARPS,
+            "bytes_moved": lambda shape, e=size: _bytes_forward(shape, e),
+            # minimum: one read of F and of F_drop
+            "bytes_minimum": lambda shape, e=size: 2 * e * shape[0] * shape[1] * shape[2] * shape[3],
+        })
+        specs.append({
+            "name": f"consistency_loss/_abs_difference_backward_kernel[{dtype}]",
+            "fn": _abs_difference_backward_kernel,
+            "signature": {"f_ptr": f"*{dtype}", "g_ptr": f"*{dtype}", "scale_ptr": "*fp32",
+                          "df_ptr": f"*{dtype}", "dg_ptr": f"*{dtype}",
+                          "D": "i32", "H": "i32", "W": "i32", **_STRIDES,
+                          "BLOCK_P": "constexpr", "BLOCK_D": "constexpr"},
+            "constexprs": constexprs,
+            "num_warps": NUM_WARPS,
+            "bytes_moved": lambda shape, e=size: _bytes_backward(shape, e),
+            # minimum: read F, F_drop; write dF, dF_drop
+            "bytes_minimum": lambda shape, e=size: 4 * e * shape[0] * shape[1] * shape[2] * shape[3],
+        })
+    return specs
+
+
+# Blocks are fixed (no autotune), so one configuration per kernel and dtype covers the real shapes.
+GPU_BUILD_SPECS = _specs()
