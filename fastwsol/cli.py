@@ -16,6 +16,27 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from fastwsol.config import load_config
+    from fastwsol.train import NonFiniteLossError, Trainer
+
+    overrides = list(args.set)
+    if args.no_compile:
+        overrides.append("train.compile=false")
+    if args.out_dir:
+        overrides.append(f"train.out_dir={args.out_dir}")
+    config = load_config(args.config, overrides)
+    try:
+        metrics = Trainer(config, resume=args.resume).fit()
+    except NonFiniteLossError as exc:
+        print(f"fastwsol train: stopped: {exc}", file=sys.stderr)
+        return 3
+    from fastwsol.report import format_metrics
+
+    print(format_metrics(metrics, title=f"test metrics ({config.train.out_dir})"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastwsol",
@@ -27,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="smoke demo of the reference method on random data (no downloads)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    train = sub.add_parser("train", help="train (and validate, test) from a YAML config; torchrun-ready")
+    train.add_argument("--config", required=True, help="YAML config (see configs/)")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
+    train.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    train.add_argument("--no-compile", action="store_true", help="eager reference step (same as --set train.compile=false)")
+    train.add_argument("--out-dir", help="shorthand for --set train.out_dir=...")
+    train.set_defaults(func=_train)
     return parser
 
 

@@ -1,0 +1,258 @@
+"""Experiment configuration: plain dataclasses with every default visible here, loaded from
+YAML and overridden with ``--set section.key=value``. Validation names the key at fault."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "SYNTHETIC"  # folder name under data_root / metadata_root (CUB, ILSVRC, ...)
+    data_root: str = "data/synthetic/images"  # <data_root>/<dataset>/<image_id>
+    metadata_root: str = "data/synthetic/metadata"  # <metadata_root>/<dataset>/<split>/*.txt
+    image_size: int = 224  # train crop / eval resize
+    resize_size: int = 256  # train: resize to this square, then random crop image_size
+    loader: str = "auto"  # "dali" | "torch" | "auto"
+    num_threads: int = 2
+    skip_bad: bool = False
+
+
+@dataclass
+class ModelConfig:
+    name: str = "vgg16"  # see fastwsol.models.MODEL_NAMES; *_cam = vanilla CAM
+    pretrained: str | None = None  # None | "imagenet" | path to a torchvision state dict
+    large_feature_map: bool | None = None  # None = the backbone's default
+    drop_threshold: float = 0.8  # γ
+    drop_prob: float = 0.5  # p
+
+
+@dataclass
+class LossConfig:
+    lambda_drop: float = 3.0
+    lambda_sim: float = 0.5
+    lambda_norm: float = 0.15
+    fg_threshold: float = 0.6  # τ_fg
+    bg_threshold: float = 0.1  # τ_bg
+    fine_grained: bool = True  # S* = max over classes (CUB) or the target class (ImageNet)
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 70
+    warm_epochs: int = 20  # L_CE + λ_drop·L_drop only, at warm_batch_size
+    batch_size: int = 64  # global batch (split over ranks)
+    warm_batch_size: int = 32
+    lr: float = 0.004  # pretrained backbone
+    new_layer_lr_multiplier: float = 5.0  # new layers (conv6 + fc for VGG, fc for ResNet)
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    lr_decay_epochs: list[int] = field(default_factory=lambda: [41, 61])  # 1-based: ×factor from these epochs on
+    lr_decay_factor: float = 0.2
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    out_dir: str = "runs/default"
+    compile: bool = True  # torch.compile the step; False = the eager reference step
+    backend: str = "auto"  # fastwsol.ops backend for the method's ops
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast)
+    channels_last: bool = False
+    eval_interval: int = 1  # epochs between validations (0 = only the final test)
+    log_interval: int = 20  # steps between JSON-lines records
+    select_metric: str = "max_box_acc_v2"  # best checkpoint criterion on val (wsolevaluation's)
+    max_steps_per_epoch: int | None = None  # cap for smoke runs; None = the whole epoch
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    map: str = "cam"  # "cam" | "norm" | "sim" (METHOD.md Table 5)
+    iou_thresholds: list[int] = field(default_factory=lambda: [30, 50, 70])
+    cam_curve_interval: float = 0.005
+    multi_contour: bool = True
+    batch_size: int = 64
+
+
+@dataclass
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    ("data", "loader"): ("auto", "dali", "torch"),
+    ("train", "precision"): ("fp32", "bf16"),
+    ("train", "backend"): ("auto", "reference", "compiled", "triton"),
+    ("eval", "map"): ("cam", "norm", "sim"),
+    ("train", "select_metric"): ("max_box_acc_v2", "gt_known_loc", "top1_loc"),
+}
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type, or impossible; the message names the key."""
+
+
+def _coerce(key: str, value, annotation):
+    """Check/convert ``value`` to the field's annotated type (YAML or --set strings)."""
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
+            if type(None) in args:
+                return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(key, value, option)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is list:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip() else []
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {annotation}")
+
+
+def _section_types(section_cls) -> dict[str, typing.Any]:
+    return typing.get_type_hints(section_cls)
+
+
+def apply_values(config: ExperimentConfig, values: dict, origin: str) -> None:
+    """Set ``{section: {key: value}}`` on ``config``, checking names and types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{origin}: expected a mapping of sections, got {type(values).__name__}")
+    for section, entries in values.items():
+        if section not in ExperimentConfig.__dataclass_fields__:
+            raise ConfigError(f"{origin}: unknown section {section!r}; sections are {list(ExperimentConfig.__dataclass_fields__)}")
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{origin}: section {section!r} must be a mapping")
+        target = getattr(config, section)
+        types = _section_types(type(target))
+        for key, value in entries.items():
+            if key not in types:
+                raise ConfigError(f"{origin}: unknown key {section}.{key}; {section} has {sorted(types)}")
+            setattr(target, key, _coerce(f"{section}.{key}", value, types[key]))
+
+
+def parse_override(text: str) -> dict:
+    """``"optim.lr=0.01"`` → ``{"optim": {"lr": "0.01"}}`` (typed later against the field)."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. optim.lr=0.01")
+    dotted, value = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    return {section: {key: value}}
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Impossible combinations, each named by its key."""
+    for (section, key), choices in _CHOICES.items():
+        value = getattr(getattr(config, section), key)
+        if value not in choices:
+            raise ConfigError(f"{section}.{key}: {value!r} is not one of {choices}")
+    checks = [
+        ("loss.bg_threshold", config.loss.bg_threshold <= config.loss.fg_threshold,
+         f"τ_bg ({config.loss.bg_threshold}) must not exceed τ_fg ({config.loss.fg_threshold})"),
+        ("loss.fg_threshold", 0.0 <= config.loss.fg_threshold <= 1.0, "must lie in [0, 1]"),
+        ("loss.bg_threshold", 0.0 <= config.loss.bg_threshold <= 1.0, "must lie in [0, 1]"),
+        ("model.drop_prob", 0.0 <= config.model.drop_prob <= 1.0, "must lie in [0, 1]"),
+        ("model.drop_threshold", 0.0 <= config.model.drop_threshold <= 1.0, "must lie in [0, 1]"),
+        ("optim.epochs", config.optim.epochs >= 1, "must be >= 1"),
+        ("optim.warm_epochs", 0 <= config.optim.warm_epochs <= config.optim.epochs, "must lie in [0, optim.epochs]"),
+        ("optim.batch_size", config.optim.batch_size >= 1, "must be >= 1"),
+        ("optim.warm_batch_size", config.optim.warm_batch_size >= 1, "must be >= 1"),
+        ("optim.lr", config.optim.lr > 0, "must be > 0"),
+        ("optim.new_layer_lr_multiplier", config.optim.new_layer_lr_multiplier > 0, "must be > 0"),
+        ("optim.weight_decay", config.optim.weight_decay >= 0, "must be >= 0"),
+        ("optim.momentum", 0 <= config.optim.momentum < 1, "must lie in [0, 1)"),
+        ("optim.lr_decay_factor", 0 < config.optim.lr_decay_factor <= 1, "must lie in (0, 1]"),
+        ("optim.lr_decay_epochs", all(e >= 1 for e in config.optim.lr_decay_epochs), "epochs are 1-based"),
+        ("loss.lambda_drop", config.loss.lambda_drop >= 0, "must be >= 0"),
+        ("loss.lambda_sim", config.loss.lambda_sim >= 0, "must be >= 0"),
+        ("loss.lambda_norm", config.loss.lambda_norm >= 0, "must be >= 0"),
+        ("data.image_size", config.data.image_size >= 32, "must be >= 32"),
+        ("data.resize_size", config.data.resize_size >= config.data.image_size, "must be >= data.image_size"),
+        ("train.eval_interval", config.train.eval_interval >= 0, "must be >= 0"),
+        ("train.log_interval", config.train.log_interval >= 1, "must be >= 1"),
+        ("eval.cam_curve_interval", 0 < config.eval.cam_curve_interval < 1, "must lie in (0, 1)"),
+    ]
+    for key, ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{key}: {message}")
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
+    """Defaults ← YAML file ← ``--set`` overrides, then validation."""
+    config = ExperimentConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        apply_values(config, values, str(path))
+    for text in overrides:
+        apply_values(config, parse_override(text), f"--set {text}")
+    validate(config)
+    return config
+
+
+def config_from_dict(values: dict) -> ExperimentConfig:
+    """Rebuild a config saved in a checkpoint."""
+    config = ExperimentConfig()
+    apply_values(config, values, "checkpoint config")
+    validate(config)
+    return config

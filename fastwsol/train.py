@@ -1,0 +1,479 @@
+"""The training loop (METHOD.md §2, §5, §6): warm stage (L_CE + λ_drop·L_drop at the warm batch
+size), then the full objective; SGD with two parameter groups and step decay; validation with
+the evaluator, the best checkpoint by the configured criterion, a final test of the best.
+
+One step (forward of both paths, the losses, backward) is compiled with ``torch.compile``, one
+graph for the warm objective and one for the full objective; ``train.compile=false`` runs the
+same function eagerly: the reference step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from fastwsol import ops
+from fastwsol.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_atomic, write_text_atomic
+from fastwsol.config import ExperimentConfig, LossConfig
+from fastwsol.data import build_loader, normalize_on_device
+from fastwsol.models import TwoPathWSOLNet, create_model
+
+LOSS_TERMS = ("ce", "drop", "sim", "norm")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN/inf: the run stops instead of training on garbage."""
+
+
+# ---------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed() -> DistributedContext:
+    """torchrun's environment → a process group (NCCL on GPU, gloo on CPU); single process otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return DistributedContext(rank, world_size, local_rank)
+
+
+def default_device(ctx: DistributedContext) -> torch.device:
+    return torch.device("cuda", ctx.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------- the method
+
+
+def build_model(config: ExperimentConfig, num_classes: int) -> TwoPathWSOLNet:
+    m = config.model
+    return create_model(
+        m.name,
+        num_classes,
+        pretrained=m.pretrained,
+        large_feature_map=m.large_feature_map,
+        drop_threshold=m.drop_threshold,
+        drop_prob=m.drop_prob,
+    )
+
+
+def build_optimizer(model: TwoPathWSOLNet, config: ExperimentConfig) -> torch.optim.SGD:
+    """Pretrained backbone at lr, new layers at lr × multiplier (METHOD.md §6)."""
+    o = config.optim
+    backbone, new = model.parameter_groups()
+    groups = [
+        {"params": backbone, "lr": o.lr, "base_lr": o.lr},
+        {"params": new, "lr": o.lr * o.new_layer_lr_multiplier, "base_lr": o.lr * o.new_layer_lr_multiplier},
+    ]
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+
+
+def lr_factor(epoch: int, config: ExperimentConfig) -> float:
+    """×factor from each (1-based) decay epoch on; ``epoch`` is 0-based."""
+    o = config.optim
+    return o.lr_decay_factor ** sum(epoch + 1 >= e for e in o.lr_decay_epochs)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+
+
+def is_warm_epoch(epoch: int, config: ExperimentConfig) -> bool:
+    return epoch < config.optim.warm_epochs
+
+
+def method_losses(
+    out: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    fc_weight: torch.Tensor,
+    loss: LossConfig,
+    *,
+    full: bool,
+    backend: str,
+) -> dict[str, torch.Tensor]:
+    """The loss terms; L_sim and L_norm only after the warm stage (``full``) and when weighted."""
+    terms = {"ce": F.cross_entropy(out["logits"], labels)}
+    zero = terms["ce"].new_zeros(())
+    feature = out["feature"].float()
+    terms["drop"] = (
+        ops.consistency_loss(feature, out["feature_dropped"].float(), backend=backend) if "feature_dropped" in out else zero
+    )
+    if full and (loss.lambda_sim or loss.lambda_norm):
+        terms["sim"], terms["norm"] = ops.alignment_loss(
+            feature,
+            fc_weight.float(),
+            labels,
+            fg_threshold=loss.fg_threshold,
+            bg_threshold=loss.bg_threshold,
+            fine_grained=loss.fine_grained,
+            backend=backend,
+        )
+    else:
+        terms["sim"] = terms["norm"] = zero
+    return terms
+
+
+def total_loss(terms: dict[str, torch.Tensor], loss: LossConfig) -> torch.Tensor:
+    return terms["ce"] + loss.lambda_drop * terms["drop"] + loss.lambda_sim * terms["sim"] + loss.lambda_norm * terms["norm"]
+
+
+class TrainStep:
+    """forward (both paths) → loss terms, as one function, compiled (``train.compile``) or
+    eager; the backward of a compiled forward is compiled too (AOTAutograd).
+
+    ``__call__`` returns the detached terms ``[total, ce, drop, sim, norm]`` and has already
+    run backward, unless a term is non-finite (then nothing is touched and the caller stops).
+    """
+
+    def __init__(self, model: torch.nn.Module, fc_weight: torch.Tensor, config: ExperimentConfig, *, uint8_input: bool):
+        self.model, self.fc_weight, self.config = model, fc_weight, config
+        self.uint8_input = uint8_input
+        compile_step = torch.compile if config.train.compile else (lambda fn: fn)
+        self._forwards = {full: compile_step(self._make(full)) for full in (False, True)}
+
+    def _make(self, full: bool):
+        config = self.config
+        autocast = config.train.precision == "bf16"
+
+        def forward_losses(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if self.uint8_input:
+                images = normalize_on_device(images)
+            if config.train.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=autocast):
+                out = self.model(images)
+            terms = method_losses(out, labels, self.fc_weight, config.loss, full=full, backend=config.train.backend)
+            total = total_loss(terms, config.loss)
+            return total, torch.stack([total.detach(), *(terms[k].detach().float() for k in LOSS_TERMS)])
+
+        return forward_losses
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, *, full: bool) -> torch.Tensor:
+        total, values = self._forwards[full](images, labels)
+        values = values.cpu()
+        if torch.isfinite(values).all():
+            total.backward()
+        return values
+
+
+# ---------------------------------------------------------------------------- logging
+
+
+class MetricsLog:
+    """JSON lines in ``out_dir/metrics.jsonl`` (+ TensorBoard when installed); rank 0 only."""
+
+    def __init__(self, out_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = out_dir / "metrics.jsonl"
+        self.tensorboard = None
+        if enabled:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tensorboard = SummaryWriter(str(out_dir / "tensorboard"))
+            except Exception:  # tensorboard not installed: JSON lines only
+                self.tensorboard = None
+
+    def write(self, record: dict, step: int) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            kind = record.get("type", "train")
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("epoch", "step"):
+                    self.tensorboard.add_scalar(f"{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+class StopRequested(Exception):
+    pass
+
+
+class Trainer:
+    """Runs ``config`` to completion, or resumes it from ``out_dir/last.pt``."""
+
+    def __init__(self, config: ExperimentConfig, *, resume: bool = False, ctx: DistributedContext | None = None):
+        self.config = config
+        self.ctx = ctx or init_distributed()
+        self.device = default_device(self.ctx)
+        self.out_dir = Path(config.train.out_dir)
+        self.log = MetricsLog(self.out_dir, self.ctx.is_main)
+        torch.manual_seed(config.train.seed + self.ctx.rank)
+        if config.optim.batch_size % self.ctx.world_size or config.optim.warm_batch_size % self.ctx.world_size:
+            raise ValueError(
+                f"optim.batch_size ({config.optim.batch_size}) and optim.warm_batch_size "
+                f"({config.optim.warm_batch_size}) must be divisible by the world size {self.ctx.world_size}"
+            )
+        self._loaders: dict[tuple, object] = {}
+        train_loader = self.loader("train", config.optim.warm_batch_size)
+        self.num_classes = int(train_loader.metadata.labels.max()) + 1
+        self.model = build_model(config, self.num_classes).to(self.device)
+        if config.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model.ops_backend = config.train.backend
+        self.optimizer = build_optimizer(self.model, config)
+        self.step_model = self.model
+        if self.ctx.enabled:
+            self.step_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.ctx.local_rank] if self.device.type == "cuda" else None
+            )
+        self.train_step = TrainStep(self.step_model, self.model.fc.weight, config, uint8_input=True)
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.best = {"metric": -math.inf, "epoch": None}
+        self._stop_signal: int | None = None
+        if resume:
+            self._resume()
+
+    # -- data
+    def loader(self, split: str, batch_size: int):
+        """Loaders are cached per (split, batch size): the warm/full switch reuses them."""
+        key = (split, batch_size)
+        if key not in self._loaders:
+            d = self.config.data
+            self._loaders[key] = build_loader(
+                d.data_root,
+                d.metadata_root,
+                d.dataset,
+                split,
+                train=split == "train",
+                batch_size=batch_size // self.ctx.world_size if split == "train" else self.config.eval.batch_size,
+                loader=d.loader,
+                device=self.device,
+                num_threads=d.num_threads,
+                seed=self.config.train.seed,
+                shard_id=self.ctx.rank,
+                num_shards=self.ctx.world_size,
+                skip_bad=d.skip_bad,
+                image_size=d.image_size,
+                resize_size=d.resize_size,
+                output="uint8",  # normalised inside the (compiled) step
+            )
+        return self._loaders[key]
+
+    # -- checkpoints
+    def checkpoint_state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best": self.best,
+            "rng": self._all_rng_states(),
+            "config": self.config.to_dict(),
+            "num_classes": self.num_classes,
+            "lr_factor": lr_factor(self.epoch, self.config),
+        }
+
+    def _all_rng_states(self) -> list[dict]:
+        """Every rank's RNG states (rank 0 writes them all), so a resumed run draws as before."""
+        if not self.ctx.enabled:
+            return [rng_states()]
+        gathered = [None] * self.ctx.world_size
+        dist.all_gather_object(gathered, rng_states())
+        return gathered
+
+    def save(self, name: str) -> Path:
+        path = self.out_dir / name
+        state = self.checkpoint_state()  # collective under DDP: gathers every rank's RNG states
+        if self.ctx.is_main:
+            save_atomic(state, path)
+        return path
+
+    def _resume(self) -> None:
+        path = self.out_dir / "last.pt"
+        state = load_checkpoint(path)
+        if state["config"] != self.config.to_dict():
+            changed = sorted(
+                f"{section}.{key}"
+                for section, values in state["config"].items()
+                for key, value in values.items()
+                if self.config.to_dict()[section].get(key) != value
+            )
+            print(f"fastwsol train: resuming {path} with changed settings: {', '.join(changed)}", file=sys.stderr)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        self.best = state["best"]
+        if len(state["rng"]) != self.ctx.world_size:
+            raise ValueError(f"{path} was written by {len(state['rng'])} process(es); resume it with as many, not {self.ctx.world_size}")
+        restore_rng_states(state["rng"][self.ctx.rank])
+
+    # -- signals
+    def _on_signal(self, signum, _frame) -> None:
+        self._stop_signal = signum  # acted on after the current step
+
+    def _stop_requested(self) -> bool:
+        """A signal seen by any rank stops every rank after the same step."""
+        stop = self._stop_signal is not None
+        if self.ctx.enabled:
+            flag = torch.tensor([self._stop_signal or 0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self._stop_signal = int(flag.item()) or None
+            stop = self._stop_signal is not None
+        return stop
+
+    def _install_signal_handlers(self):
+        previous = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[signum] = signal.signal(signum, self._on_signal)
+            except ValueError:  # not the main thread
+                pass
+        return previous
+
+    # -- one epoch
+    def _train_epoch(self) -> dict[str, float]:
+        config = self.config
+        full = not is_warm_epoch(self.epoch, config)
+        batch_size = config.optim.batch_size if full else config.optim.warm_batch_size
+        loader = self.loader("train", batch_size)
+        loader.set_epoch(self.epoch)
+        set_lr(self.optimizer, lr_factor(self.epoch, config))
+        self.model.train()
+        steps = len(loader) if config.train.max_steps_per_epoch is None else min(len(loader), config.train.max_steps_per_epoch)
+        sums = torch.zeros(1 + len(LOSS_TERMS))
+        done_before = self.step_in_epoch
+        progress = _progress(steps, f"epoch {self.epoch + 1}/{config.optim.epochs}" + ("" if full else " (warm)"), self)
+        progress.update(done_before)
+        started, images_seen = time.perf_counter(), 0
+        for index, batch in enumerate(loader):
+            if index < done_before:  # resume mid-epoch: the plan is deterministic, skip what was done
+                continue
+            if index >= steps:
+                break
+            self.optimizer.zero_grad(set_to_none=True)
+            values = self.train_step(batch["images"], batch["labels"], full=full)
+            if not torch.isfinite(values).all():
+                named = ", ".join(f"L_{k}={v:.4g}" for k, v in zip(("total", *LOSS_TERMS), values.tolist()))
+                raise NonFiniteLossError(
+                    f"non-finite loss at epoch {self.epoch + 1}, step {self.global_step} (step {index} of the epoch): {named}"
+                )
+            self.optimizer.step()
+            self.step_in_epoch, self.global_step = index + 1, self.global_step + 1
+            sums += values
+            images_seen += batch["images"].shape[0] * self.ctx.world_size
+            rate = images_seen / max(time.perf_counter() - started, 1e-9)
+            count = self.step_in_epoch - done_before
+            progress.update(1)
+            progress.set_postfix(
+                img_s=f"{rate:.1f}", **{k: f"{v:.3f}" for k, v in zip(("loss", *LOSS_TERMS), (sums / count).tolist())}
+            )
+            if self.global_step % config.train.log_interval == 0:
+                record = {"type": "train", "epoch": self.epoch + 1, "step": self.global_step, "images_per_s": rate,
+                          "lr": self.optimizer.param_groups[0]["lr"]}
+                record.update({f"loss_{k}": v for k, v in zip(("total", *LOSS_TERMS), values.tolist())})
+                self.log.write(record, self.global_step)
+            if self._stop_requested() and self.step_in_epoch < steps:
+                progress.close()
+                raise StopRequested
+        progress.close()
+        count = max(self.step_in_epoch - done_before, 1)
+        return {f"loss_{k}": v for k, v in zip(("total", *LOSS_TERMS), (sums / count).tolist())}
+
+    def evaluate(self, split: str) -> dict:
+        from fastwsol.evaluate import evaluate_model
+
+        return evaluate_model(self.model, self.loader(split, self.config.eval.batch_size), self.config, self.ctx)
+
+    def fit(self) -> dict:
+        """Train the remaining epochs, validate, keep the best, test it. Returns the test metrics."""
+        config = self.config
+        previous = self._install_signal_handlers()
+        try:
+            while self.epoch < config.optim.epochs:
+                try:
+                    losses = self._train_epoch()
+                except StopRequested:
+                    path = self.save("last.pt")
+                    signame = signal.Signals(self._stop_signal).name
+                    print(
+                        f"\nfastwsol train: stopped by {signame} at epoch {self.epoch + 1}, step {self.step_in_epoch} "
+                        f"of the epoch; checkpoint written to {path}.\nResume with the same command plus --resume.",
+                        file=sys.stderr,
+                    )
+                    raise SystemExit(128 + self._stop_signal)
+                self.epoch += 1
+                self.step_in_epoch = 0
+                record = {"type": "epoch", "epoch": self.epoch, **losses}
+                validate_now = config.train.eval_interval and (
+                    self.epoch % config.train.eval_interval == 0 or self.epoch == config.optim.epochs
+                )
+                if validate_now:
+                    metrics = self.evaluate("val")
+                    record.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+                    if metrics[config.train.select_metric] > self.best["metric"]:
+                        self.best = {"metric": metrics[config.train.select_metric], "epoch": self.epoch}
+                        self.save("best.pt")
+                self.log.write(record, self.global_step)
+                self.save("last.pt")
+                if self._stop_requested():
+                    print(f"fastwsol train: stopped after epoch {self.epoch}; resume with --resume.", file=sys.stderr)
+                    raise SystemExit(128 + self._stop_signal)
+            return self.final_test()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self.log.close()
+
+    def final_test(self) -> dict:
+        """Evaluate the best checkpoint (the last one when no validation ran) on ``test``."""
+        best_path = self.out_dir / "best.pt"
+        if self.best["epoch"] is not None and best_path.is_file():
+            self.model.load_state_dict(load_checkpoint(best_path)["model"])
+        metrics = self.evaluate("test")
+        metrics["checkpoint_epoch"] = self.best["epoch"] or self.epoch
+        if self.ctx.is_main:
+            write_text_atomic(self.out_dir / "test_metrics.json", json.dumps(metrics, indent=2))
+        self.log.write({"type": "test", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}, self.global_step)
+        return metrics
+
+
+def _progress(total: int, description: str, trainer: Trainer):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=description,
+        disable=not (trainer.config.train.progress and trainer.ctx.is_main),
+        dynamic_ncols=True,
+        leave=False,
+    )

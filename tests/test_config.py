@@ -1,0 +1,94 @@
+"""Configs: the shipped YAML files match METHOD.md §6; overrides are typed; bad values name their key."""
+
+from pathlib import Path
+
+import pytest
+
+from fastwsol.config import ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+# METHOD.md §6, CUB-200-2011.
+PAPER_CUB = {
+    "vgg16": dict(
+        epochs=70, warm_epochs=20, batch_size=64, warm_batch_size=32, lr=0.004, new_layer_lr_multiplier=5,
+        weight_decay=5e-4, lambda_sim=0.5, fg_threshold=0.6, bg_threshold=0.1, lambda_norm=0.15,
+        lambda_drop=3.0, drop_threshold=0.8, drop_prob=0.5, feature="14x14",
+    ),
+    "resnet50": dict(
+        epochs=70, warm_epochs=20, batch_size=32, warm_batch_size=32, lr=0.002, new_layer_lr_multiplier=10,
+        weight_decay=1e-4, lambda_sim=0.5, fg_threshold=0.4, bg_threshold=0.2, lambda_norm=0.05,
+        lambda_drop=2.0, drop_threshold=0.8, drop_prob=0.25, feature="28x28",
+    ),
+}
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet50"])
+def test_cub_configs_match_the_method(backbone):
+    config = load_config(CONFIGS / f"cub_{backbone}.yaml")
+    paper = PAPER_CUB[backbone]
+    assert config.model.name == backbone and config.data.dataset == "CUB"
+    assert config.model.large_feature_map == (paper["feature"] == "28x28")
+    for key in ("epochs", "warm_epochs", "batch_size", "warm_batch_size", "lr", "new_layer_lr_multiplier", "weight_decay"):
+        assert getattr(config.optim, key) == pytest.approx(paper[key]), key
+    for key in ("lambda_sim", "fg_threshold", "bg_threshold", "lambda_norm", "lambda_drop"):
+        assert getattr(config.loss, key) == pytest.approx(paper[key]), key
+    assert (config.model.drop_threshold, config.model.drop_prob) == (paper["drop_threshold"], paper["drop_prob"])
+    assert config.optim.momentum == 0.9 and config.optim.nesterov
+    assert config.optim.lr_decay_epochs == [41, 61] and config.optim.lr_decay_factor == 0.2
+    assert config.loss.fine_grained and (config.data.resize_size, config.data.image_size) == (256, 224)
+
+
+def test_every_shipped_config_loads():
+    names = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+    assert {"cub_vgg16.yaml", "cub_resnet50.yaml", "ilsvrc_vgg16.yaml", "ilsvrc_resnet50.yaml"} <= set(names)
+    for name in names:
+        config = load_config(CONFIGS / name)
+        if name.startswith("ilsvrc"):
+            assert not config.loss.fine_grained  # ImageNet: target-class masks
+        if "_cam" in name:
+            assert config.model.name.endswith("_cam") and config.loss.lambda_sim == config.loss.lambda_norm == 0
+
+
+def test_overrides_are_typed():
+    config = load_config(
+        None,
+        ["optim.lr=0.01", "optim.lr_decay_epochs=[3, 5]", "model.pretrained=null", "model.large_feature_map=true",
+         "train.compile=false", "optim.epochs=3", "optim.warm_epochs=1"],
+    )
+    assert config.optim.lr == 0.01 and config.optim.lr_decay_epochs == [3, 5]
+    assert config.model.pretrained is None and config.model.large_feature_map is True
+    assert config.train.compile is False and config.optim.epochs == 3
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optim.learning_rate=0.1", "optim.learning_rate"),
+        ("optimizer.lr=0.1", "'optimizer'"),
+        ("optim.lr=fast", "optim.lr"),
+        ("optim.epochs=2.5", "optim.epochs"),
+        ("train.compile=maybe", "train.compile"),
+        ("loss.bg_threshold=0.7", "loss.bg_threshold"),  # τ_bg > τ_fg (0.6)
+        ("model.drop_prob=1.5", "model.drop_prob"),
+        ("optim.warm_epochs=100", "optim.warm_epochs"),
+        ("eval.map=heat", "eval.map"),
+        ("lr=0.1", "section.key=value"),
+    ],
+)
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("[", r"\[")):
+        load_config(None, [override])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lr: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("optim:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown.yaml: unknown key optim\.lrr"):
+        load_config(unknown)
