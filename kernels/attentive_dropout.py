@@ -16,6 +16,8 @@ import triton
 import triton.language as tl
 from triton import knobs
 
+from fastwsol.kernels.rounding import round_to_dtype
+
 # Tiles: positions × channels.
 BLOCK_POSITIONS = 64
 BLOCK_CHANNELS = 32
@@ -42,7 +44,7 @@ def _channel_mean_kernel(
         ptrs = x_ptr + b * stride_xb + d[:, None] * stride_xd + spatial[None, :]
         tile = tl.load(ptrs, mask=(d[:, None] < D) & in_image[None, :], other=0.0)
         total += tl.sum(tile.to(tl.float32), axis=0)
-    mean = (total / D).to(x_ptr.dtype.element_ty).to(tl.float32)
+    mean = round_to_dtype(total / D, x_ptr.dtype.element_ty)
     tl.store(mean_ptr + b * H * W + positions, mean, mask=in_image)
 
 
@@ -61,7 +63,7 @@ def _keep_mask_kernel(
         u = u0 + offsets
         image_max = tl.maximum(image_max, tl.load(row + u, mask=u < HW, other=float("-inf")))
     # γ·max in x's dtype, as the reference's `threshold * image_max` is.
-    limit = (threshold * tl.max(image_max, axis=0)).to(keep_ptr.dtype.element_ty).to(tl.float32)
+    limit = round_to_dtype(threshold * tl.max(image_max, axis=0), keep_ptr.dtype.element_ty)
     if not HAS_UNIFORM:
         seed = tl.load(seed_ptr)
     for u0 in range(0, HW, BLOCK):

@@ -15,6 +15,8 @@ import triton
 import triton.language as tl
 from triton import knobs
 
+from fastwsol.kernels.rounding import round_to_dtype
+
 BLOCK_POSITIONS = 64
 BLOCK_CHANNELS = 32
 NUM_WARPS = 8  # 2048-element tiles: 8 values per thread keeps registers low
@@ -40,7 +42,7 @@ def _abs_difference_sum_kernel(
     f = tl.load(f_ptr + _tile_offsets(positions, d, W, stride_fb, stride_fd, stride_fh, stride_fw, b), mask=mask, other=0.0)
     g = tl.load(g_ptr + _tile_offsets(positions, d, W, stride_gb, stride_gd, stride_gh, stride_gw, b), mask=mask, other=0.0)
     # torch subtracts in the input dtype: round the difference the same way.
-    difference = (f.to(tl.float32) - g.to(tl.float32)).to(f_ptr.dtype.element_ty).to(tl.float32)
+    difference = round_to_dtype(f.to(tl.float32) - g.to(tl.float32), f_ptr.dtype.element_ty)
     tile = (tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)) * tl.num_programs(2) + tl.program_id(2)
     tl.store(partial_ptr + tile, tl.sum(tl.sum(tl.abs(difference), axis=1), axis=0))
 

@@ -1,0 +1,72 @@
+"""Triton consistency loss (kernels/consistency_loss.py) against the reference, forward and both
+gradients, under TRITON_INTERPRET=1 (small shapes).
+
+Tolerances: fp32 forward rtol 1e-5 (only the summation order differs); bf16 forward one bf16
+step (rtol 8e-3: the fp32 sum is rounded once to bf16, like torch, but the order differs). The
+gradients are exact in both dtypes: g/N rounded as torch's mean backward, times sign(F − F_drop).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastwsol.kernels.consistency_loss import consistency_loss, consistency_loss_backward_op, consistency_loss_op
+from fastwsol.method import reference
+
+SHAPES = [(1, 7, 7, 7), (3, 64, 14, 14), (3, 37, 13, 17), (2, 300, 7, 7)]
+FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+FORWARD_RTOL = {torch.float32: 1e-5, torch.bfloat16: 8e-3}
+
+
+def _pair(shape, dtype, layouts, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    feature = torch.randn(shape, generator=generator).to(dtype)
+    dropped = torch.randn(shape, generator=generator).to(dtype)
+    dropped.view(-1)[::5] = feature.view(-1)[::5]  # F == F_drop: sign 0, zero gradient
+    return (
+        feature.contiguous(memory_format=FORMATS[layouts[0]]).requires_grad_(True),
+        dropped.contiguous(memory_format=FORMATS[layouts[1]]).requires_grad_(True),
+    )
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("layouts", [("nchw", "nchw"), ("channels_last", "channels_last"), ("nchw", "channels_last")], ids="-".join)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_forward_and_gradients_match_reference(shape, layouts, dtype):
+    feature, dropped = _pair(shape, dtype, layouts)
+    loss = consistency_loss(feature, dropped)
+    ref_loss = reference.consistency_loss(feature, dropped)
+    assert loss.shape == () and loss.dtype == dtype
+    torch.testing.assert_close(loss, ref_loss, rtol=FORWARD_RTOL[dtype], atol=0)
+
+    grad_loss = torch.tensor(1.7, dtype=dtype)
+    grads = torch.autograd.grad(loss, (feature, dropped), grad_loss)
+    ref_grads = torch.autograd.grad(ref_loss, (feature, dropped), grad_loss)
+    for grad, ref_grad, tensor in zip(grads, ref_grads, (feature, dropped)):
+        assert torch.equal(grad, ref_grad)
+        assert grad.stride() == tensor.stride()
+    assert torch.all(grads[0][(feature == dropped).detach()] == 0)  # sign(0) = 0
+
+
+def test_identical_inputs_give_zero_loss_and_zero_gradient():
+    feature = torch.randn(2, 9, 5, 5, requires_grad=True)
+    loss = consistency_loss(feature, feature.detach().clone())
+    assert loss.item() == 0.0
+    (grad,) = torch.autograd.grad(loss, feature)
+    assert torch.equal(grad, torch.zeros_like(grad))
+
+
+def test_gradient_to_one_input_only():
+    feature = torch.randn(2, 9, 5, 5, requires_grad=True)
+    dropped = torch.randn(2, 9, 5, 5)
+    consistency_loss(feature, dropped).backward()
+    ref = feature.detach().clone().requires_grad_(True)
+    reference.consistency_loss(ref, dropped).backward()
+    assert torch.equal(feature.grad, ref.grad)
+
+
+def test_opcheck():
+    feature, dropped = _pair((2, 5, 6, 7), torch.float32, ("channels_last", "nchw"))
+    torch.library.opcheck(consistency_loss_op, (feature, dropped))
+    torch.library.opcheck(consistency_loss_backward_op, (torch.tensor(0.5), feature.detach(), dropped.detach()))
