@@ -9,8 +9,9 @@ Per image b with positions u, target class y = target_b, ŵ_c = w_c / max(‖w_c
     (S* = S when not fine-grained; ε = 1e-15; the losses are batch means.)
 
 Three launches forward and one backward:
-1. ``_position_stats_kernel`` — one pass over F: n_u, S_u and (fine-grained) the class-max of
-   ⟨ŵ_c, F_u⟩ by ``tl.dot`` over class tiles; the B×C×H×W similarity is never stored.
+1. ``_position_stats_kernel`` — one pass over F per tile of 128 classes (target-only: one pass):
+   n_u, S_u and (fine-grained) the class-max of ⟨ŵ_c, F_u⟩ by ``tl.dot`` over class tiles; the
+   B×C×H×W similarity is never stored. Passes after the first re-read the program's own F tile.
 2. ``_image_loss_kernel`` — per image on the B×HW maps: min/max, F̂, the four masks, the
    masked means, the per-image losses, and the per-position loss gradients (below) per unit
    upstream gradient, so backward needs no second reduction.
@@ -43,7 +44,8 @@ from triton import knobs
 
 NORM_CLAMP = 1e-12  # F.normalize's eps
 EPS = 1e-15  # the reference implementation's eps (min-max and masked means)
-MAX_BLOCK_C = 256  # class-tile width: C ≤ 256 (CUB's 200) is one pass over F
+MAX_BLOCK_C = 128  # class-tile width; 256 makes ptxas spill (CUB's C=200 takes 2 class passes, the 2nd L2-hot)
+FORWARD_WARPS, FORWARD_STAGES = 8, 2  # zero spills on sm_80 and sm_90 at these blocks (GPU_BUILD_SPECS)
 POSITION_BLOCK = 32
 CHANNEL_BLOCK = 32
 
@@ -65,38 +67,34 @@ def _position_stats_kernel(
     sumsq = tl.zeros([BLOCK_U], dtype=tl.float32)
     dot_target = tl.zeros([BLOCK_U], dtype=tl.float32)
     classes = tl.arange(0, BLOCK_C)
-    class_dot = tl.zeros([BLOCK_C, BLOCK_U], dtype=tl.float32)
-    for d0 in range(0, D, BLOCK_D):
-        d = d0 + tl.arange(0, BLOCK_D)
-        d_mask = d < D
-        f = tl.load(image + d[:, None] * stride_d + position[None, :], mask=d_mask[:, None] & u_mask[None, :], other=0.0)
-        f32 = f.to(tl.float32)
-        sumsq += tl.sum(f32 * f32, axis=0)
-        w_target = tl.load(w_target_ptr + b * D + d, mask=d_mask, other=0.0)
-        dot_target += tl.sum(f32 * w_target[:, None], axis=0)
-        if FINE_GRAINED:
-            w_tile = tl.load(w_unit_ptr + classes[:, None] * D + d[None, :], mask=(classes[:, None] < C) & d_mask[None, :], other=0.0)
-            class_dot = tl.dot(w_tile, f, class_dot, input_precision=DOT_PRECISION)
-    norm = tl.sqrt(sumsq)
-    clamped = tl.maximum(norm, 1e-12)
-    tl.store(norm_ptr + b * N + u, norm, mask=u_mask)
-    tl.store(sim_ptr + b * N + u, dot_target / clamped, mask=u_mask)
-    if FINE_GRAINED:
-        best = tl.max(tl.where(classes[:, None] < C, class_dot, float("-inf")), axis=0)
-        # Only when C > BLOCK_C: further class tiles re-read this program's F tile (cache-hot).
-        for c0 in range(BLOCK_C, C, BLOCK_C):
-            tile_classes = c0 + classes
-            class_dot = tl.zeros([BLOCK_C, BLOCK_U], dtype=tl.float32)
-            for d0 in range(0, D, BLOCK_D):
-                d = d0 + tl.arange(0, BLOCK_D)
-                d_mask = d < D
-                f = tl.load(image + d[:, None] * stride_d + position[None, :], mask=d_mask[:, None] & u_mask[None, :], other=0.0)
+    best = tl.full([BLOCK_U], float("-inf"), dtype=tl.float32)
+    # One pass over F when C ≤ BLOCK_C; else one more per class tile (re-reading this program's F tile, cache-hot).
+    class_passes = tl.cdiv(C, BLOCK_C) if FINE_GRAINED else 1
+    for class_pass in range(class_passes):
+        tile_classes = class_pass * BLOCK_C + classes
+        class_dot = tl.zeros([BLOCK_C, BLOCK_U], dtype=tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            d = d0 + tl.arange(0, BLOCK_D)
+            d_mask = d < D
+            f = tl.load(image + d[:, None] * stride_d + position[None, :], mask=d_mask[:, None] & u_mask[None, :], other=0.0)
+            if class_pass == 0:
+                f32 = f.to(tl.float32)
+                sumsq += tl.sum(f32 * f32, axis=0)
+                w_target = tl.load(w_target_ptr + b * D + d, mask=d_mask, other=0.0)
+                dot_target += tl.sum(f32 * w_target[:, None], axis=0)
+            if FINE_GRAINED:
                 w_tile = tl.load(
                     w_unit_ptr + tile_classes[:, None] * D + d[None, :],
                     mask=(tile_classes[:, None] < C) & d_mask[None, :], other=0.0,
                 )
                 class_dot = tl.dot(w_tile, f, class_dot, input_precision=DOT_PRECISION)
+        if FINE_GRAINED:
             best = tl.maximum(best, tl.max(tl.where(tile_classes[:, None] < C, class_dot, float("-inf")), axis=0))
+    norm = tl.sqrt(sumsq)
+    clamped = tl.maximum(norm, 1e-12)
+    tl.store(norm_ptr + b * N + u, norm, mask=u_mask)
+    tl.store(sim_ptr + b * N + u, dot_target / clamped, mask=u_mask)
+    if FINE_GRAINED:
         tl.store(max_sim_ptr + b * N + u, best / clamped, mask=u_mask)
 
 
@@ -198,8 +196,9 @@ def _block_n(num_positions: int) -> int:
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
-    # fp32 stays IEEE so the class-max sign matches the fp32 reference; 16-bit goes to tensor cores.
-    return "ieee" if dtype == torch.float32 else "tf32"
+    # fp32: 3-pass TF32 (≈ fp32 accuracy on tensor cores) so the class-max sign matches the fp32
+    # reference; 16-bit inputs go to tensor cores as they are (precision applies to fp32 only).
+    return "tf32x3" if dtype == torch.float32 else "tf32"
 
 
 def _check_runnable(feature: torch.Tensor) -> None:
@@ -240,7 +239,7 @@ def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_graine
             *feature.stride(),
             FINE_GRAINED=fine_grained, DOT_PRECISION=_dot_precision(feature.dtype),
             BLOCK_U=POSITION_BLOCK, BLOCK_D=CHANNEL_BLOCK, BLOCK_C=_block_c(num_classes),
-            num_warps=8 if fine_grained else 4,
+            num_warps=FORWARD_WARPS if fine_grained else 4, num_stages=FORWARD_STAGES,
         )
         _image_loss_kernel[(batch,)](
             norm, sim, max_sim if fine_grained else sim, loss_sim_per_image, loss_norm_per_image, norm_coef, sim_coef,
@@ -346,3 +345,96 @@ def alignment_loss(
         feature, fc_weight, target, float(fg_threshold), float(bg_threshold), bool(fine_grained)
     )
     return loss_sim, loss_norm
+
+
+# ---------------------------------------------------------------------------------------------
+# Ahead-of-time GPU build (kernels/gpu_build.py): every constexpr configuration the real shapes
+# select — VGG16-CUB (64, 1024, 14×14, C=200, fine), ResNet50-CUB (32, 2048, 28×28, C=200, fine),
+# VGG16-ImageNet (64, 1024, 14×14, C=1000, target-only) — in fp32 and bf16.
+
+_STRIDES = {name: "i32" for name in ("stride_b", "stride_d", "stride_h", "stride_w")}
+_GRAD_STRIDES = {name: "i32" for name in ("grad_stride_b", "grad_stride_d", "grad_stride_h", "grad_stride_w")}
+_MAP_BYTES = 4  # the B×HW per-position maps are fp32
+
+
+def _feature_bytes(shape, element_size):
+    batch, channels, height, width = shape
+    return batch * channels * height * width * element_size
+
+
+def _forward_bytes(shape, element_size, num_classes, fine_grained):
+    """F once per class pass (⌈C/128⌉ passes fine-grained: the 2nd and later re-read the program's
+    own F tile, normally from L2), the target rows of ŵ, ŵ for the class max (L2-resident after
+    the first program reads it), the three B×HW maps written."""
+    batch, channels, height, width = shape
+    class_passes = triton.cdiv(num_classes, MAX_BLOCK_C) if fine_grained else 1
+    weight = num_classes * channels * element_size if fine_grained else 0
+    return (class_passes * _feature_bytes(shape, element_size) + batch * channels * 4 + weight
+            + 3 * batch * height * width * _MAP_BYTES)
+
+
+def _backward_bytes(shape, element_size):
+    """One read of F and one write of dF, the 4 maps, ŵ_y and the per-tile ∂ŵ partials."""
+    batch, channels, height, width = shape
+    tiles = triton.cdiv(height * width, POSITION_BLOCK)
+    return (2 * _feature_bytes(shape, element_size) + 4 * batch * height * width * _MAP_BYTES
+            + batch * channels * 4 + batch * tiles * channels * 4)
+
+
+def _gpu_build_specs() -> list[dict]:
+    specs = []
+    for dtype, element_size, torch_dtype in (("fp32", 4, torch.float32), ("bf16", 2, torch.bfloat16)):
+        for fine_grained, num_classes in ((True, 200), (False, 1000)):
+            specs.append({
+                "name": f"alignment_loss/_position_stats_kernel[{dtype},{'fine' if fine_grained else 'target'}]",
+                "fn": _position_stats_kernel,
+                "signature": {
+                    "feature_ptr": f"*{dtype}", "w_target_ptr": "*fp32", "w_unit_ptr": f"*{dtype}",
+                    "norm_ptr": "*fp32", "sim_ptr": "*fp32", "max_sim_ptr": "*fp32",
+                    "D": "i32", "N": "i32", "W": "i32", "C": "i32", **_STRIDES,
+                    "FINE_GRAINED": "constexpr", "DOT_PRECISION": "constexpr",
+                    "BLOCK_U": "constexpr", "BLOCK_D": "constexpr", "BLOCK_C": "constexpr",
+                },
+                "constexprs": {
+                    "FINE_GRAINED": fine_grained, "DOT_PRECISION": _dot_precision(torch_dtype),
+                    "BLOCK_U": POSITION_BLOCK, "BLOCK_D": CHANNEL_BLOCK, "BLOCK_C": _block_c(num_classes),
+                },
+                "num_warps": FORWARD_WARPS if fine_grained else 4, "num_stages": FORWARD_STAGES,
+                "bytes_moved": lambda shape, e=element_size, c=num_classes, fg=fine_grained: _forward_bytes(shape, e, c, fg),
+                "bytes_minimum": lambda shape, e=element_size: _feature_bytes(shape, e),  # one read of F
+            })
+        specs.append({
+            "name": f"alignment_loss/_feature_grad_kernel[{dtype}]",
+            "fn": _feature_grad_kernel,
+            "signature": {
+                "feature_ptr": f"*{dtype}", "w_target_ptr": "*fp32", "norm_ptr": "*fp32", "sim_ptr": "*fp32",
+                "norm_coef_ptr": "*fp32", "sim_coef_ptr": "*fp32", "grad_sim_ptr": "*fp32", "grad_norm_ptr": "*fp32",
+                "grad_feature_ptr": f"*{dtype}", "w_grad_partial_ptr": "*fp32",
+                "D": "i32", "N": "i32", "W": "i32", **_STRIDES, **_GRAD_STRIDES,
+                "BLOCK_U": "constexpr", "BLOCK_D": "constexpr",
+            },
+            "constexprs": {"BLOCK_U": POSITION_BLOCK, "BLOCK_D": CHANNEL_BLOCK},
+            "num_warps": 4,
+            "bytes_moved": lambda shape, e=element_size: _backward_bytes(shape, e),
+            "bytes_minimum": lambda shape, e=element_size: 2 * _feature_bytes(shape, e),  # read F, write dF
+        })
+    for positions in (14 * 14, 28 * 28):
+        specs.append({
+            "name": f"alignment_loss/_image_loss_kernel[N={positions}]",
+            "fn": _image_loss_kernel,
+            "signature": {
+                "norm_ptr": "*fp32", "sim_ptr": "*fp32", "mask_source_ptr": "*fp32", "loss_sim_ptr": "*fp32",
+                "loss_norm_ptr": "*fp32", "norm_coef_ptr": "*fp32", "sim_coef_ptr": "*fp32",
+                "N": "i32", "inv_batch": "fp32", "fg_threshold": "fp32", "bg_threshold": "fp32",
+                "BLOCK_N": "constexpr",
+            },
+            "constexprs": {"BLOCK_N": _block_n(positions)},
+            "num_warps": 4,
+            # reads 3 maps, writes 2 maps and 2 per-image losses (F is not touched)
+            "bytes_moved": lambda shape: 5 * shape[0] * shape[2] * shape[3] * _MAP_BYTES + 2 * shape[0] * 4,
+            "bytes_minimum": lambda shape: 5 * shape[0] * shape[2] * shape[3] * _MAP_BYTES + 2 * shape[0] * 4,
+        })
+    return specs
+
+
+GPU_BUILD_SPECS = _gpu_build_specs()

@@ -13,7 +13,7 @@ grid (432 cases) is too slow for the interpreter, so:
 - the full D × H×W × C grid (27 cases) at B=2, fp32, fine-grained, NCHW;
 - edge cases: repeated classes in a batch, empty fg/bg regions (similarity and norm masks),
   constant norm maps (a single vector repeated, with and without sign flips), zero feature
-  vectors, a zero weight row, fp16.
+  vectors, a zero weight row, C = 200 (more classes than one class tile), fp16.
 
 Tolerances. fp32: compared with the reference run in float64 on the same values; losses
 within 1e-5 absolute, gradients within 1e-4 of the gradient's largest magnitude. bf16/fp16:
@@ -183,6 +183,20 @@ def test_zero_feature_vectors(fine_grained):
     feature[1, :, :3] = 0
     feature[2] = 0  # a whole image: constant zero norm map
     _check(feature, weight, target, fine_grained)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
+def test_more_classes_than_one_class_tile(channels_last):
+    """C = 200 (CUB) > the 128-class tile: the class max spans two class passes over F. Positive
+    features against negative rows 0-127 make the first tile's similarities all negative, so the
+    sign of S* (the norm masks) is decided by the random rows 128-199 of the second tile."""
+    assert kernel.MAX_BLOCK_C == 128, "the case is built around a 128-class tile"
+    generator = torch.Generator().manual_seed(12)
+    feature = torch.rand(2, 16, 7, 7, generator=generator) - 0.1
+    weight = torch.cat([-torch.rand(128, 16, generator=generator) - 1, torch.randn(72, 16, generator=generator)])
+    if channels_last:
+        feature = feature.to(memory_format=torch.channels_last)
+    _check(feature, weight, torch.tensor([3, 150]), fine_grained=True)
 
 
 def test_zero_weight_row():
