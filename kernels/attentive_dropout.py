@@ -135,6 +135,15 @@ def _keep_mask(x: torch.Tensor, threshold: float, drop_prob: float, seed, unifor
     return keep
 
 
+def check_runnable(tensor: torch.Tensor) -> None:
+    """The kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter."""
+    if tensor.device.type != "cuda" and not knobs.runtime.interpret:
+        raise RuntimeError(
+            f"the Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 in the environment before "
+            f"fastwsol.kernels is imported, to run on {tensor.device}"
+        )
+
+
 @torch.library.custom_op("fastwsol::attentive_dropout", mutates_args=())
 def attentive_dropout_op(
     x: torch.Tensor, threshold: float, drop_prob: float, seed: torch.Tensor | None, uniform: torch.Tensor | None
@@ -143,6 +152,7 @@ def attentive_dropout_op(
     (B×1×H×W) replaces the draw when given."""
     if seed is None and uniform is None:
         raise ValueError("attentive_dropout needs a seed tensor or a uniform tensor")
+    check_runnable(x)
     keep = _keep_mask(x, threshold, drop_prob, seed, uniform)
     return _apply_keep(x, keep), keep
 
@@ -155,6 +165,7 @@ def _(x, threshold, drop_prob, seed, uniform):
 @torch.library.custom_op("fastwsol::attentive_dropout_backward", mutates_args=())
 def attentive_dropout_backward_op(grad_out: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """dx = dout · keep (keep broadcast over channels)."""
+    check_runnable(grad_out)
     return _apply_keep(grad_out, keep)
 
 
@@ -176,21 +187,11 @@ def _backward(ctx, grad_out, grad_keep):
 attentive_dropout_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def check_runnable(tensor: torch.Tensor) -> None:
-    """The kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter."""
-    if tensor.device.type != "cuda" and not knobs.runtime.interpret:
-        raise RuntimeError(
-            f"the Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 in the environment before "
-            f"fastwsol.kernels is imported, to run on {tensor.device}"
-        )
-
-
 def attentive_dropout(
     x: torch.Tensor, threshold: float, drop_prob: float, *, uniform: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x·keep, keep) of METHOD.md §3; ``uniform`` (B×1×H×W in [0, 1)) replaces the draw,
     otherwise the Philox seed is drawn from torch's generator of x's device."""
-    check_runnable(x)
     seed = None
     if uniform is None:
         seed = torch.randint(0, SEED_HIGH, (1,), device=x.device, dtype=torch.int64)

@@ -75,9 +75,19 @@ def _grid(shape) -> tuple[int, int, int]:
     return b, triton.cdiv(h * w, BLOCK_POSITIONS), triton.cdiv(d, BLOCK_CHANNELS)
 
 
+def check_runnable(tensor: torch.Tensor) -> None:
+    """The kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter."""
+    if tensor.device.type != "cuda" and not knobs.runtime.interpret:
+        raise RuntimeError(
+            f"the Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 in the environment before "
+            f"fastwsol.kernels is imported, to run on {tensor.device}"
+        )
+
+
 @torch.library.custom_op("fastwsol::consistency_loss", mutates_args=())
 def consistency_loss_op(feature: torch.Tensor, feature_dropped: torch.Tensor) -> torch.Tensor:
     """mean |F − F_drop| as a 0-dim tensor of F's dtype."""
+    check_runnable(feature)
     grid = _grid(feature.shape)
     partial = torch.empty(grid[0] * grid[1] * grid[2], device=feature.device, dtype=torch.float32)
     _abs_difference_sum_kernel[grid](
@@ -97,6 +107,7 @@ def consistency_loss_backward_op(
     grad_loss: torch.Tensor, feature: torch.Tensor, feature_dropped: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(dF, dF_drop) = (g/N·sign(F − F_drop), −g/N·sign(F − F_drop))."""
+    check_runnable(feature)
     # g/N in the loss dtype, as torch's mean backward rounds it.
     scale = (grad_loss / feature.numel()).to(torch.float32).reshape(1)
     grad_feature, grad_dropped = torch.empty_like(feature), torch.empty_like(feature_dropped)
@@ -124,18 +135,8 @@ def _backward(ctx, grad_loss):
 consistency_loss_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def check_runnable(tensor: torch.Tensor) -> None:
-    """The kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter."""
-    if tensor.device.type != "cuda" and not knobs.runtime.interpret:
-        raise RuntimeError(
-            f"the Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 in the environment before "
-            f"fastwsol.kernels is imported, to run on {tensor.device}"
-        )
-
-
 def consistency_loss(feature: torch.Tensor, feature_dropped: torch.Tensor) -> torch.Tensor:
     """L_drop = mean |F − F_drop| over all elements (gradient to both)."""
-    check_runnable(feature)
     return consistency_loss_op(feature, feature_dropped)
 
 
