@@ -214,6 +214,22 @@ def _bytes(kernel: str, shape, element_size: int) -> tuple[int, int]:
     }[kernel]
 
 
+def _op_bytes(direction: str, shape, element_size: int) -> tuple[int, int]:
+    """(bytes moved, minimum) of the whole op: forward = mean + mask + apply launches against one
+    read of x and one write of out; backward = one apply launch against read dout, write dx."""
+    if direction == "backward":
+        return _bytes("_apply_keep_kernel", shape, element_size)
+    launches = [_bytes(k, shape, element_size)[0] for k in ("_channel_mean_kernel", "_keep_mask_kernel", "_apply_keep_kernel")]
+    b, d, h, w = shape
+    return sum(launches), 2 * b * d * h * w * element_size
+
+
+# Bytes of the whole op at a shape, per direction and dtype (for bench/bench_kernels_gpu_build.py).
+OP_BYTES = {
+    f"attentive_dropout {direction} [{dtype}]": (lambda shape, d=direction, e=size: _op_bytes(d, shape, e))
+    for direction in ("forward", "backward") for dtype, size in (("fp32", 4), ("bf16", 2))
+}
+
 # Shapes of the real dropout inputs (F' before the dropout point).
 REAL_SHAPES = {"VGG16 conv4_3 B=64": (64, 512, 28, 28), "ResNet50 layer4.0 B=32": (32, 2048, 28, 28)}
 

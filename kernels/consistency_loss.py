@@ -10,6 +10,8 @@ strides (NCHW, channels_last, or one of each).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -149,6 +151,15 @@ def _bytes_backward(shape, element_size: int = 4) -> int:
     b, d, h, w = shape
     return 4 * b * d * h * w * element_size + 4
 
+
+# Bytes of the whole op at a shape: (moved, minimum) per direction and dtype (one launch each).
+OP_BYTES = {
+    f"consistency_loss {direction} [{dtype}]": (
+        lambda shape, f=moved, e=size: (f(shape, e), (2 if f is _bytes_forward else 4) * e * math.prod(shape))
+    )
+    for direction, moved in (("forward", _bytes_forward), ("backward", _bytes_backward))
+    for dtype, size in (("fp32", 4), ("bf16", 2))
+}
 
 # Shapes of the real F (the consistency loss input).
 REAL_SHAPES = {"VGG16 F B=64": (64, 1024, 14, 14), "ResNet50 F B=32": (32, 2048, 28, 28)}
