@@ -1,10 +1,38 @@
 """The wsolevaluation protocol (PROTOCOL.md): metadata, score maps, boxes, BoxEvaluator."""
 
+from fastwsol.evaluation.boxes import (
+    boxes_at_thresholds,
+    cam_thresholds,
+    correct_at_thresholds_opencv,
+    multiple_iou,
+    scoremap_to_uint8,
+    threshold_levels,
+)
+from fastwsol.evaluation.component_tree import correct_at_thresholds
+from fastwsol.evaluation.evaluator import BACKENDS, BoxEvaluator
 from fastwsol.evaluation.metadata import (
     SplitMetadata,
     read_split_dir,
     read_split_metadata,
     resize_boxes,
 )
+from fastwsol.evaluation.scoremap import cams_to_scoremaps, normalize_scoremaps, upsample_cams
 
-__all__ = ["SplitMetadata", "read_split_dir", "read_split_metadata", "resize_boxes"]
+__all__ = [
+    "BACKENDS",
+    "BoxEvaluator",
+    "SplitMetadata",
+    "boxes_at_thresholds",
+    "cam_thresholds",
+    "cams_to_scoremaps",
+    "correct_at_thresholds",
+    "correct_at_thresholds_opencv",
+    "multiple_iou",
+    "normalize_scoremaps",
+    "read_split_dir",
+    "read_split_metadata",
+    "resize_boxes",
+    "scoremap_to_uint8",
+    "threshold_levels",
+    "upsample_cams",
+]

@@ -1,0 +1,125 @@
+"""Score map → boxes at every CAM threshold, the OpenCV way (the protocol's reference).
+
+This module is the literal wsolevaluation procedure (``compute_bboxes_from_scoremaps`` and
+``calculate_multiple_iou``); :mod:`fastwsol.evaluation.component_tree` must agree with it
+image by image.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "SCOREMAP_SIZE",
+    "cam_thresholds",
+    "threshold_levels",
+    "multiple_iou",
+    "scoremap_to_uint8",
+    "boxes_at_thresholds",
+    "correct_at_thresholds_opencv",
+]
+
+SCOREMAP_SIZE = 224
+
+
+def cam_thresholds(cam_curve_interval: float = 0.005) -> np.ndarray:
+    """The CAM thresholds t ∈ {0, Δ, 2Δ, …} < 1, as wsolevaluation builds them
+    (``np.arange(0, 1, cam_curve_interval)``; 200 values for Δ = 0.005)."""
+    if not 0 < cam_curve_interval < 1:
+        raise ValueError(f"cam_curve_interval must be in (0, 1), got {cam_curve_interval}")
+    return np.arange(0, 1, cam_curve_interval)
+
+
+def threshold_levels(thresholds: np.ndarray) -> np.ndarray:
+    """Integer cut levels, shape (len(thresholds), 256): ``levels[k, m] = int(t_k · m)``.
+
+    A pixel with quantised value q is foreground at threshold k of a map whose maximum is m iff
+    ``q > levels[k, m]``. Computed with the reference's own float64 product and truncation.
+    """
+    maxima = np.arange(256, dtype=np.uint8)
+    return np.array([[int(t * m) for m in maxima] for t in thresholds], dtype=np.int64)
+
+
+def multiple_iou(box_a: np.ndarray, box_b: np.ndarray) -> np.ndarray:
+    """IoU matrix (num_a, num_b) of x0y0x1y1 boxes with inclusive corners:
+    area = (x1 − x0 + 1)(y1 − y0 + 1); IoU = inter / (area_a + area_b − inter), 0 if that
+    union is non-positive (wsolevaluation's ``calculate_multiple_iou``)."""
+    a = np.asarray(box_a, dtype=np.int64)[:, None, :]
+    b = np.asarray(box_b, dtype=np.int64)[None, :, :]
+    inter_w = np.maximum(0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1)
+    inter_h = np.maximum(0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1)
+    inter = inter_w * inter_h
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    union = area_a + area_b - inter
+    degenerate = union <= 0
+    iou = inter / np.where(degenerate, 1, union)
+    iou[degenerate] = 0
+    return iou
+
+
+def scoremap_to_uint8(scoremap: np.ndarray) -> np.ndarray:
+    """q = uint8(score · 255) with truncation (in the map's own dtype), after the reference's
+    validity check (no NaN, values in [0, 1]); works on one map or a stack."""
+    scoremap = np.asarray(scoremap)
+    if scoremap.ndim < 2:
+        raise ValueError(f"a score map must be (..., H, W), got shape {scoremap.shape}")
+    if np.isnan(scoremap).any():
+        raise ValueError("the score map contains NaN (normalise it first: NaN maps become zeros)")
+    if scoremap.size and (scoremap.min() < 0 or scoremap.max() > 1):
+        raise ValueError(
+            f"score map values must lie in [0, 1], got [{scoremap.min()}, {scoremap.max()}]"
+        )
+    return (scoremap * 255).astype(np.uint8)
+
+
+def boxes_at_thresholds(
+    scoremap: np.ndarray, thresholds: np.ndarray, multi_contour: bool = True
+) -> list[np.ndarray]:
+    """Candidate boxes (k_t, 4) at each threshold, literally as wsolevaluation's
+    ``compute_bboxes_from_scoremaps``: cv2.threshold (strict, at int(t · max q)), then
+    cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE), boundingRect → (x, y, min(x+w, W−1),
+    min(y+h, H−1)); single-contour keeps the first contour of largest cv2.contourArea;
+    no contour → [[0, 0, 0, 0]]."""
+    if np.ndim(scoremap) != 2:
+        raise ValueError(f"a score map must be 2-D, got shape {np.shape(scoremap)}")
+    height, width = np.shape(scoremap)
+    scoremap_image = np.expand_dims(scoremap_to_uint8(scoremap), 2)
+    result = []
+    for threshold in thresholds:
+        _, thr_gray_heatmap = cv2.threshold(
+            src=scoremap_image,
+            thresh=int(threshold * np.max(scoremap_image)),
+            maxval=255,
+            type=cv2.THRESH_BINARY,
+        )
+        contours = cv2.findContours(
+            image=thr_gray_heatmap, mode=cv2.RETR_TREE, method=cv2.CHAIN_APPROX_SIMPLE
+        )[0]
+        if len(contours) == 0:
+            result.append(np.zeros((1, 4), dtype=np.int64))
+            continue
+        if not multi_contour:
+            contours = [max(contours, key=cv2.contourArea)]
+        boxes = []
+        for contour in contours:
+            x, y, w, h = cv2.boundingRect(contour)
+            boxes.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
+        result.append(np.asarray(boxes, dtype=np.int64))
+    return result
+
+
+def correct_at_thresholds_opencv(
+    scoremap: np.ndarray,
+    gt_boxes: np.ndarray,
+    thresholds: np.ndarray,
+    iou_thresholds: tuple[int, ...] = (30, 50, 70),
+    multi_contour: bool = True,
+) -> np.ndarray:
+    """Bool (len(iou_thresholds), len(thresholds)): is the best candidate box's IoU with any
+    GT box ≥ δ/100 at this CAM threshold (wsolevaluation's ``BoxEvaluator.accumulate``)."""
+    boxes = boxes_at_thresholds(scoremap, thresholds, multi_contour)
+    gt_boxes = np.asarray(gt_boxes, dtype=np.int64).reshape(-1, 4)
+    best = np.array([multiple_iou(b, gt_boxes).max() for b in boxes])
+    return np.stack([best >= (delta / 100) for delta in iou_thresholds])

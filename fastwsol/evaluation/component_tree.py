@@ -1,0 +1,519 @@
+"""All CAM thresholds' boxes from one component-tree pass per image (numba, parallel over images).
+
+The foreground sets F_k = {q > T_k} are nested (T_k nondecreasing in k), so a single union–find
+sweep that adds pixels by decreasing q visits every threshold's components in turn; the
+background sets {q ≤ T_k} are nested the other way and one ascending sweep visits every hole.
+What OpenCV's ``findContours(RETR_TREE)`` reports is then read off the two trees:
+
+* outer contour of an 8-connected foreground component C → bounding rect = bbox(C);
+* hole contour of a 4-connected background component H not 4-connected to the image frame →
+  it is traced through the foreground pixels 4-adjacent to H, so its bounding rect is
+  bbox(H) grown by one pixel on every side;
+* box from a rect (x, y, w, h): (x, y, min(x + w, W − 1), min(y + h, H − 1)).
+
+Single-contour mode keeps the contour of largest ``cv2.contourArea``. A hole's polygon lies
+inside its parent's outer polygon and a nested component's inside the hole, so the largest
+area is always an outermost component's outer contour, where
+area = #2×2 windows inside fill(C) + ½ #windows with exactly 3 of 4 pixels in fill(C)
+(fill(C) = C plus everything it encloses). ``findContours`` lists outermost contours in
+reverse raster order of their first pixel and a parent before its children, so among equal
+areas the component whose first pixel comes last in raster order wins.
+The tests check all of this against OpenCV image by image.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+__all__ = ["correct_at_thresholds"]
+
+_NOGIL = dict(cache=True, nogil=True)
+
+
+@nb.njit(inline="always", **_NOGIL)
+def _find(parent, x):
+    root = x
+    while parent[root] != root:
+        root = parent[root]
+    while parent[x] != root:  # path compression
+        nxt = parent[x]
+        parent[x] = root
+        x = nxt
+    return root
+
+
+@nb.njit(**_NOGIL)
+def _hit_mask(x0, y0, x1, y1, gt, iou_thresholds):
+    """Bit j set iff max_g IoU(box, gt_g) ≥ iou_thresholds[j] (float64, as the reference)."""
+    best = 0.0
+    area = (x1 - x0 + 1) * (y1 - y0 + 1)
+    for g in range(gt.shape[0]):
+        iw = min(x1, gt[g, 2]) - max(x0, gt[g, 0]) + 1
+        ih = min(y1, gt[g, 3]) - max(y0, gt[g, 1]) + 1
+        inter = max(0, iw) * max(0, ih)
+        union = area + (gt[g, 2] - gt[g, 0] + 1) * (gt[g, 3] - gt[g, 1] + 1) - inter
+        iou = inter / union if union > 0 else 0.0
+        if iou > best:
+            best = iou
+    mask = 0
+    for j in range(iou_thresholds.shape[0]):
+        if best >= iou_thresholds[j]:
+            mask |= 1 << j
+    return mask
+
+
+@nb.njit(**_NOGIL)
+def _pixels_by_value(q):
+    """Counting sort: pixels (flat indices) ordered by value, and each value's start."""
+    counts = np.zeros(257, np.int64)
+    for p in range(q.size):
+        counts[q[p] + 1] += 1
+    starts = np.cumsum(counts)
+    fill = starts[:256].copy()
+    order = np.empty(q.size, np.int64)
+    for p in range(q.size):
+        order[fill[q[p]]] = p
+        fill[q[p]] += 1
+    return order, starts
+
+
+@nb.njit(inline="always", **_NOGIL)
+def _neighbourhood(added, p, pw):
+    """8-bit pattern of present neighbours (NW, N, NE, W, E, SW, S, SE), branch-free."""
+    above = p - pw
+    below = p + pw
+    return (
+        added[above - 1] | (added[above] << 1) | (added[above + 1] << 2) | (added[p - 1] << 3)
+        | (added[p + 1] << 4) | (added[below - 1] << 5) | (added[below] << 6) | (added[below + 1] << 7)
+    )
+
+
+@nb.njit(**_NOGIL)
+def _add_mask(counts, mask, sign):
+    for j in range(counts.shape[0]):
+        if (mask >> j) & 1:
+            counts[j] += sign
+
+
+@nb.njit(**_NOGIL)
+def _fill_area2(r, parent, added, bx0, by0, bx1, by1, padded_width, grid, stack):
+    """2 × contourArea of C = component r's outer contour: flood the non-C pixels from a
+    one-pixel frame around bbox(C) (4-connected); what is not reached is fill(C)."""
+    gw = bx1 - bx0 + 3
+    gh = by1 - by0 + 3
+    for gy in range(gh):
+        for gx in range(gw):
+            member = 0
+            if 0 < gy < gh - 1 and 0 < gx < gw - 1:
+                p = (by0 + gy) * padded_width + (bx0 + gx)  # padded coordinates
+                if added[p] and _find(parent, p) == r:
+                    member = 1
+            grid[gy * gw + gx] = member
+    grid[0] = 2
+    stack[0] = 0
+    top = 1
+    while top > 0:
+        top -= 1
+        g = stack[top]
+        gy = g // gw
+        gx = g - gy * gw
+        for d in range(4):
+            ny = gy + (d == 0) - (d == 1)
+            nx = gx + (d == 2) - (d == 3)
+            if 0 <= ny < gh and 0 <= nx < gw:
+                n = ny * gw + nx
+                if grid[n] == 0:
+                    grid[n] = 2
+                    stack[top] = n
+                    top += 1
+    area2 = 0
+    for gy in range(gh - 1):
+        for gx in range(gw - 1):
+            g = gy * gw + gx
+            inside = (grid[g] != 2) + (grid[g + 1] != 2) + (grid[g + gw] != 2) + (grid[g + gw + 1] != 2)
+            if inside == 4:
+                area2 += 2
+            elif inside == 3:
+                area2 += 1
+    return area2
+
+
+def _euler_delta_table() -> np.ndarray:
+    """4·Δχ when a pixel joins an 8-connected foreground, indexed by its 8-neighbourhood
+    (bit i = neighbour i in NW, N, NE, W, E, SW, S, SE order). Gray's bit quads:
+    4χ = n(Q1) − n(Q3) − 2·n(QD) over all 2×2 windows, and only the 4 windows holding the
+    pixel change; χ = #components − #holes."""
+
+    def quad(a, b, c, d):  # a b / c d
+        s = a + b + c + d
+        return {1: 1, 3: -1}.get(s, -2 if s == 2 and a == d else 0)
+
+    table = np.zeros(256, np.int64)
+    for bits in range(256):
+        nw, n, ne, w, e, sw, s, se = ((bits >> i) & 1 for i in range(8))
+        def windows(c):
+            return quad(nw, n, w, c) + quad(n, ne, c, e) + quad(w, c, sw, s) + quad(c, e, s, se)
+        table[bits] = windows(1) - windows(0)
+    return table
+
+
+_EULER_DELTA = _euler_delta_table()
+
+# Neighbour i of a pixel, in the bit order of the sweeps' offset arrays.
+_RING = ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1))
+
+
+def _neighbour_groups(connectivity: int) -> np.ndarray:
+    """For each 8-neighbourhood pattern (bit i = neighbour i present), one representative
+    neighbour per group of present neighbours that are certainly already connected, so a
+    sweep needs one find per group instead of one per neighbour. Row = [count, reps...].
+
+    8-connectivity: present neighbours that are 8-adjacent to each other are one component.
+    4-connectivity: only the 4-neighbours N, W, E, S count, and two of them are joined when
+    the diagonal pixel between them is present (N–NE–E is a 4-path)."""
+    table = np.zeros((256, 5), np.int64)
+    for bits in range(256):
+        present = [i for i in range(8) if (bits >> i) & 1]
+        if connectivity == 4:
+            members = [i for i in present if 0 in _RING[i]]
+        else:
+            members = present
+
+        def joined(i, j):
+            (xi, yi), (xj, yj) = _RING[i], _RING[j]
+            if connectivity == 8:
+                return max(abs(xi - xj), abs(yi - yj)) <= 1
+            corner = _RING.index((xi + xj, yi + yj)) if abs(xi - xj) == 1 and abs(yi - yj) == 1 else -1
+            return corner >= 0 and corner in present
+
+        group = {i: i for i in members}
+
+        def root(i):
+            while group[i] != i:
+                i = group[i]
+            return i
+
+        for i in members:
+            for j in members:
+                if i < j and joined(i, j):
+                    group[root(j)] = root(i)
+        reps = sorted({root(i) for i in members})
+        table[bits, 0] = len(reps)
+        table[bits, 1 : 1 + len(reps)] = reps
+    return table
+
+
+_GROUPS_8 = _neighbour_groups(8)
+_GROUPS_4 = _neighbour_groups(4)
+
+
+@nb.njit(**_NOGIL)
+def _foreground_sweep(q, height, width, levels, gt, iou_thresholds, multi_contour, out, holes):
+    """Descending sweep over 8-connected foreground components: ORs their hit masks into
+    out[k] and sets holes[k] = number of holes of the foreground at threshold k.
+
+    Union–find runs on the image padded by a one-pixel frame that is never foreground, so
+    neighbours need no bounds checks; bboxes are kept in image coordinates. A component is
+    re-scored only when its box changed."""
+    n = q.size
+    pw = width + 2
+    total = (height + 2) * pw
+    order, starts = _pixels_by_value(q)
+    parent = np.arange(total).astype(np.int32)
+    size = np.zeros(total, np.int32)
+    added = np.zeros(total, np.uint8)
+    box = np.zeros((total, 4), np.int32)  # x0, y0, x1, y1 of the component rooted here
+    mask = np.zeros(total, np.int64)
+    is_dirty = np.zeros(total, np.bool_)
+    dirty = np.empty(total, np.int32)
+    num_dirty = 0
+    counts = np.zeros(iou_thresholds.shape[0], np.int64)
+    offsets = np.array([-pw - 1, -pw, -pw + 1, -1, 1, pw - 1, pw, pw + 1])
+    euler4 = 0  # 4χ of the current foreground
+    num_components = 0
+    # single-contour bookkeeping: active roots, first pixel in raster order, cached areas
+    active = np.empty(n, np.int32)
+    position = np.zeros(total, np.int32)
+    num_active = 0
+    first = np.zeros(total, np.int32)
+    area_size = np.zeros(total, np.int32)
+    area2 = np.zeros(total, np.int64)
+    grid = np.empty(total, np.int8)
+    stack = np.empty(total, np.int32)
+    empty_mask = _hit_mask(0, 0, 0, 0, gt, iou_thresholds)
+    num_foreground = 0
+    top = 256  # pixels with q >= top are in
+    for k in range(levels.shape[0] - 1, -1, -1):
+        level = levels[k]
+        for v in range(top - 1, level, -1):
+            for i in range(starts[v], starts[v + 1]):
+                pixel = order[i]
+                y = pixel // width
+                x = pixel - y * width
+                p = (y + 1) * pw + x + 1
+                added[p] = 1
+                num_foreground += 1
+                bits = _neighbourhood(added, p, pw)
+                euler4 += _EULER_DELTA[bits]
+                a = -1
+                for g in range(_GROUPS_8[bits, 0]):
+                    b = _find(parent, p + offsets[_GROUPS_8[bits, 1 + g]])
+                    if a == -1:
+                        a = b
+                        continue
+                    if a == b:
+                        continue
+                    if size[a] < size[b]:
+                        a, b = b, a
+                    parent[b] = a
+                    size[a] += size[b]
+                    box[a, 0] = min(box[a, 0], box[b, 0])
+                    box[a, 1] = min(box[a, 1], box[b, 1])
+                    box[a, 2] = max(box[a, 2], box[b, 2])
+                    box[a, 3] = max(box[a, 3], box[b, 3])
+                    num_components -= 1
+                    if multi_contour:
+                        _add_mask(counts, mask[b], -1)
+                        mask[b] = 0
+                    else:
+                        first[a] = min(first[a], first[b])
+                        last = active[num_active - 1]
+                        active[position[b]] = last
+                        position[last] = position[b]
+                        num_active -= 1
+                    if not is_dirty[a]:
+                        is_dirty[a] = True
+                        dirty[num_dirty] = a
+                        num_dirty += 1
+                if a == -1:  # a new component
+                    a = p
+                    size[p] = 1
+                    box[p, 0] = x
+                    box[p, 1] = y
+                    box[p, 2] = x
+                    box[p, 3] = y
+                    first[p] = pixel
+                    num_components += 1
+                    if not multi_contour:
+                        position[p] = num_active
+                        active[num_active] = p
+                        num_active += 1
+                    is_dirty[p] = True
+                    dirty[num_dirty] = p
+                    num_dirty += 1
+                    continue
+                parent[p] = a
+                size[a] += 1
+                if x < box[a, 0] or y < box[a, 1] or x > box[a, 2] or y > box[a, 3]:
+                    box[a, 0] = min(box[a, 0], x)
+                    box[a, 1] = min(box[a, 1], y)
+                    box[a, 2] = max(box[a, 2], x)
+                    box[a, 3] = max(box[a, 3], y)
+                    if not is_dirty[a]:
+                        is_dirty[a] = True
+                        dirty[num_dirty] = a
+                        num_dirty += 1
+        top = min(top, level + 1)
+        holes[k] = num_components - euler4 // 4
+        if num_foreground == 0:
+            out[k] |= empty_mask
+            continue
+        if multi_contour:
+            for i in range(num_dirty):
+                d = dirty[i]
+                is_dirty[d] = False
+                if parent[d] != d:
+                    continue
+                _add_mask(counts, mask[d], -1)
+                mask[d] = _hit_mask(
+                    box[d, 0], box[d, 1], min(box[d, 2] + 1, width - 1), min(box[d, 3] + 1, height - 1),
+                    gt, iou_thresholds,
+                )
+                _add_mask(counts, mask[d], 1)
+            num_dirty = 0
+            hits = 0
+            for j in range(counts.shape[0]):
+                if counts[j] > 0:
+                    hits |= 1 << j
+            out[k] |= hits
+        else:
+            for i in range(num_dirty):
+                is_dirty[dirty[i]] = False
+            num_dirty = 0
+            best = -1
+            best_area2 = -1
+            for i in range(num_active):
+                r = active[i]
+                upper2 = 2 * (box[r, 2] - box[r, 0]) * (box[r, 3] - box[r, 1])
+                if upper2 < best_area2 or (upper2 == best_area2 and first[r] < first[best]):
+                    continue
+                if area_size[r] != size[r]:
+                    area2[r] = _fill_area2(r, parent, added, box[r, 0], box[r, 1], box[r, 2], box[r, 3], pw, grid, stack)
+                    area_size[r] = size[r]
+                if area2[r] > best_area2 or (area2[r] == best_area2 and first[r] > first[best]):
+                    best = r
+                    best_area2 = area2[r]
+            out[k] |= _hit_mask(
+                box[best, 0], box[best, 1], min(box[best, 2] + 1, width - 1), min(box[best, 3] + 1, height - 1),
+                gt, iou_thresholds,
+            )
+
+
+@nb.njit(**_NOGIL)
+def _hole_sweep(q, height, width, levels, gt, iou_thresholds, out, last):
+    """Ascending sweep over 4-connected background components for thresholds 0..last. The
+    padding frame starts as one background component; whatever joins it is not a hole, the
+    rest are holes, whose contour's rect is their bbox grown by one pixel."""
+    pw = width + 2
+    order, starts = _pixels_by_value(q)
+    total = (height + 2) * pw
+    parent = np.arange(total).astype(np.int32)
+    size = np.zeros(total, np.int32)
+    added = np.zeros(total, np.uint8)
+    outside = 0
+    for y in range(height + 2):
+        for x in range(pw):
+            if y == 0 or y == height + 1 or x == 0 or x == pw - 1:
+                p = y * pw + x
+                added[p] = 1
+                parent[p] = outside
+    size[outside] = total  # the frame stays the root of whatever touches it
+    box = np.zeros((total, 4), np.int32)
+    mask = np.zeros(total, np.int64)
+    is_dirty = np.zeros(total, np.bool_)
+    dirty = np.empty(total, np.int32)
+    num_dirty = 0
+    counts = np.zeros(iou_thresholds.shape[0], np.int64)
+    offsets = np.array([-pw - 1, -pw, -pw + 1, -1, 1, pw - 1, pw, pw + 1])
+    low = 0  # pixels with q < low are in
+    for k in range(last + 1):
+        level = levels[k]
+        for v in range(low, level + 1):
+            for i in range(starts[v], starts[v + 1]):
+                pixel = order[i]
+                y = pixel // width
+                x = pixel - y * width
+                p = (y + 1) * pw + x + 1
+                added[p] = 1
+                bits = _neighbourhood(added, p, pw)
+                a = -1
+                for g in range(_GROUPS_4[bits, 0]):
+                    b = _find(parent, p + offsets[_GROUPS_4[bits, 1 + g]])
+                    if a == -1:
+                        a = b
+                        continue
+                    if a == b:
+                        continue
+                    if size[a] < size[b]:
+                        a, b = b, a
+                    parent[b] = a
+                    size[a] += size[b]
+                    box[a, 0] = min(box[a, 0], box[b, 0])
+                    box[a, 1] = min(box[a, 1], box[b, 1])
+                    box[a, 2] = max(box[a, 2], box[b, 2])
+                    box[a, 3] = max(box[a, 3], box[b, 3])
+                    _add_mask(counts, mask[b], -1)
+                    mask[b] = 0
+                    if not is_dirty[a]:
+                        is_dirty[a] = True
+                        dirty[num_dirty] = a
+                        num_dirty += 1
+                if a == -1:
+                    size[p] = 1
+                    box[p, 0] = x
+                    box[p, 1] = y
+                    box[p, 2] = x
+                    box[p, 3] = y
+                    is_dirty[p] = True
+                    dirty[num_dirty] = p
+                    num_dirty += 1
+                    continue
+                parent[p] = a
+                size[a] += 1
+                if a != outside and (x < box[a, 0] or y < box[a, 1] or x > box[a, 2] or y > box[a, 3]):
+                    box[a, 0] = min(box[a, 0], x)
+                    box[a, 1] = min(box[a, 1], y)
+                    box[a, 2] = max(box[a, 2], x)
+                    box[a, 3] = max(box[a, 3], y)
+                    if not is_dirty[a]:
+                        is_dirty[a] = True
+                        dirty[num_dirty] = a
+                        num_dirty += 1
+        low = max(low, level + 1)
+        for i in range(num_dirty):
+            d = dirty[i]
+            is_dirty[d] = False
+            if parent[d] != d or d == outside:
+                continue
+            _add_mask(counts, mask[d], -1)
+            mask[d] = _hit_mask(
+                box[d, 0] - 1, box[d, 1] - 1, min(box[d, 2] + 2, width - 1), min(box[d, 3] + 2, height - 1),
+                gt, iou_thresholds,
+            )
+            _add_mask(counts, mask[d], 1)
+        num_dirty = 0
+        hits = 0
+        for j in range(counts.shape[0]):
+            if counts[j] > 0:
+                hits |= 1 << j
+        out[k] |= hits
+
+
+@nb.njit(parallel=True, **_NOGIL)
+def _correct_batch(q, maxima, level_table, gt_flat, gt_offsets, iou_thresholds, multi_contour):
+    num_images, height, width = q.shape
+    num_thresholds = level_table.shape[0]
+    all_hit = (1 << iou_thresholds.shape[0]) - 1
+    out = np.zeros((num_images, num_thresholds), np.int64)
+    for i in nb.prange(num_images):
+        levels = level_table[:, maxima[i]].copy()
+        gt = gt_flat[gt_offsets[i]:gt_offsets[i + 1]]
+        flat = q[i].ravel()
+        holes = np.zeros(num_thresholds, np.int64)
+        _foreground_sweep(flat, height, width, levels, gt, iou_thresholds, multi_contour, out[i], holes)
+        if multi_contour:
+            # Hole boxes can only matter where holes exist and not every δ is already hit.
+            last = -1
+            for k in range(num_thresholds):
+                if holes[k] > 0 and out[i, k] != all_hit:
+                    last = k
+            if last >= 0:
+                _hole_sweep(flat, height, width, levels, gt, iou_thresholds, out[i], last)
+    return out
+
+
+def correct_at_thresholds(
+    q: np.ndarray,
+    gt_boxes: list[np.ndarray],
+    level_table: np.ndarray,
+    iou_thresholds: tuple[int, ...] = (30, 50, 70),
+    multi_contour: bool = True,
+) -> np.ndarray:
+    """Bool (N, len(iou_thresholds), T): image i is correct at IoU δ_j and CAM threshold k.
+
+    ``q``: (N, H, W) uint8 quantised score maps; ``gt_boxes``: per image (k_i, 4) boxes in
+    score-map pixels; ``level_table``: :func:`~fastwsol.evaluation.boxes.threshold_levels`.
+    """
+    q = np.ascontiguousarray(q, dtype=np.uint8)
+    if q.ndim != 3:
+        raise ValueError(f"quantised score maps must be (N, H, W), got shape {q.shape}")
+    if len(gt_boxes) != q.shape[0]:
+        raise ValueError(f"{len(gt_boxes)} GT box arrays for {q.shape[0]} score maps")
+    if len(iou_thresholds) > 62:
+        raise ValueError("at most 62 IoU thresholds")
+    gt_list = [np.asarray(b, dtype=np.int64).reshape(-1, 4) for b in gt_boxes]
+    empty = [i for i, b in enumerate(gt_list) if len(b) == 0]
+    if empty:
+        raise ValueError(f"image {empty[0]} of the batch has no GT box")
+    gt_offsets = np.zeros(len(gt_list) + 1, np.int64)
+    gt_offsets[1:] = np.cumsum([len(b) for b in gt_list])
+    gt_flat = np.concatenate(gt_list) if gt_list else np.zeros((0, 4), np.int64)
+    maxima = q.reshape(q.shape[0], -1).max(axis=1).astype(np.int64) if q.size else np.zeros(0, np.int64)
+    ious = np.array([delta / 100 for delta in iou_thresholds], dtype=np.float64)
+    masks = _correct_batch(
+        q, maxima, np.ascontiguousarray(level_table, dtype=np.int64), gt_flat, gt_offsets,
+        ious, bool(multi_contour),
+    )
+    bits = np.arange(len(iou_thresholds), dtype=np.int64)
+    return ((masks[:, None, :] >> bits[None, :, None]) & 1).astype(bool)
