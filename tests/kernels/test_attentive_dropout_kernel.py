@@ -15,6 +15,10 @@ import torch
 
 from fastwsol.kernels.attentive_dropout import attentive_dropout, attentive_dropout_backward_op, attentive_dropout_op
 from fastwsol.method import reference
+from fastwsol.ops import triton_interpreter_enabled
+
+# CPU under the interpreter (the default test run); the GPU with TRITON_INTERPRET=0.
+DEVICE = "cpu" if triton_interpreter_enabled() or not torch.cuda.is_available() else "cuda"
 
 # (shape, γ, p): tails in every block dimension (D = 7, 37, 300; 13×17), and the real 14×14 map.
 CASES = [((1, 7, 7, 7), 0.8, 0.5), ((3, 37, 13, 17), 0.3, 0.9), ((2, 300, 7, 7), 0.8, 0.5), ((3, 64, 14, 14), 0.5, 0.2)]
@@ -24,8 +28,8 @@ DTYPES = [torch.float32, torch.bfloat16]
 
 def _input(shape, dtype, memory_format, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=generator).to(dtype).contiguous(memory_format=memory_format)
-    uniform = torch.rand((shape[0], 1, *shape[2:]), generator=generator)
+    x = torch.randn(shape, generator=generator).to(DEVICE, dtype).contiguous(memory_format=memory_format)
+    uniform = torch.rand((shape[0], 1, *shape[2:]), generator=generator).to(DEVICE)
     return x, uniform
 
 
@@ -53,7 +57,7 @@ def test_with_uniform_equals_reference_exactly(shape, layout, dtype, threshold, 
 def test_uniform_honours_its_strides_and_the_boundary():
     x, _ = _input((2, 5, 6, 6), torch.float32, torch.contiguous_format)
     # r == p drops (r <= p); a transposed, non-contiguous uniform.
-    uniform = torch.rand(2, 1, 6, 6).transpose(2, 3).contiguous().transpose(2, 3)
+    uniform = torch.rand(2, 1, 6, 6, device=DEVICE).transpose(2, 3).contiguous().transpose(2, 3)
     uniform[0, 0, :3] = 0.5
     out, keep = attentive_dropout(x, 0.0, 0.5, uniform=uniform)
     ref_out, ref_keep = reference.attentive_dropout(x, 0.0, 0.5, uniform=uniform)
@@ -62,7 +66,7 @@ def test_uniform_honours_its_strides_and_the_boundary():
 
 def test_all_equal_means_and_negative_max():
     # Constant channel mean: m == max, so with γ = 1 nothing is a candidate (strict >).
-    x = torch.full((2, 3, 5, 5), 2.0)
+    x = torch.full((2, 3, 5, 5), 2.0, device=DEVICE)
     _, keep = attentive_dropout(x, 1.0, 1.0)
     assert torch.equal(keep, torch.ones_like(keep))
     # Negative means: γ·max > max for γ < 1, the reference semantics still hold exactly.
@@ -85,7 +89,7 @@ def test_internal_draw_respects_the_candidate_region_and_p(layout):
     probability < 1e-6) over n ≈ 2,800 candidate positions."""
     torch.manual_seed(1)
     threshold, drop_prob = 0.2, 0.3
-    x = torch.rand(8, 16, 28, 28).contiguous(memory_format=FORMATS[layout])  # positive means: many candidates
+    x = torch.rand(8, 16, 28, 28, device=DEVICE).contiguous(memory_format=FORMATS[layout])  # positive means: many candidates
     candidates = _candidates(x, threshold)
     drops, trials = 0, 0
     for _ in range(3):
@@ -101,7 +105,7 @@ def test_internal_draw_respects_the_candidate_region_and_p(layout):
 
 
 def test_same_seed_same_mask_successive_calls_differ():
-    x = torch.rand(2, 8, 14, 14)
+    x = torch.rand(2, 8, 14, 14, device=DEVICE)
     torch.manual_seed(123)
     _, first = attentive_dropout(x, 0.1, 0.5)
     _, second = attentive_dropout(x, 0.1, 0.5)
@@ -112,7 +116,7 @@ def test_same_seed_same_mask_successive_calls_differ():
 
 
 def test_drop_prob_edges():
-    x = torch.rand(2, 4, 7, 7)
+    x = torch.rand(2, 4, 7, 7, device=DEVICE)
     _, keep_none = attentive_dropout(x, 0.5, 0.0)
     _, keep_all = attentive_dropout(x, 0.5, 1.0)
     candidates = _candidates(x, 0.5)
@@ -124,8 +128,8 @@ def test_drop_prob_edges():
 def test_opcheck():
     x, uniform = _input((2, 5, 6, 7), torch.float32, torch.channels_last)
     x.requires_grad_(True)
-    seed = torch.tensor([42], dtype=torch.int64)
+    seed = torch.tensor([42], dtype=torch.int64, device=DEVICE)
     torch.library.opcheck(attentive_dropout_op, (x, 0.5, 0.5, None, uniform))
     torch.library.opcheck(attentive_dropout_op, (x, 0.5, 0.5, seed, None))
     keep = reference.attentive_dropout(x, 0.5, 0.5, uniform=uniform)[1]
-    torch.library.opcheck(attentive_dropout_backward_op, (torch.randn(2, 5, 6, 7), keep))
+    torch.library.opcheck(attentive_dropout_backward_op, (torch.randn(2, 5, 6, 7, device=DEVICE), keep))

@@ -13,6 +13,10 @@ import torch
 
 from fastwsol.kernels.consistency_loss import consistency_loss, consistency_loss_backward_op, consistency_loss_op
 from fastwsol.method import reference
+from fastwsol.ops import triton_interpreter_enabled
+
+# CPU under the interpreter (the default test run); the GPU with TRITON_INTERPRET=0.
+DEVICE = "cpu" if triton_interpreter_enabled() or not torch.cuda.is_available() else "cuda"
 
 SHAPES = [(1, 7, 7, 7), (3, 64, 14, 14), (3, 37, 13, 17), (2, 300, 7, 7)]
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -21,8 +25,8 @@ FORWARD_RTOL = {torch.float32: 1e-5, torch.bfloat16: 8e-3}
 
 def _pair(shape, dtype, layouts, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    feature = torch.randn(shape, generator=generator).to(dtype)
-    dropped = torch.randn(shape, generator=generator).to(dtype)
+    feature = torch.randn(shape, generator=generator).to(DEVICE, dtype)
+    dropped = torch.randn(shape, generator=generator).to(DEVICE, dtype)
     dropped.view(-1)[::5] = feature.view(-1)[::5]  # F == F_drop: sign 0, zero gradient
     return (
         feature.contiguous(memory_format=FORMATS[layouts[0]]).requires_grad_(True),
@@ -40,7 +44,7 @@ def test_forward_and_gradients_match_reference(shape, layouts, dtype):
     assert loss.shape == () and loss.dtype == dtype
     torch.testing.assert_close(loss, ref_loss, rtol=FORWARD_RTOL[dtype], atol=0)
 
-    grad_loss = torch.tensor(1.7, dtype=dtype)
+    grad_loss = torch.tensor(1.7, dtype=dtype, device=DEVICE)
     grads = torch.autograd.grad(loss, (feature, dropped), grad_loss)
     ref_grads = torch.autograd.grad(ref_loss, (feature, dropped), grad_loss)
     for grad, ref_grad, tensor in zip(grads, ref_grads, (feature, dropped)):
@@ -50,7 +54,7 @@ def test_forward_and_gradients_match_reference(shape, layouts, dtype):
 
 
 def test_identical_inputs_give_zero_loss_and_zero_gradient():
-    feature = torch.randn(2, 9, 5, 5, requires_grad=True)
+    feature = torch.randn(2, 9, 5, 5, device=DEVICE, requires_grad=True)
     loss = consistency_loss(feature, feature.detach().clone())
     assert loss.item() == 0.0
     (grad,) = torch.autograd.grad(loss, feature)
@@ -58,8 +62,8 @@ def test_identical_inputs_give_zero_loss_and_zero_gradient():
 
 
 def test_gradient_to_one_input_only():
-    feature = torch.randn(2, 9, 5, 5, requires_grad=True)
-    dropped = torch.randn(2, 9, 5, 5)
+    feature = torch.randn(2, 9, 5, 5, device=DEVICE, requires_grad=True)
+    dropped = torch.randn(2, 9, 5, 5, device=DEVICE)
     consistency_loss(feature, dropped).backward()
     ref = feature.detach().clone().requires_grad_(True)
     reference.consistency_loss(ref, dropped).backward()
@@ -69,4 +73,4 @@ def test_gradient_to_one_input_only():
 def test_opcheck():
     feature, dropped = _pair((2, 5, 6, 7), torch.float32, ("channels_last", "nchw"))
     torch.library.opcheck(consistency_loss_op, (feature, dropped))
-    torch.library.opcheck(consistency_loss_backward_op, (torch.tensor(0.5), feature.detach(), dropped.detach()))
+    torch.library.opcheck(consistency_loss_backward_op, (torch.tensor(0.5, device=DEVICE), feature.detach(), dropped.detach()))
