@@ -36,7 +36,9 @@ def target_similarity(feature: torch.Tensor, fc_weight: torch.Tensor, target: to
     """S_u = cos(w_y, F_u) with ``F.normalize`` semantics (norms clamped at 1e-12): ``B×H×W``."""
     w = F.normalize(fc_weight, dim=1)[target]  # B×D
     f = F.normalize(feature, dim=1)
-    return torch.einsum("bd,bdhw->bhw", w, f)
+    # A product-sum, not einsum: the same contraction, but one Inductor can fuse with F.normalize
+    # (einsum becomes a bmm that needs the normalised copy of F stored for backward).
+    return (w[:, :, None, None] * f).sum(dim=1)
 
 
 def max_class_similarity(feature: torch.Tensor, fc_weight: torch.Tensor) -> torch.Tensor:
