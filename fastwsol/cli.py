@@ -21,8 +21,8 @@ def _train(args: argparse.Namespace) -> int:
     from fastwsol.train import NonFiniteLossError, Trainer
 
     overrides = list(args.set)
-    if args.no_compile:
-        overrides.append("train.compile=false")
+    if args.no_compile:  # the reference step: eager model and the reference ops
+        overrides += ["train.compile=false", "train.backend=reference"]
     if args.out_dir:
         overrides.append(f"train.out_dir={args.out_dir}")
     config = load_config(args.config, overrides)
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="YAML config (see configs/)")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     train.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
-    train.add_argument("--no-compile", action="store_true", help="eager reference step (same as --set train.compile=false)")
+    train.add_argument("--no-compile", action="store_true", help="the eager reference step (train.compile=false, train.backend=reference)")
     train.add_argument("--out-dir", help="shorthand for --set train.out_dir=...")
     train.set_defaults(func=_train)
     return parser

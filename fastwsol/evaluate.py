@@ -10,18 +10,31 @@ import torch.distributed as dist
 
 from fastwsol import ops
 from fastwsol.data import normalize_on_device
-from fastwsol.evaluation import BoxEvaluator, resize_boxes, scoremaps_from_cams
+from fastwsol.evaluation import BoxEvaluator, cams_to_scoremaps, resize_boxes, upsample_cams
 
 MAP_KINDS = ("cam", "norm", "sim")
 
 
-def localization_map(feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """The map to localise with (METHOD.md Table 5), B×h×w, before upsampling:
-    ``cam`` the CAM; ``norm`` F̂; ``sim`` S with negatives as background (max-normalised later)."""
+def scoremaps_for(feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """224² score maps in [0, 1] from the chosen map of the target class (METHOD.md Table 5):
+    ``cam`` and ``norm`` (F̂) the protocol's way (bicubic, min-max); ``sim``: S with negatives
+    as background, max-normalised (an all-background map → zeros)."""
     if kind not in MAP_KINDS:
         raise ValueError(f"map must be one of {MAP_KINDS}, got {kind!r}")
-    maps = ops.localization_maps(feature, fc_weight, target)
-    return maps[kind].clamp_min(0) if kind == "sim" else maps[kind]
+    maps = ops.localization_maps(feature, fc_weight, target)[kind]
+    if kind != "sim":
+        return cams_to_scoremaps(maps)
+    positive = upsample_cams(maps.clamp_min(0)).clamp_min(0)  # bicubic may undershoot below 0
+    peak = positive.amax(dim=(1, 2), keepdim=True)
+    return torch.where(peak > 0, positive / peak.clamp_min(torch.finfo(peak.dtype).tiny), torch.zeros_like(positive))
+
+
+def box_evaluator(eval_config) -> BoxEvaluator:
+    return BoxEvaluator(
+        iou_thresholds=tuple(eval_config.iou_thresholds),
+        cam_curve_interval=eval_config.cam_curve_interval,
+        multi_contour=eval_config.multi_contour,
+    )
 
 
 def gt_boxes_224(metadata, indices: np.ndarray, size: int = 224) -> list[np.ndarray]:
@@ -37,21 +50,20 @@ def evaluate_model(model, loader, config, ctx=None, *, map_kind: str | None = No
     ``on_batch(batch, scoremaps, logits)`` is called per batch (e.g. to save pictures).
     """
     e = config.eval
-    evaluator = BoxEvaluator(
-        iou_thresholds=tuple(e.iou_thresholds), cam_curve_interval=e.cam_curve_interval, multi_contour=e.multi_contour
-    )
+    evaluator = box_evaluator(e)
     was_training = model.training
     model.eval()
+    classification = np.zeros(2, np.int64)  # top-1, top-5 correct
     for batch in loader:
         images = batch["images"]
         images = normalize_on_device(images) if images.dtype == torch.uint8 else images
         out = model(images)
         labels = batch["labels"]
-        maps = localization_map(out["feature"].float(), model.fc.weight.float(), labels, map_kind or e.map)
-        scoremaps = scoremaps_from_cams(maps)
+        scoremaps = scoremaps_for(out["feature"].float(), model.fc.weight.float(), labels, map_kind or e.map)
         top5 = out["logits"].topk(min(5, out["logits"].shape[1]), dim=1).indices
         top1_correct = (top5[:, 0] == labels).cpu().numpy()
         top5_correct = (top5 == labels[:, None]).any(dim=1).cpu().numpy()
+        classification += (int(top1_correct.sum()), int(top5_correct.sum()))
         indices = batch["indices"].cpu().numpy()
         evaluator.accumulate(
             scoremaps, gt_boxes_224(loader.metadata, indices), top1_correct=top1_correct, top5_correct=top5_correct
@@ -59,16 +71,13 @@ def evaluate_model(model, loader, config, ctx=None, *, map_kind: str | None = No
         if on_batch is not None:
             on_batch(batch, scoremaps, out["logits"])
     model.train(was_training)
-    if ctx is not None and ctx.enabled:
-        evaluator = _sum_over_ranks(evaluator)
+    if ctx is not None and ctx.enabled:  # every rank's counts summed: all ranks get the same metrics
+        local = np.concatenate([evaluator.state_vector(), classification])
+        total = torch.from_numpy(local)
+        dist.all_reduce(total)
+        evaluator = box_evaluator(e)
+        evaluator.add_state_vector(total[:-2].numpy())
+        classification = total[-2:].numpy()
     metrics = evaluator.compute()
-    metrics["top1_cls"] = float(evaluator.top1_cls_correct) / max(evaluator.num_images, 1) * 100
-    metrics["top5_cls"] = float(evaluator.top5_cls_correct) / max(evaluator.num_images, 1) * 100
+    metrics["top1_cls"], metrics["top5_cls"] = (float(c) * 100.0 / evaluator.num_images for c in classification)
     return metrics
-
-
-def _sum_over_ranks(evaluator: BoxEvaluator) -> BoxEvaluator:
-    """Every rank's counts summed (all-reduce), so every rank computes the same metrics."""
-    flat = torch.from_numpy(evaluator.state_vector().astype(np.int64))
-    dist.all_reduce(flat)
-    return evaluator.from_state_vector(flat.numpy())
