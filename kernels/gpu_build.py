@@ -2,7 +2,8 @@
 
 Each kernel module ``fastwsol.kernels.<op>`` lists ``GPU_BUILD_SPECS``: dicts with ``name``,
 ``fn`` (a ``@triton.jit`` function), ``signature`` ({arg: type}), ``constexprs`` and optionally
-``num_warps``, ``num_stages``, ``bytes_moved(shape)`` and ``bytes_minimum(shape)``. For each spec
+``num_warps``, ``num_stages``, ``attrs``, ``bytes_moved(shape)``, ``bytes_minimum(shape)`` and
+``shapes`` ({label: (B, D, H, W)} for the bytes columns of the benchmark). For each spec
 and each target (sm_80 = A100, sm_90 = H100) this compiles PTX + cubin with ``triton.compile``
 and re-runs the wheel's bundled ``ptxas -v`` on the PTX to read registers per thread, spill bytes
 and shared memory, from which the theoretical occupancy follows.
@@ -148,13 +149,23 @@ def run_ptxas(ptx: str, arch: int) -> str:
     return done.stderr + done.stdout
 
 
+def pointer_alignment_attrs(fn, signature: dict[str, str]) -> dict:
+    """Every pointer argument 16-byte aligned, as Triton's launcher specialises fresh torch
+    tensors (the caching allocator aligns to 512 bytes), so the build matches the real launch."""
+    return {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name, kind in signature.items() if kind.startswith("*")}
+
+
 def build(spec: dict, arch: int) -> BuildRecord:
-    """Compile ``spec`` for ``sm_<arch>`` and measure it with ``ptxas -v``."""
+    """Compile ``spec`` for ``sm_<arch>`` and measure it with ``ptxas -v``. A spec's ``attrs``
+    (Triton's per-argument specialisation) default to :func:`pointer_alignment_attrs`."""
     import triton
     from triton.backends.compiler import GPUTarget
 
     options = {k: spec[k] for k in ("num_warps", "num_stages") if k in spec}
-    source = triton.compiler.ASTSource(fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"])
+    attrs = spec.get("attrs", pointer_alignment_attrs(spec["fn"], spec["signature"]))
+    source = triton.compiler.ASTSource(
+        fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"], attrs=attrs
+    )
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, THREADS_PER_WARP), options=options)
     report = parse_ptxas_log(run_ptxas(compiled.asm["ptx"], arch))
     num_warps = compiled.metadata.num_warps
