@@ -110,3 +110,17 @@ def test_compiled_alignment_loss_matches_reference():
     ref_grads = torch.autograd.grad(sum(ref_losses), (feature, fc_weight))
     for grad, ref_grad in zip(grads, ref_grads):
         torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.compile
+def test_compiled_attentive_dropout_own_draw_follows_the_definition():
+    x = torch.rand(2, 8, 14, 14)
+    channel_mean = x.mean(dim=1, keepdim=True)
+    candidates = channel_mean > 0.3 * channel_mean.flatten(1).max(dim=1).values.view(-1, 1, 1, 1)
+    torch.manual_seed(5)
+    out, keep = ops.attentive_dropout(x, 0.3, 0.5, backend="compiled")
+    torch.manual_seed(5)
+    _, keep_again = ops.attentive_dropout(x, 0.3, 0.5, backend="compiled")
+    assert torch.equal(keep, keep_again)  # reproducible from the seed
+    assert torch.all(keep[~candidates] == 1) and 0 < (keep == 0).sum() < candidates.sum()
+    assert torch.equal(out, x * keep)
