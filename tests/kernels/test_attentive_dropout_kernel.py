@@ -133,3 +133,12 @@ def test_opcheck():
     torch.library.opcheck(attentive_dropout_op, (x, 0.5, 0.5, seed, None))
     keep = reference.attentive_dropout(x, 0.5, 0.5, uniform=uniform)[1]
     torch.library.opcheck(attentive_dropout_backward_op, (torch.randn(2, 5, 6, 7, device=DEVICE), keep))
+
+
+def test_gradient_of_an_expanded_output_gradient():
+    # out.sum() gives a stride-0 (expanded) dout: the backward kernel reads it through its strides.
+    x, uniform = _input((2, 5, 6, 6), torch.float32, torch.contiguous_format)
+    x.requires_grad_(True)
+    attentive_dropout(x, 0.5, 0.5, uniform=uniform)[0].sum().backward()
+    expected = reference.attentive_dropout(x.detach(), 0.5, 0.5, uniform=uniform)[1].expand_as(x)
+    assert torch.equal(x.grad, expected)
