@@ -37,6 +37,37 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from fastwsol.localize import evaluate_checkpoint, load_trained
+    from fastwsol.report import format_metrics
+
+    trained = load_trained(args.checkpoint, device=args.device)
+    metrics = evaluate_checkpoint(trained, split=args.split, map_kind=args.map, save_maps=args.save_maps, out_dir=args.out)
+    print(format_metrics(metrics, title=f"{args.split} split, map={metrics['map']} ({args.checkpoint})"))
+    print("Top-1/Top-5 Loc are read at the CAM threshold that maximises GT-known Loc.")
+    return 0
+
+
+def _localize(args: argparse.Namespace) -> int:
+    import json
+
+    from fastwsol.localize import load_trained, localize_images
+
+    trained = load_trained(args.checkpoint, device=args.device)
+    results = localize_images(trained, args.images, map_kind=args.map, threshold=args.threshold, out_dir=args.out)
+    failed = 0
+    for result in results:
+        if "error" in result:
+            failed += 1
+            print(f"fastwsol localize: error: {result['error']}", file=sys.stderr)
+            continue
+        top = ", ".join(f"{c['class']}:{c['score']:.3f}" for c in result["top_classes"])
+        print(f"{result['path']}  box {result['box']}  top-5 [{top}]" + (f"  → {result['picture']}" if "picture" in result else ""))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastwsol",
@@ -56,6 +87,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-compile", action="store_true", help="the eager reference step (train.compile=false, train.backend=reference)")
     train.add_argument("--out-dir", help="shorthand for --set train.out_dir=...")
     train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("evaluate", help="the protocol's metrics of a checkpoint on a split (table + JSON, pictures)")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
+    evaluate.add_argument("--map", choices=("cam", "norm", "sim"), help="localisation map (default: the run's eval.map)")
+    evaluate.add_argument("--save-maps", metavar="DIR", help="per-image overlay PNGs and a contact sheet")
+    evaluate.add_argument("--out", metavar="DIR", help="where metrics_<split>_<map>.json goes (default: the checkpoint's folder)")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.set_defaults(func=_evaluate)
+
+    localize = sub.add_parser("localize", help="top-5 classes, box and overlay for images of any size")
+    localize.add_argument("checkpoint")
+    localize.add_argument("images", nargs="+", metavar="IMAGE")
+    localize.add_argument("--out", metavar="DIR", help="write <image>_<map>.png overlays here")
+    localize.add_argument("--map", default="cam", choices=("cam", "norm", "sim"))
+    localize.add_argument("--threshold", type=float, help="CAM threshold (default: the one validated with the checkpoint)")
+    localize.add_argument("--json", action="store_true", help="also print the results as JSON")
+    localize.add_argument("--device", default="cpu")
+    localize.set_defaults(func=_localize)
     return parser
 
 

@@ -441,7 +441,11 @@ class Trainer:
                     metrics = self.evaluate("val")
                     record.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
                     if metrics[config.train.select_metric] > self.best["metric"]:
-                        self.best = {"metric": metrics[config.train.select_metric], "epoch": self.epoch}
+                        self.best = {
+                            "metric": metrics[config.train.select_metric],
+                            "epoch": self.epoch,
+                            "threshold": metrics["best_threshold"],  # localize uses it
+                        }
                         self.save("best.pt")
                 self.log.write(record, self.global_step)
                 self.save("last.pt")
