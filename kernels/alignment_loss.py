@@ -42,8 +42,7 @@ import triton
 import triton.language as tl
 from triton import knobs
 
-NORM_CLAMP = 1e-12  # F.normalize's eps
-EPS = 1e-15  # the reference implementation's eps (min-max and masked means)
+NORM_CLAMP = 1e-12  # F.normalize's eps (the kernels spell it, and ε = 1e-15, as literals)
 MAX_BLOCK_C = 128  # class-tile width; 256 makes ptxas spill (CUB's C=200 takes 2 class passes, the 2nd L2-hot)
 FORWARD_WARPS, FORWARD_STAGES = 8, 2  # zero spills on sm_80 and sm_90 at these blocks (GPU_BUILD_SPECS)
 POSITION_BLOCK = 32
@@ -225,9 +224,10 @@ def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_graine
     w_target = w_unit[target].contiguous()
     w_dot = w_unit.to(feature.dtype).contiguous()
     # Separate buffers: a custom op's outputs may not alias one another.
-    norm, sim, max_sim, norm_coef, sim_coef = (
-        torch.empty((batch, positions), device=feature.device, dtype=torch.float32) for _ in range(5)
+    norm, sim, norm_coef, sim_coef = (
+        torch.empty((batch, positions), device=feature.device, dtype=torch.float32) for _ in range(4)
     )
+    max_sim = torch.empty_like(sim) if fine_grained else sim  # target-only: never written
     loss_sim_per_image, loss_norm_per_image = (
         torch.empty(batch, device=feature.device, dtype=torch.float32) for _ in range(2)
     )
@@ -242,7 +242,7 @@ def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_graine
             num_warps=FORWARD_WARPS if fine_grained else 4, num_stages=FORWARD_STAGES,
         )
         _image_loss_kernel[(batch,)](
-            norm, sim, max_sim if fine_grained else sim, loss_sim_per_image, loss_norm_per_image, norm_coef, sim_coef,
+            norm, sim, max_sim, loss_sim_per_image, loss_norm_per_image, norm_coef, sim_coef,
             positions, 1.0 / batch, float(fg_threshold), float(bg_threshold),
             BLOCK_N=_block_n(positions), num_warps=4,
         )
