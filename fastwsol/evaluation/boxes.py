@@ -16,7 +16,9 @@ __all__ = [
     "threshold_levels",
     "multiple_iou",
     "scoremap_to_uint8",
+    "contour_boxes_at_thresholds",
     "boxes_at_thresholds",
+    "correct_from_boxes",
     "correct_at_thresholds_opencv",
 ]
 
@@ -74,19 +76,14 @@ def scoremap_to_uint8(scoremap: np.ndarray) -> np.ndarray:
     return (scoremap * 255).astype(np.uint8)
 
 
-def boxes_at_thresholds(
-    scoremap: np.ndarray, thresholds: np.ndarray, multi_contour: bool = True
-) -> list[np.ndarray]:
-    """Candidate boxes (k_t, 4) at each threshold, literally as wsolevaluation's
-    ``compute_bboxes_from_scoremaps``: cv2.threshold (strict, at int(t · max q)), then
-    cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE), boundingRect → (x, y, min(x+w, W−1),
-    min(y+h, H−1)); single-contour keeps the first contour of largest cv2.contourArea;
-    no contour → [[0, 0, 0, 0]]."""
+def _contours_at_thresholds(scoremap: np.ndarray, thresholds: np.ndarray):
+    """Yield (contours, W, H) per threshold: cv2.threshold (strict, at int(t · max q)) then
+    cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE), as wsolevaluation's
+    ``compute_bboxes_from_scoremaps`` does."""
     if np.ndim(scoremap) != 2:
         raise ValueError(f"a score map must be 2-D, got shape {np.shape(scoremap)}")
     height, width = np.shape(scoremap)
     scoremap_image = np.expand_dims(scoremap_to_uint8(scoremap), 2)
-    result = []
     for threshold in thresholds:
         _, thr_gray_heatmap = cv2.threshold(
             src=scoremap_image,
@@ -97,17 +94,58 @@ def boxes_at_thresholds(
         contours = cv2.findContours(
             image=thr_gray_heatmap, mode=cv2.RETR_TREE, method=cv2.CHAIN_APPROX_SIMPLE
         )[0]
+        yield contours, width, height
+
+
+def _contour_box(contour, width: int, height: int) -> list[int]:
+    """boundingRect (x, y, w, h) → (x, y, min(x+w, W−1), min(y+h, H−1))."""
+    x, y, w, h = cv2.boundingRect(contour)
+    return [x, y, min(x + w, width - 1), min(y + h, height - 1)]
+
+
+_NO_CONTOUR = np.zeros((1, 4), dtype=np.int64)
+
+
+def boxes_at_thresholds(
+    scoremap: np.ndarray, thresholds: np.ndarray, multi_contour: bool = True
+) -> list[np.ndarray]:
+    """Candidate boxes (k_t, 4) at each threshold: every contour's box (multi-contour) or
+    the box of the first contour of largest cv2.contourArea (single); no contour →
+    [[0, 0, 0, 0]]."""
+    result = []
+    for contours, width, height in _contours_at_thresholds(scoremap, thresholds):
         if len(contours) == 0:
-            result.append(np.zeros((1, 4), dtype=np.int64))
+            result.append(_NO_CONTOUR)
             continue
         if not multi_contour:
             contours = [max(contours, key=cv2.contourArea)]
-        boxes = []
-        for contour in contours:
-            x, y, w, h = cv2.boundingRect(contour)
-            boxes.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
-        result.append(np.asarray(boxes, dtype=np.int64))
+        result.append(np.asarray([_contour_box(c, width, height) for c in contours], np.int64))
     return result
+
+
+def contour_boxes_at_thresholds(
+    scoremap: np.ndarray, thresholds: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Both modes from one findContours per threshold: [(multi boxes, single box), ...]."""
+    result = []
+    for contours, width, height in _contours_at_thresholds(scoremap, thresholds):
+        if len(contours) == 0:
+            result.append((_NO_CONTOUR, _NO_CONTOUR))
+            continue
+        every = np.asarray([_contour_box(c, width, height) for c in contours], np.int64)
+        largest = np.asarray([_contour_box(max(contours, key=cv2.contourArea), width, height)])
+        result.append((every, largest))
+    return result
+
+
+def correct_from_boxes(
+    boxes: list[np.ndarray], gt_boxes: np.ndarray, iou_thresholds: tuple[int, ...]
+) -> np.ndarray:
+    """Bool (len(iou_thresholds), T): max IoU of the threshold's candidates with any GT box
+    ≥ δ/100 (wsolevaluation's ``BoxEvaluator.accumulate``)."""
+    gt_boxes = np.asarray(gt_boxes, dtype=np.int64).reshape(-1, 4)
+    best = np.array([multiple_iou(b, gt_boxes).max() for b in boxes])
+    return np.stack([best >= (delta / 100) for delta in iou_thresholds])
 
 
 def correct_at_thresholds_opencv(
@@ -118,8 +156,5 @@ def correct_at_thresholds_opencv(
     multi_contour: bool = True,
 ) -> np.ndarray:
     """Bool (len(iou_thresholds), len(thresholds)): is the best candidate box's IoU with any
-    GT box ≥ δ/100 at this CAM threshold (wsolevaluation's ``BoxEvaluator.accumulate``)."""
-    boxes = boxes_at_thresholds(scoremap, thresholds, multi_contour)
-    gt_boxes = np.asarray(gt_boxes, dtype=np.int64).reshape(-1, 4)
-    best = np.array([multiple_iou(b, gt_boxes).max() for b in boxes])
-    return np.stack([best >= (delta / 100) for delta in iou_thresholds])
+    GT box ≥ δ/100 at this CAM threshold — the reference the fast path must equal."""
+    return correct_from_boxes(boxes_at_thresholds(scoremap, thresholds, multi_contour), gt_boxes, iou_thresholds)

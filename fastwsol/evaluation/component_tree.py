@@ -158,7 +158,25 @@ def _euler_delta_table() -> np.ndarray:
     return table
 
 
+def _area_delta_table() -> np.ndarray:
+    """2·Δ(window area) when a pixel joins, indexed like :func:`_euler_delta_table`: a 2×2
+    window with 4 foreground pixels counts 1, with 3 counts ½ (the polygon through pixel
+    centres covers a triangle of it). Summed over a component C this is cv2.contourArea of
+    C's outer contour whenever C has no hole."""
+
+    def half_units(count):
+        return 2 if count == 4 else 1 if count == 3 else 0
+
+    table = np.zeros(256, np.int64)
+    for bits in range(256):
+        nw, n, ne, w, e, sw, s, se = ((bits >> i) & 1 for i in range(8))
+        windows = ((nw, n, w), (n, ne, e), (w, sw, s), (e, s, se))
+        table[bits] = sum(half_units(sum(win) + 1) - half_units(sum(win)) for win in windows)
+    return table
+
+
 _EULER_DELTA = _euler_delta_table()
+_AREA2_DELTA = _area_delta_table()
 
 # Neighbour i of a pixel, in the bit order of the sweeps' offset arrays.
 _RING = ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1))
@@ -239,6 +257,8 @@ def _foreground_sweep(q, height, width, levels, gt, iou_thresholds, multi_contou
     first = np.zeros(total, np.int32)
     area_size = np.zeros(total, np.int32)
     area2 = np.zeros(total, np.int64)
+    component_euler4 = np.zeros(total, np.int64)  # 4χ(C) = 4·(1 − #holes of C)
+    window_area2 = np.zeros(total, np.int64)  # 2·Σ window areas of C's own pixels
     grid = np.empty(total, np.int8)
     stack = np.empty(total, np.int32)
     empty_mask = _hit_mask(0, 0, 0, 0, gt, iou_thresholds)
@@ -278,6 +298,8 @@ def _foreground_sweep(q, height, width, levels, gt, iou_thresholds, multi_contou
                         mask[b] = 0
                     else:
                         first[a] = min(first[a], first[b])
+                        component_euler4[a] += component_euler4[b]
+                        window_area2[a] += window_area2[b]
                         last = active[num_active - 1]
                         active[position[b]] = last
                         position[last] = position[b]
@@ -296,6 +318,8 @@ def _foreground_sweep(q, height, width, levels, gt, iou_thresholds, multi_contou
                     first[p] = pixel
                     num_components += 1
                     if not multi_contour:
+                        component_euler4[p] = _EULER_DELTA[bits]
+                        window_area2[p] = _AREA2_DELTA[bits]
                         position[p] = num_active
                         active[num_active] = p
                         num_active += 1
@@ -305,6 +329,9 @@ def _foreground_sweep(q, height, width, levels, gt, iou_thresholds, multi_contou
                     continue
                 parent[p] = a
                 size[a] += 1
+                if not multi_contour:
+                    component_euler4[a] += _EULER_DELTA[bits]
+                    window_area2[a] += _AREA2_DELTA[bits]
                 if x < box[a, 0] or y < box[a, 1] or x > box[a, 2] or y > box[a, 3]:
                     box[a, 0] = min(box[a, 0], x)
                     box[a, 1] = min(box[a, 1], y)
@@ -348,7 +375,9 @@ def _foreground_sweep(q, height, width, levels, gt, iou_thresholds, multi_contou
                 upper2 = 2 * (box[r, 2] - box[r, 0]) * (box[r, 3] - box[r, 1])
                 if upper2 < best_area2 or (upper2 == best_area2 and first[r] < first[best]):
                     continue
-                if area_size[r] != size[r]:
+                if component_euler4[r] == 4:  # no hole: fill(C) = C
+                    area2[r] = window_area2[r]
+                elif area_size[r] != size[r]:
                     area2[r] = _fill_area2(r, parent, added, box[r, 0], box[r, 1], box[r, 2], box[r, 3], pw, grid, stack)
                     area_size[r] = size[r]
                 if area2[r] > best_area2 or (area2[r] == best_area2 and first[r] > first[best]):
