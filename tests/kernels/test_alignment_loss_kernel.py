@@ -32,6 +32,10 @@ import torch
 
 from fastwsol.kernels import alignment_loss as kernel
 from fastwsol.method import reference
+from fastwsol.ops import triton_interpreter_enabled
+
+# The kernels run on CUDA when there is a GPU and the interpreter is off; the reference on CPU.
+DEVICE = "cpu" if triton_interpreter_enabled() or not torch.cuda.is_available() else "cuda"
 
 FG, BG = 0.6, 0.2  # the CUB config's τ_fg, τ_bg region (any values in (0, 1) exercise the same code)
 UPSTREAM_SIM, UPSTREAM_NORM = 0.7, 1.3
@@ -85,17 +89,17 @@ def _inputs(batch, channels, size, classes, dtype, channels_last, seed=0):
     return feature, weight, target
 
 
-def _run(fn, feature, weight, target, fine_grained, fg=FG, bg=BG):
-    feature = feature.detach().clone().requires_grad_()
-    weight = weight.detach().clone().requires_grad_()
-    loss_sim, loss_norm = fn(feature, weight, target, fg_threshold=fg, bg_threshold=bg, fine_grained=fine_grained)
+def _run(fn, feature, weight, target, fine_grained, fg=FG, bg=BG, device="cpu"):
+    feature = feature.detach().to(device).clone(memory_format=torch.preserve_format).requires_grad_()
+    weight = weight.detach().to(device).clone().requires_grad_()
+    loss_sim, loss_norm = fn(feature, weight, target.to(device), fg_threshold=fg, bg_threshold=bg, fine_grained=fine_grained)
     (UPSTREAM_SIM * loss_sim + UPSTREAM_NORM * loss_norm).backward()
-    return loss_sim.detach(), loss_norm.detach(), feature.grad, weight.grad
+    return tuple(t.cpu() for t in (loss_sim.detach(), loss_norm.detach(), feature.grad)) + (weight.grad.cpu(),)
 
 
 def _check(feature, weight, target, fine_grained, fg=FG, bg=BG):
     """Kernel on the given tensors vs the float64 reference on the same values."""
-    got = _run(kernel.alignment_loss, feature, weight, target, fine_grained, fg, bg)
+    got = _run(kernel.alignment_loss, feature, weight, target, fine_grained, fg, bg, device=DEVICE)
     want = _run(reference.alignment_loss, feature.double(), weight.double(), target, fine_grained, fg, bg)
     exact = feature.dtype == torch.float32
     loss_tol, grad_tol = (1e-5, 1e-4) if exact else (1e-3, 2e-2)
@@ -211,15 +215,18 @@ def test_float16():
 
 
 def test_opcheck():
-    feature, weight, target = _inputs(2, 16, (7, 7), 5, torch.float32, True, seed=10)
+    feature, weight, target = (t.to(DEVICE) for t in _inputs(2, 16, (7, 7), 5, torch.float32, True, seed=10))
     feature.requires_grad_()
     weight.requires_grad_()
     torch.library.opcheck(kernel._alignment_loss_op, (feature, weight, target, FG, BG, True))
+    _, _, *maps = kernel._alignment_loss_op(feature, weight, target, FG, BG, False)
     torch.library.opcheck(kernel._alignment_loss_op, (feature, weight, target, FG, BG, False))
+    upstream = (torch.tensor(0.7, device=DEVICE), torch.tensor(1.3, device=DEVICE))
+    torch.library.opcheck(kernel._alignment_loss_backward_op, (*upstream, feature.detach(), weight.detach(), target, *maps))
 
 
 def test_compiles_without_graph_break():
-    feature, weight, target = _inputs(2, 16, (7, 7), 5, torch.float32, False, seed=11)
+    feature, weight, target = (t.to(DEVICE) for t in _inputs(2, 16, (7, 7), 5, torch.float32, False, seed=11))
 
     def step(f, w):
         loss_sim, loss_norm = kernel.alignment_loss(f, w, target, fg_threshold=FG, bg_threshold=BG, fine_grained=True)
