@@ -13,7 +13,7 @@ grid (432 cases) is too slow for the interpreter, so:
 - the full D × H×W × C grid (27 cases) at B=2, fp32, fine-grained, NCHW;
 - edge cases: repeated classes in a batch, empty fg/bg regions (similarity and norm masks),
   constant norm maps (a single vector repeated, with and without sign flips), zero feature
-  vectors, a zero weight row, C = 200 (more classes than one class tile), fp16.
+  vectors, a zero weight row, C = 200 (more classes than one class tile), 28×28 maps, fp16.
 
 Tolerances. fp32: compared with the reference run in float64 on the same values; losses
 within 1e-5 absolute, gradients within 1e-4 of the gradient's largest magnitude. bf16/fp16:
@@ -207,6 +207,13 @@ def test_zero_weight_row():
     feature, weight, _ = _inputs(2, 16, (7, 7), 3, torch.float32, False, seed=8)
     weight[1] = 0
     _check(feature, weight, torch.tensor([1, 2]), fine_grained=True)
+
+
+@pytest.mark.parametrize("fine_grained", [False, True], ids=["target", "fine"])
+def test_resnet_map_size(fine_grained):
+    """28×28 (ResNet50's map): 784 positions, the per-image kernel's 1024-wide block."""
+    feature, weight, target = _inputs(2, 8, (28, 28), 5, torch.float32, True, seed=13)
+    _check(feature, weight, target, fine_grained)
 
 
 def test_float16():
