@@ -20,6 +20,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import platform
 import statistics
 import time
@@ -184,7 +185,8 @@ def main(argv=None) -> None:
 
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
             "processor": platform.processor(), "repeats": args.repeats, "quick": args.quick,
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "load_average_1_5_15": os.getloadavg()}  # other processes on the CPU make timings noisy
     write_text_atomic(RESULTS / "dropout_consistency.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
     fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("op", "shape", "device", "backend"), k))
     buffer = io.StringIO()
