@@ -144,7 +144,10 @@ def correct_from_boxes(
     """Bool (len(iou_thresholds), T): max IoU of the threshold's candidates with any GT box
     ≥ δ/100 (wsolevaluation's ``BoxEvaluator.accumulate``)."""
     gt_boxes = np.asarray(gt_boxes, dtype=np.int64).reshape(-1, 4)
-    best = np.array([multiple_iou(b, gt_boxes).max() for b in boxes])
+    # one IoU matrix for all thresholds' candidates, then the max within each threshold
+    counts = np.array([len(b) for b in boxes])
+    ious = multiple_iou(np.concatenate(boxes), gt_boxes).max(axis=1)
+    best = np.maximum.reduceat(ious, np.concatenate([[0], np.cumsum(counts)[:-1]]))
     return np.stack([best >= (delta / 100) for delta in iou_thresholds])
 
 

@@ -26,21 +26,17 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["correct_at_thresholds"]
+__all__ = ["correct_at_thresholds", "quantise_scoremaps"]
 
 _NOGIL = dict(cache=True, nogil=True)
 
 
 @nb.njit(inline="always", **_NOGIL)
 def _find(parent, x):
-    root = x
-    while parent[root] != root:
-        root = parent[root]
-    while parent[x] != root:  # path compression
-        nxt = parent[x]
-        parent[x] = root
-        x = nxt
-    return root
+    while parent[x] != x:  # path halving
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
 
 
 @nb.njit(**_NOGIL)
@@ -227,7 +223,7 @@ _GROUPS_4 = _neighbour_groups(4)
 
 
 @nb.njit(**_NOGIL)
-def _foreground_sweep(q, height, width, levels, gt, iou_thresholds, multi_contour, out, holes):
+def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, multi_contour, out, holes):
     """Descending sweep over 8-connected foreground components: ORs their hit masks into
     out[k] and sets holes[k] = number of holes of the foreground at threshold k.
 
@@ -237,7 +233,6 @@ def _foreground_sweep(q, height, width, levels, gt, iou_thresholds, multi_contou
     n = q.size
     pw = width + 2
     total = (height + 2) * pw
-    order, starts = _pixels_by_value(q)
     parent = np.arange(total).astype(np.int32)
     size = np.zeros(total, np.int32)
     added = np.zeros(total, np.uint8)
@@ -390,12 +385,11 @@ def _foreground_sweep(q, height, width, levels, gt, iou_thresholds, multi_contou
 
 
 @nb.njit(**_NOGIL)
-def _hole_sweep(q, height, width, levels, gt, iou_thresholds, out, last):
+def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out, last):
     """Ascending sweep over 4-connected background components for thresholds 0..last. The
     padding frame starts as one background component; whatever joins it is not a hole, the
     rest are holes, whose contour's rect is their bbox grown by one pixel."""
     pw = width + 2
-    order, starts = _pixels_by_value(q)
     total = (height + 2) * pw
     parent = np.arange(total).astype(np.int32)
     size = np.zeros(total, np.int32)
@@ -500,7 +494,8 @@ def _correct_batch(q, maxima, level_table, gt_flat, gt_offsets, iou_thresholds, 
         gt = gt_flat[gt_offsets[i]:gt_offsets[i + 1]]
         flat = q[i].ravel()
         holes = np.zeros(num_thresholds, np.int64)
-        _foreground_sweep(flat, height, width, levels, gt, iou_thresholds, multi_contour, out[i], holes)
+        order, starts = _pixels_by_value(flat)
+        _foreground_sweep(flat, order, starts, height, width, levels, gt, iou_thresholds, multi_contour, out[i], holes)
         if multi_contour:
             # Hole boxes can only matter where holes exist and not every δ is already hit.
             last = -1
@@ -508,7 +503,45 @@ def _correct_batch(q, maxima, level_table, gt_flat, gt_offsets, iou_thresholds, 
                 if holes[k] > 0 and out[i, k] != all_hit:
                     last = k
             if last >= 0:
-                _hole_sweep(flat, height, width, levels, gt, iou_thresholds, out[i], last)
+                _hole_sweep(flat, order, starts, height, width, levels, gt, iou_thresholds, out[i], last)
+    return out
+
+
+@nb.njit(parallel=True, **_NOGIL)
+def _quantise(maps, scale, out, flags):
+    """out = trunc(maps · 255) in the maps' dtype; flags[i] bit 0: NaN, bit 1: outside [0, 1]."""
+    for i in nb.prange(maps.shape[0]):
+        m = maps[i]
+        o = out[i]
+        flag = 0
+        for y in range(m.shape[0]):
+            for x in range(m.shape[1]):
+                v = m[y, x]
+                if v != v:
+                    flag |= 1
+                elif v < 0 or v > 1:
+                    flag |= 2
+                else:
+                    o[y, x] = np.uint8(v * scale)
+        flags[i] = flag
+
+
+def quantise_scoremaps(maps: np.ndarray) -> np.ndarray:
+    """(N, H, W) float score maps → uint8(score · 255), in one compiled pass; same result and
+    same errors as :func:`fastwsol.evaluation.boxes.scoremap_to_uint8`."""
+    maps = np.asarray(maps)
+    if maps.ndim != 3:
+        raise ValueError(f"score maps must be (N, H, W), got shape {maps.shape}")
+    if maps.dtype not in (np.float32, np.float64):
+        maps = maps.astype(np.float64)
+    maps = np.ascontiguousarray(maps)
+    out = np.zeros(maps.shape, np.uint8)
+    flags = np.zeros(maps.shape[0], np.int64)
+    _quantise(maps, maps.dtype.type(255), out, flags)
+    if (flags & 1).any():
+        raise ValueError("the score map contains NaN (normalise it first: NaN maps become zeros)")
+    if (flags & 2).any():
+        raise ValueError(f"score map values must lie in [0, 1], got [{maps.min()}, {maps.max()}]")
     return out
 
 

@@ -10,10 +10,9 @@ import torch
 from fastwsol.evaluation.boxes import (
     cam_thresholds,
     correct_at_thresholds_opencv,
-    scoremap_to_uint8,
     threshold_levels,
 )
-from fastwsol.evaluation.component_tree import correct_at_thresholds
+from fastwsol.evaluation.component_tree import correct_at_thresholds, quantise_scoremaps
 
 __all__ = ["BoxEvaluator", "BACKENDS"]
 
@@ -80,7 +79,7 @@ class BoxEvaluator:
                 )
                 for m, b in zip(maps, boxes)
             ])
-        quantised = scoremap_to_uint8(maps)
+        quantised = quantise_scoremaps(maps)
         return correct_at_thresholds(
             quantised, boxes, self._levels, self.iou_thresholds, self.multi_contour
         )

@@ -1,0 +1,184 @@
+"""Evaluator benchmark at ImageNet-validation scale (issue 4).
+
+The 50,000 ILSVRC test images with their real GT boxes (../shared/data/wsol-metadata), and
+synthetic 14×14 CAMs (1–3 ReLU'd Gaussian bumps near a GT box plus noise, seeded), evaluated
+end to end — bicubic upsample, min–max normalise, uint8, boxes at 200 CAM thresholds, counts —
+with the fast path (BoxEvaluator(backend="fast")). The OpenCV reference (cv2.resize +
+wsolevaluation's loop) runs on a subset only; its full-set time is EXTRAPOLATED from that
+subset's images/s. The subset's counts are checked equal between the two paths.
+
+    python bench/bench_evaluator.py [--num-images 50000] [--reference-images 300]
+
+Prints a table and writes bench/results/evaluator.json and evaluator.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import cv2
+import numba
+import numpy as np
+import torch
+
+from fastwsol.evaluation import (
+    BoxEvaluator,
+    cams_to_scoremaps,
+    read_split_metadata,
+    resize_boxes,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+METADATA = ROOT.parent / "shared" / "data" / "wsol-metadata"
+RESULTS = ROOT / "bench" / "results"
+CAM_SIZE = 14
+
+
+def synthetic_cams(gt_boxes: list[np.ndarray], seed: int) -> torch.Tensor:
+    """(N, 14, 14) float32 CAMs: 1–3 Gaussian bumps, the first centred near a GT box, plus
+    noise, ReLU'd — smooth, peaky maps like a trained network's."""
+    rng = np.random.default_rng(seed)
+    grid = (np.arange(CAM_SIZE) + 0.5) * 224 / CAM_SIZE
+    cams = np.empty((len(gt_boxes), CAM_SIZE, CAM_SIZE), np.float32)
+    for i, boxes in enumerate(gt_boxes):
+        x0, y0, x1, y1 = boxes[rng.integers(len(boxes))]
+        cam = rng.normal(0, 0.1, (CAM_SIZE, CAM_SIZE))
+        for b in range(rng.integers(1, 4)):
+            if b == 0:
+                cx = (x0 + x1) / 2 + rng.normal(0, 15)
+                cy = (y0 + y1) / 2 + rng.normal(0, 15)
+                sx = max(8.0, (x1 - x0) / rng.uniform(1.5, 4))
+                sy = max(8.0, (y1 - y0) / rng.uniform(1.5, 4))
+            else:
+                cx, cy = rng.uniform(0, 224, 2)
+                sx, sy = rng.uniform(10, 60, 2)
+            bump = np.exp(-0.5 * (((grid[None, :] - cx) / sx) ** 2 + ((grid[:, None] - cy) / sy) ** 2))
+            cam += rng.uniform(0.3, 1.0) * bump
+        cams[i] = np.maximum(cam, 0)
+    return torch.from_numpy(cams)
+
+
+def reference_scoremap(cam: np.ndarray) -> np.ndarray:
+    """wsolevaluation: cv2.resize(INTER_CUBIC) then normalize_scoremap."""
+    cam = cv2.resize(cam, (224, 224), interpolation=cv2.INTER_CUBIC)
+    if np.isnan(cam).any() or cam.min() == cam.max():
+        return np.zeros_like(cam)
+    cam -= cam.min()
+    cam /= cam.max()
+    return cam
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--num-images", type=int, default=50000)
+    parser.add_argument("--reference-images", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    t = time.perf_counter()
+    meta = read_split_metadata(METADATA, "ILSVRC", "test")
+    metadata_seconds = time.perf_counter() - t
+    n = min(args.num_images, len(meta))
+    gt_boxes = [resize_boxes(meta.boxes[i], int(meta.sizes[i, 0]), int(meta.sizes[i, 1])) for i in range(n)]
+    cams = synthetic_cams(gt_boxes, args.seed)
+
+    # First call: numba loads its on-disk cache (or compiles once, ~tens of seconds).
+    t = time.perf_counter()
+    BoxEvaluator().accumulate(cams_to_scoremaps(cams[:2]), gt_boxes[:2])
+    first_call_seconds = time.perf_counter() - t
+
+    fast = BoxEvaluator(backend="fast")
+    upsample_seconds = 0.0
+    t_total = time.perf_counter()
+    for start in range(0, n, args.batch_size):
+        stop = min(start + args.batch_size, n)
+        t = time.perf_counter()
+        scoremaps = cams_to_scoremaps(cams[start:stop])
+        upsample_seconds += time.perf_counter() - t
+        fast.accumulate(scoremaps, gt_boxes[start:stop])
+    fast_seconds = time.perf_counter() - t_total
+    fast_metrics = fast.compute()
+
+    m = min(args.reference_images, n)
+    reference = BoxEvaluator(backend="opencv")
+    t = time.perf_counter()
+    for i in range(m):
+        reference.accumulate(reference_scoremap(cams[i].numpy().copy())[None], gt_boxes[i:i + 1])
+    reference_seconds = time.perf_counter() - t
+    subset = BoxEvaluator(backend="fast")
+    subset.accumulate(cams_to_scoremaps(cams[:m]), gt_boxes[:m])
+    # cv2 and torch bicubic differ by float32 rounding, which can move a pixel by one uint8
+    # level; count the subset images whose per-threshold outcomes differ (expected 0 or a few).
+    ref_maps = np.stack([reference_scoremap(cams[i].numpy().copy()) for i in range(m)])
+    same_maps = BoxEvaluator(backend="fast")
+    same_maps.accumulate(ref_maps, gt_boxes[:m])
+    subset_counts_equal = bool((same_maps.correct_counts == reference.correct_counts).all())
+
+    fast_ips = n / fast_seconds
+    reference_ips = m / reference_seconds
+    result = {
+        "num_images": n,
+        "reference_images": m,
+        "fast_seconds": round(fast_seconds, 3),
+        "fast_images_per_second": round(fast_ips, 1),
+        "fast_upsample_normalise_seconds": round(upsample_seconds, 3),
+        "fast_boxes_and_counts_seconds": round(fast_seconds - upsample_seconds, 3),
+        "first_call_seconds": round(first_call_seconds, 3),
+        "metadata_parse_seconds": round(metadata_seconds, 3),
+        "reference_seconds_subset": round(reference_seconds, 3),
+        "reference_images_per_second": round(reference_ips, 2),
+        "reference_seconds_extrapolated_full": round(n / reference_ips, 1),
+        "speedup": round(fast_ips / reference_ips, 1),
+        "subset_counts_equal_on_identical_maps": subset_counts_equal,
+        "subset_counts_equal_end_to_end": bool((subset.correct_counts == reference.correct_counts).all()),
+        "metrics_fast_full": fast_metrics,
+        "threads": {"numba": numba.get_num_threads(), "torch": torch.get_num_threads()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_average_1min": round(os.getloadavg()[0], 2)},
+        "versions": {"numba": numba.__version__, "opencv": cv2.__version__, "torch": torch.__version__},
+        "note": "reference full-set time is extrapolated from the subset's images/s",
+    }
+
+    rows = [
+        ("metadata parse (ILSVRC test)", f"{metadata_seconds:.2f} s", ""),
+        ("first call (numba cache load/compile)", f"{first_call_seconds:.2f} s", ""),
+        (f"fast, {n} images end to end", f"{fast_seconds:.1f} s", f"{fast_ips:.0f} img/s"),
+        ("  of which upsample + normalise", f"{upsample_seconds:.1f} s", ""),
+        (f"OpenCV reference, {m} images", f"{reference_seconds:.1f} s", f"{reference_ips:.1f} img/s"),
+        (f"OpenCV reference, {n} images (extrapolated)", f"{n / reference_ips:.0f} s", ""),
+        ("speed-up (images/s)", f"{fast_ips / reference_ips:.0f}x", "target >= 100x"),
+        ("counts equal on the subset (same maps)", str(subset_counts_equal), ""),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"Evaluator benchmark — {os.cpu_count()} CPUs, numba threads {numba.get_num_threads()}, "
+          f"load avg {os.getloadavg()[0]:.1f}")
+    for name, value, extra in rows:
+        print(f"  {name:<{width}}  {value:>10}  {extra}")
+    print(f"  MaxBoxAccV2 (synthetic CAMs) {fast_metrics['max_box_acc_v2']:.2f}")
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_atomically(RESULTS / "evaluator.json", json.dumps(result, indent=2) + "\n")
+    flat = {k: v for k, v in result.items() if not isinstance(v, dict)}
+    tmp = RESULTS / "evaluator.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(flat))
+        writer.writeheader()
+        writer.writerow(flat)
+    os.replace(tmp, RESULTS / "evaluator.csv")
+
+
+if __name__ == "__main__":
+    main()
