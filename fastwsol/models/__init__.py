@@ -1,7 +1,7 @@
 """Model registry: ``create_model(name, num_classes, ...)``.
 
 Names: ``vgg16``, ``resnet50`` (the paper's backbones), ``vgg_small`` (a narrow VGG of the same
-shape for tests and CPU runs from scratch), each with a ``_cam`` variant: vanilla CAM, no
+shape, with BatchNorm, for tests and CPU runs from scratch), each with a ``_cam`` variant: vanilla CAM, no
 dropped path.
 """
 
@@ -16,7 +16,9 @@ from fastwsol.models.vgg import VGG_SMALL_BLOCKS, build_vgg
 _BUILDERS = {
     "vgg16": partial(build_vgg, large_feature_map=False),
     "resnet50": partial(build_resnet50, large_feature_map=True),
-    "vgg_small": partial(build_vgg, blocks=VGG_SMALL_BLOCKS, conv6_channels=256, large_feature_map=False),
+    # BatchNorm: a VGG this size does not start learning from scratch without it (CE stays at
+    # ln C for epochs on the synthetic set), and no pretrained weights exist for it.
+    "vgg_small": partial(build_vgg, blocks=VGG_SMALL_BLOCKS, conv6_channels=256, large_feature_map=False, batch_norm=True),
 }
 MODEL_NAMES = tuple(sorted([*_BUILDERS, *(f"{name}_cam" for name in _BUILDERS)]))
 

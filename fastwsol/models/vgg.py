@@ -15,24 +15,26 @@ VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 51
 VGG_SMALL_BLOCKS = ((16, 16), (32, 32), (64, 64), (128, 128), (128, 128))
 
 
-def _conv_relu(layers: OrderedDict, name: str, c_in: int, c_out: int) -> None:
+def _conv_relu(layers: OrderedDict, name: str, c_in: int, c_out: int, batch_norm: bool) -> None:
     layers[f"conv{name}"] = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1)
+    if batch_norm:
+        layers[f"bn{name}"] = nn.BatchNorm2d(c_out)
     layers[f"relu{name}"] = nn.ReLU(inplace=True)
 
 
-def _vgg_layers(blocks, conv6_channels: int, large_feature_map: bool) -> tuple[OrderedDict, OrderedDict]:
+def _vgg_layers(blocks, conv6_channels: int, large_feature_map: bool, batch_norm: bool) -> tuple[OrderedDict, OrderedDict]:
     head, tail = OrderedDict(), OrderedDict()
     c_in = 3
     for b, widths in enumerate(blocks, start=1):
         layers = head if b <= 4 else tail
         for i, width in enumerate(widths, start=1):
-            _conv_relu(layers, f"{b}_{i}", c_in, width)
+            _conv_relu(layers, f"{b}_{i}", c_in, width, batch_norm)
             c_in = width
         if b <= 3:
             head[f"pool{b}"] = nn.MaxPool2d(kernel_size=2, stride=2)
         elif b == 4 and not large_feature_map:
             tail["pool4"] = nn.MaxPool2d(kernel_size=2, stride=2)  # after the dropout point
-    _conv_relu(tail, "6", c_in, conv6_channels)
+    _conv_relu(tail, "6", c_in, conv6_channels, batch_norm)
     return head, tail
 
 
@@ -62,11 +64,12 @@ def build_vgg(
     conv6_channels: int = 1024,
     pretrained=None,
     large_feature_map: bool = False,
+    batch_norm: bool = False,
     with_dropped_path: bool = True,
     drop_threshold: float = 0.8,
     drop_prob: float = 0.5,
 ) -> TwoPathWSOLNet:
-    head, tail = _vgg_layers(blocks, conv6_channels, large_feature_map)
+    head, tail = _vgg_layers(blocks, conv6_channels, large_feature_map, batch_norm)
     model = TwoPathWSOLNet(
         nn.Sequential(head),
         nn.Sequential(tail),
@@ -75,13 +78,13 @@ def build_vgg(
         with_dropped_path=with_dropped_path,
         drop_threshold=drop_threshold,
         drop_prob=drop_prob,
-        batch_tail_paths=True,  # no BatchNorm: one batched tail pass is exact
-        new_layers=("tail.conv6", "fc"),
+        batch_tail_paths=not batch_norm,  # without BatchNorm one batched tail pass is exact
+        new_layers=("tail.conv6", "tail.bn6", "fc") if batch_norm else ("tail.conv6", "fc"),
     )
     initialize_weights(model.modules(), "he")
     if pretrained is not None:
-        if blocks != VGG16_BLOCKS:
-            raise ValueError("pretrained weights exist only for the full VGG16")
+        if blocks != VGG16_BLOCKS or batch_norm:
+            raise ValueError("pretrained weights exist only for the full VGG16 without BatchNorm")
         state = read_state_dict(pretrained, "VGG16_Weights.IMAGENET1K_V1")
         load_remapped(
             model, state, _remap_torchvision_vgg16, origin=f"VGG16 weights {pretrained}"
