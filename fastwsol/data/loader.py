@@ -1,0 +1,55 @@
+"""``build_loader``: one entry point for the DALI pipeline and the torchvision fallback."""
+
+from __future__ import annotations
+
+import torch
+
+from fastwsol.data.base import SplitLoader
+from fastwsol.data.dali_loader import dali_available
+
+LOADERS = ("auto", "dali", "torch")
+
+
+def build_loader(
+    data_root,
+    metadata_root,
+    dataset: str,
+    split: str,
+    *,
+    train: bool,
+    batch_size: int,
+    loader: str = "auto",
+    device: str | torch.device = "auto",
+    num_threads: int = 2,
+    seed: int = 0,
+    shard_id: int = 0,
+    num_shards: int = 1,
+    skip_bad: bool = False,
+    image_size: int = 224,
+    resize_size: int = 256,
+    output: str = "float",
+    verify: str = "header",
+) -> SplitLoader:
+    """Batches ``{"images": B×3×S×S, "labels": int64 B, "indices": int64 B}`` on ``device``.
+
+    ``loader``: "dali", "torch" (torchvision/PIL) or "auto" (DALI when importable).
+    ``train``: resize to ``resize_size``² → random ``image_size``² crop → random flip, last
+    partial batch dropped; eval: resize to ``image_size``², every image exactly once across
+    the ``num_shards`` shards. ``output``: "float" (ImageNet-normalised float32) or "uint8"
+    (normalise later with :func:`normalize_on_device`). ``skip_bad``: leave bad image files
+    out (counted in a warning, listed in ``.problems``) instead of raising. ``verify``:
+    "header" (cheap checks) or "decode" (decode every file once up front).
+    """
+    if loader not in LOADERS:
+        raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}")
+    if loader == "auto":
+        loader = "dali" if dali_available() else "torch"
+    if loader == "dali":
+        from fastwsol.data.dali_loader import DaliSplitLoader as cls
+    else:
+        from fastwsol.data.torch_loader import TorchSplitLoader as cls
+    return cls(
+        data_root, metadata_root, dataset, split, train=train, batch_size=batch_size, device=device,
+        num_threads=num_threads, seed=seed, shard_id=shard_id, num_shards=num_shards, skip_bad=skip_bad,
+        image_size=image_size, resize_size=resize_size, output=output, verify=verify,
+    )

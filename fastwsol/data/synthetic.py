@@ -1,0 +1,276 @@
+"""A synthetic WSOL dataset that carries the paper's phenomenon, written in the wsolevaluation
+layout (PROTOCOL.md) so every loader and the evaluator read it like CUB.
+
+Each image holds one object on a cluttered background with a few distractor shapes:
+
+* a **large body** (a rotated ellipse with a striped texture in two fixed colours) that is the
+  same for every class, so it carries no class information;
+* a **small class-specific part** (a shape × colour pair, e.g. a red triangle) attached at one
+  end of the body's major axis, like a bird's head.
+
+A classifier needs only the part to be right, so a vanilla CAM fires on the part and misses the
+body; the ground-truth box covers the whole object (body ∪ part). Objects vary in scale, aspect
+ratio, rotation, position and which end carries the part; images vary in size.
+
+Written layout (``out`` is the argument)::
+
+    out/data/SYNTHETIC/<image_id>                    # JPEG, image_id = "c03/train_0012.jpg"
+    out/metadata/SYNTHETIC/{train,val,test}/         # image_ids, class_labels, image_sizes,
+                                                     # localization (+ part_localization.txt)
+    out/synthetic.json                               # the generation parameters
+
+so ``data_root = out/"data"``, ``metadata_root = out/"metadata"``, ``dataset = "SYNTHETIC"``.
+Every image is drawn from its own RNG seeded by (seed, split, class, index): the output is
+deterministic for a seed and independent of generation order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+DATASET_NAME = "SYNTHETIC"
+SPLITS = ("train", "val", "test")
+
+# RGB. The body's two stripe colours are shared by all classes; parts use saturated colours that
+# the body and the muted background never use.
+BODY_COLOURS = ((196, 140, 80), (120, 82, 46))
+PART_COLOURS = ((225, 30, 30), (30, 70, 230), (20, 185, 60), (215, 40, 215), (240, 225, 20))
+PART_SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross", "ring", "hexagon")
+# len(PART_SHAPES) and len(PART_COLOURS) are coprime, so class c ↦ (c mod 8, c mod 5) is a
+# bijection onto all 40 pairs (Chinese remainder theorem) and neighbouring classes differ in both.
+MAX_CLASSES = len(PART_SHAPES) * len(PART_COLOURS)
+JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Generation parameters (saved to ``synthetic.json``)."""
+
+    classes: int = 10
+    train_per_class: int = 80
+    val_per_class: int = 20
+    test_per_class: int = 20
+    seed: int = 0
+    min_size: int = 160  # image width/height drawn uniformly from [min_size, max_size]
+    max_size: int = 256
+    max_distractors: int = 4
+
+
+@dataclass(frozen=True)
+class SyntheticPaths:
+    root: Path
+    data_root: Path
+    metadata_root: Path
+    dataset: str = DATASET_NAME
+
+
+def part_of_class(label: int) -> tuple[str, tuple[int, int, int]]:
+    """The (shape, RGB colour) of class ``label``'s discriminative part."""
+    return PART_SHAPES[label % len(PART_SHAPES)], PART_COLOURS[label % len(PART_COLOURS)]
+
+
+def _polygon(shape: str, centre: np.ndarray, radius: float, angle: float) -> list[np.ndarray]:
+    """Vertices (int32, k×2) of a part shape; 'cross' is two bars."""
+    def ring_points(k: int, r: np.ndarray | float, offset: float = 0.0) -> np.ndarray:
+        t = angle + offset + 2 * np.pi * np.arange(k) / k
+        r = np.broadcast_to(np.asarray(r, dtype=np.float64), t.shape)
+        return np.round(centre + np.stack([r * np.cos(t), r * np.sin(t)], axis=1)).astype(np.int32)
+
+    if shape == "square":
+        return [ring_points(4, radius * 0.95, np.pi / 4)]
+    if shape == "triangle":
+        return [ring_points(3, radius * 1.1, -np.pi / 2)]
+    if shape == "diamond":
+        return [ring_points(4, np.array([radius * 1.1, radius * 0.7, radius * 1.1, radius * 0.7]))]
+    if shape == "star":
+        return [ring_points(10, np.tile([radius * 1.15, radius * 0.5], 5), -np.pi / 2)]
+    if shape == "hexagon":
+        return [ring_points(6, radius)]
+    if shape == "cross":
+        c, s = np.cos(angle), np.sin(angle)
+        bars = []
+        for (hx, hy) in ((radius, radius * 0.35), (radius * 0.35, radius)):
+            corners = np.array([[-hx, -hy], [hx, -hy], [hx, hy], [-hx, hy]])
+            rotated = corners @ np.array([[c, s], [-s, c]])
+            bars.append(np.round(centre + rotated).astype(np.int32))
+        return bars
+    raise ValueError(f"not a polygon shape: {shape!r}")
+
+
+def _draw_part(canvas: np.ndarray, mask: np.ndarray, shape: str, colour, centre, radius, angle) -> None:
+    centre_i = tuple(int(round(v)) for v in centre)
+    if shape == "circle":
+        cv2.circle(canvas, centre_i, int(round(radius)), colour, -1, cv2.LINE_AA)
+        cv2.circle(mask, centre_i, int(round(radius)), 255, -1)
+    elif shape == "ring":
+        thickness = max(2, int(round(radius * 0.45)))
+        r = int(round(radius - thickness / 2))
+        cv2.circle(canvas, centre_i, r, colour, thickness, cv2.LINE_AA)
+        cv2.circle(mask, centre_i, r, 255, thickness)
+    else:
+        polys = _polygon(shape, np.asarray(centre, dtype=np.float64), radius, angle)
+        cv2.fillPoly(canvas, polys, colour, cv2.LINE_AA)
+        cv2.fillPoly(mask, polys, 255)
+
+
+def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Muted low-frequency colour field + noise + clutter strokes (RGB uint8)."""
+    grey = rng.uniform(80, 170, size=(3, 4, 1))
+    coarse = np.clip(grey + rng.uniform(-30, 30, size=(3, 4, 3)), 0, 255).astype(np.float32)
+    canvas = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    canvas += rng.normal(0, 8, size=canvas.shape).astype(np.float32)
+    canvas = np.clip(canvas, 0, 255).astype(np.uint8)
+    for _ in range(int(rng.integers(8, 20))):
+        colour = tuple(int(v) for v in np.clip(rng.uniform(60, 190) + rng.uniform(-25, 25, 3), 0, 255))
+        p0 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            p1 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+            cv2.line(canvas, p0, p1, colour, int(rng.integers(1, 4)), cv2.LINE_AA)
+        elif kind == 1:
+            cv2.circle(canvas, p0, int(rng.integers(3, max(4, width // 8))), colour, int(rng.integers(1, 3)), cv2.LINE_AA)
+        else:
+            p1 = (p0[0] + int(rng.integers(-width // 6, width // 6)), p0[1] + int(rng.integers(-height // 6, height // 6)))
+            cv2.rectangle(canvas, p0, p1, colour, int(rng.integers(1, 3)))
+    return canvas
+
+
+def _draw_distractors(rng: np.random.Generator, canvas: np.ndarray, count: int) -> None:
+    """Filled shapes in muted colours, sized like parts or bigger, away from nothing in particular."""
+    height, width = canvas.shape[:2]
+    for _ in range(count):
+        colour = tuple(int(v) for v in np.clip(rng.uniform(50, 200) + rng.uniform(-40, 40, 3), 0, 255))
+        centre = np.array([rng.uniform(0, width), rng.uniform(0, height)])
+        radius = rng.uniform(0.05, 0.12) * min(width, height)
+        shape = ("circle", "square", "hexagon", "triangle")[int(rng.integers(0, 4))]
+        _draw_part(canvas, np.zeros(canvas.shape[:2], np.uint8), shape, colour, centre, radius, rng.uniform(0, np.pi))
+
+
+def _body_texture(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Stripes between the two shared body colours at a random angle/period (RGB float32)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    theta = rng.uniform(0, np.pi)
+    period = rng.uniform(7, 12)
+    phase = rng.uniform(0, 2 * np.pi)
+    mix = 0.5 + 0.5 * np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * (2 * np.pi / period) + phase)
+    light, dark = (np.asarray(c, np.float32) for c in BODY_COLOURS)
+    texture = dark + mix[..., None] * (light - dark)
+    return texture * rng.uniform(0.9, 1.1)  # per-image brightness jitter
+
+
+def render_sample(rng: np.random.Generator, label: int, spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw one image of class ``label``.
+
+    Returns (RGB uint8 H×W×3, object box, part box); boxes are inclusive (x0, y0, x1, y1) in
+    pixels, tight around the drawn object (body ∪ part) and part masks.
+    """
+    width, height = (int(v) for v in rng.integers(spec.min_size, spec.max_size + 1, size=2))
+    canvas = _background(rng, width, height)
+    _draw_distractors(rng, canvas, int(rng.integers(0, spec.max_distractors + 1)))
+
+    short = min(width, height)
+    aspect = float(np.exp(rng.uniform(np.log(1.4), np.log(2.6))))  # major/minor axis ratio
+    semi_major = rng.uniform(0.24, 0.38) * short * np.sqrt(aspect) / 1.4
+    semi_minor = semi_major / aspect
+    part_radius = rng.uniform(0.16, 0.22) * semi_major
+    reach = semi_major * 0.9 + part_radius * 1.2  # centre → far edge of the part
+    scale = min(1.0, 0.48 * short / reach)  # keep the whole object inside the image
+    semi_major, semi_minor, part_radius, reach = (v * scale for v in (semi_major, semi_minor, part_radius, reach))
+    angle = rng.uniform(-np.pi / 4, np.pi / 4) + (np.pi if rng.random() < 0.5 else 0.0)  # part end left/right
+    centre = np.array([rng.uniform(reach + 1, width - reach - 1), rng.uniform(reach + 1, height - reach - 1)])
+
+    body_mask = np.zeros((height, width), np.uint8)
+    cv2.ellipse(body_mask, (int(round(centre[0])), int(round(centre[1]))),
+                (int(round(semi_major)), max(2, int(round(semi_minor)))), float(np.degrees(angle)), 0, 360, 255, -1)
+    texture = _body_texture(rng, width, height)
+    inside = body_mask > 0
+    canvas[inside] = np.clip(texture[inside], 0, 255).astype(np.uint8)
+
+    shape, colour = part_of_class(label)
+    direction = np.array([np.cos(angle), np.sin(angle)])
+    part_centre = centre + direction * semi_major * 0.9
+    part_mask = np.zeros_like(body_mask)
+    _draw_part(canvas, part_mask, shape, colour, part_centre, part_radius, rng.uniform(0, np.pi))
+
+    return canvas, _mask_box(body_mask | part_mask), _mask_box(part_mask)
+
+
+def _mask_box(mask: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.int64)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _split_seed(seed: int, split: str, label: int, index: int) -> list[int]:
+    return [seed, SPLITS.index(split), label, index]
+
+
+def make_synthetic_dataset(
+    out: str | os.PathLike,
+    classes: int = 10,
+    train_per_class: int = 80,
+    test_per_class: int = 20,
+    seed: int = 0,
+    *,
+    val_per_class: int | None = None,
+    min_size: int = 160,
+    max_size: int = 256,
+    max_distractors: int = 4,
+) -> SyntheticPaths:
+    """Write the synthetic dataset under ``out`` (see the module docstring for the layout).
+
+    ``val_per_class`` defaults to ``test_per_class``. Existing files are overwritten; each file
+    is written atomically (tmp + rename), the metadata after its split's images.
+    """
+    spec = SyntheticSpec(classes, train_per_class, test_per_class if val_per_class is None else val_per_class,
+                         test_per_class, seed, min_size, max_size, max_distractors)
+    if not 1 <= spec.classes <= MAX_CLASSES:
+        raise ValueError(f"classes must be in [1, {MAX_CLASSES}], got {spec.classes}")
+    for name in ("train_per_class", "val_per_class", "test_per_class"):
+        if getattr(spec, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(spec, name)}")
+    if not 64 <= spec.min_size <= spec.max_size:
+        raise ValueError(f"need 64 <= min_size <= max_size, got {spec.min_size}, {spec.max_size}")
+
+    root = Path(out)
+    paths = SyntheticPaths(root, root / "data", root / "metadata")
+    image_dir = paths.data_root / DATASET_NAME
+    per_class = {"train": spec.train_per_class, "val": spec.val_per_class, "test": spec.test_per_class}
+    encode = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    for label in range(spec.classes):
+        (image_dir / f"c{label:02d}").mkdir(parents=True, exist_ok=True)
+
+    for split in SPLITS:
+        rows = {"image_ids": [], "class_labels": [], "image_sizes": [], "localization": [], "part_localization": []}
+        for label in range(spec.classes):
+            for index in range(per_class[split]):
+                rng = np.random.default_rng(_split_seed(spec.seed, split, label, index))
+                image, box, part_box = render_sample(rng, label, spec)
+                image_id = f"c{label:02d}/{split}_{index:04d}.jpg"
+                ok, jpeg = cv2.imencode(".jpg", image[..., ::-1], encode)
+                if not ok:
+                    raise RuntimeError(f"JPEG encoding failed for {image_id}")
+                _write_atomic(image_dir / image_id, jpeg.tobytes())
+                rows["image_ids"].append(image_id)
+                rows["class_labels"].append(f"{image_id},{label}")
+                rows["image_sizes"].append(f"{image_id},{image.shape[1]},{image.shape[0]}")
+                rows["localization"].append(f"{image_id}," + ",".join(str(int(v)) for v in box))
+                rows["part_localization"].append(f"{image_id}," + ",".join(str(int(v)) for v in part_box))
+        split_dir = paths.metadata_root / DATASET_NAME / split
+        split_dir.mkdir(parents=True, exist_ok=True)
+        for name, lines in rows.items():
+            _write_atomic(split_dir / f"{name}.txt", ("\n".join(lines) + "\n").encode())
+
+    _write_atomic(root / "synthetic.json", (json.dumps({"dataset": DATASET_NAME, **asdict(spec)}, indent=2) + "\n").encode())
+    return paths
