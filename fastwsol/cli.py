@@ -68,6 +68,16 @@ def _localize(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _make_synthetic(args: argparse.Namespace) -> int:
+    from fastwsol.data import make_synthetic_dataset
+
+    paths = make_synthetic_dataset(args.out, classes=args.classes, train_per_class=args.train_per_class,
+                                   test_per_class=args.test_per_class, seed=args.seed,
+                                   val_per_class=args.val_per_class)
+    print(f"wrote {paths.dataset}: data_root={paths.data_root} metadata_root={paths.metadata_root}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastwsol",
@@ -79,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="smoke demo of the reference method on random data (no downloads)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    synth = sub.add_parser("make-synthetic", help="write the synthetic WSOL dataset (JPEGs + wsolevaluation metadata)")
+    synth.add_argument("out", help="output folder: OUT/data/SYNTHETIC/<image_id>, OUT/metadata/SYNTHETIC/<split>/")
+    synth.add_argument("--classes", type=int, default=10)
+    synth.add_argument("--train-per-class", type=int, default=80)
+    synth.add_argument("--test-per-class", type=int, default=20)
+    synth.add_argument("--val-per-class", type=int, default=None, help="default: --test-per-class")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=_make_synthetic)
 
     train = sub.add_parser("train", help="train (and validate, test) from a YAML config; torchrun-ready")
     train.add_argument("--config", required=True, help="YAML config (see configs/)")

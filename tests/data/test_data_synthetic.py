@@ -1,0 +1,89 @@
+import hashlib
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from fastwsol.cli import main as cli_main
+from fastwsol.data import make_synthetic_dataset
+from fastwsol.data.synthetic import MAX_CLASSES, part_of_class
+from fastwsol.evaluation.metadata import read_split_metadata
+
+
+def _digest(root):
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def test_metadata_parses_and_boxes_lie_inside(synthetic):
+    counts = {"train": 7, "val": 5, "test": 5}
+    for split, per_class in counts.items():
+        meta = read_split_metadata(synthetic.metadata_root, synthetic.dataset, split)
+        assert len(meta) == 3 * per_class
+        assert np.bincount(meta.labels).tolist() == [per_class] * 3
+        for image_id, (width, height), boxes in zip(meta.image_ids, meta.sizes, meta.boxes):
+            image = cv2.imread(str(synthetic.data_root / synthetic.dataset / image_id))
+            assert image.shape[:2] == (height, width), image_id
+            assert boxes.shape == (1, 4)
+            x0, y0, x1, y1 = boxes[0]
+            assert 0 <= x0 < x1 <= width - 1 and 0 <= y0 < y1 <= height - 1
+            # the object is large: the paper's setting (the part alone would be a small box)
+            assert (x1 - x0 + 1) * (y1 - y0 + 1) >= 0.08 * width * height
+
+
+def test_part_is_small_and_inside_the_object_box(synthetic):
+    meta = read_split_metadata(synthetic.metadata_root, synthetic.dataset, "train")
+    part_lines = (meta.split_dir / "part_localization.txt").read_text().splitlines()
+    assert [line.split(",")[0] for line in part_lines] == list(meta.image_ids)
+    area_ratios = []
+    for line, boxes in zip(part_lines, meta.boxes):
+        px0, py0, px1, py1 = (int(v) for v in line.split(",")[1:])
+        x0, y0, x1, y1 = boxes[0]
+        assert x0 <= px0 <= px1 <= x1 and y0 <= py0 <= py1 <= y1
+        area_ratios.append((px1 - px0 + 1) * (py1 - py0 + 1) / ((x1 - x0 + 1) * (y1 - y0 + 1)))
+    assert max(area_ratios) < 0.25 and np.median(area_ratios) < 0.15
+
+
+def test_part_pixels_carry_the_class_colour(synthetic):
+    """The class-specific colour is present inside the part box and the body colours are shared."""
+    meta = read_split_metadata(synthetic.metadata_root, synthetic.dataset, "val")
+    part_lines = (meta.split_dir / "part_localization.txt").read_text().splitlines()
+    for image_id, label, line in zip(meta.image_ids, meta.labels, part_lines):
+        rgb = cv2.imread(str(synthetic.data_root / synthetic.dataset / image_id))[..., ::-1].astype(int)
+        px0, py0, px1, py1 = (int(v) for v in line.split(",")[1:])
+        crop = rgb[py0 : py1 + 1, px0 : px1 + 1].reshape(-1, 3)
+        colour = np.array(part_of_class(int(label))[1])
+        assert (np.abs(crop - colour).max(axis=1) < 40).mean() > 0.2, image_id
+
+
+def test_every_class_has_a_distinct_part():
+    pairs = {part_of_class(c) for c in range(MAX_CLASSES)}
+    assert len(pairs) == MAX_CLASSES
+    with pytest.raises(ValueError, match="classes"):
+        make_synthetic_dataset("/nonexistent-never-written", classes=MAX_CLASSES + 1)
+
+
+def test_deterministic_for_a_seed(tmp_path):
+    a = make_synthetic_dataset(tmp_path / "a", classes=2, train_per_class=2, test_per_class=1, seed=7)
+    b = make_synthetic_dataset(tmp_path / "b", classes=2, train_per_class=2, test_per_class=1, seed=7)
+    c = make_synthetic_dataset(tmp_path / "c", classes=2, train_per_class=2, test_per_class=1, seed=8)
+    assert _digest(a.root) == _digest(b.root)
+    assert _digest(a.root) != _digest(c.root)
+    # an image does not depend on how many others were generated
+    d = make_synthetic_dataset(tmp_path / "d", classes=3, train_per_class=3, test_per_class=1, seed=7)
+    image_id = "c01/train_0001.jpg"
+    assert (a.data_root / a.dataset / image_id).read_bytes() == (d.data_root / d.dataset / image_id).read_bytes()
+    assert json.loads((a.root / "synthetic.json").read_text())["seed"] == 7
+
+
+def test_cli_make_synthetic(tmp_path, capsys):
+    assert cli_main(["make-synthetic", str(tmp_path / "s"), "--classes", "2", "--train-per-class", "3",
+                     "--test-per-class", "2", "--seed", "1"]) == 0
+    meta = read_split_metadata(tmp_path / "s" / "metadata", "SYNTHETIC", "test")
+    assert len(meta) == 4
+    assert "SYNTHETIC" in capsys.readouterr().out
+    assert cli_main(["make-synthetic", str(tmp_path / "t"), "--classes", "0"]) == 2
