@@ -1,0 +1,184 @@
+"""The DALI pipeline against the torchvision/PIL fallback, the epoch plan, sharding, devices.
+
+Measured agreement (uint8 outputs, same files, same crops/flips): upsampling (synthetic
+160–256 px images → 256/224) max |Δ| = 1 grey level, mean 0.17; downsampling (380–500 px)
+max |Δ| = 6, mean 0.14. DALI's and PIL's JPEG decoders (both libjpeg-turbo) and linear resize
+with antialiasing differ only by rounding. Tolerance: max |Δ| <= 8 levels, mean <= 0.5.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from fastwsol.data import IMAGENET_MEAN, IMAGENET_STD, build_loader, normalize_on_device
+from fastwsol.data.transforms import plan_epoch, shard_range
+
+MAX_DIFF, MEAN_DIFF = 8, 0.5
+
+
+def _loader(paths, split, kind, **kw):
+    kw.setdefault("batch_size", 4)
+    kw.setdefault("train", split == "train")
+    kw.setdefault("num_threads", 0 if kind == "torch" else 2)  # main-process fallback: fast tests
+    return build_loader(paths.data_root, paths.metadata_root, paths.dataset, split, loader=kind, device="cpu", **kw)
+
+
+def _epoch(loader, epoch=0):
+    loader.set_epoch(epoch)
+    batches = list(loader)
+    assert len(batches) == len(loader)
+    return batches
+
+
+def _assert_images_agree(a, b):
+    assert a.shape == b.shape and a.dtype == b.dtype == torch.uint8
+    diff = (a.int() - b.int()).abs()
+    assert diff.max().item() <= MAX_DIFF and diff.float().mean().item() <= MEAN_DIFF, (diff.max(), diff.float().mean())
+
+
+@pytest.mark.parametrize("fixture", ["synthetic", "synthetic_large_images"])
+@pytest.mark.parametrize("train", [False, True])
+def test_dali_matches_fallback(request, fixture, train):
+    paths = request.getfixturevalue(fixture)
+    split = "train" if train else "test"
+    dali = _epoch(_loader(paths, split, "dali", output="uint8", seed=2), epoch=1)
+    ref = _epoch(_loader(paths, split, "torch", output="uint8", seed=2), epoch=1)
+    assert len(dali) == len(ref) > 0
+    for a, b in zip(dali, ref):
+        assert torch.equal(a["indices"], b["indices"]) and torch.equal(a["labels"], b["labels"])
+        _assert_images_agree(a["images"], b["images"])
+
+
+@pytest.mark.parametrize("kind", ["dali", "torch"])
+def test_float_output_is_normalised_uint8(synthetic, kind):
+    as_float = _epoch(_loader(synthetic, "train", kind, output="float", seed=1))
+    as_uint8 = _epoch(_loader(synthetic, "train", kind, output="uint8", seed=1))
+    for f, u in zip(as_float, as_uint8):
+        assert f["images"].dtype == torch.float32 and f["images"].shape == (4, 3, 224, 224)
+        assert f["labels"].dtype == torch.int64 and f["indices"].dtype == torch.int64
+        torch.testing.assert_close(f["images"], normalize_on_device(u["images"]), atol=1e-5, rtol=1e-5)
+
+
+def test_normalize_on_device_values():
+    images = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1).expand(2, 3, 2, 2)
+    out = normalize_on_device(images)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    torch.testing.assert_close(out[0], (-mean / std).expand(3, 2, 2))
+    torch.testing.assert_close(out[1], ((1 - mean) / std).expand(3, 2, 2))
+    with pytest.raises(ValueError, match="B×3×H×W"):
+        normalize_on_device(torch.zeros(3, 4, 4, dtype=torch.uint8))
+
+
+def test_normalised_statistics_are_plausible(synthetic):
+    images = torch.cat([b["images"] for b in _epoch(_loader(synthetic, "test", "dali"))])
+    per_channel_mean = images.mean(dim=(0, 2, 3))
+    assert per_channel_mean.abs().max() < 1.0  # roughly centred by the ImageNet statistics
+    assert 0.3 < images.std().item() < 2.0
+
+
+def test_train_crops_and_flips_are_uniform_over_many_draws():
+    batches = [b for epoch in range(40) for b in plan_epoch(np.arange(100), train=True, batch_size=10, epoch=epoch,
+                                                          seed=0, max_offset=32)]
+    crop_x = np.concatenate([b.crop_x for b in batches])
+    crop_y = np.concatenate([b.crop_y for b in batches])
+    flip = np.concatenate([b.flip for b in batches])
+    n = len(flip)
+    assert n == 4000 and crop_x.min() == 0 and crop_x.max() == 32 and crop_y.min() == 0 and crop_y.max() == 32
+    assert abs(flip.mean() - 0.5) < 4 * 0.5 / np.sqrt(n)
+    expected = n / 33
+    for offsets in (crop_x, crop_y):  # chi-square over 33 bins, df=32: p≈1e-4 at 68
+        counts = np.bincount(offsets, minlength=33)
+        assert ((counts - expected) ** 2 / expected).sum() < 68
+    assert abs(np.corrcoef(crop_x, crop_y)[0, 1]) < 0.1
+
+
+def test_train_crop_and_flip_are_applied_where_planned(synthetic):
+    """The fallback's pixels equal a crop/flip of its own eval-style resize to 256."""
+    loader = _loader(synthetic, "train", "torch", output="uint8", seed=4, batch_size=7)
+    plans = loader.plan()
+    full = _loader(synthetic, "train", "torch", output="uint8", train=False, image_size=256, batch_size=21)
+    resized = {int(i): img for b in _epoch(full) for i, img in zip(b["indices"], b["images"])}
+    for plan, batch in zip(plans, _epoch(loader)):
+        for i, x, y, f, img in zip(plan.indices, plan.crop_x, plan.crop_y, plan.flip, batch["images"]):
+            expected = resized[int(i)][:, y : y + 224, x : x + 224]
+            assert torch.equal(img, expected.flip(-1) if f else expected)
+    assert any(p.flip.any() for p in plans) and any((p.crop_x > 0).any() for p in plans)
+
+
+def test_train_is_deterministic_for_a_seed_and_reshuffles_per_epoch(synthetic):
+    a = _loader(synthetic, "train", "dali", output="uint8", seed=9)
+    b = _loader(synthetic, "train", "dali", output="uint8", seed=9)
+    first_a, first_b = _epoch(a, 0), _epoch(b, 0)
+    for x, y in zip(first_a, first_b):
+        assert torch.equal(x["indices"], y["indices"]) and torch.equal(x["images"], y["images"])
+    second = _epoch(a, 1)
+    order0 = torch.cat([x["indices"] for x in first_a])
+    order1 = torch.cat([x["indices"] for x in second])
+    assert not torch.equal(order0, order1)
+    # 21 images, batch 4: 5 full batches, the partial one dropped
+    assert len(a) == 5 and a.num_samples == 20 and len(order0) == 20 and len(set(order0.tolist())) == 20
+    again = _epoch(a, 0)  # going back to an epoch reproduces it
+    assert torch.equal(order0, torch.cat([x["indices"] for x in again]))
+
+
+@pytest.mark.parametrize("kind", ["dali", "torch"])
+@pytest.mark.parametrize("num_shards", [1, 2, 3])
+@pytest.mark.parametrize("batch_size", [4, 6])
+def test_eval_shards_cover_every_image_exactly_once(synthetic, kind, num_shards, batch_size):
+    seen = []
+    for shard_id in range(num_shards):
+        loader = _loader(synthetic, "val", kind, shard_id=shard_id, num_shards=num_shards, batch_size=batch_size,
+                         output="uint8")
+        indices = torch.cat([b["indices"] for b in _epoch(loader)])
+        assert len(indices) == loader.num_samples
+        assert all(len(b["indices"]) <= batch_size for b in _epoch(loader))
+        seen.extend(indices.tolist())
+    assert sorted(seen) == list(range(15))  # 15 images, not divisible by 4 or 6
+
+
+@pytest.mark.parametrize("num_shards", [1, 2, 3])
+def test_train_shards_are_disjoint_and_in_lockstep(synthetic, num_shards):
+    loaders = [_loader(synthetic, "train", "dali", shard_id=k, num_shards=num_shards, batch_size=3, output="uint8")
+               for k in range(num_shards)]
+    assert len({len(loader) for loader in loaders}) == 1
+    orders = [torch.cat([b["indices"] for b in _epoch(loader, 2)]).tolist() for loader in loaders]
+    flat = [i for order in orders for i in order]
+    assert len(flat) == len(set(flat)) == num_shards * len(loaders[0]) * 3
+
+
+def test_shard_range_tiles_exactly():
+    for n in range(0, 20):
+        for shards in range(1, 5):
+            ranges = [shard_range(n, k, shards) for k in range(shards)]
+            assert ranges[0][0] == 0 and ranges[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    with pytest.raises(ValueError, match="shard_id"):
+        shard_range(10, 3, 3)
+
+
+def test_abandoned_epoch_does_not_leak_into_the_next(synthetic):
+    loader = _loader(synthetic, "train", "dali", output="uint8", seed=5, batch_size=3)
+    loader.set_epoch(0)
+    next(iter(loader))  # abandon epoch 0 after one batch (DALI has prefetched more)
+    epoch1 = torch.cat([b["indices"] for b in _epoch(loader, 1)])
+    expected = np.concatenate([p.indices for p in loader.plan()])
+    assert epoch1.tolist() == expected.tolist()
+
+
+def test_fallback_with_worker_processes(synthetic):
+    """Worker processes (forkserver once DALI is loaded: a plain fork would deadlock)."""
+    loader = _loader(synthetic, "val", "torch", num_threads=2, output="uint8", batch_size=4)
+    ref = _loader(synthetic, "val", "torch", num_threads=0, output="uint8", batch_size=4)
+    for a, b in zip(_epoch(loader), _epoch(ref)):
+        assert torch.equal(a["indices"], b["indices"]) and torch.equal(a["images"], b["images"])
+
+
+def test_auto_choices(synthetic):
+    loader = build_loader(synthetic.data_root, synthetic.metadata_root, synthetic.dataset, "test", train=False,
+                          batch_size=4)
+    assert loader.backend == "dali" and loader.device == torch.device("cpu") and len(loader.metadata) == 15
+    with pytest.raises(ValueError, match="loader"):
+        build_loader(synthetic.data_root, synthetic.metadata_root, synthetic.dataset, "test", train=False,
+                     batch_size=4, loader="ffcv")
+    with pytest.raises(ValueError, match="output"):
+        _loader(synthetic, "test", "dali", output="half")
