@@ -29,10 +29,11 @@ import torch
 
 from fastwsol.evaluation import (
     BoxEvaluator,
-    cams_to_scoremaps,
     read_split_metadata,
     resize_boxes,
+    upsample_cams,
 )
+from fastwsol.evaluation.component_tree import normalise_and_quantise
 
 ROOT = Path(__file__).resolve().parents[1]
 METADATA = ROOT.parent / "shared" / "data" / "wsol-metadata"
@@ -97,20 +98,23 @@ def main() -> None:
 
     # First call: numba loads its on-disk cache (or compiles once, ~tens of seconds).
     t = time.perf_counter()
-    BoxEvaluator().accumulate(cams_to_scoremaps(cams[:2]), gt_boxes[:2])
+    BoxEvaluator().accumulate_cams(cams[:2], gt_boxes[:2])
     first_call_seconds = time.perf_counter() - t
 
     fast = BoxEvaluator(backend="fast")
-    upsample_seconds = 0.0
     t_total = time.perf_counter()
     for start in range(0, n, args.batch_size):
         stop = min(start + args.batch_size, n)
-        t = time.perf_counter()
-        scoremaps = cams_to_scoremaps(cams[start:stop])
-        upsample_seconds += time.perf_counter() - t
-        fast.accumulate(scoremaps, gt_boxes[start:stop])
+        fast.accumulate_cams(cams[start:stop], gt_boxes[start:stop])
     fast_seconds = time.perf_counter() - t_total
     fast_metrics = fast.compute()
+
+    # Stage split on a sample: CAM → uint8 score maps, then boxes + counts.
+    sample = min(n, 2000)
+    t = time.perf_counter()
+    quantised = [normalise_and_quantise(upsample_cams(cams[s:s + args.batch_size]).numpy())
+                 for s in range(0, sample, args.batch_size)]
+    scoremap_seconds = (time.perf_counter() - t) * n / sample
 
     m = min(args.reference_images, n)
     reference = BoxEvaluator(backend="opencv")
@@ -119,7 +123,7 @@ def main() -> None:
         reference.accumulate(reference_scoremap(cams[i].numpy().copy())[None], gt_boxes[i:i + 1])
     reference_seconds = time.perf_counter() - t
     subset = BoxEvaluator(backend="fast")
-    subset.accumulate(cams_to_scoremaps(cams[:m]), gt_boxes[:m])
+    subset.accumulate_cams(cams[:m], gt_boxes[:m])
     # cv2 and torch bicubic differ by float32 rounding, which can move a pixel by one uint8
     # level; count the subset images whose per-threshold outcomes differ (expected 0 or a few).
     ref_maps = np.stack([reference_scoremap(cams[i].numpy().copy()) for i in range(m)])
@@ -134,8 +138,8 @@ def main() -> None:
         "reference_images": m,
         "fast_seconds": round(fast_seconds, 3),
         "fast_images_per_second": round(fast_ips, 1),
-        "fast_upsample_normalise_seconds": round(upsample_seconds, 3),
-        "fast_boxes_and_counts_seconds": round(fast_seconds - upsample_seconds, 3),
+        "fast_cam_to_uint8_seconds_estimated": round(scoremap_seconds, 3),
+        "fast_boxes_and_counts_seconds_estimated": round(fast_seconds - scoremap_seconds, 3),
         "first_call_seconds": round(first_call_seconds, 3),
         "metadata_parse_seconds": round(metadata_seconds, 3),
         "reference_seconds_subset": round(reference_seconds, 3),
@@ -156,7 +160,7 @@ def main() -> None:
         ("metadata parse (ILSVRC test)", f"{metadata_seconds:.2f} s", ""),
         ("first call (numba cache load/compile)", f"{first_call_seconds:.2f} s", ""),
         (f"fast, {n} images end to end", f"{fast_seconds:.1f} s", f"{fast_ips:.0f} img/s"),
-        ("  of which upsample + normalise", f"{upsample_seconds:.1f} s", ""),
+        ("  of which CAM -> uint8 map (from a 2,000 sample)", f"{scoremap_seconds:.1f} s", ""),
         (f"OpenCV reference, {m} images", f"{reference_seconds:.1f} s", f"{reference_ips:.1f} img/s"),
         (f"OpenCV reference, {n} images (extrapolated)", f"{n / reference_ips:.0f} s", ""),
         ("speed-up (images/s)", f"{fast_ips / reference_ips:.0f}x", "target >= 100x"),

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["correct_at_thresholds", "quantise_scoremaps"]
+__all__ = ["correct_at_thresholds", "quantise_scoremaps", "normalise_and_quantise"]
 
 _NOGIL = dict(cache=True, nogil=True)
 
@@ -52,6 +52,26 @@ def _hit_mask(x0, y0, x1, y1, gt, iou_thresholds):
         iou = inter / union if union > 0 else 0.0
         if iou > best:
             best = iou
+    mask = 0
+    for j in range(iou_thresholds.shape[0]):
+        if best >= iou_thresholds[j]:
+            mask |= 1 << j
+    return mask
+
+
+@nb.njit(**_NOGIL)
+def _reach_mask(x0, y0, x1, y1, gt, iou_thresholds):
+    """Bit j set iff a box B inside (x0, y0, x1, y1) could reach IoU ≥ δ_j with a GT box g:
+    IoU(B, g) ≤ |B ∩ g| / |g| ≤ |box ∩ g| / |g| (exactly, and so after float rounding)."""
+    best = 0.0
+    for g in range(gt.shape[0]):
+        iw = min(x1, gt[g, 2]) - max(x0, gt[g, 0]) + 1
+        ih = min(y1, gt[g, 3]) - max(y0, gt[g, 1]) + 1
+        inter = max(0, iw) * max(0, ih)
+        area = (gt[g, 2] - gt[g, 0] + 1) * (gt[g, 3] - gt[g, 1] + 1)
+        reach = inter / area if area > 0 else 0.0
+        if reach > best:
+            best = reach
     mask = 0
     for j in range(iou_thresholds.shape[0]):
         if best >= iou_thresholds[j]:
@@ -223,9 +243,10 @@ _GROUPS_4 = _neighbour_groups(4)
 
 
 @nb.njit(**_NOGIL)
-def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, multi_contour, out, holes):
+def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, multi_contour, out, hole_reach):
     """Descending sweep over 8-connected foreground components: ORs their hit masks into
-    out[k] and sets holes[k] = number of holes of the foreground at threshold k.
+    out[k], and sets bit j of hole_reach[k] when some component with a hole has a box that a
+    hole box (which lies inside it) could match at δ_j (see :func:`_reach_mask`).
 
     Union–find runs on the image padded by a one-pixel frame that is never foreground, so
     neighbours need no bounds checks; bboxes are kept in image coordinates. A component is
@@ -243,8 +264,8 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
     num_dirty = 0
     counts = np.zeros(iou_thresholds.shape[0], np.int64)
     offsets = np.array([-pw - 1, -pw, -pw + 1, -1, 1, pw - 1, pw, pw + 1])
-    euler4 = 0  # 4χ of the current foreground
-    num_components = 0
+    potential = np.zeros(total, np.int64)  # reach mask of a root that has holes, else 0
+    potential_counts = np.zeros(iou_thresholds.shape[0], np.int64)
     # single-contour bookkeeping: active roots, first pixel in raster order, cached areas
     active = np.empty(n, np.int32)
     position = np.zeros(total, np.int32)
@@ -270,7 +291,6 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
                 added[p] = 1
                 num_foreground += 1
                 bits = _neighbourhood(added, p, pw)
-                euler4 += _EULER_DELTA[bits]
                 a = -1
                 for g in range(_GROUPS_8[bits, 0]):
                     b = _find(parent, p + offsets[_GROUPS_8[bits, 1 + g]])
@@ -287,13 +307,14 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
                     box[a, 1] = min(box[a, 1], box[b, 1])
                     box[a, 2] = max(box[a, 2], box[b, 2])
                     box[a, 3] = max(box[a, 3], box[b, 3])
-                    num_components -= 1
+                    component_euler4[a] += component_euler4[b]
                     if multi_contour:
                         _add_mask(counts, mask[b], -1)
                         mask[b] = 0
+                        _add_mask(potential_counts, potential[b], -1)
+                        potential[b] = 0
                     else:
                         first[a] = min(first[a], first[b])
-                        component_euler4[a] += component_euler4[b]
                         window_area2[a] += window_area2[b]
                         last = active[num_active - 1]
                         active[position[b]] = last
@@ -311,9 +332,8 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
                     box[p, 2] = x
                     box[p, 3] = y
                     first[p] = pixel
-                    num_components += 1
+                    component_euler4[p] = _EULER_DELTA[bits]
                     if not multi_contour:
-                        component_euler4[p] = _EULER_DELTA[bits]
                         window_area2[p] = _AREA2_DELTA[bits]
                         position[p] = num_active
                         active[num_active] = p
@@ -324,9 +344,13 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
                     continue
                 parent[p] = a
                 size[a] += 1
+                component_euler4[a] += _EULER_DELTA[bits]
                 if not multi_contour:
-                    component_euler4[a] += _EULER_DELTA[bits]
                     window_area2[a] += _AREA2_DELTA[bits]
+                elif _EULER_DELTA[bits] != 0 and not is_dirty[a]:  # a hole opened or closed
+                    is_dirty[a] = True
+                    dirty[num_dirty] = a
+                    num_dirty += 1
                 if x < box[a, 0] or y < box[a, 1] or x > box[a, 2] or y > box[a, 3]:
                     box[a, 0] = min(box[a, 0], x)
                     box[a, 1] = min(box[a, 1], y)
@@ -337,7 +361,6 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
                         dirty[num_dirty] = a
                         num_dirty += 1
         top = min(top, level + 1)
-        holes[k] = num_components - euler4 // 4
         if num_foreground == 0:
             out[k] |= empty_mask
             continue
@@ -348,17 +371,25 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
                 if parent[d] != d:
                     continue
                 _add_mask(counts, mask[d], -1)
-                mask[d] = _hit_mask(
-                    box[d, 0], box[d, 1], min(box[d, 2] + 1, width - 1), min(box[d, 3] + 1, height - 1),
-                    gt, iou_thresholds,
-                )
+                _add_mask(potential_counts, potential[d], -1)
+                x0, y0 = box[d, 0], box[d, 1]
+                x1, y1 = min(box[d, 2] + 1, width - 1), min(box[d, 3] + 1, height - 1)
+                mask[d] = _hit_mask(x0, y0, x1, y1, gt, iou_thresholds)
+                potential[d] = 0
+                if component_euler4[d] < 4:  # χ(C) = 1 − #holes(C)
+                    potential[d] = _reach_mask(x0, y0, x1, y1, gt, iou_thresholds)
                 _add_mask(counts, mask[d], 1)
+                _add_mask(potential_counts, potential[d], 1)
             num_dirty = 0
             hits = 0
+            reach = 0
             for j in range(counts.shape[0]):
                 if counts[j] > 0:
                     hits |= 1 << j
+                if potential_counts[j] > 0:
+                    reach |= 1 << j
             out[k] |= hits
+            hole_reach[k] = reach
         else:
             for i in range(num_dirty):
                 is_dirty[dirty[i]] = False
@@ -493,14 +524,15 @@ def _correct_batch(q, maxima, level_table, gt_flat, gt_offsets, iou_thresholds, 
         levels = level_table[:, maxima[i]].copy()
         gt = gt_flat[gt_offsets[i]:gt_offsets[i + 1]]
         flat = q[i].ravel()
-        holes = np.zeros(num_thresholds, np.int64)
+        hole_reach = np.zeros(num_thresholds, np.int64)
         order, starts = _pixels_by_value(flat)
-        _foreground_sweep(flat, order, starts, height, width, levels, gt, iou_thresholds, multi_contour, out[i], holes)
+        _foreground_sweep(flat, order, starts, height, width, levels, gt, iou_thresholds, multi_contour, out[i], hole_reach)
         if multi_contour:
-            # Hole boxes can only matter where holes exist and not every δ is already hit.
+            # The hole sweep is needed only up to the last threshold where a hole could
+            # still add a δ that the components' own boxes did not reach.
             last = -1
             for k in range(num_thresholds):
-                if holes[k] > 0 and out[i, k] != all_hit:
+                if hole_reach[k] & (all_hit ^ out[i, k]):
                     last = k
             if last >= 0:
                 _hole_sweep(flat, order, starts, height, width, levels, gt, iou_thresholds, out[i], last)
@@ -542,6 +574,44 @@ def quantise_scoremaps(maps: np.ndarray) -> np.ndarray:
         raise ValueError("the score map contains NaN (normalise it first: NaN maps become zeros)")
     if (flags & 2).any():
         raise ValueError(f"score map values must lie in [0, 1], got [{maps.min()}, {maps.max()}]")
+    return out
+
+
+@nb.njit(parallel=True, **_NOGIL)
+def _normalise_and_quantise(maps, out):
+    for i in nb.prange(maps.shape[0]):
+        m = maps[i]
+        low = m[0, 0]
+        high = m[0, 0]
+        has_nan = False
+        for y in range(m.shape[0]):
+            for x in range(m.shape[1]):
+                v = m[y, x]
+                if v != v:
+                    has_nan = True
+                low = min(low, v)
+                high = max(high, v)
+        peak = high - low  # = max(x − min): rounding is monotone
+        if has_nan or peak == 0:
+            out[i] = 0
+            continue
+        o = out[i]
+        scale = np.float32(255)
+        for y in range(m.shape[0]):
+            for x in range(m.shape[1]):
+                o[y, x] = np.uint8(((m[y, x] - low) / peak) * scale)
+
+
+def normalise_and_quantise(maps: np.ndarray) -> np.ndarray:
+    """(N, H, W) float32 upsampled CAMs → uint8 score maps in one compiled pass: bit-for-bit
+    ``quantise_scoremaps(normalize_scoremaps(maps))`` (same float32 operations: subtract the
+    minimum, divide by the new maximum, × 255, truncate; NaN or constant → zeros) without
+    materialising the float score maps."""
+    maps = np.ascontiguousarray(maps, dtype=np.float32)
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (N, H, W), got shape {maps.shape}")
+    out = np.empty(maps.shape, np.uint8)
+    _normalise_and_quantise(maps, out)
     return out
 
 

@@ -12,7 +12,12 @@ from fastwsol.evaluation.boxes import (
     correct_at_thresholds_opencv,
     threshold_levels,
 )
-from fastwsol.evaluation.component_tree import correct_at_thresholds, quantise_scoremaps
+from fastwsol.evaluation.component_tree import (
+    correct_at_thresholds,
+    normalise_and_quantise,
+    quantise_scoremaps,
+)
+from fastwsol.evaluation.scoremap import normalize_scoremaps, upsample_cams
 
 __all__ = ["BoxEvaluator", "BACKENDS"]
 
@@ -88,7 +93,28 @@ class BoxEvaluator:
         """Add a batch: ``scoremaps`` (N, H, W) in [0, 1] (array or tensor), ``gt_boxes`` a
         list of (k_i, 4) integer boxes in score-map pixels, ``top1_correct`` /
         ``top5_correct`` optional length-N booleans (is the class right) for Top-1/5 Loc."""
-        correct = self.correct_at_thresholds(scoremaps, gt_boxes)
+        self._add(self.correct_at_thresholds(scoremaps, gt_boxes), top1_correct, top5_correct)
+
+    def accumulate_cams(self, cams, gt_boxes, top1_correct=None, top5_correct=None) -> None:
+        """Like :meth:`accumulate` from raw (N, h, w) CAMs of the GT class: upsample to
+        224×224 (:func:`~fastwsol.evaluation.scoremap.upsample_cams`), then normalise and
+        quantise in one compiled pass — the same counts as
+        ``accumulate(cams_to_scoremaps(cams), ...)`` without the float score maps."""
+        cams = cams if isinstance(cams, torch.Tensor) else torch.as_tensor(np.asarray(cams))
+        upsampled = upsample_cams(cams)
+        if self.backend == "opencv":
+            self.accumulate(normalize_scoremaps(upsampled), gt_boxes, top1_correct, top5_correct)
+            return
+        if len(gt_boxes) != len(upsampled):
+            raise ValueError(f"{len(gt_boxes)} GT box arrays for {len(upsampled)} CAMs")
+        quantised = normalise_and_quantise(upsampled.cpu().numpy())
+        boxes = [np.asarray(_as_numpy(b), dtype=np.int64).reshape(-1, 4) for b in gt_boxes]
+        correct = correct_at_thresholds(
+            quantised, boxes, self._levels, self.iou_thresholds, self.multi_contour
+        )
+        self._add(correct, top1_correct, top5_correct)
+
+    def _add(self, correct: np.ndarray, top1_correct, top5_correct) -> None:
         n = correct.shape[0]
         self.correct_counts += correct.sum(axis=0)
         if (top1_correct is None) != (top5_correct is None):

@@ -68,3 +68,31 @@ def test_normalisation_matches_wsolevaluation_bit_for_bit():
         m -= m.min()
         m /= m.max()
         assert np.array_equal(m, o)
+
+
+def test_fused_normalise_and_quantise_is_bit_identical():
+    from fastwsol.evaluation.component_tree import normalise_and_quantise, quantise_scoremaps
+
+    rng = np.random.default_rng(3)
+    cams = torch.from_numpy(rng.standard_normal((40, 14, 14)).astype(np.float32))
+    cams[1] = 3.0
+    cams[2, 4, 4] = float("nan")
+    cams[3:20] = cams[3:20].relu() ** 2
+    upsampled = upsample_cams(cams)
+    fused = normalise_and_quantise(upsampled.numpy())
+    assert np.array_equal(fused, quantise_scoremaps(normalize_scoremaps(upsampled).numpy()))
+    assert np.array_equal(fused, scoremap_to_uint8(cams_to_scoremaps(cams).numpy()))
+    assert (fused[1] == 0).all() and (fused[2] == 0).all()
+
+
+def test_accumulate_cams_equals_accumulate_scoremaps(wsol_metadata_root):
+    from fastwsol.evaluation import BoxEvaluator, read_split_metadata, resize_boxes
+
+    meta = read_split_metadata(wsol_metadata_root, "CUB", "test")
+    gt = [resize_boxes(meta.boxes[i], int(meta.sizes[i, 0]), int(meta.sizes[i, 1])) for i in range(32)]
+    cams = torch.randn(32, 14, 14, generator=torch.Generator().manual_seed(0)).relu()
+    from_cams, from_maps = BoxEvaluator(), BoxEvaluator()
+    from_cams.accumulate_cams(cams, gt)
+    from_maps.accumulate(cams_to_scoremaps(cams), gt)
+    assert from_cams.num_images == 32
+    assert np.array_equal(from_cams.correct_counts, from_maps.correct_counts)
