@@ -20,3 +20,54 @@ def wsol_metadata_root() -> Path:
     if not WSOL_METADATA.is_dir():
         pytest.fail(f"the shared metadata is missing: {WSOL_METADATA}")
     return WSOL_METADATA
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A few synthetic images in the wsolevaluation layout (3 classes × 6 train / 2 val / 2 test)."""
+    from fastwsol.data import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    return make_synthetic_dataset(root, classes=3, train_per_class=6, test_per_class=2, seed=0, min_size=64, max_size=96)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_overrides(tiny_dataset):
+    """``--set`` values for a tiny eager run (vgg_small, 64² crops, 2 epochs, batch 4) into ``out_dir``."""
+
+    def overrides(out_dir, *extra: str) -> list[str]:
+        return [
+            f"data.data_root={tiny_dataset.data_root}",
+            f"data.metadata_root={tiny_dataset.metadata_root}",
+            f"data.dataset={tiny_dataset.dataset}",
+            "data.image_size=64",
+            "data.resize_size=72",
+            "data.loader=torch",
+            "data.num_threads=0",
+            "model.name=vgg_small",
+            "optim.epochs=2",
+            "optim.warm_epochs=1",
+            "optim.batch_size=4",
+            "optim.warm_batch_size=4",
+            "optim.lr=0.01",
+            "train.compile=false",
+            "train.backend=reference",
+            "train.progress=false",
+            "train.eval_interval=1",
+            "eval.batch_size=4",
+            f"train.out_dir={out_dir}",
+            *extra,
+        ]
+
+    return overrides
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_run_overrides) -> Path:
+    """The best checkpoint of one tiny training run (shared by the CLI tests)."""
+    from fastwsol.config import load_config
+    from fastwsol.train import Trainer
+
+    out_dir = tmp_path_factory.mktemp("tiny_run")
+    Trainer(load_config(None, tiny_run_overrides(out_dir))).fit()
+    return out_dir / "best.pt"

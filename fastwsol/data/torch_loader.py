@@ -96,6 +96,9 @@ class TorchSplitLoader(SplitLoader):
             num_workers=self.num_threads,
             collate_fn=_collate,
             pin_memory=self.device.type == "cuda",
+            # its own generator: iterating must not draw from torch's global RNG, or a run
+            # resumed mid-epoch would draw different dropout masks than the uninterrupted run
+            generator=torch.Generator().manual_seed(self.seed),
             prefetch_factor=4 if self.num_threads > 0 else None,
             persistent_workers=self.num_threads > 0,
             multiprocessing_context=_worker_context() if self.num_threads > 0 else None,

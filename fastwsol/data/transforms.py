@@ -75,10 +75,12 @@ def plan_epoch(
     """The batches of one epoch for one shard.
 
     ``candidates``: the usable image indices (bad images already removed). Train: one
-    permutation of all candidates per (seed, epoch), shared by all shards; shard k takes the
-    k-th of ``num_shards`` equal slices (the ``len % num_shards`` leftovers sit out this epoch)
-    and drops its last partial batch; offsets are uniform in [0, max_offset] and flips fair
-    coins, drawn per (seed, epoch, shard). Eval: the shard's contiguous slice in order, the
+    permutation of all candidates per (seed, epoch) and one crop offset (uniform in
+    [0, max_offset]) and flip (a fair coin) per position of it, all shared by the shards;
+    global batch i is positions [i·G, (i+1)·G) with G = batch_size·num_shards, and shard k
+    takes its k-th slice of batch_size. So N shards of batch b see exactly the batches, crops
+    and flips of one process with batch N·b (a DDP run equals the single-process run); the
+    ``len % G`` leftovers sit out this epoch. Eval: the shard's contiguous slice in order, the
     last batch possibly smaller, so the shards cover every candidate exactly once.
     """
     if batch_size < 1:
@@ -94,15 +96,15 @@ def plan_epoch(
             for i in range(0, len(chosen), batch_size)
         ]
     shard_range(0, shard_id, num_shards)  # validates the shard arguments
-    per_shard = len(candidates) // num_shards
-    order = np.random.default_rng([seed, epoch]).permutation(candidates)
-    mine = order[shard_id * per_shard : (shard_id + 1) * per_shard]
-    count = (per_shard // batch_size) * batch_size
-    rng = np.random.default_rng([seed, epoch, shard_id, 1])
+    global_batch = batch_size * num_shards
+    count = len(candidates) // global_batch * global_batch
+    order = np.random.default_rng([seed, epoch]).permutation(candidates)[:count]
+    rng = np.random.default_rng([seed, epoch, 1])
     crop_x = rng.integers(0, max_offset + 1, size=count)
     crop_y = rng.integers(0, max_offset + 1, size=count)
     flip = rng.random(count) < 0.5
+    starts = range(shard_id * batch_size, count, global_batch)
     return [
-        BatchPlan(mine[i : i + batch_size], crop_x[i : i + batch_size], crop_y[i : i + batch_size], flip[i : i + batch_size])
-        for i in range(0, count, batch_size)
+        BatchPlan(order[i : i + batch_size], crop_x[i : i + batch_size], crop_y[i : i + batch_size], flip[i : i + batch_size])
+        for i in starts
     ]
