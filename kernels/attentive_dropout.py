@@ -41,7 +41,7 @@ def _channel_mean_kernel(
     total = tl.zeros((BLOCK_P,), dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
         d = d0 + channels
-        ptrs = x_ptr + b * stride_xb + d[:, None] * stride_xd + spatial[None, :]
+        ptrs = x_ptr + b * stride_xb + (d[:, None] * stride_xd + spatial[None, :])
         tile = tl.load(ptrs, mask=(d[:, None] < D) & in_image[None, :], other=0.0)
         total += tl.sum(tile.to(tl.float32), axis=0)
     mean = round_to_dtype(total / D, x_ptr.dtype.element_ty)
@@ -95,8 +95,9 @@ def _apply_keep_kernel(
     h = positions // W
     w = positions % W
     keep = tl.load(keep_ptr + b * H * W + positions, mask=in_image, other=0.0)
-    x = tl.load(x_ptr + b * stride_xb + d[:, None] * stride_xd + (h * stride_xh + w * stride_xw)[None, :], mask=mask)
-    out_ptrs = out_ptr + b * stride_ob + d[:, None] * stride_od + (h * stride_oh + w * stride_ow)[None, :]
+    # int32 offsets inside one image; the image's int64 offset goes into the base pointer.
+    x = tl.load(x_ptr + b * stride_xb + (d[:, None] * stride_xd + (h * stride_xh + w * stride_xw)[None, :]), mask=mask)
+    out_ptrs = out_ptr + b * stride_ob + (d[:, None] * stride_od + (h * stride_oh + w * stride_ow)[None, :])
     tl.store(out_ptrs, (x.to(tl.float32) * keep.to(tl.float32)[None, :]).to(out_ptr.dtype.element_ty), mask=mask)
 
 

@@ -25,8 +25,9 @@ NUM_WARPS = 8  # 2048-element tiles: 8 values per thread keeps registers low
 
 
 @triton.jit
-def _tile_offsets(positions, d, W, stride_b, stride_d, stride_h, stride_w, b):
-    return b * stride_b + d[:, None] * stride_d + ((positions // W) * stride_h + (positions % W) * stride_w)[None, :]
+def _tile_offsets(positions, d, W, stride_d, stride_h, stride_w):
+    # int32 offsets inside one image; the image's int64 offset goes into the base pointer.
+    return d[:, None] * stride_d + ((positions // W) * stride_h + (positions % W) * stride_w)[None, :]
 
 
 @triton.jit
@@ -41,8 +42,8 @@ def _abs_difference_sum_kernel(
     positions = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask = (d[:, None] < D) & (positions < H * W)[None, :]
-    f = tl.load(f_ptr + _tile_offsets(positions, d, W, stride_fb, stride_fd, stride_fh, stride_fw, b), mask=mask, other=0.0)
-    g = tl.load(g_ptr + _tile_offsets(positions, d, W, stride_gb, stride_gd, stride_gh, stride_gw, b), mask=mask, other=0.0)
+    f = tl.load(f_ptr + b * stride_fb + _tile_offsets(positions, d, W, stride_fd, stride_fh, stride_fw), mask=mask, other=0.0)
+    g = tl.load(g_ptr + b * stride_gb + _tile_offsets(positions, d, W, stride_gd, stride_gh, stride_gw), mask=mask, other=0.0)
     # torch subtracts in the input dtype: round the difference the same way.
     difference = round_to_dtype(f.to(tl.float32) - g.to(tl.float32), f_ptr.dtype.element_ty)
     tile = (tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)) * tl.num_programs(2) + tl.program_id(2)
@@ -61,8 +62,10 @@ def _abs_difference_backward_kernel(
     positions = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask = (d[:, None] < D) & (positions < H * W)[None, :]
-    f_offsets = _tile_offsets(positions, d, W, stride_fb, stride_fd, stride_fh, stride_fw, b)
-    g_offsets = _tile_offsets(positions, d, W, stride_gb, stride_gd, stride_gh, stride_gw, b)
+    f_ptr, df_ptr = f_ptr + b * stride_fb, df_ptr + b * stride_fb  # dF has F's strides
+    g_ptr, dg_ptr = g_ptr + b * stride_gb, dg_ptr + b * stride_gb
+    f_offsets = _tile_offsets(positions, d, W, stride_fd, stride_fh, stride_fw)
+    g_offsets = _tile_offsets(positions, d, W, stride_gd, stride_gh, stride_gw)
     difference = tl.load(f_ptr + f_offsets, mask=mask, other=0.0).to(tl.float32) - tl.load(
         g_ptr + g_offsets, mask=mask, other=0.0
     ).to(tl.float32)
