@@ -1,0 +1,184 @@
+"""Images/s of the DALI pipeline vs the torchvision/PIL fallback (train and eval, float and
+uint8 output), against the limit: decode-only throughput of the same files on the same
+threads, measured in the same run. Synthetic dataset (default size), 224 px, 2 threads/workers.
+
+    python bench/bench_data.py [--threads 2] [--rounds 3] [--out bench/results/data]
+
+Prints a table and writes ``<out>.json`` and ``<out>.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+
+def _loader_epoch(loader):
+    """A callable timing one epoch of ``loader`` → images/s (epochs advance per call)."""
+    state = {"epoch": 0}
+
+    def one_epoch() -> float:
+        loader.set_epoch(state["epoch"])
+        state["epoch"] += 1
+        count, start = 0, time.perf_counter()
+        for batch in loader:
+            count += len(batch["indices"])
+        return count / (time.perf_counter() - start)
+
+    return one_epoch
+
+
+def _dali_stage(files: list[str], threads: int, batch_size: int, stage: str):
+    """DALI throughput up to ``stage``: "decode", "resize" (decode + resize to 224²)."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=None, prefetch_queue_depth=2)
+    def pipeline():
+        encoded, _ = fn.readers.file(files=files, labels=list(range(len(files))), name="Reader")
+        images = fn.decoders.image(encoded, device="cpu", output_type=types.RGB, adjust_orientation=False)
+        if stage == "resize":
+            images = fn.resize(images, size=[224, 224], interp_type=types.INTERP_LINEAR, antialias=True)
+        return images
+
+    pipe = pipeline()
+    pipe.build()
+    steps = len(files) // batch_size
+
+    def one_epoch() -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            pipe.run()
+        return steps * batch_size / (time.perf_counter() - start)
+
+    return one_epoch
+
+
+def _pil_decode(files: list[str], pool: ThreadPoolExecutor):
+    """PIL decode (+ convert RGB) on a thread pool (decoding releases the GIL)."""
+    from PIL import Image
+
+    def decode(path):
+        with Image.open(path) as img:
+            return img.convert("RGB").size
+
+    def one_epoch() -> float:
+        start = time.perf_counter()
+        list(pool.map(decode, files))
+        return len(files) / (time.perf_counter() - start)
+
+    return one_epoch
+
+
+def run(threads: int = 2, epochs: int = 3, batch_size: int = 32, data: str | None = None) -> dict:
+    from fastwsol.data import build_loader, make_synthetic_dataset
+    from fastwsol.evaluation.metadata import read_split_metadata
+
+    tmp = None
+    if data is None:
+        tmp = tempfile.TemporaryDirectory(prefix="bench_data_")
+        data = tmp.name
+    paths = make_synthetic_dataset(data)  # the default synthetic set
+    train_meta = read_split_metadata(paths.metadata_root, paths.dataset, "train", require_boxes=False)
+    files = [str(paths.data_root / paths.dataset / i) for i in train_meta.image_ids]
+    sizes = train_meta.sizes
+
+    # Every configuration is built and warmed up (one untimed epoch: worker start-up, pipeline
+    # build), then timed one epoch at a time in interleaved rounds; the median over rounds is
+    # reported, so load from other processes on a shared machine hits every row alike.
+    pool = ThreadPoolExecutor(threads)
+    configs = {
+        ("dali_decode", "-", "-"): _dali_stage(files, threads, batch_size, "decode"),
+        ("dali_decode_resize224", "-", "-"): _dali_stage(files, threads, batch_size, "resize"),
+        ("pil_decode", "-", "-"): _pil_decode(files, pool),
+    }
+    for pipeline in ("train", "eval"):  # the same (train) files for every row
+        for output in ("float", "uint8"):
+            for kind in ("dali", "torch"):
+                loader = build_loader(paths.data_root, paths.metadata_root, paths.dataset, "train",
+                                      train=pipeline == "train", batch_size=batch_size, loader=kind, device="cpu",
+                                      num_threads=threads, output=output)
+                configs[(kind, pipeline, output)] = _loader_epoch(loader)
+    for one_epoch in configs.values():
+        one_epoch()
+    samples = {key: [] for key in configs}
+    for _ in range(epochs):
+        for key, one_epoch in configs.items():
+            samples[key].append(one_epoch())
+    pool.shutdown()
+    rows = [{"what": what, "pipeline": pipeline, "output": output, "images_per_s": float(np.median(rates)),
+             "min": float(np.min(rates)), "max": float(np.max(rates))}
+            for (what, pipeline, output), rates in samples.items()]
+    for row in rows:
+        for key in ("images_per_s", "min", "max"):
+            row[key] = round(row[key], 1)
+
+    def rate(kind, pipeline, output):
+        return next(r["images_per_s"] for r in rows if (r["what"], r["pipeline"], r["output"]) == (kind, pipeline, output))
+
+    speedups = {f"{p}_{o}": round(rate("dali", p, o) / rate("torch", p, o), 2)
+                for p in ("train", "eval") for o in ("float", "uint8")}
+    result = {
+        "benchmark": "data loaders, synthetic set (default), 224 px, CPU",
+        "threads": threads,
+        "batch_size": batch_size,
+        "timed_rounds": epochs, "statistic": "median images/s over rounds (min, max kept)",
+        "images": len(files),
+        "image_size_px": {"min": int(sizes.min()), "max": int(sizes.max()), "mean_w": float(sizes[:, 0].mean()),
+                          "mean_h": float(sizes[:, 1].mean())},
+        "machine": {"cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg(), "python": platform.python_version()},
+        "rows": rows,
+        "dali_speedup_over_torch": speedups,
+        "target": "DALI >= 1.5x the fallback on CPU",
+    }
+    if tmp is not None:
+        tmp.cleanup()
+    return result
+
+
+def _print(result: dict) -> None:
+    print(f"{result['benchmark']}: {result['images']} train images, {result['threads']} threads, "
+          f"batch {result['batch_size']}, load avg at end {result['machine']['load_avg_at_end'][0]:.1f}")
+    print(f"{'what':<24}{'pipeline':<10}{'output':<8}{'images/s':>10}{'min':>9}{'max':>9}")
+    for row in result["rows"]:
+        print(f"{row['what']:<24}{row['pipeline']:<10}{row['output']:<8}{row['images_per_s']:>10.1f}"
+              f"{row['min']:>9.1f}{row['max']:>9.1f}")
+    print("DALI / fallback: " + ", ".join(f"{k} {v:.2f}x" for k, v in result["dali_speedup_over_torch"].items()))
+
+
+def _write(result: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out.with_suffix(".json"))
+    tmp = out.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["what", "pipeline", "output", "images_per_s", "min", "max"])
+        writer.writeheader()
+        writer.writerows(result["rows"])
+    os.replace(tmp, out.with_suffix(".csv"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="timed epochs per configuration")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--data", default=None, help="where to write the synthetic set (default: a temp dir)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "data"))
+    args = parser.parse_args()
+    result = run(args.threads, args.rounds, args.batch_size, args.data)
+    _print(result)
+    _write(result, Path(args.out))
+
+
+if __name__ == "__main__":
+    main()
