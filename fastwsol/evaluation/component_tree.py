@@ -243,7 +243,7 @@ _GROUPS_4 = _neighbour_groups(4)
 
 
 @nb.njit(**_NOGIL)
-def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, multi_contour, out, hole_reach):
+def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, multi_contour, out, hole_reach, ws):
     """Descending sweep over 8-connected foreground components: ORs their hit masks into
     out[k], and sets bit j of hole_reach[k] when some component with a hole has a box that a
     hole box (which lies inside it) could match at δ_j (see :func:`_reach_mask`).
@@ -254,29 +254,17 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
     n = q.size
     pw = width + 2
     total = (height + 2) * pw
-    parent = np.arange(total).astype(np.int32)
-    size = np.zeros(total, np.int32)
-    added = np.zeros(total, np.uint8)
-    box = np.zeros((total, 4), np.int32)  # x0, y0, x1, y1 of the component rooted here
-    mask = np.zeros(total, np.int64)
-    is_dirty = np.zeros(total, np.bool_)
-    dirty = np.empty(total, np.int32)
+    # Work arrays are reused across images: entries are initialised when a pixel is added.
+    (parent, size, added, box, mask, is_dirty, dirty, potential, active, position, first,
+     area_size, area2, component_euler4, window_area2, grid, stack) = ws
+    added[:] = 0
+    is_dirty[:] = False
     num_dirty = 0
     counts = np.zeros(iou_thresholds.shape[0], np.int64)
     offsets = np.array([-pw - 1, -pw, -pw + 1, -1, 1, pw - 1, pw, pw + 1])
-    potential = np.zeros(total, np.int64)  # reach mask of a root that has holes, else 0
     potential_counts = np.zeros(iou_thresholds.shape[0], np.int64)
     # single-contour bookkeeping: active roots, first pixel in raster order, cached areas
-    active = np.empty(n, np.int32)
-    position = np.zeros(total, np.int32)
     num_active = 0
-    first = np.zeros(total, np.int32)
-    area_size = np.zeros(total, np.int32)
-    area2 = np.zeros(total, np.int64)
-    component_euler4 = np.zeros(total, np.int64)  # 4χ(C) = 4·(1 − #holes of C)
-    window_area2 = np.zeros(total, np.int64)  # 2·Σ window areas of C's own pixels
-    grid = np.empty(total, np.int8)
-    stack = np.empty(total, np.int32)
     empty_mask = _hit_mask(0, 0, 0, 0, gt, iou_thresholds)
     num_foreground = 0
     top = 256  # pixels with q >= top are in
@@ -326,6 +314,10 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
                         num_dirty += 1
                 if a == -1:  # a new component
                     a = p
+                    parent[p] = p
+                    mask[p] = 0
+                    potential[p] = 0
+                    area_size[p] = -1
                     size[p] = 1
                     box[p, 0] = x
                     box[p, 1] = y
@@ -416,15 +408,15 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
 
 
 @nb.njit(**_NOGIL)
-def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out, last):
+def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out, last, ws):
     """Ascending sweep over 4-connected background components for thresholds 0..last. The
     padding frame starts as one background component; whatever joins it is not a hole, the
     rest are holes, whose contour's rect is their bbox grown by one pixel."""
     pw = width + 2
     total = (height + 2) * pw
-    parent = np.arange(total).astype(np.int32)
-    size = np.zeros(total, np.int32)
-    added = np.zeros(total, np.uint8)
+    parent, size, added, box, mask, is_dirty, dirty = ws[:7]
+    added[:] = 0
+    is_dirty[:] = False
     outside = 0
     for y in range(height + 2):
         for x in range(pw):
@@ -433,10 +425,7 @@ def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out
                 added[p] = 1
                 parent[p] = outside
     size[outside] = total  # the frame stays the root of whatever touches it
-    box = np.zeros((total, 4), np.int32)
-    mask = np.zeros(total, np.int64)
-    is_dirty = np.zeros(total, np.bool_)
-    dirty = np.empty(total, np.int32)
+    mask[outside] = 0
     num_dirty = 0
     counts = np.zeros(iou_thresholds.shape[0], np.int64)
     offsets = np.array([-pw - 1, -pw, -pw + 1, -1, 1, pw - 1, pw, pw + 1])
@@ -474,6 +463,8 @@ def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out
                         dirty[num_dirty] = a
                         num_dirty += 1
                 if a == -1:
+                    parent[p] = p
+                    mask[p] = 0
                     size[p] = 1
                     box[p, 0] = x
                     box[p, 1] = y
@@ -514,28 +505,59 @@ def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out
         out[k] |= hits
 
 
+@nb.njit(**_NOGIL)
+def _workspace(height, width):
+    total = (height + 2) * (width + 2)
+    return (
+        np.empty(total, np.int32),  # parent
+        np.empty(total, np.int32),  # size
+        np.zeros(total, np.uint8),  # added
+        np.empty((total, 4), np.int32),  # box: x0, y0, x1, y1 of the component rooted here
+        np.empty(total, np.int64),  # mask: hit bits of a root
+        np.zeros(total, np.bool_),  # is_dirty
+        np.empty(total, np.int32),  # dirty list
+        np.empty(total, np.int64),  # potential: reach bits of a root with holes
+        np.empty(height * width, np.int32),  # active roots (single-contour)
+        np.empty(total, np.int32),  # position in active
+        np.empty(total, np.int32),  # first pixel in raster order
+        np.empty(total, np.int32),  # size when area2 was computed
+        np.empty(total, np.int64),  # area2: cached 2·contourArea
+        np.empty(total, np.int64),  # component_euler4: 4χ(C) = 4·(1 − #holes of C)
+        np.empty(total, np.int64),  # window_area2: 2·Σ window areas of C's own pixels
+        np.empty(total, np.int8),  # grid (flood fill scratch)
+        np.empty(total, np.int32),  # stack (flood fill scratch)
+    )
+
+
 @nb.njit(parallel=True, **_NOGIL)
-def _correct_batch(q, maxima, level_table, gt_flat, gt_offsets, iou_thresholds, multi_contour):
+def _correct_batch(q, maxima, level_table, gt_flat, gt_offsets, iou_thresholds, multi_contour, num_chunks):
     num_images, height, width = q.shape
     num_thresholds = level_table.shape[0]
     all_hit = (1 << iou_thresholds.shape[0]) - 1
     out = np.zeros((num_images, num_thresholds), np.int64)
-    for i in nb.prange(num_images):
-        levels = level_table[:, maxima[i]].copy()
-        gt = gt_flat[gt_offsets[i]:gt_offsets[i + 1]]
-        flat = q[i].ravel()
+    # Chunks of images share one workspace: fresh large arrays per image cost page faults.
+    for c in nb.prange(num_chunks):
+        ws = _workspace(height, width)
         hole_reach = np.zeros(num_thresholds, np.int64)
-        order, starts = _pixels_by_value(flat)
-        _foreground_sweep(flat, order, starts, height, width, levels, gt, iou_thresholds, multi_contour, out[i], hole_reach)
-        if multi_contour:
-            # The hole sweep is needed only up to the last threshold where a hole could
-            # still add a δ that the components' own boxes did not reach.
-            last = -1
-            for k in range(num_thresholds):
-                if hole_reach[k] & (all_hit ^ out[i, k]):
-                    last = k
-            if last >= 0:
-                _hole_sweep(flat, order, starts, height, width, levels, gt, iou_thresholds, out[i], last)
+        for i in range(c * num_images // num_chunks, (c + 1) * num_images // num_chunks):
+            levels = level_table[:, maxima[i]].copy()
+            gt = gt_flat[gt_offsets[i]:gt_offsets[i + 1]]
+            flat = q[i].ravel()
+            hole_reach[:] = 0
+            order, starts = _pixels_by_value(flat)
+            _foreground_sweep(
+                flat, order, starts, height, width, levels, gt, iou_thresholds, multi_contour,
+                out[i], hole_reach, ws,
+            )
+            if multi_contour:
+                # The hole sweep is needed only up to the last threshold where a hole could
+                # still add a δ that the components' own boxes did not reach.
+                last = -1
+                for k in range(num_thresholds):
+                    if hole_reach[k] & (all_hit ^ out[i, k]):
+                        last = k
+                if last >= 0:
+                    _hole_sweep(flat, order, starts, height, width, levels, gt, iou_thresholds, out[i], last, ws)
     return out
 
 
@@ -645,7 +667,7 @@ def correct_at_thresholds(
     ious = np.array([delta / 100 for delta in iou_thresholds], dtype=np.float64)
     masks = _correct_batch(
         q, maxima, np.ascontiguousarray(level_table, dtype=np.int64), gt_flat, gt_offsets,
-        ious, bool(multi_contour),
+        ious, bool(multi_contour), min(len(q), 4 * nb.get_num_threads()),
     )
     bits = np.arange(len(iou_thresholds), dtype=np.int64)
     return ((masks[:, None, :] >> bits[None, :, None]) & 1).astype(bool)
