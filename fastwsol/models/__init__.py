@@ -1,7 +1,7 @@
 """Model registry: ``create_model(name, num_classes, ...)``.
 
 Names: ``vgg16``, ``resnet50`` (the paper's backbones), ``vgg_small`` (a narrow VGG of the same
-shape, with BatchNorm, for tests and CPU runs from scratch), each with a ``_cam`` variant: vanilla CAM, no
+shape, with BatchNorm, for tests and CPU runs from scratch; ``vgg_small_nobn`` without), each with a ``_cam`` variant: vanilla CAM, no
 dropped path.
 """
 
@@ -19,6 +19,9 @@ _BUILDERS = {
     # BatchNorm: a VGG this size does not start learning from scratch without it (CE stays at
     # ln C for epochs on the synthetic set), and no pretrained weights exist for it.
     "vgg_small": partial(build_vgg, blocks=VGG_SMALL_BLOCKS, conv6_channels=256, large_feature_map=False, batch_norm=True),
+    # The same without BatchNorm (VGG16-GAP's layer types): nothing depends on the batch, so a
+    # DDP run equals the single-process run exactly (the DDP test uses it).
+    "vgg_small_nobn": partial(build_vgg, blocks=VGG_SMALL_BLOCKS, conv6_channels=256, large_feature_map=False),
 }
 MODEL_NAMES = tuple(sorted([*_BUILDERS, *(f"{name}_cam" for name in _BUILDERS)]))
 

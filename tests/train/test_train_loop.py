@@ -1,0 +1,151 @@
+"""The training loop: schedule and parameter groups, resume after a kill, SIGTERM, NaN, DDP.
+
+Runs are tiny (vgg_small, 64² crops, a few synthetic images) and eager (``train.compile=false``:
+the compiled step has its own test); faults are injected by the driver script below, never by
+library code.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastwsol.checkpoint import load_checkpoint
+from fastwsol.config import load_config
+from fastwsol.models import create_model
+from fastwsol.train import NonFiniteLossError, Trainer, build_optimizer, lr_factor
+
+
+def test_lr_schedule_and_parameter_groups():
+    config = load_config(None, ["optim.lr=0.004", "optim.new_layer_lr_multiplier=5"])
+    # 1-based decay epochs 41 and 61: the 41st epoch (index 40) is the first at ×0.2.
+    assert [lr_factor(e, config) for e in (0, 39, 40, 59, 60, 69)] == pytest.approx([1, 1, 0.2, 0.2, 0.04, 0.04])
+    model = create_model("vgg16", 10)
+    optimizer = build_optimizer(model, config)
+    backbone, new = optimizer.param_groups
+    new_ids = {id(p) for p in new["params"]}
+    assert new_ids == {id(p) for p in (*model.tail.conv6.parameters(), *model.fc.parameters())}
+    assert len(backbone["params"]) == 26  # 13 pretrained convs × (weight, bias)
+    assert new["lr"] == pytest.approx(5 * backbone["lr"]) and backbone["lr"] == 0.004
+    assert optimizer.defaults["nesterov"] and optimizer.defaults["momentum"] == 0.9
+
+
+def final_weights(out_dir: Path) -> dict:
+    return load_checkpoint(out_dir / "last.pt")["model"]
+
+
+def assert_same_weights(a: dict, b: dict, **tolerance):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key, **tolerance)
+
+
+DRIVER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from fastwsol.config import load_config
+    from fastwsol.train import Trainer
+
+    fault, at_step, overrides = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    trainer = Trainer(load_config(None, overrides), resume="--resume" in os.environ.get("DRIVER_FLAGS", ""))
+    step = trainer.optimizer.step
+
+    def faulty_step(*args, **kwargs):
+        step(*args, **kwargs)
+        if trainer.global_step + 1 == at_step:  # global_step counts this step right after
+            os.kill(os.getpid(), getattr(signal, fault))
+
+    trainer.optimizer.step = faulty_step
+    trainer.fit()
+    """
+)
+
+
+def run_driver(tmp_path, fault, at_step, overrides, resume=False):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    env = {**os.environ, "DRIVER_FLAGS": "--resume" if resume else ""}
+    return subprocess.run(
+        [sys.executable, str(script), fault, str(at_step), *overrides], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tiny_run_overrides, tmp_path_factory):
+    """(out_dir, test metrics) of one tiny run, the reference for the resume tests."""
+    out_dir = tmp_path_factory.mktemp("uninterrupted")
+    metrics = Trainer(load_config(None, tiny_run_overrides(out_dir, "train.log_interval=1"))).fit()
+    return out_dir, metrics
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tiny_run_overrides, uninterrupted_run, tmp_path):
+    reference_dir, killed_dir = uninterrupted_run[0], tmp_path / "killed"
+
+    # 18 images / batch 4 = 4 steps per epoch: SIGKILL after step 6, i.e. mid-way through epoch 2.
+    killed = run_driver(tmp_path, "SIGKILL", 6, tiny_run_overrides(killed_dir))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert load_checkpoint(killed_dir / "last.pt")["epoch"] == 1  # the end-of-epoch-1 checkpoint survived
+
+    resumed = Trainer(load_config(None, tiny_run_overrides(killed_dir)), resume=True)
+    assert resumed.epoch == 1 and resumed.step_in_epoch == 0
+    resumed.fit()
+    assert_same_weights(final_weights(reference_dir), final_weights(killed_dir), rtol=0, atol=0)
+
+
+def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tiny_run_overrides, uninterrupted_run, tmp_path):
+    reference_dir, stopped_dir = uninterrupted_run[0], tmp_path / "stopped"
+
+    stopped = run_driver(tmp_path, "SIGTERM", 6, tiny_run_overrides(stopped_dir))
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    assert "SIGTERM" in stopped.stderr and "--resume" in stopped.stderr
+    state = load_checkpoint(stopped_dir / "last.pt")
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 2, 6)  # the step finished first
+
+    Trainer(load_config(None, tiny_run_overrides(stopped_dir)), resume=True).fit()
+    assert_same_weights(final_weights(reference_dir), final_weights(stopped_dir), rtol=0, atol=0)
+
+
+def test_non_finite_loss_stops_with_the_step_and_terms(tiny_run_overrides, tmp_path):
+    trainer = Trainer(load_config(None, tiny_run_overrides(tmp_path / "nan", "optim.lr=1e30")))
+    with pytest.raises(NonFiniteLossError, match=r"step \d+.*L_total=.*L_ce=.*L_drop=.*L_sim=.*L_norm="):
+        trainer.fit()
+
+
+def test_trains_and_evaluates_to_files(uninterrupted_run):
+    out_dir, metrics = uninterrupted_run
+    for key in ("gt_known_loc", "max_box_acc_v2", "top1_loc", "top1_cls"):
+        assert 0.0 <= metrics[key] <= 100.0
+    assert metrics["num_images"] == 6  # the test split, every image once
+    assert {p.name for p in out_dir.iterdir()} >= {"last.pt", "best.pt", "metrics.jsonl", "test_metrics.json"}
+    records = [line for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any('"type": "train"' in r for r in records) and any('"val_gt_known_loc"' in r for r in records)
+    assert not list(out_dir.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_ddp_two_processes_equal_single_process(tiny_run_overrides, tmp_path):
+    """2 gloo ranks × batch 2 = the single process's batch 4: same samples, same weights.
+
+    drop_prob = 1 makes the attentive dropout deterministic (every candidate dropped), so the
+    per-rank random streams cannot differ from the single process's; the model has no
+    BatchNorm (under DDP each rank normalises its own batch, as torch's DDP does).
+    """
+    extra = ("model.name=vgg_small_nobn", "model.drop_prob=1.0", "train.eval_interval=0")
+    single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
+    Trainer(load_config(None, tiny_run_overrides(single_dir, *extra))).fit()
+    empty_config = tmp_path / "empty.yaml"
+    empty_config.write_text("{}\n")
+    overrides = [arg for o in tiny_run_overrides(ddp_dir, *extra) for arg in ("--set", o)]
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+         "-m", "fastwsol", "train", "--config", str(empty_config), *overrides],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_weights(final_weights(single_dir), final_weights(ddp_dir), rtol=1e-4, atol=1e-6)
+    single, ddp = (load_checkpoint(d / "last.pt")["global_step"] for d in (single_dir, ddp_dir))
+    assert single == ddp == 8
