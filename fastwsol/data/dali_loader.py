@@ -139,9 +139,11 @@ class DaliSplitLoader(SplitLoader):
                 self._source.current.clear()
                 return
             except RuntimeError as exc:
-                plan = self._source.current[0] if self._source.current else None
-                ids = [self.metadata.image_ids[int(i)] for i in plan.indices] if plan is not None else []
-                raise RuntimeError(f"DALI failed on a batch of {self.image_dir} holding {ids}: {exc}") from exc
+                # The failing sample is in one of the batches DALI was working on (the oldest
+                # first); the pipeline is unusable afterwards, so the next epoch rebuilds it.
+                self._pipe = None
+                ids = [self.metadata.image_ids[int(i)] for plan in self._source.current for i in plan.indices]
+                raise RuntimeError(f"DALI failed on one of these images under {self.image_dir}: {ids}: {exc}") from exc
             self._source.current.pop(0)
             yield self._batch(self._to_torch(images), torch.from_numpy(np.array(indices.as_tensor()).reshape(-1)))
 

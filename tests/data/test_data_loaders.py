@@ -182,3 +182,14 @@ def test_auto_choices(synthetic):
                      batch_size=4, loader="ffcv")
     with pytest.raises(ValueError, match="output"):
         _loader(synthetic, "test", "dali", output="half")
+
+
+@pytest.mark.parametrize("kind", ["dali", "torch"])
+def test_more_shards_than_images_leaves_empty_shards_empty(synthetic, kind):
+    sizes, seen = [], []
+    for shard_id in (0, 7, 15):  # 15 images over 16 shards: shard 0 is empty
+        loader = _loader(synthetic, "val", kind, shard_id=shard_id, num_shards=16, output="uint8")
+        batches = _epoch(loader)
+        sizes.append(loader.num_samples)
+        seen.extend(i for b in batches for i in b["indices"].tolist())
+    assert sizes == [0, 1, 1] and seen == [6, 14]
