@@ -2,9 +2,10 @@
 constants and the synthetic WSOL dataset (``make_synthetic_dataset``)."""
 
 from fastwsol.data.images import BadImageError, check_split_images, inspect_image
+from fastwsol.data.base import SplitLoader
 from fastwsol.data.loader import build_loader
 from fastwsol.data.synthetic import DATASET_NAME as SYNTHETIC_DATASET
-from fastwsol.data.synthetic import make_synthetic_dataset
+from fastwsol.data.synthetic import ensure_synthetic_dataset, make_synthetic_dataset
 from fastwsol.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_on_device
 
 __all__ = [
@@ -12,8 +13,10 @@ __all__ = [
     "IMAGENET_STD",
     "SYNTHETIC_DATASET",
     "BadImageError",
+    "SplitLoader",
     "build_loader",
     "check_split_images",
+    "ensure_synthetic_dataset",
     "inspect_image",
     "make_synthetic_dataset",
     "normalize_on_device",

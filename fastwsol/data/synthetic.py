@@ -26,6 +26,7 @@ deterministic for a seed and independent of generation order.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -274,3 +275,21 @@ def make_synthetic_dataset(
 
     _write_atomic(root / "synthetic.json", (json.dumps({"dataset": DATASET_NAME, **asdict(spec)}, indent=2) + "\n").encode())
     return paths
+
+
+def ensure_synthetic_dataset(out: str | os.PathLike, **kwargs) -> SyntheticPaths:
+    """:func:`make_synthetic_dataset` unless ``out`` already holds one made with the same
+    parameters (``synthetic.json`` is written last, so its presence means complete)."""
+    root = Path(out)
+    manifest = root / "synthetic.json"
+    params = inspect.signature(make_synthetic_dataset).bind(out, **kwargs)
+    params.apply_defaults()
+    args = dict(params.arguments)
+    args.pop("out")
+    if args["val_per_class"] is None:
+        args["val_per_class"] = args["test_per_class"]
+    if manifest.is_file():
+        saved = json.loads(manifest.read_text())
+        if saved.get("dataset") == DATASET_NAME and all(saved.get(k) == v for k, v in args.items()):
+            return SyntheticPaths(root, root / "data", root / "metadata")
+    return make_synthetic_dataset(out, **kwargs)

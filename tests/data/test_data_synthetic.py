@@ -87,3 +87,17 @@ def test_cli_make_synthetic(tmp_path, capsys):
     assert len(meta) == 4
     assert "SYNTHETIC" in capsys.readouterr().out
     assert cli_main(["make-synthetic", str(tmp_path / "t"), "--classes", "0"]) == 2
+
+
+def test_ensure_reuses_a_complete_dataset_with_the_same_parameters(tmp_path):
+    from fastwsol.data import ensure_synthetic_dataset
+
+    kw = dict(classes=2, train_per_class=2, test_per_class=1, seed=4)
+    paths = ensure_synthetic_dataset(tmp_path / "s", **kw)
+    marker = paths.data_root / paths.dataset / "c00" / "train_0000.jpg"
+    before = marker.stat().st_mtime_ns
+    assert ensure_synthetic_dataset(tmp_path / "s", **kw) == paths
+    assert marker.stat().st_mtime_ns == before  # not regenerated
+    ensure_synthetic_dataset(tmp_path / "s", **{**kw, "seed": 5})
+    assert marker.stat().st_mtime_ns != before  # other parameters: regenerated
+    assert json.loads((tmp_path / "s" / "synthetic.json").read_text())["seed"] == 5
