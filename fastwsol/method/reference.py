@@ -42,11 +42,14 @@ def target_similarity(feature: torch.Tensor, fc_weight: torch.Tensor, target: to
 
 
 def max_class_similarity(feature: torch.Tensor, fc_weight: torch.Tensor) -> torch.Tensor:
-    """S*_u = max_c cos(w_c, F_u): ``B×H×W``. Defines masks only, so no gradient."""
+    """S*_u = max_c cos(w_c, F_u) = max_c ⟨ŵ_c, F_u⟩ / max(‖F_u‖, 1e-12): ``B×H×W``.
+
+    Defines masks only, so no gradient. The positive per-position scale is applied after the
+    max (the same value, and no normalised copy of F to build for the class GEMM).
+    """
     with torch.no_grad():
         w = F.normalize(fc_weight, dim=1)
-        f = F.normalize(feature, dim=1)
-        return torch.einsum("cd,bdhw->bchw", w, f).amax(dim=1)
+        return torch.einsum("cd,bdhw->bchw", w, feature).amax(dim=1) / norm_map(feature).clamp_min(1e-12)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
