@@ -85,6 +85,17 @@ def _make_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "run_all.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"{script} is missing: `fastwsol bench` runs the benchmarks of a source checkout")
+    flags = ["--quick"] * args.quick + ["--summary-only"] * args.summary_only + (["--only", *args.only] if args.only else [])
+    return subprocess.run([sys.executable, str(script), *flags]).returncode
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastwsol",
@@ -143,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override configs/synthetic.yaml for every run")
     rep.set_defaults(func=_reproduce)
+
+    bench = sub.add_parser("bench", help="run bench/ (kernels, evaluator, data, training step) and print one summary table")
+    bench.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    bench.add_argument("--only", nargs="+", metavar="NAME", help="kernels_gpu_build alignment_loss dropout_consistency evaluator data train_step")
+    bench.add_argument("--summary-only", action="store_true", help="summarise the saved results without running anything")
+    bench.set_defaults(func=_bench)
     return parser
 
 

@@ -1,0 +1,126 @@
+"""Run every benchmark of bench/ and print one summary table (kernels, evaluator, data, training
+step); saves ``bench/results/summary.{json,csv}``. ``fastwsol bench`` calls this.
+
+    python bench/run_all.py [--quick] [--only NAME ...] [--summary-only]
+
+Each benchmark runs as its own process (as a user would run it) and writes its own results
+file; the summary is read back from those files, so it only shows figures that were measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+
+# name → (script, arguments for the full run, arguments for --quick)
+BENCHMARKS = {
+    "kernels_gpu_build": ("bench_kernels_gpu_build.py", [], []),
+    "alignment_loss": ("bench_alignment_loss.py", [], ["--repeats", "3", "--shapes", "vgg16-cub", "vgg16-imagenet"]),
+    "dropout_consistency": ("bench_dropout_consistency.py", [], ["--quick", "--repeats", "3"]),
+    "evaluator": ("bench_evaluator.py", [], ["--num-images", "5000", "--reference-images", "100"]),
+    "data": ("bench_data.py", [], []),
+    "train_step": ("bench_train_step.py", [], ["--quick", "--repeats", "3"]),
+}
+
+
+def _csv_rows(name: str) -> list[dict]:
+    path = RESULTS / f"{name}.csv"
+    return list(csv.DictReader(path.open())) if path.is_file() else []
+
+
+def _json(name: str) -> dict:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def summary_rows() -> list[dict]:
+    """(area, measurement, value, target) from the saved results of each benchmark."""
+    rows = []
+
+    def add(area, what, value, target=""):
+        rows.append({"area": area, "measurement": what, "value": value, "target": target})
+
+    builds = _csv_rows("kernels_gpu_build")
+    if builds:
+        kernels = {r["kernel"] for r in builds}
+        archs = sorted({r["arch"] for r in builds})
+        spills = sum(int(r["spill_bytes"]) for r in builds)
+        add("kernels", f"GPU builds ({', '.join(archs)})", f"{len(kernels)} kernel configs, max {max(int(r['registers']) for r in builds)} regs, {spills} spill bytes", "0 spills")
+    for r in _csv_rows("alignment_loss"):
+        if r["variant"] in ("compiled", "triton"):
+            target = f"≥{r['speed_target']}× faster, ≥3× less memory" if r.get("speed_target") else ""
+            add("kernels", f"alignment loss fwd+bwd {r['shape']} {r['variant']} ({r['device']}) vs paper's formulation",
+                f"{float(r['speedup_vs_paper']):.2f}× faster, {float(r['memory_ratio_vs_paper']):.2f}× less memory", target)
+    for r in _csv_rows("dropout_consistency"):
+        if r["backend"] != "reference":
+            add("kernels", f"{r['op']} fwd+bwd {r['shape']} {r['backend']} ({r['device']}) vs eager", f"{float(r['fwd_bwd_speedup']):.2f}×")
+    evaluator = _json("evaluator")
+    if evaluator:
+        add("evaluator", f"{evaluator['num_images']} images end to end (fast path)",
+            f"{evaluator['fast_seconds']:.1f} s, {evaluator['fast_images_per_second']:.0f} img/s", "50,000 in ≤ 60 s")
+        add("evaluator", "fast vs OpenCV reference (images/s; reference extrapolated from a subset)",
+            f"{evaluator['speedup']:.1f}×", "≥ 100×")
+    data = _json("data")
+    for r in data.get("rows", []):
+        add("data", f"{r['what']} {r['pipeline']} {r['output']}".replace(" - -", ""), f"{float(r['images_per_s']):.0f} img/s")
+    for r in _json("train_step").get("rows", []):
+        add("train step", f"{r['case']} batch {r['batch']}: compiled vs eager",
+            f"{r['compiled_img_s']:.1f} vs {r['eager_img_s']:.1f} img/s = {r['speedup']:.2f}×", "≥ 1.5×")
+    return rows
+
+
+def print_summary(rows: list[dict]) -> None:
+    widths = [max(len(str(r[k])) for r in rows + [{k: k for k in rows[0]}]) for k in rows[0]]
+    line = "  ".join(f"{k:<{w}}" for k, w in zip(rows[0], widths))
+    print(line)
+    print("-" * len(line))
+    for r in rows:
+        print("  ".join(f"{str(v):<{w}}" for v, w in zip(r.values(), widths)))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (minutes, not tens)")
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these")
+    parser.add_argument("--summary-only", action="store_true", help="print the summary of the saved results, run nothing")
+    args = parser.parse_args(argv)
+    failed = []
+    if not args.summary_only:
+        for name in args.only or BENCHMARKS:
+            script, full, quick = BENCHMARKS[name]
+            command = [sys.executable, str(BENCH / script), *(quick if args.quick else full)]
+            print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
+            started = time.perf_counter()
+            if subprocess.run(command).returncode != 0:
+                failed.append(name)
+            print(f"=== {name}: {time.perf_counter() - started:.0f} s", flush=True)
+    rows = summary_rows()
+    if not rows:
+        print("no benchmark results saved yet", file=sys.stderr)
+        return 1
+    print("\nsummary (from bench/results/*):")
+    print_summary(rows)
+    from fastwsol.checkpoint import write_text_atomic
+
+    write_text_atomic(RESULTS / "summary.json", json.dumps(rows, indent=2) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(RESULTS / "summary.csv", buffer.getvalue())
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
