@@ -21,7 +21,14 @@ def synthetic_large_images(tmp_path_factory):
                                   test_per_class=4, seed=5, min_size=380, max_size=500)
 
 
-def copy_split(paths, split: str, dest: Path) -> tuple[Path, Path]:
+@pytest.fixture
+def copy_split():
+    """``copy_split(paths, split, dest)``: see :func:`_copy_split` (a fixture, since test files
+    cannot import a module named ``conftest`` unambiguously)."""
+    return _copy_split
+
+
+def _copy_split(paths, split: str, dest: Path) -> tuple[Path, Path]:
     """Copy one split (images + metadata) so a test can damage it; returns (data_root, metadata_root)."""
     import shutil
 

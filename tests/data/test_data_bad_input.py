@@ -5,7 +5,6 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import copy_split
 from fastwsol.data import BadImageError, build_loader
 
 KINDS = ["dali", "torch"]
@@ -17,7 +16,7 @@ def _build(data_root, metadata_root, kind, **kw):
 
 
 @pytest.fixture
-def damaged(synthetic, tmp_path):
+def damaged(synthetic, tmp_path, copy_split):
     data_root, metadata_root = copy_split(synthetic, "test", tmp_path)
     ids = (metadata_root / "SYNTHETIC" / "test" / "image_ids.txt").read_text().split()
     return data_root, metadata_root, [data_root / "SYNTHETIC" / i for i in ids]
