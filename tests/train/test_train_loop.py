@@ -149,3 +149,25 @@ def test_ddp_two_processes_equal_single_process(tiny_run_overrides, tmp_path):
     assert_same_weights(final_weights(single_dir), final_weights(ddp_dir), rtol=1e-4, atol=1e-6)
     single, ddp = (load_checkpoint(d / "last.pt")["global_step"] for d in (single_dir, ddp_dir))
     assert single == ddp == 8
+
+
+@pytest.mark.parametrize("precision, channels_last", [("bf16", False), ("fp32", True)])
+def test_bf16_autocast_and_channels_last_steps_match_fp32(precision, channels_last):
+    """The options change the arithmetic, not the step: losses and gradients stay close to fp32 NCHW."""
+    from fastwsol.train import TrainStep
+
+    def run(overrides):
+        torch.manual_seed(0)
+        config = load_config(None, ["train.compile=false", "train.backend=reference", "model.drop_prob=1.0", *overrides])
+        model = create_model("vgg_small_nobn", 4, drop_prob=1.0).train()
+        if config.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+        values = TrainStep(model, model.fc.weight, config, uint8_input=True)(images, torch.tensor([0, 3]), full=True)
+        return values, model.fc.weight.grad.clone()
+
+    base_values, base_grad = run([])
+    values, grad = run([f"train.precision={precision}", f"train.channels_last={channels_last}"])
+    tolerance = dict(rtol=5e-2, atol=5e-3) if precision == "bf16" else dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(values, base_values, **tolerance)
+    torch.testing.assert_close(grad, base_grad, rtol=tolerance["rtol"] * 4, atol=tolerance["atol"] * 4)
