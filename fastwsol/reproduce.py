@@ -57,14 +57,15 @@ MAP_KINDS = ("cam", "norm", "sim")
 
 
 def ensure_dataset(config) -> None:
-    """Generate the synthetic dataset where the config expects it, unless it is there."""
-    from fastwsol.data import make_synthetic_dataset
+    """Generate the synthetic dataset where the config expects it, unless a split is there
+    (a dataset of the user's own, e.g. a smaller one, is used as it is)."""
+    from fastwsol.data import ensure_synthetic_dataset
 
     root = Path(config.data.metadata_root).parent
     if (Path(config.data.metadata_root) / config.data.dataset / "test" / "localization.txt").is_file():
         return
     print(f"generating the synthetic dataset in {root} ...", flush=True)
-    make_synthetic_dataset(root)
+    ensure_synthetic_dataset(root)
 
 
 def train_variant(variant: Variant, out: Path, base_overrides, fresh: bool) -> dict:
