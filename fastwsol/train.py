@@ -477,7 +477,9 @@ def _progress(total: int, description: str, trainer: Trainer):
     return tqdm(
         total=total,
         desc=description,
-        disable=not (trainer.config.train.progress and trainer.ctx.is_main),
+        # None: tqdm turns itself off when stderr is not a terminal (logs, CI) instead of
+        # writing a carriage-return frame per step
+        disable=None if (trainer.config.train.progress and trainer.ctx.is_main) else True,
         dynamic_ncols=True,
         leave=False,
     )
