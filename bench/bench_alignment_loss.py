@@ -27,8 +27,6 @@ Prints a table, writes ``bench/results/alignment_loss.{json,csv}``.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import platform
@@ -244,15 +242,11 @@ def format_table(rows: list[dict]) -> str:
 
 
 def write_results(rows: list[dict], meta: dict) -> None:
-    from fastwsol.checkpoint import write_text_atomic
+    from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
 
     write_text_atomic(RESULTS / "alignment_loss.json", json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     fields = sorted({key for row in rows for key in row}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(RESULTS / "alignment_loss.csv", buffer.getvalue())
+    write_csv_atomic(RESULTS / "alignment_loss.csv", rows, fields)
 
 
 def main(argv=None) -> list[dict]:

@@ -10,7 +10,6 @@ Prints a table and writes ``<out>.json`` and ``<out>.csv``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -20,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
 
 
 def _loader_epoch(loader):
@@ -155,16 +156,8 @@ def _print(result: dict) -> None:
 
 
 def _write(result: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out.with_suffix(".json"))
-    tmp = out.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["what", "pipeline", "output", "images_per_s", "min", "max"])
-        writer.writeheader()
-        writer.writerows(result["rows"])
-    os.replace(tmp, out.with_suffix(".csv"))
+    write_text_atomic(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+    write_csv_atomic(out.with_suffix(".csv"), result["rows"], ["what", "pipeline", "output", "images_per_s", "min", "max"])
 
 
 def main() -> None:

@@ -17,8 +17,6 @@ Prints a table and writes ``bench/results/dropout_consistency.{json,csv}``.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import platform
@@ -29,7 +27,7 @@ from pathlib import Path
 import torch
 
 from fastwsol import ops
-from fastwsol.checkpoint import write_text_atomic
+from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
 from fastwsol.kernels import attentive_dropout as dropout_kernel
 from fastwsol.kernels import consistency_loss as consistency_kernel
 
@@ -189,11 +187,7 @@ def main(argv=None) -> None:
             "load_average_1_5_15": os.getloadavg()}  # other processes on the CPU make timings noisy
     write_text_atomic(RESULTS / "dropout_consistency.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
     fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("op", "shape", "device", "backend"), k))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(RESULTS / "dropout_consistency.csv", buffer.getvalue())
+    write_csv_atomic(RESULTS / "dropout_consistency.csv", rows, fields)
     print(f"wrote {RESULTS / 'dropout_consistency.json'} and .csv")
 
 

@@ -15,7 +15,6 @@ Prints a table and writes bench/results/evaluator.json and evaluator.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -27,12 +26,14 @@ import numba
 import numpy as np
 import torch
 
+from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
 from fastwsol.evaluation import (
     BoxEvaluator,
     read_split_metadata,
     resize_boxes,
     upsample_cams,
 )
+from fastwsol.evaluation.boxes import scoremap_opencv
 from fastwsol.evaluation.component_tree import normalise_and_quantise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,22 +64,6 @@ def synthetic_cams(gt_boxes: list[np.ndarray], seed: int) -> torch.Tensor:
             cam += rng.uniform(0.3, 1.0) * bump
         cams[i] = np.maximum(cam, 0)
     return torch.from_numpy(cams)
-
-
-def reference_scoremap(cam: np.ndarray) -> np.ndarray:
-    """wsolevaluation: cv2.resize(INTER_CUBIC) then normalize_scoremap."""
-    cam = cv2.resize(cam, (224, 224), interpolation=cv2.INTER_CUBIC)
-    if np.isnan(cam).any() or cam.min() == cam.max():
-        return np.zeros_like(cam)
-    cam -= cam.min()
-    cam /= cam.max()
-    return cam
-
-
-def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main() -> None:
@@ -123,14 +108,14 @@ def main() -> None:
     cpu = time.process_time()
     t = time.perf_counter()
     for i in range(m):
-        reference.accumulate(reference_scoremap(cams[i].numpy().copy())[None], gt_boxes[i:i + 1])
+        reference.accumulate(scoremap_opencv(cams[i].numpy().copy())[None], gt_boxes[i:i + 1])
     reference_seconds = time.perf_counter() - t
     reference_cpu_seconds = time.process_time() - cpu
     subset = BoxEvaluator(backend="fast")
     subset.accumulate_cams(cams[:m], gt_boxes[:m])
     # cv2 and torch bicubic differ by float32 rounding, which can move a pixel by one uint8
     # level; count the subset images whose per-threshold outcomes differ (expected 0 or a few).
-    ref_maps = np.stack([reference_scoremap(cams[i].numpy().copy()) for i in range(m)])
+    ref_maps = np.stack([scoremap_opencv(cams[i].numpy().copy()) for i in range(m)])
     same_maps = BoxEvaluator(backend="fast")
     same_maps.accumulate(ref_maps, gt_boxes[:m])
     subset_counts_equal = bool((same_maps.correct_counts == reference.correct_counts).all())
@@ -184,15 +169,8 @@ def main() -> None:
         print(f"  {name:<{width}}  {value:>10}  {extra}")
     print(f"  MaxBoxAccV2 (synthetic CAMs) {fast_metrics['max_box_acc_v2']:.2f}")
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_atomically(RESULTS / "evaluator.json", json.dumps(result, indent=2) + "\n")
-    flat = {k: v for k, v in result.items() if not isinstance(v, dict)}
-    tmp = RESULTS / "evaluator.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(flat))
-        writer.writeheader()
-        writer.writerow(flat)
-    os.replace(tmp, RESULTS / "evaluator.csv")
+    write_text_atomic(RESULTS / "evaluator.json", json.dumps(result, indent=2) + "\n")
+    write_csv_atomic(RESULTS / "evaluator.csv", [{k: v for k, v in result.items() if not isinstance(v, dict)}])
 
 
 if __name__ == "__main__":

@@ -14,16 +14,14 @@ in-process (or in a TRITON_INTERPRET=0 subprocess if the interpreter is on).
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib
-import io
 import json
 import platform
 from pathlib import Path
 
 import triton
 
-from fastwsol.checkpoint import write_text_atomic
+from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
 from fastwsol.kernels import gpu_build
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -119,11 +117,7 @@ def main(argv=None) -> None:
 
     meta = {"triton": triton.__version__, "python": platform.python_version(), "machine": platform.machine()}
     write_text_atomic(RESULTS / "kernels_gpu_build.json", json.dumps({"meta": meta, "rows": table, "ops": ops_table}, indent=1))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
-    writer.writeheader()
-    writer.writerows(table)
-    write_text_atomic(RESULTS / "kernels_gpu_build.csv", buffer.getvalue())
+    write_csv_atomic(RESULTS / "kernels_gpu_build.csv", table)
     print(f"wrote {RESULTS / 'kernels_gpu_build.json'} and .csv")
 
 

@@ -15,8 +15,6 @@ the timed steps after warm-up (compile time is reported separately, not included
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import platform
 import statistics
@@ -25,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from fastwsol.checkpoint import write_text_atomic
+from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
 from fastwsol.config import load_config
 from fastwsol.models import create_model
 from fastwsol.train import TrainStep, build_optimizer
@@ -103,11 +101,7 @@ def main(argv=None) -> list[dict]:
     meta = {"device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
             "torch": torch.__version__, "rows": rows}
     write_text_atomic(RESULTS / "train_step.json", json.dumps(meta, indent=2) + "\n")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(RESULTS / "train_step.csv", buffer.getvalue())
+    write_csv_atomic(RESULTS / "train_step.csv", rows)
     return rows
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import subprocess
 import sys
@@ -109,14 +108,10 @@ def main(argv=None) -> int:
         return 1
     print("\nsummary (from bench/results/*):")
     print_summary(rows)
-    from fastwsol.checkpoint import write_text_atomic
+    from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
 
     write_text_atomic(RESULTS / "summary.json", json.dumps(rows, indent=2) + "\n")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(RESULTS / "summary.csv", buffer.getvalue())
+    write_csv_atomic(RESULTS / "summary.csv", rows)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

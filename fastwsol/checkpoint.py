@@ -3,6 +3,8 @@ during a save never destroys the previous checkpoint."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import random
 import tempfile
@@ -50,6 +52,15 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(path, text.encode())
+
+
+def write_csv_atomic(path: str | os.PathLike, rows: list[dict], fieldnames=None) -> None:
+    """Rows of dicts as CSV (header = ``fieldnames`` or the first row's keys), atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fieldnames or rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
 
 
 REQUIRED_KEYS = ("model", "config", "epoch")

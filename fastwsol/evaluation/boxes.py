@@ -16,6 +16,7 @@ __all__ = [
     "threshold_levels",
     "multiple_iou",
     "scoremap_to_uint8",
+    "scoremap_opencv",
     "contour_boxes_at_thresholds",
     "boxes_at_thresholds",
     "correct_from_boxes",
@@ -59,6 +60,18 @@ def multiple_iou(box_a: np.ndarray, box_b: np.ndarray) -> np.ndarray:
     iou = inter / np.where(degenerate, 1, union)
     iou[degenerate] = 0
     return iou
+
+
+def scoremap_opencv(cam: np.ndarray, size: int = SCOREMAP_SIZE) -> np.ndarray:
+    """One CAM → score map, literally as wsolevaluation: ``cv2.resize(INTER_CUBIC)`` then
+    ``normalize_scoremap`` (NaN or constant → zeros; subtract the min, divide by the new max).
+    The reference the batched torch path (:mod:`~fastwsol.evaluation.scoremap`) is tested against."""
+    cam = cv2.resize(np.asarray(cam), (size, size), interpolation=cv2.INTER_CUBIC)
+    if np.isnan(cam).any() or cam.min() == cam.max():
+        return np.zeros_like(cam)
+    cam -= cam.min()
+    cam /= cam.max()
+    return cam
 
 
 def scoremap_to_uint8(scoremap: np.ndarray) -> np.ndarray:
