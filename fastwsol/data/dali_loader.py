@@ -1,5 +1,5 @@
-"""The DALI pipeline: encoded files → decode → resize → (train: crop + flip) → CHW, normalised
-float or uint8.
+"""The DALI pipeline: encoded files → decode → resize (train: only the region that becomes the
+crop, flipped by reversing it) → normalised float CHW, or uint8 HWC handed out as B×3×H×W.
 
 The files, crop offsets and flips come from the shared epoch plan through an external source
 (rather than DALI's file reader and random operators), so that sharding is exact (eval: every
@@ -7,8 +7,16 @@ image once, the last batch simply smaller, no padding), a seed fixes a run, and 
 can be compared pixel for pixel with the fallback's. Reading a few hundred small files per
 second in Python costs far less than decoding them.
 
-Device: with CUDA, the "mixed" decoder (nvJPEG) and GPU resize/crop; otherwise CPU operators
-with ``device_id=None``.
+Device: with CUDA, the "mixed" decoder (nvJPEG) and GPU resize; otherwise CPU operators with
+``device_id=None``.
+
+On the CPU the resize is most of the cost (measured: ~0.85 ms of CPU per 224² output against
+~0.3 ms for the decode; DALI's CPU resampler is scalar float code), so the pipeline resizes
+each pixel once: train resizes the crop's region of interest straight to ``image_size``²
+instead of resizing to ``resize_size``² and cropping (same pixels up to float rounding, 23%
+less resampling at 224/256 and no crop/flip pass), and uint8 output skips the HWC→CHW pass
+(the batch is a B×3×H×W view of HWC memory; :func:`normalize_on_device` transposes it while
+normalising, inside the compiled step).
 """
 
 from __future__ import annotations
@@ -31,8 +39,23 @@ def dali_available() -> bool:
         return False
 
 
+def crop_rois(plan, resize_size: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Relative (y, x) ROI start/end (float32 B×2) of each planned crop in the source image.
+
+    Resizing to ``resize_size``² then cropping ``image_size``² at (x, y) reads source
+    coordinates [x/R, (x+S)/R] × [y/R, (y+S)/R] (relative, R = resize_size, S = image_size), at
+    the same scale R/source as the full resize, so resizing that ROI to S² gives the crop
+    itself; DALI flips a dimension whose ROI start exceeds its end.
+    """
+    x0, y0 = plan.crop_x / resize_size, plan.crop_y / resize_size
+    x1, y1 = (plan.crop_x + image_size) / resize_size, (plan.crop_y + image_size) / resize_size
+    start = np.stack([y0, np.where(plan.flip, x1, x0)], axis=1).astype(np.float32)
+    end = np.stack([y1, np.where(plan.flip, x0, x1)], axis=1).astype(np.float32)
+    return start, end
+
+
 class _PlanSource:
-    """Iterable external source: one epoch of (encoded bytes, index, crop_x, crop_y, flip)
+    """Iterable external source: one epoch of (encoded bytes, index[, ROI start, ROI end])
     batches. DALI calls ``iter()`` on build and after each ``reset()``."""
 
     def __init__(self, loader: "DaliSplitLoader"):
@@ -41,20 +64,13 @@ class _PlanSource:
 
     def __iter__(self):
         loader = self.loader
-        max_offset = float(max(1, loader.resize_size - loader.image_size))
         for batch in loader.plan():
             encoded = [loader.encoded(int(i)) for i in batch.indices]
             self.current.append(batch)
             if not loader.train:
                 yield encoded, batch.indices.astype(np.int64)
                 continue
-            yield (
-                encoded,
-                batch.indices.astype(np.int64),
-                (batch.crop_x / max_offset).astype(np.float32),
-                (batch.crop_y / max_offset).astype(np.float32),
-                batch.flip.astype(np.int32),
-            )
+            yield (encoded, batch.indices.astype(np.int64), *crop_rois(batch, loader.resize_size, loader.image_size))
 
 
 class DaliSplitLoader(SplitLoader):
@@ -84,7 +100,7 @@ class DaliSplitLoader(SplitLoader):
 
         gpu = self.device.type == "cuda"
         self._source = _PlanSource(self)
-        train, size, resize, output = self.train, self.image_size, self.resize_size, self.output
+        train, size, output = self.train, self.image_size, self.output
 
         @pipeline_def(
             batch_size=self.batch_size,
@@ -95,28 +111,26 @@ class DaliSplitLoader(SplitLoader):
         )
         def pipeline():
             if train:
-                encoded, indices, crop_x, crop_y, flip = fn.external_source(
-                    source=self._source, num_outputs=5, batch=True, cycle="raise",
-                    dtype=[types.UINT8, types.INT64, types.FLOAT, types.FLOAT, types.INT32],
+                encoded, indices, roi_start, roi_end = fn.external_source(
+                    source=self._source, num_outputs=4, batch=True, cycle="raise",
+                    dtype=[types.UINT8, types.INT64, types.FLOAT, types.FLOAT],
                 )
+                roi = dict(roi_start=roi_start, roi_end=roi_end, roi_relative=True)
             else:
                 encoded, indices = fn.external_source(
                     source=self._source, num_outputs=2, batch=True, cycle="raise", dtype=[types.UINT8, types.INT64]
                 )
+                roi = {}
             images = fn.decoders.image(encoded, device="mixed" if gpu else "cpu", output_type=types.RGB,
                                        adjust_orientation=False)  # PIL (the protocol) ignores EXIF rotation
-            side = resize if train else size
-            images = fn.resize(images, size=[side, side], interp_type=types.INTERP_LINEAR, antialias=True)
+            # PIL's bilinear: linear when enlarging, a triangle filter widened by the scale when
+            # shrinking (antialias).
+            images = fn.resize(images, size=[size, size], interp_type=types.INTERP_LINEAR, antialias=True, **roi)
             if output == "float":
-                norm = dict(mean=[255.0 * m for m in IMAGENET_MEAN], std=[255.0 * s for s in IMAGENET_STD],
-                            dtype=types.FLOAT)
-            else:
-                norm = dict(dtype=types.UINT8)
-            if train:
-                images = fn.crop_mirror_normalize(images, crop=(size, size), crop_pos_x=crop_x, crop_pos_y=crop_y,
-                                                  mirror=flip, output_layout="CHW", **norm)
-            else:
-                images = fn.crop_mirror_normalize(images, output_layout="CHW", **norm)
+                images = fn.crop_mirror_normalize(
+                    images, mean=[255.0 * m for m in IMAGENET_MEAN], std=[255.0 * s for s in IMAGENET_STD],
+                    dtype=types.FLOAT, output_layout="CHW",
+                )
             return images, indices
 
         pipe = pipeline()
@@ -148,12 +162,15 @@ class DaliSplitLoader(SplitLoader):
             yield self._batch(self._to_torch(images), torch.from_numpy(np.array(indices.as_tensor()).reshape(-1)))
 
     def _to_torch(self, images) -> torch.Tensor:
+        """The batch as a torch tensor (a copy: DALI reuses its buffers); uint8 B×H×W×3 is
+        returned as its B×3×H×W view."""
+        dense = images.as_tensor()
         if self.device.type == "cuda":
             from nvidia.dali.plugin.pytorch import feed_ndarray
 
-            dense = images.as_tensor()
             dtype = torch.float32 if self.output == "float" else torch.uint8
             out = torch.empty(dense.shape(), dtype=dtype, device=self.device)
             feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(self.device))
-            return out
-        return torch.from_numpy(np.array(images.as_tensor()))
+        else:
+            out = torch.from_numpy(np.array(dense))
+        return out if self.output == "float" else out.permute(0, 3, 1, 2)

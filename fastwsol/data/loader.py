@@ -35,8 +35,9 @@ def build_loader(
     ``loader``: "dali", "torch" (torchvision/PIL) or "auto" (DALI when importable).
     ``train``: resize to ``resize_size``² → random ``image_size``² crop → random flip, last
     partial batch dropped; eval: resize to ``image_size``², every image exactly once across
-    the ``num_shards`` shards. ``output``: "float" (ImageNet-normalised float32) or "uint8"
-    (normalise later with :func:`normalize_on_device`). ``skip_bad``: leave bad image files
+    the ``num_shards`` shards. ``output``: "float" (ImageNet-normalised float32, contiguous) or
+    "uint8" (a B×3×H×W view of HWC memory; normalise later with :func:`normalize_on_device`,
+    which also transposes). ``skip_bad``: leave bad image files
     out (counted in a warning, listed in ``.problems``) instead of raising. ``verify``:
     "header" (cheap checks) or "decode" (decode every file once up front).
     """

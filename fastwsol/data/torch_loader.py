@@ -72,8 +72,14 @@ class _PlanSampler:
 
 
 def _collate(items):
+    """uint8: pil_to_tensor's 3×H×W views of HWC memory are stacked as HWC (a plain copy) and
+    the batch is its B×3×H×W view, the same layout as the DALI loader's; float: contiguous."""
     images, indices = zip(*items)
-    return torch.stack(images), torch.tensor(indices, dtype=torch.int64)
+    if images[0].dtype == torch.uint8:
+        batch = torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
+    else:
+        batch = torch.stack(images)
+    return batch, torch.tensor(indices, dtype=torch.int64)
 
 
 class TorchSplitLoader(SplitLoader):

@@ -22,7 +22,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def normalize_on_device(images: torch.Tensor) -> torch.Tensor:
-    """uint8 B×3×H×W (0..255) → float32 ``(x/255 − mean)/std`` on the images' device.
+    """uint8 B×3×H×W (0..255) → float32 ``(x/255 − mean)/std`` on the images' device, in the
+    standard contiguous layout whatever the input's (the loaders' uint8 batches are views of
+    HWC memory: the transpose happens here, in the same pass).
 
     Written as one fused-friendly expression so it folds into a compiled step (FFCV-style:
     ship uint8 from the loader, normalise where the model runs).
@@ -31,7 +33,7 @@ def normalize_on_device(images: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"images must be B×3×H×W, got shape {tuple(images.shape)}")
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    return (images.to(torch.float32) / 255.0 - mean) / std
+    return (images.to(torch.float32, memory_format=torch.contiguous_format) / 255.0 - mean) / std
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 Measured agreement (uint8 outputs, same files, same crops/flips): upsampling (synthetic
 160–256 px images → 256/224) max |Δ| = 1 grey level, mean 0.17; downsampling (380–500 px)
-max |Δ| = 6, mean 0.14. DALI's and PIL's JPEG decoders (both libjpeg-turbo) and linear resize
-with antialiasing differ only by rounding. Tolerance: max |Δ| <= 8 levels, mean <= 0.5.
+train (→ 256, crop) max 1, mean 0.14, eval (→ 224) max 8, mean 0.14. DALI's and PIL's JPEG
+decoders (both libjpeg-turbo) and linear resize with antialiasing differ only by rounding.
+Tolerance: max |Δ| <= 8 levels, mean <= 0.5.
 """
 
 import numpy as np
@@ -103,6 +104,33 @@ def test_train_crop_and_flip_are_applied_where_planned(synthetic):
             expected = resized[int(i)][:, y : y + 224, x : x + 224]
             assert torch.equal(img, expected.flip(-1) if f else expected)
     assert any(p.flip.any() for p in plans) and any((p.crop_x > 0).any() for p in plans)
+
+
+@pytest.mark.parametrize("fixture", ["synthetic", "synthetic_large_images"])
+def test_dali_train_crop_region_equals_crop_of_full_resize(request, fixture):
+    """DALI resizes only the crop's region (flipped by reversing it): the pixels of resizing
+    to 256² and then cropping/flipping, up to float rounding."""
+    paths = request.getfixturevalue(fixture)
+    loader = _loader(paths, "train", "dali", output="uint8", seed=4, batch_size=3)
+    plans = loader.plan()
+    full = _loader(paths, "train", "dali", output="uint8", train=False, image_size=256, batch_size=5)
+    resized = {int(i): img for b in _epoch(full) for i, img in zip(b["indices"], b["images"])}
+    for plan, batch in zip(plans, _epoch(loader)):
+        for i, x, y, f, img in zip(plan.indices, plan.crop_x, plan.crop_y, plan.flip, batch["images"]):
+            expected = resized[int(i)][:, y : y + 224, x : x + 224]
+            diff = (img.int() - (expected.flip(-1) if f else expected).int()).abs()
+            assert diff.max().item() <= 1 and diff.float().mean().item() < 0.01
+    assert any(p.flip.any() for p in plans) and any((p.crop_x > 0).any() for p in plans)
+
+
+@pytest.mark.parametrize("kind", ["dali", "torch"])
+def test_uint8_batches_are_views_of_hwc_memory(synthetic, kind):
+    """Both loaders hand out uint8 B×3×H×W views of HWC memory (no transpose on the CPU);
+    normalize_on_device returns the standard contiguous layout."""
+    batch = next(iter(_loader(synthetic, "test", kind, output="uint8")))
+    images = batch["images"]
+    assert images.shape == (4, 3, 224, 224) and images.permute(0, 2, 3, 1).is_contiguous()
+    assert normalize_on_device(images).is_contiguous()
 
 
 def test_train_is_deterministic_for_a_seed_and_reshuffles_per_epoch(synthetic):
