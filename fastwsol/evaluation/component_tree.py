@@ -91,18 +91,21 @@ def _reach_mask(x0, y0, x1, y1, gt, iou_thresholds):
 
 
 @nb.njit(**_NOGIL)
-def _pixels_by_value(q):
-    """Counting sort: pixels (flat indices) ordered by value, and each value's start."""
+def _pixels_by_value(q, height, width, order):
+    """Counting sort: ``order`` ← the pixels as indices into the image padded by a one-pixel
+    frame, by value (raster order within a value); returns each value's start."""
     counts = np.zeros(257, np.int64)
     for p in range(q.size):
         counts[q[p] + 1] += 1
     starts = np.cumsum(counts)
     fill = starts[:256].copy()
-    order = np.empty(q.size, np.int64)
-    for p in range(q.size):
-        order[fill[q[p]]] = p
-        fill[q[p]] += 1
-    return order, starts
+    pw = width + 2
+    for y in range(height):
+        for x in range(width):
+            v = q[y * width + x]
+            order[fill[v]] = (y + 1) * pw + x + 1
+            fill[v] += 1
+    return starts
 
 
 @nb.njit(inline="always", **_NOGIL)
@@ -265,7 +268,7 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
     pw = width + 2
     # Work arrays are reused across images: entries are initialised when a pixel is added.
     (parent, size, added, box, mask, is_dirty, dirty, potential, active, position, first,
-     area_size, area2, component_euler4, window_area2, grid, stack) = ws
+     area_size, area2, component_euler4, window_area2, grid, stack, column, row) = ws
     added[:] = 0
     is_dirty[:] = False
     num_dirty = 0
@@ -281,10 +284,9 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
         level = levels[k]
         for v in range(top - 1, level, -1):
             for i in range(starts[v], starts[v + 1]):
-                pixel = order[i]
-                y = pixel // width
-                x = pixel - y * width
-                p = (y + 1) * pw + x + 1
+                p = order[i]
+                x = column[p]
+                y = row[p]
                 added[p] = 1
                 num_foreground += 1
                 bits = _neighbourhood(added, p, pw)
@@ -332,7 +334,7 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
                     box[p, 1] = y
                     box[p, 2] = x
                     box[p, 3] = y
-                    first[p] = pixel
+                    first[p] = p  # padded indices keep raster order
                     component_euler4[p] = _EULER_DELTA[bits]
                     if not multi_contour:
                         window_area2[p] = _AREA2_DELTA[bits]
@@ -424,15 +426,18 @@ def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out
     pw = width + 2
     total = (height + 2) * pw
     parent, size, added, box, mask, is_dirty, dirty = ws[:7]
+    column, row = ws[-2:]
     added[:] = 0
     is_dirty[:] = False
     outside = 0
-    for y in range(height + 2):
-        for x in range(pw):
-            if y == 0 or y == height + 1 or x == 0 or x == pw - 1:
-                p = y * pw + x
-                added[p] = 1
-                parent[p] = outside
+    for p in range(pw):  # the frame: top and bottom rows, left and right columns
+        for f in (p, total - pw + p):
+            added[f] = 1
+            parent[f] = outside
+    for y in range(1, height + 1):
+        for f in (y * pw, y * pw + pw - 1):
+            added[f] = 1
+            parent[f] = outside
     size[outside] = total  # the frame stays the root of whatever touches it
     mask[outside] = 0
     num_dirty = 0
@@ -443,10 +448,9 @@ def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out
         level = levels[k]
         for v in range(low, level + 1):
             for i in range(starts[v], starts[v + 1]):
-                pixel = order[i]
-                y = pixel // width
-                x = pixel - y * width
-                p = (y + 1) * pw + x + 1
+                p = order[i]
+                x = column[p]
+                y = row[p]
                 added[p] = 1
                 bits = _neighbourhood(added, p, pw)
                 a = -1
@@ -516,7 +520,13 @@ def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out
 
 @nb.njit(**_NOGIL)
 def _workspace(height, width):
-    total = (height + 2) * (width + 2)
+    pw = width + 2
+    total = (height + 2) * pw
+    column = np.empty(total, np.int16)  # image x and y of a padded index (no division per pixel)
+    row = np.empty(total, np.int16)
+    for p in range(total):
+        row[p] = p // pw - 1
+        column[p] = p % pw - 1
     return (
         np.empty(total, np.int32),  # parent
         np.empty(total, np.int32),  # size
@@ -535,6 +545,8 @@ def _workspace(height, width):
         np.empty(total, np.int64),  # window_area2: 2·Σ window areas of C's own pixels
         np.empty(total, np.int8),  # grid (flood fill scratch)
         np.empty(total, np.int32),  # stack (flood fill scratch)
+        column,
+        row,
     )
 
 
@@ -547,13 +559,14 @@ def _correct_batch(q, maxima, level_table, gt_flat, gt_offsets, iou_thresholds, 
     # Chunks of images share one workspace: fresh large arrays per image cost page faults.
     for c in nb.prange(num_chunks):
         ws = _workspace(height, width)
+        order = np.empty(height * width, np.int32)
         hole_reach = np.zeros(num_thresholds, np.int64)
         for i in range(c * num_images // num_chunks, (c + 1) * num_images // num_chunks):
             levels = level_table[:, maxima[i]].copy()
             gt = gt_flat[gt_offsets[i]:gt_offsets[i + 1]]
             flat = q[i].ravel()
             hole_reach[:] = 0
-            order, starts = _pixels_by_value(flat)
+            starts = _pixels_by_value(flat, height, width, order)
             _foreground_sweep(
                 flat, order, starts, height, width, levels, gt, iou_thresholds, multi_contour,
                 out[i], hole_reach, ws,
@@ -665,6 +678,8 @@ def correct_at_thresholds(
         raise ValueError(f"{len(gt_boxes)} GT box arrays for {q.shape[0]} score maps")
     if len(iou_thresholds) > 62:
         raise ValueError("at most 62 IoU thresholds")
+    if max(q.shape[1:], default=0) > 32000:
+        raise ValueError(f"score maps of at most 32000 pixels a side, got {q.shape[1:]}")
     gt_list = [np.asarray(b, dtype=np.int64).reshape(-1, 4) for b in gt_boxes]
     empty = [i for i, b in enumerate(gt_list) if len(b) == 0]
     if empty:
