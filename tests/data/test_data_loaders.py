@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fastwsol.data import IMAGENET_MEAN, IMAGENET_STD, build_loader, normalize_on_device
+from fastwsol.data.dali_loader import crop_rois, warp_matrices
 from fastwsol.data.transforms import plan_epoch, shard_range
 
 MAX_DIFF, MEAN_DIFF = 8, 0.5
@@ -121,6 +122,37 @@ def test_dali_train_crop_region_equals_crop_of_full_resize(request, fixture):
             diff = (img.int() - (expected.flip(-1) if f else expected).int()).abs()
             assert diff.max().item() <= 1 and diff.float().mean().item() < 0.01
     assert any(p.flip.any() for p in plans) and any((p.crop_x > 0).any() for p in plans)
+
+
+def test_dali_enlarging_is_bilinear_interpolation_like_pil(synthetic):
+    """On the CPU, enlarge-only samples take the warp instead of the resize: PIL's bilinear
+    when enlarging is interpolation only, so they agree to rounding. The synthetic set's train
+    images (160–256 px → 256) all enlarge; its eval images (→ 224) mix both branches within
+    a batch (covered by test_dali_matches_fallback)."""
+    for split, train, target in (("train", True, 256), ("test", False, 224)):
+        sizes = _loader(synthetic, split, "torch").metadata.sizes
+        enlarge = (sizes <= target).all(axis=1)
+        assert enlarge.all() if train else 0 < enlarge.sum() < len(enlarge)
+    dali = _epoch(_loader(synthetic, "train", "dali", output="uint8", seed=6))
+    ref = _epoch(_loader(synthetic, "train", "torch", output="uint8", seed=6))
+    for a, b in zip(dali, ref):
+        assert torch.equal(a["indices"], b["indices"])
+        assert (a["images"].int() - b["images"].int()).abs().max().item() <= 2
+
+
+def test_warp_matrices_map_the_output_onto_the_roi():
+    plan = plan_epoch(np.arange(8), train=True, batch_size=8, epoch=0, seed=1, max_offset=32)[0]
+    sizes = np.array([[200, 150]] * 8)  # (w, h)
+    start, end = crop_rois(plan, 256, 224)
+    matrices = warp_matrices(start, end, sizes, 224)
+    corners = np.array([[0.0, 0.0, 1.0], [224.0, 224.0, 1.0]]).T  # output (x, y) corners
+    for m, x, y, f in zip(matrices, plan.crop_x, plan.crop_y, plan.flip):
+        (x0, x1), (y0, y1), _ = m.astype(np.float64) @ corners
+        left, right = x * 200 / 256, (x + 224) * 200 / 256
+        np.testing.assert_allclose([x0, x1], [right, left] if f else [left, right], atol=1e-4)
+        np.testing.assert_allclose([y0, y1], [y * 150 / 256, (y + 224) * 150 / 256], atol=1e-4)
+    full = warp_matrices(np.zeros((1, 2), np.float32), np.ones((1, 2), np.float32), sizes[:1], 224)[0]
+    np.testing.assert_allclose(full, [[200 / 224, 0, 0], [0, 150 / 224, 0], [0, 0, 1]], rtol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["dali", "torch"])
