@@ -4,7 +4,9 @@ threads, measured in the same run. Synthetic dataset (default size), 224 px, 2 t
 
     python bench/bench_data.py [--threads 2] [--rounds 3] [--out bench/results/data]
 
-Prints a table and writes ``<out>.json`` and ``<out>.csv``.
+Prints a table and writes ``<out>.json`` and ``<out>.csv``. Besides images/s, each row has the
+CPU time spent per image by this process and its children (the fallback's workers), read from
+/proc: on a shared machine the rate depends on the load, the CPU cost much less.
 """
 
 from __future__ import annotations
@@ -23,19 +25,51 @@ import numpy as np
 from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
 
 
-def _loader_epoch(loader):
-    """A callable timing one epoch of ``loader`` → images/s (epochs advance per call)."""
-    state = {"epoch": 0}
+def _tree_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and all its descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, cpu = {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:  # exited meanwhile
+                continue
+            parent[int(entry)] = int(fields[1])
+            cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo.extend(child for child, ppid in parent.items() if ppid == pid)
+    return total
 
-    def one_epoch() -> float:
-        loader.set_epoch(state["epoch"])
-        state["epoch"] += 1
-        count, start = 0, time.perf_counter()
-        for batch in loader:
-            count += len(batch["indices"])
-        return count / (time.perf_counter() - start)
+
+def _timed(run_epoch):
+    """Wraps ``run_epoch() -> images`` into a callable → (images/s, CPU ms per image)."""
+
+    def one_epoch() -> tuple[float, float]:
+        cpu, start = _tree_cpu_seconds(), time.perf_counter()
+        count = run_epoch()
+        return count / (time.perf_counter() - start), 1e3 * (_tree_cpu_seconds() - cpu) / count
 
     return one_epoch
+
+
+def _loader_epoch(loader):
+    """A callable timing one epoch of ``loader`` (epochs advance per call)."""
+    state = {"epoch": 0}
+
+    def run_epoch() -> int:
+        loader.set_epoch(state["epoch"])
+        state["epoch"] += 1
+        count = 0
+        for batch in loader:
+            count += len(batch["indices"])
+        return count
+
+    return _timed(run_epoch)
 
 
 def _dali_stage(files: list[str], threads: int, batch_size: int, stage: str):
@@ -54,13 +88,12 @@ def _dali_stage(files: list[str], threads: int, batch_size: int, stage: str):
     pipe.build()
     steps = len(files) // batch_size
 
-    def one_epoch() -> float:
-        start = time.perf_counter()
+    def run_epoch() -> int:
         for _ in range(steps):
             pipe.run()
-        return steps * batch_size / (time.perf_counter() - start)
+        return steps * batch_size
 
-    return one_epoch
+    return _timed(run_epoch)
 
 
 def _pil_decode(files: list[str], pool: ThreadPoolExecutor):
@@ -71,12 +104,11 @@ def _pil_decode(files: list[str], pool: ThreadPoolExecutor):
         with Image.open(path) as img:
             return img.convert("RGB").size
 
-    def one_epoch() -> float:
-        start = time.perf_counter()
+    def run_epoch() -> int:
         list(pool.map(decode, files))
-        return len(files) / (time.perf_counter() - start)
+        return len(files)
 
-    return one_epoch
+    return _timed(run_epoch)
 
 
 def run(threads: int = 2, epochs: int = 3, batch_size: int = 32, data: str | None = None) -> dict:
@@ -115,29 +147,37 @@ def run(threads: int = 2, epochs: int = 3, batch_size: int = 32, data: str | Non
         for key, one_epoch in configs.items():
             samples[key].append(one_epoch())
     pool.shutdown()
-    rows = [{"what": what, "pipeline": pipeline, "output": output, "images_per_s": float(np.median(rates)),
-             "min": float(np.min(rates)), "max": float(np.max(rates))}
-            for (what, pipeline, output), rates in samples.items()]
-    for row in rows:
-        for key in ("images_per_s", "min", "max"):
-            row[key] = round(row[key], 1)
+    rows = []
+    for (what, pipeline, output), measured in samples.items():
+        rates, cpu_ms = np.array(measured).T
+        rows.append({"what": what, "pipeline": pipeline, "output": output,
+                     "images_per_s": round(float(np.median(rates)), 1), "min": round(float(np.min(rates)), 1),
+                     "max": round(float(np.max(rates)), 1), "cpu_ms_per_image": round(float(np.median(cpu_ms)), 3)})
 
     def rate(kind, pipeline, output):
         return next(r["images_per_s"] for r in rows if (r["what"], r["pipeline"], r["output"]) == (kind, pipeline, output))
 
+    def cpu_ms(kind, pipeline, output):
+        return next(r["cpu_ms_per_image"] for r in rows
+                    if (r["what"], r["pipeline"], r["output"]) == (kind, pipeline, output))
+
     speedups = {f"{p}_{o}": round(rate("dali", p, o) / rate("torch", p, o), 2)
                 for p in ("train", "eval") for o in ("float", "uint8")}
+    cpu_ratios = {f"{p}_{o}": round(cpu_ms("torch", p, o) / cpu_ms("dali", p, o), 2)
+                  for p in ("train", "eval") for o in ("float", "uint8")}
     result = {
         "benchmark": "data loaders, synthetic set (default), 224 px, CPU",
         "threads": threads,
         "batch_size": batch_size,
-        "timed_rounds": epochs, "statistic": "median images/s over rounds (min, max kept)",
+        "timed_rounds": epochs,
+        "statistic": "median images/s over rounds (min, max kept); median CPU ms per image (process tree)",
         "images": len(files),
         "image_size_px": {"min": int(sizes.min()), "max": int(sizes.max()), "mean_w": float(sizes[:, 0].mean()),
                           "mean_h": float(sizes[:, 1].mean())},
         "machine": {"cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg(), "python": platform.python_version()},
         "rows": rows,
         "dali_speedup_over_torch": speedups,
+        "torch_cpu_per_image_over_dali": cpu_ratios,
         "target": "DALI >= 1.5x the fallback on CPU",
     }
     if tmp is not None:
@@ -148,16 +188,20 @@ def run(threads: int = 2, epochs: int = 3, batch_size: int = 32, data: str | Non
 def _print(result: dict) -> None:
     print(f"{result['benchmark']}: {result['images']} train images, {result['threads']} threads, "
           f"batch {result['batch_size']}, load avg at end {result['machine']['load_avg_at_end'][0]:.1f}")
-    print(f"{'what':<24}{'pipeline':<10}{'output':<8}{'images/s':>10}{'min':>9}{'max':>9}")
+    print(f"{'what':<24}{'pipeline':<10}{'output':<8}{'images/s':>10}{'min':>9}{'max':>9}{'CPU ms/img':>12}")
     for row in result["rows"]:
         print(f"{row['what']:<24}{row['pipeline']:<10}{row['output']:<8}{row['images_per_s']:>10.1f}"
-              f"{row['min']:>9.1f}{row['max']:>9.1f}")
-    print("DALI / fallback: " + ", ".join(f"{k} {v:.2f}x" for k, v in result["dali_speedup_over_torch"].items()))
+              f"{row['min']:>9.1f}{row['max']:>9.1f}{row['cpu_ms_per_image']:>12.3f}")
+    print("DALI / fallback images/s: "
+          + ", ".join(f"{k} {v:.2f}x" for k, v in result["dali_speedup_over_torch"].items()))
+    print("fallback / DALI CPU per image: "
+          + ", ".join(f"{k} {v:.2f}x" for k, v in result["torch_cpu_per_image_over_dali"].items()))
 
 
 def _write(result: dict, out: Path) -> None:
     write_text_atomic(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-    write_csv_atomic(out.with_suffix(".csv"), result["rows"], ["what", "pipeline", "output", "images_per_s", "min", "max"])
+    columns = ["what", "pipeline", "output", "images_per_s", "min", "max", "cpu_ms_per_image"]
+    write_csv_atomic(out.with_suffix(".csv"), result["rows"], columns)
 
 
 def main() -> None:
