@@ -80,7 +80,7 @@ def _make_synthetic(args: argparse.Namespace) -> int:
 
     paths = make_synthetic_dataset(args.out, classes=args.classes, train_per_class=args.train_per_class,
                                    test_per_class=args.test_per_class, seed=args.seed,
-                                   val_per_class=args.val_per_class)
+                                   val_per_class=args.val_per_class, task=args.task, body_cue=args.body_cue)
     print(f"wrote {paths.dataset}: data_root={paths.data_root} metadata_root={paths.metadata_root}")
     return 0
 
@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--test-per-class", type=int, default=20)
     synth.add_argument("--val-per-class", type=int, default=None, help="default: --test-per-class")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--task", choices=("parts", "bodies"), default="parts",
+                       help="parts: the WSOL set (class = the small part); bodies: its pretraining stand-in "
+                            "(class = the body's pattern and colours)")
+    synth.add_argument("--body-cue", type=float, default=0.0,
+                       help="parts task: probability that a body wears its class's tint (a weak class cue); 0 = none")
     synth.set_defaults(func=_make_synthetic)
 
     train = sub.add_parser("train", help="train (and validate, test) from a YAML config; torchrun-ready")

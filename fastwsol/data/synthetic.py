@@ -46,6 +46,15 @@ PART_SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross", "ring
 # len(PART_SHAPES) and len(PART_COLOURS) are coprime, so class c ↦ (c mod 8, c mod 5) is a
 # bijection onto all 40 pairs (Chinese remainder theorem) and neighbouring classes differ in both.
 MAX_CLASSES = len(PART_SHAPES) * len(PART_COLOURS)
+# The pretraining task's body classes: pattern × colour pair (3 and 7 are coprime: 21 classes).
+BODY_PATTERNS = ("stripes", "checks", "spots")
+BODY_PALETTE = (
+    ((150, 170, 200), (70, 90, 130)), ((200, 190, 120), (110, 100, 50)), ((170, 200, 160), (70, 110, 70)),
+    ((210, 160, 170), (120, 60, 80)), ((180, 180, 180), (80, 80, 80)), ((160, 200, 210), (50, 110, 120)),
+    ((200, 170, 130), (90, 70, 110)),
+)
+TASKS = ("parts", "bodies")
+MAX_CLASSES_OF_TASK = {"parts": MAX_CLASSES, "bodies": len(BODY_PATTERNS) * len(BODY_PALETTE)}
 JPEG_QUALITY = 90
 
 
@@ -61,6 +70,10 @@ class SyntheticSpec:
     min_size: int = 160  # image width/height drawn uniformly from [min_size, max_size]
     max_size: int = 256
     max_distractors: int = 4
+    task: str = "parts"  # "parts": the WSOL set; "bodies": its pretraining stand-in
+    # Probability that a body wears its own class's tint (else another class's): the body's
+    # weak, non-discriminative class cue (0 = bodies carry no class information).
+    body_cue: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,19 @@ class SyntheticPaths:
 def part_of_class(label: int) -> tuple[str, tuple[int, int, int]]:
     """The (shape, RGB colour) of class ``label``'s discriminative part."""
     return PART_SHAPES[label % len(PART_SHAPES)], PART_COLOURS[label % len(PART_COLOURS)]
+
+
+def body_of_class(label: int) -> tuple[str, tuple[tuple[int, int, int], tuple[int, int, int]]]:
+    """The (pattern, two RGB colours) of body class ``label`` in the ``"bodies"`` task."""
+    return BODY_PATTERNS[label % len(BODY_PATTERNS)], BODY_PALETTE[label % len(BODY_PALETTE)]
+
+
+def body_tint(label: int) -> np.ndarray:
+    """A small RGB offset of the body's colours for class ``label`` (about 22 grey levels, in
+    a direction on the colour wheel of its own): the body's weak class cue."""
+    angle = 2 * np.pi * ((label * 0.381966) % 1.0)  # golden-ratio spacing: neighbours far apart
+    axes = np.array([[1.0, -0.5, -0.5], [0.0, 0.866, -0.866]], np.float32)  # an RGB plane ⟂ grey
+    return (22.0 * (np.cos(angle) * axes[0] + np.sin(angle) * axes[1])).astype(np.float32)
 
 
 def _polygon(shape: str, centre: np.ndarray, radius: float, angle: float) -> list[np.ndarray]:
@@ -153,14 +179,24 @@ def _draw_distractors(rng: np.random.Generator, canvas: np.ndarray, count: int) 
         _draw_part(canvas, np.zeros(canvas.shape[:2], np.uint8), shape, colour, centre, radius, rng.uniform(0, np.pi))
 
 
-def _body_texture(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """Stripes between the two shared body colours at a random angle/period (RGB float32)."""
+def _body_texture(rng: np.random.Generator, width: int, height: int, pattern: str = "stripes",
+                  colours=BODY_COLOURS) -> np.ndarray:
+    """A two-colour pattern at a random angle/period (RGB float32); the WSOL set's bodies are
+    all stripes in ``BODY_COLOURS``."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     theta = rng.uniform(0, np.pi)
     period = rng.uniform(7, 12)
     phase = rng.uniform(0, 2 * np.pi)
-    mix = 0.5 + 0.5 * np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * (2 * np.pi / period) + phase)
-    light, dark = (np.asarray(c, np.float32) for c in BODY_COLOURS)
+    u = (xx * np.cos(theta) + yy * np.sin(theta)) * (2 * np.pi / period) + phase
+    if pattern == "stripes":
+        mix = 0.5 + 0.5 * np.sin(u)
+    else:
+        v = (-xx * np.sin(theta) + yy * np.cos(theta)) * (2 * np.pi / period)
+        if pattern == "checks":
+            mix = 0.5 + 0.5 * np.tanh(3 * np.sin(u) * np.sin(v))
+        else:  # spots
+            mix = np.clip(2.5 * (np.cos(u) * np.cos(v)) - 1.0, 0, 1)
+    light, dark = (np.asarray(c, np.float32) for c in colours)
     texture = dark + mix[..., None] * (light - dark)
     return texture * rng.uniform(0.9, 1.1)  # per-image brightness jitter
 
@@ -189,11 +225,19 @@ def render_sample(rng: np.random.Generator, label: int, spec: SyntheticSpec) -> 
     body_mask = np.zeros((height, width), np.uint8)
     cv2.ellipse(body_mask, (int(round(centre[0])), int(round(centre[1]))),
                 (int(round(semi_major)), max(2, int(round(semi_minor)))), float(np.degrees(angle)), 0, 360, 255, -1)
-    texture = _body_texture(rng, width, height)
+    if spec.task == "bodies":
+        pattern, colours = body_of_class(label)
+        texture = _body_texture(rng, width, height, pattern, colours)
+        shape, colour = part_of_class(int(rng.integers(0, MAX_CLASSES)))  # a part of no class
+    else:
+        texture = _body_texture(rng, width, height)
+        if spec.body_cue > 0:
+            tint_class = label if rng.random() < spec.body_cue else int(rng.integers(0, spec.classes))
+            texture = texture + body_tint(tint_class)
+        shape, colour = part_of_class(label)
     inside = body_mask > 0
     canvas[inside] = np.clip(texture[inside], 0, 255).astype(np.uint8)
 
-    shape, colour = part_of_class(label)
     direction = np.array([np.cos(angle), np.sin(angle)])
     part_centre = centre + direction * semi_major * 0.9
     part_mask = np.zeros_like(body_mask)
@@ -228,16 +272,23 @@ def make_synthetic_dataset(
     min_size: int = 160,
     max_size: int = 256,
     max_distractors: int = 4,
+    task: str = "parts",
+    body_cue: float = 0.0,
 ) -> SyntheticPaths:
     """Write the synthetic dataset under ``out`` (see the module docstring for the layout).
 
     ``val_per_class`` defaults to ``test_per_class``. Existing files are overwritten; each file
-    is written atomically (tmp + rename), the metadata after its split's images.
+    is written atomically (tmp + rename), the metadata after its split's images. ``task``:
+    ``"parts"`` (the WSOL set) or ``"bodies"`` (its pretraining stand-in; module docstring).
     """
     spec = SyntheticSpec(classes, train_per_class, test_per_class if val_per_class is None else val_per_class,
-                         test_per_class, seed, min_size, max_size, max_distractors)
-    if not 1 <= spec.classes <= MAX_CLASSES:
-        raise ValueError(f"classes must be in [1, {MAX_CLASSES}], got {spec.classes}")
+                         test_per_class, seed, min_size, max_size, max_distractors, task, body_cue)
+    if not 0.0 <= body_cue <= 1.0:
+        raise ValueError(f"body_cue must lie in [0, 1], got {body_cue}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if not 1 <= spec.classes <= MAX_CLASSES_OF_TASK[task]:
+        raise ValueError(f"classes must be in [1, {MAX_CLASSES_OF_TASK[task]}] for task {task!r}, got {spec.classes}")
     for name in ("train_per_class", "val_per_class", "test_per_class"):
         if getattr(spec, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(spec, name)}")

@@ -101,3 +101,56 @@ def test_ensure_reuses_a_complete_dataset_with_the_same_parameters(tmp_path):
     ensure_synthetic_dataset(tmp_path / "s", **{**kw, "seed": 5})
     assert marker.stat().st_mtime_ns != before  # other parameters: regenerated
     assert json.loads((tmp_path / "s" / "synthetic.json").read_text())["seed"] == 5
+
+
+def test_bodies_task_class_is_the_body_and_the_part_is_random(tmp_path):
+    """The pretraining stand-in: each class has its own body colours; the part does not follow
+    the class (any part on any body)."""
+    from fastwsol.data.synthetic import BODY_PALETTE, MAX_CLASSES_OF_TASK, body_of_class
+
+    assert len({body_of_class(c) for c in range(MAX_CLASSES_OF_TASK["bodies"])}) == MAX_CLASSES_OF_TASK["bodies"]
+    paths = make_synthetic_dataset(tmp_path / "b", classes=3, train_per_class=6, test_per_class=1, seed=2, task="bodies")
+    meta = read_split_metadata(paths.metadata_root, paths.dataset, "train")
+    part_lines = (meta.split_dir / "part_localization.txt").read_text().splitlines()
+    parts_seen = {c: set() for c in range(3)}
+    for image_id, label, line in zip(meta.image_ids, meta.labels, part_lines):
+        rgb = cv2.imread(str(paths.data_root / paths.dataset / image_id))[..., ::-1].astype(int)
+        x0, y0, x1, y1 = meta.boxes[list(meta.image_ids).index(image_id)][0]
+        object_pixels = rgb[y0 : y1 + 1, x0 : x1 + 1].reshape(-1, 3)
+        light, dark = (np.array(c) for c in BODY_PALETTE[int(label) % len(BODY_PALETTE)])
+        near = np.minimum(np.abs(object_pixels - light).max(1), np.abs(object_pixels - dark).max(1)) < 40
+        assert near.mean() > 0.15, image_id  # the class's own body colours make up the object
+        px0, py0, px1, py1 = (int(v) for v in line.split(",")[1:])
+        crop = rgb[py0 : py1 + 1, px0 : px1 + 1].reshape(-1, 3)
+        parts_seen[int(label)].add(tuple(np.median(crop, axis=0).round(-1)))
+    assert all(len(seen) > 1 for seen in parts_seen.values())  # parts vary within a class
+    with pytest.raises(ValueError, match="task"):
+        make_synthetic_dataset(tmp_path / "x", task="wings")
+    with pytest.raises(ValueError, match="classes"):
+        make_synthetic_dataset(tmp_path / "y", classes=MAX_CLASSES_OF_TASK["bodies"] + 1, task="bodies")
+
+
+def test_body_cue_tints_the_body_with_the_class_colour_that_often(tmp_path):
+    """``body_cue=q``: a body wears its own class's tint with probability q (else a random
+    class's), a weak class cue; ``body_cue=0`` leaves every body in the shared colours."""
+    from fastwsol.data.synthetic import render_sample, SyntheticSpec, body_tint
+
+    def body_mean(spec, label, index):
+        rng = np.random.default_rng([spec.seed, 0, label, index])
+        image, box, part = render_sample(rng, label, spec)
+        x0, y0, x1, y1 = box
+        cx, cy = (x0 + x1) // 2, (y0 + y1) // 2  # the body's centre: body pixels only
+        return image[cy - 3 : cy + 4, cx - 3 : cx + 4].reshape(-1, 3).mean(0)
+
+    classes = 6
+    cued, plain = SyntheticSpec(classes=classes, body_cue=0.7), SyntheticSpec(classes=classes)
+    tints = np.stack([body_tint(c) for c in range(classes)])
+    hits = total = 0
+    for label in range(classes):
+        for index in range(20):
+            shift = body_mean(cued, label, index) - body_mean(plain, label, index)  # same scene, same stripes
+            nearest = int(np.argmin(np.abs(tints - shift).sum(1)))
+            hits += nearest == label
+            total += 1
+    # own tint with p = 0.7, plus 1/6 of the other 30 %: 0.75 expected
+    assert 0.6 <= hits / total <= 0.9
