@@ -29,6 +29,9 @@ class DataConfig:
 class ModelConfig:
     name: str = "vgg16"  # see fastwsol.models.MODEL_NAMES; *_cam = vanilla CAM
     pretrained: str | None = None  # None | "imagenet" | path to a torchvision state dict
+    # A fastwsol checkpoint of the same architecture whose backbone initialises this model (new
+    # layers fresh, as with ImageNet weights): e.g. the synthetic pretraining run.
+    init_from: str | None = None
     large_feature_map: bool | None = None  # None = the backbone's default
     drop_threshold: float = 0.8  # γ
     drop_prob: float = 0.5  # p
@@ -206,6 +209,8 @@ def validate(config: ExperimentConfig) -> None:
          f"τ_bg ({config.loss.bg_threshold}) must not exceed τ_fg ({config.loss.fg_threshold})"),
         ("loss.fg_threshold", 0.0 <= config.loss.fg_threshold <= 1.0, "must lie in [0, 1]"),
         ("loss.bg_threshold", 0.0 <= config.loss.bg_threshold <= 1.0, "must lie in [0, 1]"),
+        ("model.init_from", config.model.init_from is None or config.model.pretrained is None,
+         "give either model.pretrained or model.init_from, not both"),
         ("model.drop_prob", 0.0 <= config.model.drop_prob <= 1.0, "must lie in [0, 1]"),
         ("model.drop_threshold", 0.0 <= config.model.drop_threshold <= 1.0, "must lie in [0, 1]"),
         ("optim.epochs", config.optim.epochs >= 1, "must be >= 1"),

@@ -79,6 +79,7 @@ def build_model(config: ExperimentConfig, num_classes: int) -> TwoPathWSOLNet:
         m.name,
         num_classes,
         pretrained=m.pretrained,
+        init_from=m.init_from,
         large_feature_map=m.large_feature_map,
         drop_threshold=m.drop_threshold,
         drop_prob=m.drop_prob,

@@ -81,6 +81,12 @@ def test_bad_values_name_the_key(override, key):
         load_config(None, [override])
 
 
+def test_pretrained_and_init_from_exclude_each_other():
+    assert load_config(None, ["model.init_from=runs/pre/last.pt"]).model.init_from == "runs/pre/last.pt"
+    with pytest.raises(ConfigError, match=r"model\.init_from"):
+        load_config(None, ["model.pretrained=imagenet", "model.init_from=runs/pre/last.pt"])
+
+
 def test_bad_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         load_config(tmp_path / "missing.yaml")

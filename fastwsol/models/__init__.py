@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import partial
 
 from fastwsol.models.base import TwoPathWSOLNet
+from fastwsol.models.pretrained import load_backbone_from_run
 from fastwsol.models.resnet import build_resnet50
 from fastwsol.models.vgg import VGG_SMALL_BLOCKS, build_vgg
 
@@ -31,20 +32,24 @@ def create_model(
     num_classes: int,
     *,
     pretrained=None,
+    init_from=None,
     large_feature_map: bool | None = None,
     drop_threshold: float = 0.8,
     drop_prob: float = 0.5,
 ) -> TwoPathWSOLNet:
     """Build a WSOL network. ``pretrained``: None, ``"imagenet"`` (torchvision's weights) or a
-    path to a torchvision-format state dict. ``large_feature_map=None`` keeps the backbone's
-    default (VGG16 14×14, ResNet50 28×28)."""
+    path to a torchvision-format state dict. ``init_from``: a fastwsol checkpoint of the same
+    architecture whose backbone is copied (new layers stay fresh). ``large_feature_map=None``
+    keeps the backbone's default (VGG16 14×14, ResNet50 28×28)."""
     base, is_cam = (name[: -len("_cam")], True) if name.endswith("_cam") else (name, False)
     if base not in _BUILDERS:
         raise ValueError(f"model name {name!r} is unknown; choose one of {MODEL_NAMES}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if pretrained is not None and init_from is not None:
+        raise ValueError("give either pretrained or init_from, not both")
     kwargs = {} if large_feature_map is None else {"large_feature_map": large_feature_map}
-    return _BUILDERS[base](
+    model = _BUILDERS[base](
         num_classes,
         pretrained=pretrained,
         with_dropped_path=not is_cam,
@@ -52,6 +57,9 @@ def create_model(
         drop_prob=drop_prob,
         **kwargs,
     )
+    if init_from is not None:
+        load_backbone_from_run(model, init_from)
+    return model
 
 
 __all__ = ["MODEL_NAMES", "TwoPathWSOLNet", "create_model"]

@@ -60,3 +60,16 @@ def load_remapped(
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise ValueError(f"{origin}: {len(missing)} backbone weights are missing: {shown}")
     model.load_state_dict(loaded, strict=False)
+
+
+def load_backbone_from_run(model, checkpoint: str | os.PathLike) -> None:
+    """Copy the backbone of a fastwsol training checkpoint into ``model`` (same architecture;
+    the classifier may have another number of classes). The new layers keep their fresh
+    initialisation, as when starting from ImageNet weights."""
+    from fastwsol.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)["model"]
+    load_remapped(
+        model, state, lambda key: None if model.is_new_parameter(key) else key,
+        origin=f"backbone of the run checkpoint {os.fspath(checkpoint)!r}",
+    )

@@ -118,6 +118,35 @@ def test_pretrained_file_errors(tmp_path):
         create_model("vgg16", 3, pretrained=bad_shape)
 
 
+def test_init_from_a_run_copies_the_backbone_and_keeps_new_layers_fresh(tmp_path):
+    """``init_from``: the synthetic pretraining run's backbone starts the WSOL runs (the paper's
+    ImageNet initialisation); conv6/bn6/fc are new layers, and the class count may differ."""
+    from fastwsol.checkpoint import save_atomic
+
+    torch.manual_seed(0)
+    source = create_model("vgg_small_cam", 21)
+    with torch.no_grad():
+        for tensor in source.state_dict().values():  # parameters and BatchNorm statistics
+            tensor.add_(1)  # nothing a fresh initialisation could produce
+    path = tmp_path / "pretrain.pt"
+    save_atomic({"model": source.state_dict(), "config": {}, "epoch": 8}, path)
+    model = create_model("vgg_small", 10, init_from=path)
+    src, ours = source.state_dict(), model.state_dict()
+    new = [k for k in ours if model.is_new_parameter(k)]
+    assert any(k.startswith("tail.conv6") for k in new) and any(k.startswith("fc") for k in new)
+    for key in ours:
+        if key in new:
+            assert ours[key].shape != src[key].shape or not torch.equal(ours[key], src[key]), key
+        else:
+            assert torch.equal(ours[key], src[key]), key
+    with pytest.raises(ValueError, match="pretrain.pt"):
+        create_model("vgg_small_nobn", 10, init_from=path)  # another architecture: no BatchNorm keys
+    with pytest.raises(ValueError, match="not both"):
+        create_model("vgg_small", 10, init_from=path, pretrained="imagenet")
+    with pytest.raises(FileNotFoundError, match="absent.pt"):
+        create_model("vgg_small", 10, init_from=tmp_path / "absent.pt")
+
+
 @pytest.mark.parametrize("name, last_head_layer", [("vgg_small", "relu4_2"), ("resnet50", "7")])
 def test_dropout_sits_between_head_and_tail(monkeypatch, name, last_head_layer):
     """The dropout sees the head's output; the two paths differ only downstream of it."""
