@@ -94,17 +94,26 @@ def test_train_crops_and_flips_are_uniform_over_many_draws():
     assert abs(np.corrcoef(crop_x, crop_y)[0, 1]) < 0.1
 
 
-def test_train_crop_and_flip_are_applied_where_planned(synthetic):
-    """The fallback's pixels equal a crop/flip of its own eval-style resize to 256."""
-    loader = _loader(synthetic, "train", "torch", output="uint8", seed=4, batch_size=7)
+def _train_crops_and_planned(loader, full):
+    """(train image, the planned crop/flip of ``full``'s 256² resize of the same image) for an
+    epoch of ``loader``; checks the plan exercised flips and non-zero crops."""
     plans = loader.plan()
-    full = _loader(synthetic, "train", "torch", output="uint8", train=False, image_size=256, batch_size=21)
     resized = {int(i): img for b in _epoch(full) for i, img in zip(b["indices"], b["images"])}
+    pairs = []
     for plan, batch in zip(plans, _epoch(loader)):
         for i, x, y, f, img in zip(plan.indices, plan.crop_x, plan.crop_y, plan.flip, batch["images"]):
             expected = resized[int(i)][:, y : y + 224, x : x + 224]
-            assert torch.equal(img, expected.flip(-1) if f else expected)
+            pairs.append((img, expected.flip(-1) if f else expected))
     assert any(p.flip.any() for p in plans) and any((p.crop_x > 0).any() for p in plans)
+    return pairs
+
+
+def test_train_crop_and_flip_are_applied_where_planned(synthetic):
+    """The fallback's pixels equal a crop/flip of its own eval-style resize to 256."""
+    loader = _loader(synthetic, "train", "torch", output="uint8", seed=4, batch_size=7)
+    full = _loader(synthetic, "train", "torch", output="uint8", train=False, image_size=256, batch_size=21)
+    for img, expected in _train_crops_and_planned(loader, full):
+        assert torch.equal(img, expected)
 
 
 @pytest.mark.parametrize("fixture", ["synthetic", "synthetic_large_images"])
@@ -113,15 +122,10 @@ def test_dali_train_crop_region_equals_crop_of_full_resize(request, fixture):
     to 256² and then cropping/flipping, up to float rounding."""
     paths = request.getfixturevalue(fixture)
     loader = _loader(paths, "train", "dali", output="uint8", seed=4, batch_size=3)
-    plans = loader.plan()
     full = _loader(paths, "train", "dali", output="uint8", train=False, image_size=256, batch_size=5)
-    resized = {int(i): img for b in _epoch(full) for i, img in zip(b["indices"], b["images"])}
-    for plan, batch in zip(plans, _epoch(loader)):
-        for i, x, y, f, img in zip(plan.indices, plan.crop_x, plan.crop_y, plan.flip, batch["images"]):
-            expected = resized[int(i)][:, y : y + 224, x : x + 224]
-            diff = (img.int() - (expected.flip(-1) if f else expected).int()).abs()
-            assert diff.max().item() <= 1 and diff.float().mean().item() < 0.01
-    assert any(p.flip.any() for p in plans) and any((p.crop_x > 0).any() for p in plans)
+    for img, expected in _train_crops_and_planned(loader, full):
+        diff = (img.int() - expected.int()).abs()
+        assert diff.max().item() <= 1 and diff.float().mean().item() < 0.01
 
 
 def test_dali_enlarging_is_bilinear_interpolation_like_pil(synthetic):
