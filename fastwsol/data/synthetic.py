@@ -252,6 +252,8 @@ def _mask_box(mask: np.ndarray) -> np.ndarray:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    # Rename-only, no fsync (unlike checkpoint.write_bytes_atomic): one fsync per JPEG would
+    # slow generation, and a generation cut short is simply run again.
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_bytes(data)
     os.replace(tmp, path)
