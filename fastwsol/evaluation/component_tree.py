@@ -646,15 +646,19 @@ def _normalise_and_quantise(maps, out):
                 o[y, x] = np.uint8(((m[y, x] - low) / peak) * scale)
 
 
-def normalise_and_quantise(maps: np.ndarray) -> np.ndarray:
+def normalise_and_quantise(maps: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """(N, H, W) float32 upsampled CAMs → uint8 score maps in one compiled pass: bit-for-bit
     ``quantise_scoremaps(normalize_scoremaps(maps))`` (same float32 operations: subtract the
     minimum, divide by the new maximum, × 255, truncate; NaN or constant → zeros) without
-    materialising the float score maps."""
+    materialising the float score maps. ``out``: an optional C-contiguous uint8 (N, H, W)
+    array to write into."""
     maps = np.ascontiguousarray(maps, dtype=np.float32)
     if maps.ndim != 3:
         raise ValueError(f"maps must be (N, H, W), got shape {maps.shape}")
-    out = np.empty(maps.shape, np.uint8)
+    if out is None:
+        out = np.empty(maps.shape, np.uint8)
+    elif out.shape != maps.shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous uint8 array of shape {maps.shape}")
     _normalise_and_quantise(maps, out)
     return out
 
