@@ -229,6 +229,37 @@ def test_abandoned_epoch_does_not_leak_into_the_next(synthetic):
     assert epoch1.tolist() == expected.tolist()
 
 
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_dali_pipeline_batches_of_several_planned_batches_split_back(synthetic, monkeypatch, split):
+    """On the CPU a pipeline batch holds several planned batches (the last group and the eval
+    split's last batch smaller): handed out one planned batch at a time (each its own copy),
+    with the same indices and pixels as one planned batch per pipeline batch."""
+    from fastwsol.data.dali_loader import DaliSplitLoader
+
+    monkeypatch.setattr(DaliSplitLoader, "cpu_pipeline_batch", 8)  # 2 planned batches of 4 per pipeline batch
+    grouped = _loader(synthetic, split, "dali", output="uint8", seed=3)
+    monkeypatch.setattr(DaliSplitLoader, "cpu_pipeline_batch", 1)
+    single = _loader(synthetic, split, "dali", output="uint8", seed=3)
+    assert grouped.group == 2 and single.group == 1 and len(grouped) in (4, 5)  # 15 → 4+4+4+3; 21 → 5×4
+    for epoch in (0, 1):
+        a, b = _epoch(grouped, epoch), _epoch(single, epoch)
+        assert [len(x["indices"]) for x in a] == [len(p) for p in grouped.plan()]
+        for x, y, plan in zip(a, b, grouped.plan()):
+            assert x["indices"].tolist() == y["indices"].tolist() == plan.indices.tolist()
+            assert torch.equal(x["labels"], y["labels"]) and torch.equal(x["images"], y["images"])
+            assert x["images"].untyped_storage().nbytes() == x["images"].numel()  # its own copy, not a view
+
+
+def test_dali_reads_the_files_itself_unless_one_needs_reencoding(synthetic):
+    """DALI's file reader (paths from the source) and the source's bytes give the same pixels."""
+    in_pipeline = _loader(synthetic, "test", "dali", output="uint8")
+    from_python = _loader(synthetic, "test", "dali", output="uint8")
+    from_python.read_in_pipeline = False  # as when a file needs re-encoding
+    assert in_pipeline.read_in_pipeline and "path" in in_pipeline.fields() and "encoded" in from_python.fields()
+    for a, b in zip(_epoch(in_pipeline), _epoch(from_python), strict=True):
+        assert torch.equal(a["indices"], b["indices"]) and torch.equal(a["images"], b["images"])
+
+
 def test_fallback_with_worker_processes(synthetic):
     """Worker processes (forkserver once DALI is loaded: a plain fork would deadlock)."""
     loader = _loader(synthetic, "val", "torch", num_threads=2, output="uint8", batch_size=4)
