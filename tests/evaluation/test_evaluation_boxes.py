@@ -253,6 +253,26 @@ def test_single_contour_tie_picks_opencv_first_max():
         assert (fast == ref).all()
 
 
+def test_single_contour_compares_enclosed_areas_of_rings():
+    """contourArea counts what a contour encloses. A thick ring (more pixels of its own) and
+    a thin ring whose enclosed area lies between the thick ring's own pixels and its
+    enclosed area: OpenCV keeps the thick ring. The fast path must not decide from the thick
+    ring's own pixels, a lower bound of its area."""
+    m = np.zeros((SIZE, SIZE), np.float32)
+    m[10:90, 10:90] = 1
+    m[20:80, 20:80] = 0  # thick ring: ~2,800 px of its own, encloses ~6,200
+    m[120:190, 120:190] = 1
+    m[121:189, 121:189] = 0  # thin ring: ~280 px of its own, encloses ~4,800
+    largest = boxes_at_thresholds(m, THRESHOLDS[:1], multi_contour=False)[0]
+    assert largest.tolist() == [[10, 10, 90, 90]]
+    q = scoremap_to_uint8(m)[None]
+    for gt in ([[10, 10, 90, 90]], [[120, 120, 190, 190]]):
+        gt = np.array(gt)
+        fast = correct_at_thresholds(q, [gt], LEVELS, (70,), False)[0]
+        ref = correct_at_thresholds_opencv(m, gt, THRESHOLDS, (70,), False)
+        assert (fast == ref).all()
+
+
 def test_no_foreground_gives_zero_box():
     m = np.zeros((SIZE, SIZE), np.float32)
     assert boxes_at_thresholds(m, THRESHOLDS[:2])[1].tolist() == [[0, 0, 0, 0]]
