@@ -222,6 +222,13 @@ def test_fast_equals_opencv_image_by_image(zoo, multi_contour):
     assert mismatched.size == 0, f"fast path differs from OpenCV on maps {mismatched[:10]}"
 
 
+def _fast_and_opencv(m, gt, iou, multi_contour):
+    """correct_at_thresholds of the fast path and of OpenCV for one map and its GT boxes."""
+    gt = np.array(gt)
+    fast = correct_at_thresholds(scoremap_to_uint8(m)[None], [gt], LEVELS, (iou,), multi_contour)[0]
+    return fast, correct_at_thresholds_opencv(m, gt, THRESHOLDS, (iou,), multi_contour)
+
+
 def test_hole_contours_are_reported_and_matched():
     """A ring whose hole box is the only box matching the GT: the hole contour counts."""
     m = np.zeros((SIZE, SIZE), np.float32)
@@ -231,9 +238,7 @@ def test_hole_contours_are_reported_and_matched():
     gt = np.array([[59, 59, 141, 141]])
     boxes = boxes_at_thresholds(m, THRESHOLDS[:1])[0]
     assert [59, 59, 141, 141] in boxes.tolist()
-    q = scoremap_to_uint8(m)[None]
-    fast = correct_at_thresholds(q, [gt], LEVELS, (70,), True)[0]
-    ref = correct_at_thresholds_opencv(m, gt, THRESHOLDS, (70,), True)
+    fast, ref = _fast_and_opencv(m, gt, 70, True)
     assert ref[0, 0] and (fast == ref).all()
 
 
@@ -245,11 +250,8 @@ def test_single_contour_tie_picks_opencv_first_max():
     m[100, 10] = 1
     first_listed = boxes_at_thresholds(m, THRESHOLDS[:1], multi_contour=False)[0]
     assert first_listed.tolist() == [[10, 100, 11, 101]]
-    q = scoremap_to_uint8(m)[None]
     for gt in ([[10, 100, 11, 101]], [[30, 20, 31, 21]]):
-        gt = np.array(gt)
-        fast = correct_at_thresholds(q, [gt], LEVELS, (50,), False)[0]
-        ref = correct_at_thresholds_opencv(m, gt, THRESHOLDS, (50,), False)
+        fast, ref = _fast_and_opencv(m, gt, 50, False)
         assert (fast == ref).all()
 
 
@@ -265,11 +267,8 @@ def test_single_contour_compares_enclosed_areas_of_rings():
     m[121:189, 121:189] = 0  # thin ring: ~280 px of its own, encloses ~4,800
     largest = boxes_at_thresholds(m, THRESHOLDS[:1], multi_contour=False)[0]
     assert largest.tolist() == [[10, 10, 90, 90]]
-    q = scoremap_to_uint8(m)[None]
     for gt in ([[10, 10, 90, 90]], [[120, 120, 190, 190]]):
-        gt = np.array(gt)
-        fast = correct_at_thresholds(q, [gt], LEVELS, (70,), False)[0]
-        ref = correct_at_thresholds_opencv(m, gt, THRESHOLDS, (70,), False)
+        fast, ref = _fast_and_opencv(m, gt, 70, False)
         assert (fast == ref).all()
 
 
