@@ -21,7 +21,23 @@ side <= target side on both axes, e.g. every train image of the synthetic set) i
 ``warp_perspective`` (~0.45 ms per 224²) instead: when enlarging, PIL's bilinear is plain
 bilinear interpolation with edge clamping, which is what the warp computes with replicated
 borders (measured against PIL: max |Δ| 1, the same as the resize). Shrinking needs the
-antialiasing filter, so those samples keep the resize (a per-sample DALI conditional).
+antialiasing filter, so those samples keep the resize (a per-sample DALI conditional), except
+with uint8 output:
+
+With uint8 output on the CPU, DALI only decodes a shrinking sample; the loader resizes it with
+torch's antialiased bilinear (:func:`resize_like_pil`; train: to ``resize_size``², then the
+planned crop and flip, as the fallback does), in the main thread while DALI's threads work on
+the next batches. Torch's uint8 kernel (AVX2, written to match PIL's) took 0.19-0.38 ms per 224²
+output against 1.0-1.15 ms for DALI's resize (the synthetic set's shrinking images, one
+thread), and is closer to PIL: against the fallback on 380–500 px images max |Δ| 1, mean
+0.001, where DALI's resize gives max 8, mean 0.14. Float output keeps DALI's resize
+(normalising in the main thread would cost 0.2-0.3 ms per image), so a shrinking sample's float
+and uint8 pixels can differ by those few levels. Resizing the enlarge-only samples in torch too
+was measured and not kept: eval 2.6x instead of 2.2x the fallback, but train 2.0x instead of
+2.6x (the whole ``resize_size``² resize and the crop in the main thread; at load 2.3).
+bench_data.py, 5 runs of HEAD and this interleaved (load 0.9-4.6 from other jobs): eval uint8
+DALI/fallback 1.51-1.93x (median 1.58) -> 1.95-2.72x (median 2.46), DALI's CPU per image
+1.06-1.35 -> 0.76-0.90 ms; train and float rows (no shrinking sample, or unchanged) within noise.
 
 Also on the CPU, the pipeline's batch is several planned batches at once (at least
 ``cpu_pipeline_batch`` images; the loader hands them out one planned batch at a time, as
@@ -88,6 +104,15 @@ def warp_matrices(start: np.ndarray, end: np.ndarray, sizes: np.ndarray, image_s
     return matrices
 
 
+def resize_like_pil(image: np.ndarray, out: np.ndarray) -> None:
+    """Resizes uint8 HWC ``image`` into uint8 HWC ``out`` with PIL's bilinear filter (a triangle
+    widened by the scale when shrinking): torch's antialiased bilinear, whose uint8 CPU kernel
+    follows PIL's (max |Δ| 1 level against PIL on random and smooth images)."""
+    source, target = (torch.from_numpy(a).permute(2, 0, 1)[None] for a in (image, out))
+    # out= writes the HWC memory as is; interpolate() would return a CHW tensor (a copy: ~2x the time)
+    torch.ops.aten._upsample_bilinear2d_aa.out(source, list(out.shape[:2]), False, None, None, out=target)
+
+
 def concat_plans(plans: list[BatchPlan]) -> BatchPlan:
     """One pipeline batch made of several planned batches, in order."""
     fields = ("indices", "crop_x", "crop_y", "flip")
@@ -121,8 +146,7 @@ class _PlanSource:
                 values["roi_start"], values["roi_end"] = start, end
             if "enlarge" in fields:
                 sizes = loader.metadata.sizes[batch.indices]  # (w, h), checked against the files
-                target = loader.resize_size if loader.train else loader.image_size
-                values["enlarge"] = (sizes <= target).all(axis=1)
+                values["enlarge"] = loader.enlarge_only(batch.indices)
                 if not loader.train:
                     start, end = np.zeros((len(batch), 2), np.float32), np.ones((len(batch), 2), np.float32)
                 values["matrix"] = warp_matrices(start, end, sizes, loader.image_size)
@@ -143,6 +167,14 @@ class DaliSplitLoader(SplitLoader):
         # planned batches per pipeline batch (see the module doc)
         self.group = max(1, -(-self.cpu_pipeline_batch // self.batch_size)) if cpu else 1
         self.read_in_pipeline = cpu and not self.checked.needs_reencode
+        # shrinking samples: DALI only decodes them, the iterator resizes them (see the module doc)
+        self.shrink_in_torch = cpu and self.output == "uint8"
+        self._resized = np.empty((self.resize_size, self.resize_size, 3), np.uint8)  # train's scratch
+
+    def enlarge_only(self, indices: np.ndarray) -> np.ndarray:
+        """Whether each image's sides are all <= the resize target (it is only enlarged)."""
+        target = self.resize_size if self.train else self.image_size
+        return (self.metadata.sizes[indices] <= target).all(axis=1)
 
     def path_bytes(self, index: int) -> np.ndarray:
         """The path of image ``index`` as bytes, for ``fn.io.file.read``."""
@@ -162,9 +194,10 @@ class DaliSplitLoader(SplitLoader):
 
     def fields(self) -> tuple[str, ...]:
         """What the external source hands DALI per batch: the files' bytes or paths, the ROI
-        (train) and, on the CPU, the enlarge-only flag and warp matrix of each sample."""
+        (train, if DALI resizes) and, on the CPU, the enlarge-only flag and warp matrix of each
+        sample."""
         fields = ("path" if self.read_in_pipeline else "encoded", "indices")
-        fields += ("roi_start", "roi_end") if self.train else ()
+        fields += ("roi_start", "roi_end") if self.train and not self.shrink_in_torch else ()
         return fields if self.device.type == "cuda" else fields + ("enlarge", "matrix")
 
     def _build(self):
@@ -205,7 +238,7 @@ class DaliSplitLoader(SplitLoader):
                     images, inputs["matrix"], size=[size, size], interp_type=types.INTERP_LINEAR,
                     border_mode="replicate", pixel_origin="corner",
                 )
-            else:
+            elif not self.shrink_in_torch:  # else handed out as decoded
                 images = resize(images, inputs)
             if output == "float":
                 images = fn.crop_mirror_normalize(
@@ -241,23 +274,47 @@ class DaliSplitLoader(SplitLoader):
                        for plan in group for i in plan.indices]
                 raise RuntimeError(f"DALI failed on one of these images under {self.image_dir}: {ids}: {exc}") from exc
             group = self._source.current.pop(0)
-            images, indices = images.as_tensor(), torch.from_numpy(np.array(indices.as_tensor()).reshape(-1))
+            if not self.shrink_in_torch:  # else the samples' sizes differ
+                images = images.as_tensor()
+            indices = torch.from_numpy(np.array(indices.as_tensor()).reshape(-1))
             start = 0
             for plan in group:  # DALI keeps the outputs until the next run()
                 stop = start + len(plan)
-                yield self._batch(self._to_torch(images, start, stop), indices[start:stop])
+                yield self._batch(self._to_torch(images, start, plan), indices[start:stop])
                 start = stop
 
-    def _to_torch(self, dense, start: int, stop: int) -> torch.Tensor:
-        """Samples ``start:stop`` of the pipeline batch ``dense`` as a torch tensor (a copy of
-        its own, one allocation per planned batch: DALI reuses its buffers); uint8 B×H×W×3 is
-        returned as its B×3×H×W view."""
+    def _to_torch(self, images, start: int, plan: BatchPlan) -> torch.Tensor:
+        """The samples of ``plan``, from ``start`` in the pipeline's output ``images``, as a
+        torch tensor (a copy of its own, one allocation per planned batch: DALI reuses its
+        buffers); uint8 B×H×W×3 is returned as its B×3×H×W view."""
         if self.device.type == "cuda":  # one planned batch per pipeline batch
             from nvidia.dali.plugin.pytorch import feed_ndarray
 
             dtype = torch.float32 if self.output == "float" else torch.uint8
-            out = torch.empty(dense.shape(), dtype=dtype, device=self.device)
-            feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(self.device))
+            out = torch.empty(images.shape(), dtype=dtype, device=self.device)
+            feed_ndarray(images, out, cuda_stream=torch.cuda.current_stream(self.device))
+        elif self.shrink_in_torch:
+            out = torch.from_numpy(self._finish_resize(images, start, plan))
         else:
-            out = torch.from_numpy(np.array(np.asarray(dense)[start:stop]))
+            out = torch.from_numpy(np.array(np.asarray(images)[start : start + len(plan)]))
         return out if self.output == "float" else out.permute(0, 3, 1, 2)
+
+    def _finish_resize(self, images, start: int, plan: BatchPlan) -> np.ndarray:
+        """uint8 B×S×S×3: the warped (enlarge-only) samples copied, the others, handed out as
+        decoded, resized as the fallback does (train: to ``resize_size``², then crop and flip).
+        Copies in numpy: a torch copy of an image runs on torch's OpenMP threads, which then
+        fight DALI's threads for the cores (measured: a train epoch 10x slower)."""
+        size = self.image_size
+        out = np.empty((len(plan), size, size, 3), np.uint8)
+        enlarge = self.enlarge_only(plan.indices)
+        for k, (x, y, flip) in enumerate(zip(plan.crop_x, plan.crop_y, plan.flip)):
+            image = np.asarray(images[start + k])
+            if enlarge[k]:
+                out[k] = image
+            elif not self.train:
+                resize_like_pil(image, out[k])
+            else:
+                resize_like_pil(image, self._resized)
+                crop = self._resized[y : y + size, x : x + size]
+                out[k] = crop[:, ::-1] if flip else crop
+        return out
