@@ -115,9 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--test-per-class", type=int, default=20)
     synth.add_argument("--val-per-class", type=int, default=None, help="default: --test-per-class")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--task", choices=("parts", "bodies"), default="parts",
+    synth.add_argument("--task", default="parts",
                        help="parts: the WSOL set (class = the small part); bodies: its pretraining stand-in "
-                            "(class = the body's pattern and colours)")
+                            "(class = the body's pattern and colours); objects: a pretraining stand-in needing both "
+                            "(class = body class × one of 10 parts outside the WSOL set's default classes)")
     synth.add_argument("--body-cue", type=float, default=0.0,
                        help="parts task: probability that a body wears its class's tint (a weak class cue); 0 = none")
     synth.set_defaults(func=_make_synthetic)

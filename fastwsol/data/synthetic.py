@@ -53,8 +53,13 @@ BODY_PALETTE = (
     ((210, 160, 170), (120, 60, 80)), ((180, 180, 180), (80, 80, 80)), ((160, 200, 210), (50, 110, 120)),
     ((200, 170, 130), (90, 70, 110)),
 )
-TASKS = ("parts", "bodies")
-MAX_CLASSES_OF_TASK = {"parts": MAX_CLASSES, "bodies": len(BODY_PATTERNS) * len(BODY_PALETTE)}
+# The "objects" pretraining task: class = (body class, part); its parts are the part vocabulary's
+# classes 10..19, disjoint from the WSOL set's default 10 classes (same shapes and colours, other
+# pairs), so neither the body nor the part alone gives the class.
+OBJECT_PART_OFFSET, OBJECT_PARTS = 10, 10
+TASKS = ("parts", "bodies", "objects")
+MAX_CLASSES_OF_TASK = {"parts": MAX_CLASSES, "bodies": len(BODY_PATTERNS) * len(BODY_PALETTE),
+                       "objects": len(BODY_PATTERNS) * len(BODY_PALETTE) * OBJECT_PARTS}
 JPEG_QUALITY = 90
 
 
@@ -229,6 +234,11 @@ def render_sample(rng: np.random.Generator, label: int, spec: SyntheticSpec) -> 
         pattern, colours = body_of_class(label)
         texture = _body_texture(rng, width, height, pattern, colours)
         shape, colour = part_of_class(int(rng.integers(0, MAX_CLASSES)))  # a part of no class
+    elif spec.task == "objects":
+        body, part = divmod(label, OBJECT_PARTS)
+        pattern, colours = body_of_class(body)
+        texture = _body_texture(rng, width, height, pattern, colours)
+        shape, colour = part_of_class(OBJECT_PART_OFFSET + part)
     else:
         texture = _body_texture(rng, width, height)
         if spec.body_cue > 0:

@@ -130,6 +130,34 @@ def test_bodies_task_class_is_the_body_and_the_part_is_random(tmp_path):
         make_synthetic_dataset(tmp_path / "y", classes=MAX_CLASSES_OF_TASK["bodies"] + 1, task="bodies")
 
 
+def test_objects_task_class_is_the_body_and_the_part_together(tmp_path):
+    """The other pretraining stand-in: class = (body class, part) with parts outside the WSOL
+    set's default classes, so neither the body nor the part alone gives the class."""
+    from fastwsol.data.synthetic import (BODY_PALETTE, MAX_CLASSES_OF_TASK, OBJECT_PART_OFFSET, OBJECT_PARTS,
+                                         part_of_class)
+
+    assert OBJECT_PART_OFFSET >= 10  # disjoint from the default WSOL classes 0..9
+    classes = 2 * OBJECT_PARTS  # two bodies × every part
+    paths = make_synthetic_dataset(tmp_path / "o", classes=classes, train_per_class=1, test_per_class=1, seed=4,
+                                   task="objects")
+    meta = read_split_metadata(paths.metadata_root, paths.dataset, "train")
+    part_lines = (meta.split_dir / "part_localization.txt").read_text().splitlines()
+    for i, (image_id, label, line) in enumerate(zip(meta.image_ids, meta.labels, part_lines)):
+        body, part = divmod(int(label), OBJECT_PARTS)
+        rgb = cv2.imread(str(paths.data_root / paths.dataset / image_id))[..., ::-1].astype(int)
+        x0, y0, x1, y1 = meta.boxes[i][0]
+        object_pixels = rgb[y0 : y1 + 1, x0 : x1 + 1].reshape(-1, 3)
+        light, dark = (np.array(c) for c in BODY_PALETTE[body % len(BODY_PALETTE)])
+        near = np.minimum(np.abs(object_pixels - light).max(1), np.abs(object_pixels - dark).max(1)) < 40
+        assert near.mean() > 0.15, image_id  # the body of the class's body class
+        px0, py0, px1, py1 = (int(v) for v in line.split(",")[1:])
+        crop = rgb[py0 : py1 + 1, px0 : px1 + 1].reshape(-1, 3)
+        colour = np.array(part_of_class(OBJECT_PART_OFFSET + part)[1])
+        assert (np.abs(crop - colour).max(1) < 40).mean() > 0.3, image_id  # the class's part
+    with pytest.raises(ValueError, match="classes"):
+        make_synthetic_dataset(tmp_path / "y", classes=MAX_CLASSES_OF_TASK["objects"] + 1, task="objects")
+
+
 def test_body_cue_tints_the_body_with_the_class_colour_that_often(tmp_path):
     """``body_cue=q``: a body wears its own class's tint with probability q (else a random
     class's), a weak class cue; ``body_cue=0`` leaves every body in the shared colours."""
