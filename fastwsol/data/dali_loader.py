@@ -35,9 +35,10 @@ thread), and is closer to PIL: against the fallback on 380–500 px images max |
 and uint8 pixels can differ by those few levels. Resizing the enlarge-only samples in torch too
 was measured and not kept: eval 2.6x instead of 2.2x the fallback, but train 2.0x instead of
 2.6x (the whole ``resize_size``² resize and the crop in the main thread; at load 2.3).
-bench_data.py, 5 runs of HEAD and this interleaved (load 0.9-4.6 from other jobs): eval uint8
-DALI/fallback 1.51-1.93x (median 1.58) -> 1.95-2.72x (median 2.46), DALI's CPU per image
-1.06-1.35 -> 0.76-0.90 ms; train and float rows (no shrinking sample, or unchanged) within noise.
+Measured with bench_data.py, 5 interleaved runs each with DALI's resize and with this (load
+0.9-4.6 from other jobs): eval uint8 DALI/fallback median 1.58x -> 2.46x, DALI's CPU per image
+1.06-1.35 -> 0.76-0.90 ms; the train and float rows (no shrinking sample, or unchanged code)
+within noise.
 
 Also on the CPU, the pipeline's batch is several planned batches at once (at least
 ``cpu_pipeline_batch`` images; the loader hands them out one planned batch at a time, as
