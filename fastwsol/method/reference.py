@@ -34,7 +34,11 @@ def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
 
 def target_similarity(feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """S_u = cos(w_y, F_u) with ``F.normalize`` semantics (norms clamped at 1e-12): ``B×H×W``."""
-    w = F.normalize(fc_weight, dim=1)[target]  # B×D
+    # Rows picked by a one-hot product, not by indexing: the forward is the same (exact zeros
+    # and ones), but indexing's backward accumulates repeated classes with atomic adds in
+    # Inductor's parallel C++ code, so compiled training was not reproducible run to run.
+    one_hot = F.one_hot(target, fc_weight.shape[0]).to(fc_weight.dtype)
+    w = one_hot @ F.normalize(fc_weight, dim=1)  # B×D
     f = F.normalize(feature, dim=1)
     # A product-sum, not einsum: the same contraction, but one Inductor can fuse with F.normalize
     # (einsum becomes a bmm that needs the normalised copy of F stored for backward).
