@@ -26,9 +26,23 @@ The tests check all of this against OpenCV image by image.
 
 Per component the sweep also keeps its Euler number (Gray's bit quads, updated from the
 added pixel's 8-neighbourhood by table lookup): χ(C) = 1 − #holes(C). It tells when
-fill(C) = C (then the area is a running sum), and which components hold holes; the hole
-sweep runs only up to the last threshold where a hole box could still add a hit (a hole box
-lies inside its component's box, which bounds its IoU).
+fill(C) = C (then the area is a running sum), and which components hold holes. The hole
+sweep runs only up to the last threshold where a hole box could still add a hit, and scores
+holes only at thresholds where one could; two necessary conditions for a hole H of C to
+give a hit on GT box g at δ, both exact (after float rounding too):
+
+* reach: the hole box lies inside C's box, so IoU ≤ |box(C) ∩ g| / |g| must be ≥ δ;
+* size: IoU(B, g) ≥ δ needs w_B + h_B ≥ a least sum fixed by g and δ
+  (:func:`_hole_sum_bounds`), and C's crack length (the number of 4-adjacent pairs of a
+  pixel of C and one not in C, kept per component like χ) bounds w_H + h_H: in every column
+  that H spans, H's topmost and bottommost pixels border C (a 4-connected hole's outer
+  boundary is one 8-connected ring of C), and so do its leftmost and rightmost pixels in
+  every row, so H alone has ≥ 2(w_H + h_H) crack edges of C, each other hole ≥ 4, and C's
+  outer boundary ≥ 2(w_C + h_C) more (the extreme pixels of C per column and row, which face
+  no hole); the hole box is w_H + 3 wide and h_H + 3 tall.
+
+At low thresholds, where a component spanning the image encloses many small noise dips,
+the reach condition alone always held; the size condition rules most of them out.
 
 Why numba: the sweeps are branchy scalar loops over pixels in value order (nothing for
 torch/Triton to vectorise, no GPU here); numba compiles them ahead of use with
@@ -45,12 +59,17 @@ __all__ = ["correct_at_thresholds", "quantise_scoremaps", "normalise_and_quantis
 
 _NOGIL = dict(cache=True, nogil=True)
 
+# Index arrays through an unsigned type: numba then skips its negative-index wraparound
+# (a shift, an and and a spilled shape load per access in the pixel loops). Every index
+# below is a valid nonnegative position.
+_U = np.uint64
+
 
 @nb.njit(inline="always", **_NOGIL)
 def _find(parent, x):
-    while parent[x] != x:  # path halving
-        parent[x] = parent[parent[x]]
-        x = parent[x]
+    while parent[_U(x)] != x:  # path halving
+        parent[_U(x)] = parent[_U(parent[_U(x)])]
+        x = parent[_U(x)]
     return x
 
 
@@ -75,40 +94,78 @@ def _hit_mask(x0, y0, x1, y1, gt, iou_thresholds):
 
 
 @nb.njit(**_NOGIL)
-def _reach_mask(x0, y0, x1, y1, gt, iou_thresholds):
-    """Bit j set iff a box B inside (x0, y0, x1, y1) could reach IoU ≥ δ_j with a GT box g:
-    IoU(B, g) ≤ |B ∩ g| / |g| ≤ |box ∩ g| / |g| (exactly, and so after float rounding)."""
-    best = 0.0
+def _hole_sum_bounds(gt, iou_thresholds):
+    """need[g, j]: a lower bound of w + h (inclusive width and height) of any box B with
+    IoU(B, g) ≥ δ_j after float rounding. IoU ≤ w/w_g if w ≤ w_g (|B ∩ g| ≤ w·h_g, union ≥ |g|)
+    and IoU ≤ 1 ≤ w/w_g otherwise, so w ≥ δ·w_g; likewise h ≥ δ·h_g; and IoU ≤ |B|/|g| gives
+    w·h ≥ δ·|g| = P. The least w + h under these is 2√P if √P ≥ δ·max(w_g, h_g), else
+    δ·max(w_g, h_g) + min(w_g, h_g). The factor 1 − 1e-9 covers float rounding (an IoU that
+    rounds up to δ, and this bound's own rounding) with a wide margin."""
+    need = np.empty((gt.shape[0], iou_thresholds.shape[0]), np.float64)
+    for g in range(gt.shape[0]):
+        wg = gt[g, 2] - gt[g, 0] + 1
+        hg = gt[g, 3] - gt[g, 1] + 1
+        for j in range(iou_thresholds.shape[0]):
+            d = iou_thresholds[j]
+            root = np.sqrt(d * wg * hg)
+            big = d * max(wg, hg)
+            need[g, j] = (2 * root if root >= big else big + min(wg, hg)) * (1 - 1e-9)
+    return need
+
+
+@nb.njit(**_NOGIL)
+def _reach_mask(x0, y0, x1, y1, max_sum, gt, iou_thresholds, need_sum):
+    """Bit j set iff a box B inside (x0, y0, x1, y1) with w_B + h_B ≤ max_sum could reach
+    IoU ≥ δ_j with some GT box g: IoU(B, g) ≤ |B ∩ g| / |g| ≤ |box ∩ g| / |g| (exactly, and so
+    after float rounding), and w_B + h_B ≥ need_sum[g, j] (:func:`_hole_sum_bounds`)."""
+    mask = 0
     for g in range(gt.shape[0]):
         iw = min(x1, gt[g, 2]) - max(x0, gt[g, 0]) + 1
         ih = min(y1, gt[g, 3]) - max(y0, gt[g, 1]) + 1
         inter = max(0, iw) * max(0, ih)
         area = (gt[g, 2] - gt[g, 0] + 1) * (gt[g, 3] - gt[g, 1] + 1)
         reach = inter / area if area > 0 else 0.0
-        if reach > best:
-            best = reach
-    mask = 0
-    for j in range(iou_thresholds.shape[0]):
-        if best >= iou_thresholds[j]:
-            mask |= 1 << j
+        for j in range(iou_thresholds.shape[0]):
+            if reach >= iou_thresholds[j] and max_sum >= need_sum[g, j]:
+                mask |= 1 << j
     return mask
 
 
 @nb.njit(**_NOGIL)
 def _pixels_by_value(q, height, width, order):
-    """Counting sort: ``order`` ← the pixels as indices into the image padded by a one-pixel
-    frame, by value (raster order within a value); returns each value's start."""
-    counts = np.zeros(257, np.int64)
-    for p in range(q.size):
-        counts[q[p] + 1] += 1
-    starts = np.cumsum(counts)
-    fill = starts[:256].copy()
-    pw = width + 2
+    """Counting sort: ``order`` ← the pixels by value (raster order within a value), each
+    coded as its index p into the image padded by a one-pixel frame | x << 32 | y << 48 (the
+    sweeps read x, y from the code: sequential, not a table lookup); returns each value's
+    start. Runs of equal values are common in smooth maps, so neither pass chains every
+    pixel through one counter in memory: the counts go to four lanes (x mod 4), and the
+    scatter keeps a run's next slot in a register."""
+    counts = np.zeros(1024, np.int64)
     for y in range(height):
+        row = y * width
         for x in range(width):
-            v = q[y * width + x]
-            order[fill[v]] = (y + 1) * pw + x + 1
-            fill[v] += 1
+            counts[_U(q[_U(row + x)] * 4 + (x & 3))] += 1
+    starts = np.empty(257, np.int64)
+    fill = np.empty(256, np.int64)
+    total = 0
+    for v in range(256):
+        starts[v] = total
+        fill[v] = total
+        total += counts[v * 4] + counts[v * 4 + 1] + counts[v * 4 + 2] + counts[v * 4 + 3]
+    starts[256] = total
+    pw = width + 2
+    for y in range(height if width > 0 else 0):
+        row = y * width
+        run = _U(q[_U(row)])
+        pos = fill[run]
+        for x in range(width):
+            v = _U(q[_U(row + x)])
+            if v != run:
+                fill[run] = pos
+                run = v
+                pos = fill[v]
+            order[_U(pos)] = ((y + 1) * pw + x + 1) | (x << 32) | (y << 48)
+            pos += 1
+        fill[run] = pos
     return starts
 
 
@@ -118,8 +175,9 @@ def _neighbourhood(added, p, pw):
     above = p - pw
     below = p + pw
     return (
-        added[above - 1] | (added[above] << 1) | (added[above + 1] << 2) | (added[p - 1] << 3)
-        | (added[p + 1] << 4) | (added[below - 1] << 5) | (added[below] << 6) | (added[below + 1] << 7)
+        added[_U(above - 1)] | (added[_U(above)] << 1) | (added[_U(above + 1)] << 2) | (added[_U(p - 1)] << 3)
+        | (added[_U(p + 1)] << 4) | (added[_U(below - 1)] << 5) | (added[_U(below)] << 6)
+        | (added[_U(below + 1)] << 7)
     )
 
 
@@ -210,6 +268,9 @@ def _area_delta_table() -> np.ndarray:
 
 
 _EULER_DELTA = _euler_delta_table()
+# Δ crack length when a pixel joins: 4 new pairs with its non-foreground 4-neighbours (N, W,
+# E, S are bits 1, 3, 4, 6), and the pairs it formed with its foreground 4-neighbours go.
+_CRACK_DELTA = np.array([4 - 2 * sum((bits >> i) & 1 for i in (1, 3, 4, 6)) for bits in range(256)], np.int64)
 _AREA2_DELTA = _area_delta_table()
 
 # Neighbour i of a pixel, in the bit order of the sweeps' offset arrays.
@@ -263,8 +324,9 @@ _GROUPS_4 = _neighbour_groups(4)
 @nb.njit(**_NOGIL)
 def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, multi_contour, out, hole_reach, ws):
     """Descending sweep over 8-connected foreground components: ORs their hit masks into
-    out[k], and sets bit j of hole_reach[k] when some component with a hole has a box that a
-    hole box (which lies inside it) could match at δ_j (see :func:`_reach_mask`).
+    out[k], and sets bit j of hole_reach[k] when some component with a hole could have a hole
+    box matching at δ_j: its box reaches far enough into a GT box and its crack length
+    leaves room for a hole box large enough (see the module docstring, :func:`_reach_mask`).
 
     Union–find runs on the image padded by a one-pixel frame that is never foreground, so
     neighbours need no bounds checks; bboxes are kept in image coordinates. A component is
@@ -272,13 +334,14 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
     pw = width + 2
     # Work arrays are reused across images: entries are initialised when a pixel is added.
     (parent, size, added, box, mask, is_dirty, dirty, potential, active, position, first,
-     area_size, area2, component_euler4, window_area2, grid, stack, column, row) = ws
+     area_size, area2, component_euler4, window_area2, grid, stack, crack) = ws
     added[:] = 0
     is_dirty[:] = False
     num_dirty = 0
     counts = np.zeros(iou_thresholds.shape[0], np.int64)
     offsets = np.array([-pw - 1, -pw, -pw + 1, -1, 1, pw - 1, pw, pw + 1])
     potential_counts = np.zeros(iou_thresholds.shape[0], np.int64)
+    need_sum = _hole_sum_bounds(gt, iou_thresholds)
     # single-contour bookkeeping: active roots, first pixel in raster order, cached areas
     num_active = 0
     empty_mask = _hit_mask(0, 0, 0, 0, gt, iou_thresholds)
@@ -288,86 +351,92 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
         level = levels[k]
         for v in range(top - 1, level, -1):
             for i in range(starts[v], starts[v + 1]):
-                p = order[i]
-                x = column[p]
-                y = row[p]
-                added[p] = 1
+                code = order[_U(i)]
+                p = code & 0xFFFFFFFF
+                x = (code >> 32) & 0xFFFF
+                y = code >> 48
+                added[_U(p)] = 1
                 num_foreground += 1
                 bits = _neighbourhood(added, p, pw)
                 a = -1
                 for g in range(_GROUPS_8[bits, 0]):
-                    b = _find(parent, p + offsets[_GROUPS_8[bits, 1 + g]])
+                    b = _find(parent, p + offsets[_U(_GROUPS_8[bits, 1 + g])])
                     if a == -1:
                         a = b
                         continue
                     if a == b:
                         continue
-                    if size[a] < size[b]:
+                    if size[_U(a)] < size[_U(b)]:
                         a, b = b, a
-                    parent[b] = a
-                    size[a] += size[b]
-                    box[a, 0] = min(box[a, 0], box[b, 0])
-                    box[a, 1] = min(box[a, 1], box[b, 1])
-                    box[a, 2] = max(box[a, 2], box[b, 2])
-                    box[a, 3] = max(box[a, 3], box[b, 3])
-                    component_euler4[a] += component_euler4[b]
+                    parent[_U(b)] = a
+                    size[_U(a)] += size[_U(b)]
+                    box[_U(a), 0] = min(box[_U(a), 0], box[_U(b), 0])
+                    box[_U(a), 1] = min(box[_U(a), 1], box[_U(b), 1])
+                    box[_U(a), 2] = max(box[_U(a), 2], box[_U(b), 2])
+                    box[_U(a), 3] = max(box[_U(a), 3], box[_U(b), 3])
+                    component_euler4[_U(a)] += component_euler4[_U(b)]
+                    crack[_U(a)] += crack[_U(b)]
                     if multi_contour:
-                        _add_mask(counts, mask[b], -1)
-                        mask[b] = 0
-                        _add_mask(potential_counts, potential[b], -1)
-                        potential[b] = 0
+                        _add_mask(counts, mask[_U(b)], -1)
+                        mask[_U(b)] = 0
+                        _add_mask(potential_counts, potential[_U(b)], -1)
+                        potential[_U(b)] = 0
                     else:
-                        first[a] = min(first[a], first[b])
-                        area2[a] = max(area2[a], area2[b])  # fill(A ∪ B) ⊇ fill(A), fill(B)
-                        window_area2[a] += window_area2[b]
-                        last = active[num_active - 1]
-                        active[position[b]] = last
-                        position[last] = position[b]
+                        first[_U(a)] = min(first[_U(a)], first[_U(b)])
+                        area2[_U(a)] = max(area2[_U(a)], area2[_U(b)])  # fill(A ∪ B) ⊇ fill(A), fill(B)
+                        window_area2[_U(a)] += window_area2[_U(b)]
+                        last = active[_U(num_active - 1)]
+                        active[_U(position[_U(b)])] = last
+                        position[_U(last)] = position[_U(b)]
                         num_active -= 1
-                    if not is_dirty[a]:
-                        is_dirty[a] = True
-                        dirty[num_dirty] = a
+                    if not is_dirty[_U(a)]:
+                        is_dirty[_U(a)] = True
+                        dirty[_U(num_dirty)] = a
                         num_dirty += 1
                 if a == -1:  # a new component
                     a = p
-                    parent[p] = p
-                    mask[p] = 0
-                    potential[p] = 0
-                    area_size[p] = -1
-                    area2[p] = 0  # a lower bound of 2·contourArea until computed
-                    size[p] = 1
-                    box[p, 0] = x
-                    box[p, 1] = y
-                    box[p, 2] = x
-                    box[p, 3] = y
-                    first[p] = p  # padded indices keep raster order
-                    component_euler4[p] = _EULER_DELTA[bits]
+                    parent[_U(p)] = p
+                    mask[_U(p)] = 0
+                    potential[_U(p)] = 0
+                    area_size[_U(p)] = -1
+                    area2[_U(p)] = 0  # a lower bound of 2·contourArea until computed
+                    size[_U(p)] = 1
+                    box[_U(p), 0] = x
+                    box[_U(p), 1] = y
+                    box[_U(p), 2] = x
+                    box[_U(p), 3] = y
+                    first[_U(p)] = p  # padded indices keep raster order
+                    component_euler4[_U(p)] = _EULER_DELTA[bits]
+                    crack[_U(p)] = 4
                     if not multi_contour:
-                        window_area2[p] = _AREA2_DELTA[bits]
-                        position[p] = num_active
-                        active[num_active] = p
+                        window_area2[_U(p)] = _AREA2_DELTA[bits]
+                        position[_U(p)] = num_active
+                        active[_U(num_active)] = p
                         num_active += 1
-                    is_dirty[p] = True
-                    dirty[num_dirty] = p
+                    is_dirty[_U(p)] = True
+                    dirty[_U(num_dirty)] = p
                     num_dirty += 1
                     continue
-                parent[p] = a
-                size[a] += 1
-                component_euler4[a] += _EULER_DELTA[bits]
+                parent[_U(p)] = a
+                size[_U(a)] += 1
+                component_euler4[_U(a)] += _EULER_DELTA[bits]
                 if not multi_contour:
-                    window_area2[a] += _AREA2_DELTA[bits]
-                elif _EULER_DELTA[bits] != 0 and not is_dirty[a]:  # a hole opened or closed
-                    is_dirty[a] = True
-                    dirty[num_dirty] = a
-                    num_dirty += 1
-                if x < box[a, 0] or y < box[a, 1] or x > box[a, 2] or y > box[a, 3]:
-                    box[a, 0] = min(box[a, 0], x)
-                    box[a, 1] = min(box[a, 1], y)
-                    box[a, 2] = max(box[a, 2], x)
-                    box[a, 3] = max(box[a, 3], y)
-                    if not is_dirty[a]:
-                        is_dirty[a] = True
-                        dirty[num_dirty] = a
+                    window_area2[_U(a)] += _AREA2_DELTA[bits]
+                else:  # (crack is kept in multi-contour mode only)
+                    crack[_U(a)] += _CRACK_DELTA[bits]
+                    # holes opened or closed, or, with holes, the crack bound moved
+                    if (_EULER_DELTA[bits] != 0 or component_euler4[_U(a)] != 4) and not is_dirty[_U(a)]:
+                        is_dirty[_U(a)] = True
+                        dirty[_U(num_dirty)] = a
+                        num_dirty += 1
+                if x < box[_U(a), 0] or y < box[_U(a), 1] or x > box[_U(a), 2] or y > box[_U(a), 3]:
+                    box[_U(a), 0] = min(box[_U(a), 0], x)
+                    box[_U(a), 1] = min(box[_U(a), 1], y)
+                    box[_U(a), 2] = max(box[_U(a), 2], x)
+                    box[_U(a), 3] = max(box[_U(a), 3], y)
+                    if not is_dirty[_U(a)]:
+                        is_dirty[_U(a)] = True
+                        dirty[_U(num_dirty)] = a
                         num_dirty += 1
         top = min(top, level + 1)
         if num_foreground == 0:
@@ -386,7 +455,13 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
                 mask[d] = _hit_mask(x0, y0, x1, y1, gt, iou_thresholds)
                 potential[d] = 0
                 if component_euler4[d] < 4:  # χ(C) = 1 − #holes(C)
-                    potential[d] = _reach_mask(x0, y0, x1, y1, gt, iou_thresholds)
+                    holes = 1 - component_euler4[d] // 4
+                    w = box[d, 2] - box[d, 0] + 1
+                    h = box[d, 3] - box[d, 1] + 1
+                    # w_H + h_H of any one hole ≤ crack/2 − (w + h) − 2·(holes − 1) (the crack
+                    # length is even); its box is 3 wider and 3 taller than H
+                    max_sum = crack[d] // 2 - w - h - 2 * (holes - 1) + 6
+                    potential[d] = _reach_mask(x0, y0, x1, y1, max_sum, gt, iou_thresholds, need_sum)
                 _add_mask(counts, mask[d], 1)
                 _add_mask(potential_counts, potential[d], 1)
             num_dirty = 0
@@ -453,14 +528,20 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
 
 
 @nb.njit(**_NOGIL)
-def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out, last, ws):
-    """Ascending sweep over 4-connected background components for thresholds 0..last. The
-    padding frame starts as one background component; whatever joins it is not a hole, the
-    rest are holes, whose contour's rect is their bbox grown by one pixel."""
+def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out, need, ws):
+    """Ascending sweep over 4-connected background components up to the last threshold k
+    with need[k] ≠ 0; holes are scored only at those thresholds. The padding frame starts as
+    one background component; whatever joins it is not a hole, the rest are holes, whose
+    contour's rect is their bbox grown by one pixel."""
+    last = -1
+    for k in range(need.shape[0]):
+        if need[k]:
+            last = k
+    # a hole box narrower + shorter than this matches no GT box at any δ (_hole_sum_bounds)
+    least_sum = _hole_sum_bounds(gt, iou_thresholds).min()
     pw = width + 2
     total = (height + 2) * pw
     parent, size, added, box, mask, is_dirty, dirty = ws[:7]
-    column, row = ws[-2:]
     added[:] = 0
     is_dirty[:] = False
     outside = 0
@@ -482,67 +563,72 @@ def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out
         level = levels[k]
         for v in range(low, level + 1):
             for i in range(starts[v], starts[v + 1]):
-                p = order[i]
-                x = column[p]
-                y = row[p]
-                added[p] = 1
+                code = order[_U(i)]
+                p = code & 0xFFFFFFFF
+                x = (code >> 32) & 0xFFFF
+                y = code >> 48
+                added[_U(p)] = 1
                 bits = _neighbourhood(added, p, pw)
                 a = -1
                 for g in range(_GROUPS_4[bits, 0]):
-                    b = _find(parent, p + offsets[_GROUPS_4[bits, 1 + g]])
+                    b = _find(parent, p + offsets[_U(_GROUPS_4[bits, 1 + g])])
                     if a == -1:
                         a = b
                         continue
                     if a == b:
                         continue
-                    if size[a] < size[b]:
+                    if size[_U(a)] < size[_U(b)]:
                         a, b = b, a
-                    parent[b] = a
-                    size[a] += size[b]
-                    box[a, 0] = min(box[a, 0], box[b, 0])
-                    box[a, 1] = min(box[a, 1], box[b, 1])
-                    box[a, 2] = max(box[a, 2], box[b, 2])
-                    box[a, 3] = max(box[a, 3], box[b, 3])
-                    _add_mask(counts, mask[b], -1)
-                    mask[b] = 0
-                    if not is_dirty[a]:
-                        is_dirty[a] = True
-                        dirty[num_dirty] = a
+                    parent[_U(b)] = a
+                    size[_U(a)] += size[_U(b)]
+                    box[_U(a), 0] = min(box[_U(a), 0], box[_U(b), 0])
+                    box[_U(a), 1] = min(box[_U(a), 1], box[_U(b), 1])
+                    box[_U(a), 2] = max(box[_U(a), 2], box[_U(b), 2])
+                    box[_U(a), 3] = max(box[_U(a), 3], box[_U(b), 3])
+                    _add_mask(counts, mask[_U(b)], -1)
+                    mask[_U(b)] = 0
+                    if not is_dirty[_U(a)]:
+                        is_dirty[_U(a)] = True
+                        dirty[_U(num_dirty)] = a
                         num_dirty += 1
                 if a == -1:
-                    parent[p] = p
-                    mask[p] = 0
-                    size[p] = 1
-                    box[p, 0] = x
-                    box[p, 1] = y
-                    box[p, 2] = x
-                    box[p, 3] = y
-                    is_dirty[p] = True
-                    dirty[num_dirty] = p
+                    parent[_U(p)] = p
+                    mask[_U(p)] = 0
+                    size[_U(p)] = 1
+                    box[_U(p), 0] = x
+                    box[_U(p), 1] = y
+                    box[_U(p), 2] = x
+                    box[_U(p), 3] = y
+                    is_dirty[_U(p)] = True
+                    dirty[_U(num_dirty)] = p
                     num_dirty += 1
                     continue
-                parent[p] = a
-                size[a] += 1
-                if a != outside and (x < box[a, 0] or y < box[a, 1] or x > box[a, 2] or y > box[a, 3]):
-                    box[a, 0] = min(box[a, 0], x)
-                    box[a, 1] = min(box[a, 1], y)
-                    box[a, 2] = max(box[a, 2], x)
-                    box[a, 3] = max(box[a, 3], y)
-                    if not is_dirty[a]:
-                        is_dirty[a] = True
-                        dirty[num_dirty] = a
+                parent[_U(p)] = a
+                size[_U(a)] += 1
+                if a != outside and (x < box[_U(a), 0] or y < box[_U(a), 1] or x > box[_U(a), 2] or y > box[_U(a), 3]):
+                    box[_U(a), 0] = min(box[_U(a), 0], x)
+                    box[_U(a), 1] = min(box[_U(a), 1], y)
+                    box[_U(a), 2] = max(box[_U(a), 2], x)
+                    box[_U(a), 3] = max(box[_U(a), 3], y)
+                    if not is_dirty[_U(a)]:
+                        is_dirty[_U(a)] = True
+                        dirty[_U(num_dirty)] = a
                         num_dirty += 1
         low = max(low, level + 1)
+        if need[k] == 0:  # roots stay dirty until a threshold that needs them
+            continue
         for i in range(num_dirty):
             d = dirty[i]
             is_dirty[d] = False
             if parent[d] != d or d == outside:
                 continue
             _add_mask(counts, mask[d], -1)
-            mask[d] = _hit_mask(
-                box[d, 0] - 1, box[d, 1] - 1, min(box[d, 2] + 2, width - 1), min(box[d, 3] + 2, height - 1),
-                gt, iou_thresholds,
-            )
+            mask[d] = 0
+            if box[d, 2] - box[d, 0] + box[d, 3] - box[d, 1] + 8 >= least_sum:  # ≥ w + h of the box
+                mask[d] = _hit_mask(
+                    box[d, 0] - 1, box[d, 1] - 1, min(box[d, 2] + 2, width - 1), min(box[d, 3] + 2, height - 1),
+                    gt, iou_thresholds,
+                )
             _add_mask(counts, mask[d], 1)
         num_dirty = 0
         hits = 0
@@ -556,11 +642,6 @@ def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out
 def _workspace(height, width):
     pw = width + 2
     total = (height + 2) * pw
-    column = np.empty(total, np.int16)  # image x and y of a padded index (no division per pixel)
-    row = np.empty(total, np.int16)
-    for p in range(total):
-        row[p] = p // pw - 1
-        column[p] = p % pw - 1
     return (
         np.empty(total, np.int32),  # parent
         np.empty(total, np.int32),  # size
@@ -579,8 +660,7 @@ def _workspace(height, width):
         np.empty(total, np.int64),  # window_area2: 2·Σ window areas of C's own pixels
         np.empty(total, np.int8),  # grid (flood fill scratch)
         np.empty(total, np.int32),  # stack (flood fill scratch)
-        column,
-        row,
+        np.empty(total, np.int32),  # crack: # 4-adjacent pairs (pixel of C, pixel not in C)
     )
 
 
@@ -593,7 +673,7 @@ def _correct_batch(q, maxima, level_table, gt_flat, gt_offsets, iou_thresholds, 
     # Chunks of images share one workspace: fresh large arrays per image cost page faults.
     for c in nb.prange(num_chunks):
         ws = _workspace(height, width)
-        order = np.empty(height * width, np.int32)
+        order = np.empty(height * width, np.int64)  # pixel codes (_pixels_by_value)
         hole_reach = np.zeros(num_thresholds, np.int64)
         for i in range(c * num_images // num_chunks, (c + 1) * num_images // num_chunks):
             levels = level_table[:, maxima[i]].copy()
@@ -606,14 +686,14 @@ def _correct_batch(q, maxima, level_table, gt_flat, gt_offsets, iou_thresholds, 
                 out[i], hole_reach, ws,
             )
             if multi_contour:
-                # The hole sweep is needed only up to the last threshold where a hole could
-                # still add a δ that the components' own boxes did not reach.
-                last = -1
+                # The hole sweep is needed only where a hole could still add a δ that the
+                # components' own boxes did not reach (up to the last such threshold).
+                any_need = False
                 for k in range(num_thresholds):
-                    if hole_reach[k] & (all_hit ^ out[i, k]):
-                        last = k
-                if last >= 0:
-                    _hole_sweep(flat, order, starts, height, width, levels, gt, iou_thresholds, out[i], last, ws)
+                    hole_reach[k] &= all_hit ^ out[i, k]
+                    any_need |= hole_reach[k] != 0
+                if any_need:
+                    _hole_sweep(flat, order, starts, height, width, levels, gt, iou_thresholds, out[i], hole_reach, ws)
     return out
 
 
@@ -733,3 +813,4 @@ def correct_at_thresholds(
     )
     bits = np.arange(len(iou_thresholds), dtype=np.int64)
     return ((masks[:, None, :] >> bits[None, :, None]) & 1).astype(bool)
+

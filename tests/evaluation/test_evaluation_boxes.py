@@ -242,6 +242,32 @@ def test_hole_contours_are_reported_and_matched():
     assert ref[0, 0] and (fast == ref).all()
 
 
+@pytest.mark.parametrize("hole_w, hole_h, gt_w, gt_h", [(37, 17, 80, 20), (37, 37, 40, 80)])
+@pytest.mark.parametrize("speck", [False, True], ids=["one-hole", "and-a-1px-hole"])
+def test_hole_box_at_the_exact_size_bound(hole_w, hole_h, gt_w, gt_h, speck):
+    """The hole sweep runs only where a hole box could be large enough: a component's crack
+    length (4-adjacent pairs of its pixel and another) bounds its holes' widths + heights,
+    and a GT box bounds from below the width + height of any box matching it. A rectangular
+    ring meets the first bound with equality, and the GT box is one the hole box matches at
+    exactly IoU 0.5 with the least width + height any matching box can have: a bound one
+    pixel too tight (or one that miscounts a second hole) drops the hit."""
+    x0 = y0 = 100
+    m = np.zeros((SIZE, SIZE), np.float32)
+    m[y0 - 3:y0 + hole_h + 3, x0 - 3:x0 + hole_w + 3] = 1  # a ring 3 px thick
+    m[y0:y0 + hole_h, x0:x0 + hole_w] = 0
+    if speck:
+        m[y0 - 2, x0 + 5] = 0  # a one-pixel hole in the ring's band
+    box = [x0 - 1, y0 - 1, x0 + hole_w + 1, y0 + hole_h + 1]  # the hole contour's box: 3 wider, 3 taller
+    assert box in boxes_at_thresholds(m, THRESHOLDS[:1])[0].tolist()
+    gt = [[x0 - 1, y0 - 1, x0 - 2 + gt_w, y0 - 2 + gt_h]]
+    assert multiple_iou(np.array([box]), np.array(gt))[0, 0] == 0.5
+    fast, ref = _fast_and_opencv(m, gt, 50, True)
+    assert ref[0, 0] and (fast == ref).all()
+    filled = m.copy()
+    filled[y0:y0 + hole_h, x0:x0 + hole_w] = 1
+    assert not _fast_and_opencv(filled, gt, 50, True)[1][0, 0]  # the outer box alone does not match
+
+
 def test_single_contour_tie_picks_opencv_first_max():
     """Two single pixels (contourArea 0 each): OpenCV lists the later one (raster order)
     first, so single-contour keeps it; the GT matches only that one."""
