@@ -35,6 +35,7 @@ from fastwsol.evaluation import (
 )
 from fastwsol.evaluation.boxes import scoremap_opencv
 from fastwsol.evaluation.component_tree import normalise_and_quantise
+from fastwsol.evaluation.evaluator import CAM_CHUNK
 
 ROOT = Path(__file__).resolve().parents[1]
 METADATA = ROOT.parent / "shared" / "data" / "wsol-metadata"
@@ -96,11 +97,11 @@ def main() -> None:
     fast_cpu_seconds = time.process_time() - cpu_total
     fast_metrics = fast.compute()
 
-    # Stage split on a sample: CAM → uint8 score maps, then boxes + counts.
+    # Stage split on a sample: CAM → uint8 score maps (in the evaluator's chunks), then boxes + counts.
     sample = min(n, 2000)
     t = time.perf_counter()
-    quantised = [normalise_and_quantise(upsample_cams(cams[s:s + args.batch_size]).numpy())
-                 for s in range(0, sample, args.batch_size)]
+    quantised = [normalise_and_quantise(upsample_cams(cams[s:s + CAM_CHUNK]).numpy())
+                 for s in range(0, sample, CAM_CHUNK)]
     scoremap_seconds = (time.perf_counter() - t) * n / sample
 
     m = min(args.reference_images, n)
