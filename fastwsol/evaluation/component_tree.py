@@ -73,6 +73,17 @@ def _find(parent, x):
     return x
 
 
+@nb.njit(inline="always", **_NOGIL)
+def _link(parent, size, box, a, b):
+    """Union of roots a ← b: b's size and box go into a."""
+    parent[_U(b)] = a
+    size[_U(a)] += size[_U(b)]
+    box[_U(a), 0] = min(box[_U(a), 0], box[_U(b), 0])
+    box[_U(a), 1] = min(box[_U(a), 1], box[_U(b), 1])
+    box[_U(a), 2] = max(box[_U(a), 2], box[_U(b), 2])
+    box[_U(a), 3] = max(box[_U(a), 3], box[_U(b), 3])
+
+
 @nb.njit(**_NOGIL)
 def _hit_mask(x0, y0, x1, y1, gt, iou_thresholds):
     """Bit j set iff max_g IoU(box, gt_g) ≥ iou_thresholds[j] (float64, as the reference)."""
@@ -368,12 +379,7 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
                         continue
                     if size[_U(a)] < size[_U(b)]:
                         a, b = b, a
-                    parent[_U(b)] = a
-                    size[_U(a)] += size[_U(b)]
-                    box[_U(a), 0] = min(box[_U(a), 0], box[_U(b), 0])
-                    box[_U(a), 1] = min(box[_U(a), 1], box[_U(b), 1])
-                    box[_U(a), 2] = max(box[_U(a), 2], box[_U(b), 2])
-                    box[_U(a), 3] = max(box[_U(a), 3], box[_U(b), 3])
+                    _link(parent, size, box, a, b)
                     component_euler4[_U(a)] += component_euler4[_U(b)]
                     crack[_U(a)] += crack[_U(b)]
                     if multi_contour:
@@ -429,6 +435,8 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
                         is_dirty[_U(a)] = True
                         dirty[_U(num_dirty)] = a
                         num_dirty += 1
+                # Written out here and in _hole_sweep: an inlined helper returning num_dirty
+                # measured 1.47 → 2.40 CPU ms per image (the union above is a helper at no cost).
                 if x < box[_U(a), 0] or y < box[_U(a), 1] or x > box[_U(a), 2] or y > box[_U(a), 3]:
                     box[_U(a), 0] = min(box[_U(a), 0], x)
                     box[_U(a), 1] = min(box[_U(a), 1], y)
@@ -579,12 +587,7 @@ def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out
                         continue
                     if size[_U(a)] < size[_U(b)]:
                         a, b = b, a
-                    parent[_U(b)] = a
-                    size[_U(a)] += size[_U(b)]
-                    box[_U(a), 0] = min(box[_U(a), 0], box[_U(b), 0])
-                    box[_U(a), 1] = min(box[_U(a), 1], box[_U(b), 1])
-                    box[_U(a), 2] = max(box[_U(a), 2], box[_U(b), 2])
-                    box[_U(a), 3] = max(box[_U(a), 3], box[_U(b), 3])
+                    _link(parent, size, box, a, b)
                     _add_mask(counts, mask[_U(b)], -1)
                     mask[_U(b)] = 0
                     if not is_dirty[_U(a)]:
