@@ -143,6 +143,22 @@ def method_losses(
     return terms
 
 
+def describe_objective(config: ExperimentConfig, with_dropped_path: bool) -> str:
+    """The objective a run optimises, in words: a ``_cam`` model keeps the config's λ_sim and
+    λ_norm (it is then the L_sim + L_norm ablation row, not vanilla CAM), so say so up front."""
+    loss = config.loss
+    warm = ["L_CE"] + ([f"{loss.lambda_drop:g}·L_drop"] if with_dropped_path and loss.lambda_drop else [])
+    full = warm + [f"{w:g}·{name}" for w, name in ((loss.lambda_sim, "L_sim"), (loss.lambda_norm, "L_norm")) if w]
+    text = " + ".join(full)
+    if len(full) > len(warm) and config.optim.warm_epochs:
+        text = f"{' + '.join(warm)} for {config.optim.warm_epochs} warm epochs, then {text}"
+    if len(full) == 1:
+        text += " (vanilla CAM)" if not with_dropped_path else " (the dropped path is built but unused)"
+    elif not with_dropped_path and loss.lambda_drop:
+        text += f" (λ_drop={loss.lambda_drop:g} unused: {config.model.name} has no dropped path)"
+    return text
+
+
 def total_loss(terms: dict[str, torch.Tensor], loss: LossConfig) -> torch.Tensor:
     return terms["ce"] + loss.lambda_drop * terms["drop"] + loss.lambda_sim * terms["sim"] + loss.lambda_norm * terms["norm"]
 
@@ -438,6 +454,8 @@ class Trainer:
         """Train the remaining epochs, validate, keep the best, test it. Returns the test metrics."""
         config = self.config
         previous = self._install_signal_handlers()
+        if self.ctx.is_main:
+            print(f"fastwsol train: objective {describe_objective(config, self.model.with_dropped_path)}", file=sys.stderr)
         try:
             while self.epoch < config.optim.epochs:
                 try:

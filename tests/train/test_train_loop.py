@@ -18,7 +18,7 @@ import torch
 from fastwsol.checkpoint import load_checkpoint
 from fastwsol.config import load_config
 from fastwsol.models import create_model
-from fastwsol.train import NonFiniteLossError, Trainer, build_optimizer, lr_factor
+from fastwsol.train import NonFiniteLossError, Trainer, build_optimizer, describe_objective, lr_factor
 
 
 def test_lr_schedule_and_parameter_groups():
@@ -81,6 +81,24 @@ def uninterrupted_run(tiny_run_overrides, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("uninterrupted")
     metrics = Trainer(load_config(None, tiny_run_overrides(out_dir, "train.log_interval=1"))).fit()
     return out_dir, metrics
+
+
+@pytest.mark.parametrize(
+    "overrides, with_dropped_path, expected",
+    [
+        ((), True, "L_CE + 3·L_drop for 6 warm epochs, then L_CE + 3·L_drop + 0.5·L_sim + 0.15·L_norm"),
+        # a _cam model keeps the config's λ_sim, λ_norm: the L_sim + L_norm row, not vanilla CAM
+        (("model.name=vgg_small_cam",), False,
+         "L_CE for 6 warm epochs, then L_CE + 0.5·L_sim + 0.15·L_norm (λ_drop=3 unused: vgg_small_cam has no dropped path)"),
+        (("model.name=vgg_small_cam", "loss.lambda_drop=0", "loss.lambda_sim=0", "loss.lambda_norm=0"), False,
+         "L_CE (vanilla CAM)"),
+        (("loss.lambda_sim=0", "optim.warm_epochs=0"), True, "L_CE + 3·L_drop + 0.15·L_norm"),
+    ],
+)
+def test_the_objective_is_described_as_run(overrides, with_dropped_path, expected):
+    # the paper's CUB λ (the defaults), a 6-epoch warm stage
+    config = load_config(None, ["model.name=vgg_small", "optim.warm_epochs=6", *overrides])
+    assert describe_objective(config, with_dropped_path) == expected
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tiny_run_overrides, uninterrupted_run, tmp_path):
