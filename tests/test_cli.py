@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from fastwsol import __version__
+from fastwsol.checkpoint import load_checkpoint
 from fastwsol.cli import main
 from fastwsol.evaluate import scoremaps_for
 from fastwsol.localize import box_to_original
@@ -104,8 +105,15 @@ def test_reproduce_end_to_end_on_a_tiny_set(tiny_run_overrides, tmp_path):
     from fastwsol.reproduce import reproduce
 
     overrides = [o for o in tiny_run_overrides(tmp_path / "unused") if not o.startswith("train.out_dir")]
-    summary = reproduce(tmp_path / "reproduce", overrides=[*overrides, "optim.epochs=1", "optim.warm_epochs=0"])
+    pretrain = [o for o in overrides if not o.startswith("model.name")]
+    summary = reproduce(tmp_path / "reproduce", overrides=[*overrides, "optim.epochs=1", "optim.warm_epochs=0"],
+                        pretrain_overrides=[*pretrain, "optim.epochs=1"])
     assert set(summary["variants"]) == {"cam", "all"}
+    # both fine-tunings start from the pretraining's backbone
+    backbone = tmp_path / "reproduce" / "pretrain" / "last.pt"
+    assert summary["pretrain"]["test"]["top1_cls"] >= 0 and f"model.init_from={backbone}" in summary["overrides"]
+    for key in ("cam", "all"):
+        assert load_checkpoint(tmp_path / "reproduce" / key / "last.pt")["config"]["model"]["init_from"] == str(backbone)
     assert set(summary["maps"]["method"]) == {"cam", "norm", "sim"}
     report = (tmp_path / "reproduce" / "results.md").read_text()
     assert "vanilla CAM" in report and "the method" in report and "GT-known Loc" in report

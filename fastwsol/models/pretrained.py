@@ -68,6 +68,11 @@ def load_backbone_from_run(model, checkpoint: str | os.PathLike) -> None:
     initialisation, as when starting from ImageNet weights."""
     from fastwsol.checkpoint import load_checkpoint
 
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(
+            f"model.init_from: the run checkpoint {os.fspath(checkpoint)!r} does not exist; train that run first "
+            "(for configs/synthetic.yaml: fastwsol train --config configs/synthetic_pretrain.yaml)"
+        )
     state = load_checkpoint(checkpoint)["model"]
     load_remapped(
         model, state, lambda key: None if model.is_new_parameter(key) else key,
