@@ -68,12 +68,13 @@ def load_backbone_from_run(model, checkpoint: str | os.PathLike) -> None:
     initialisation, as when starting from ImageNet weights."""
     from fastwsol.checkpoint import load_checkpoint
 
-    if not os.path.isfile(checkpoint):
+    try:
+        state = load_checkpoint(checkpoint)["model"]
+    except FileNotFoundError as exc:  # say which setting named it and what produces it
         raise FileNotFoundError(
-            f"model.init_from: the run checkpoint {os.fspath(checkpoint)!r} does not exist; train that run first "
+            f"model.init_from: {exc}; train that run first "
             "(for configs/synthetic.yaml: fastwsol train --config configs/synthetic_pretrain.yaml)"
-        )
-    state = load_checkpoint(checkpoint)["model"]
+        ) from exc
     load_remapped(
         model, state, lambda key: None if model.is_new_parameter(key) else key,
         origin=f"backbone of the run checkpoint {os.fspath(checkpoint)!r}",
