@@ -32,7 +32,7 @@ from fastwsol.kernels import attentive_dropout as dropout_kernel
 from fastwsol.kernels import consistency_loss as consistency_kernel
 
 RESULTS = Path(__file__).resolve().parent / "results"
-THRESHOLD, DROP_PROB = 0.8, 0.5  # CUB VGG16 (METHOD.md §6)
+THRESHOLD, DROP_PROB = 0.8, 0.5  # CUB VGG16 (docs/method.md §6)
 # (op, label, shape); "--quick" divides the batch by 8.
 CASES = [
     ("attentive_dropout", "VGG16 F' B=64", (64, 512, 28, 28)),

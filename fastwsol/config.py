@@ -79,7 +79,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    map: str = "cam"  # "cam" | "norm" | "sim" (METHOD.md Table 5)
+    map: str = "cam"  # "cam" | "norm" | "sim" (docs/method.md Table 5)
     iou_thresholds: list[int] = field(default_factory=lambda: [30, 50, 70])
     cam_curve_interval: float = 0.005
     multi_contour: bool = True

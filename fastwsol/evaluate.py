@@ -1,4 +1,4 @@
-"""Evaluating a model on a split with the protocol (PROTOCOL.md): the chosen localisation map
+"""Evaluating a model on a split with the protocol (docs/protocol.md): the chosen localisation map
 for the ground-truth class → 224² score map → boxes → counts, plus classification accuracy.
 Under DDP every rank evaluates its shard and the counts are summed."""
 
@@ -16,7 +16,7 @@ MAP_KINDS = ("cam", "norm", "sim")
 
 
 def scoremaps_for(feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """224² score maps in [0, 1] from the chosen map of the target class (METHOD.md Table 5):
+    """224² score maps in [0, 1] from the chosen map of the target class (docs/method.md Table 5):
     ``cam`` and ``norm`` (F̂) the protocol's way (bicubic, min-max); ``sim``: S with negatives
     as background, max-normalised (an all-background map → zeros)."""
     if kind not in MAP_KINDS:

@@ -2,7 +2,7 @@
 
 ``backend="reference"`` is the plain-PyTorch spec (``fastwsol.method.reference``); the other
 backends keep these signatures and are tested against it: ``"compiled"`` (``torch.compile`` of
-the reference, ``fastwsol.method.compiled``), ``"triton"`` (the kernels in ``kernels/``, as
+the reference, ``fastwsol.method.compiled``), ``"triton"`` (the kernels in ``fastwsol/kernels/``, as
 ``fastwsol::*`` custom ops) and ``"auto"`` (Triton on CUDA tensors, compiled on CPU). Arguments
 are checked here, once, so every backend gets the same clear errors.
 """
@@ -111,7 +111,7 @@ def alignment_loss(
     fine_grained: bool,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L_sim, L_norm) of METHOD.md §5, batch means."""
+    """(L_sim, L_norm) of docs/method.md §5, batch means."""
     _check_alignment_args(feature, fc_weight, target)
     return _dispatch("alignment_loss", backend, feature)(
         feature, fc_weight, target, fg_threshold=fg_threshold, bg_threshold=bg_threshold, fine_grained=fine_grained
@@ -126,7 +126,7 @@ def attentive_dropout(
     uniform: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x·keep, keep) of METHOD.md §3; keep is B×1×H×W. ``uniform`` replaces the random draw."""
+    """(x·keep, keep) of docs/method.md §3; keep is B×1×H×W. ``uniform`` replaces the random draw."""
     _check_feature("x", x)
     if not 0.0 <= drop_prob <= 1.0:
         raise ValueError(f"drop_prob must lie in [0, 1], got {drop_prob}")
@@ -152,6 +152,6 @@ def consistency_loss(feature: torch.Tensor, feature_dropped: torch.Tensor, *, ba
 
 
 def localization_maps(feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """{"cam", "norm", "sim"}, each B×H×W, for the target class (METHOD.md §4)."""
+    """{"cam", "norm", "sim"}, each B×H×W, for the target class (docs/method.md §4)."""
     _check_alignment_args(feature, fc_weight, target)
     return reference.localization_maps(feature, fc_weight, target)

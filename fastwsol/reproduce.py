@@ -1,6 +1,6 @@
 """The embedded default end to end: the synthetic datasets, a pretrained backbone (the stand-in
 for ImageNet: ``configs/synthetic_pretrain.yaml``), then vanilla CAM vs the method (and the
-ablation rows of METHOD.md §7) fine-tuned from it, evaluated on the synthetic test split; a table
+ablation rows of docs/method.md §7) fine-tuned from it, evaluated on the synthetic test split; a table
 shaped like the paper's Table 7 (JSON + Markdown) and a figure comparing CAM, F̂ and S (the
 paper's Fig. 6).
 

@@ -1,4 +1,4 @@
-"""The training loop (METHOD.md §2, §5, §6): warm stage (L_CE + λ_drop·L_drop at the warm batch
+"""The training loop (docs/method.md §2, §5, §6): warm stage (L_CE + λ_drop·L_drop at the warm batch
 size), then the full objective; SGD with two parameter groups and step decay; validation with
 the evaluator, the best checkpoint by the configured criterion, a final test of the best.
 
@@ -87,7 +87,7 @@ def build_model(config: ExperimentConfig, num_classes: int) -> TwoPathWSOLNet:
 
 
 def build_optimizer(model: TwoPathWSOLNet, config: ExperimentConfig) -> torch.optim.SGD:
-    """Pretrained backbone at lr, new layers at lr × multiplier (METHOD.md §6)."""
+    """Pretrained backbone at lr, new layers at lr × multiplier (docs/method.md §6)."""
     o = config.optim
     backbone, new = model.parameter_groups()
     groups = [

@@ -1,4 +1,4 @@
-"""Configs: the shipped YAML files match METHOD.md §6; overrides are typed; bad values name their key."""
+"""Configs: the shipped YAML files match docs/method.md §6; overrides are typed; bad values name their key."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ from fastwsol.config import ConfigError, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-# METHOD.md §6, CUB-200-2011.
+# docs/method.md §6, CUB-200-2011.
 PAPER_CUB = {
     "vgg16": dict(
         epochs=70, warm_epochs=20, batch_size=64, warm_batch_size=32, lr=0.004, new_layer_lr_multiplier=5,

@@ -1,5 +1,5 @@
 """A synthetic WSOL dataset that carries the paper's phenomenon, written in the wsolevaluation
-layout (PROTOCOL.md) so every loader and the evaluator read it like CUB.
+layout (docs/protocol.md) so every loader and the evaluator read it like CUB.
 
 Each image holds one object on a cluttered background with a few distractor shapes:
 

@@ -1,4 +1,4 @@
-"""The transforms of METHOD.md §6 as data: normalisation constants and the per-epoch sampling
+"""The transforms of docs/method.md §6 as data: normalisation constants and the per-epoch sampling
 plan (which images, crop offsets, flips). Both loaders execute the same plan, so a DALI batch
 and a fallback batch of the same epoch and seed hold the same images, crops and flips.
 

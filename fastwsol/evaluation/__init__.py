@@ -1,4 +1,4 @@
-"""The wsolevaluation protocol (PROTOCOL.md): metadata, score maps, boxes, BoxEvaluator."""
+"""The wsolevaluation protocol (docs/protocol.md): metadata, score maps, boxes, BoxEvaluator."""
 
 from fastwsol.evaluation.boxes import (
     boxes_at_thresholds,

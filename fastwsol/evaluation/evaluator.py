@@ -35,7 +35,7 @@ def _as_numpy(x) -> np.ndarray:
 
 class BoxEvaluator:
     """Accumulates, per IoU threshold δ and CAM threshold t, how many images have a candidate
-    box with IoU ≥ δ against one of their GT boxes (PROTOCOL.md).
+    box with IoU ≥ δ against one of their GT boxes (docs/protocol.md).
 
     ``backend="fast"`` computes all thresholds from one component-tree pass per image
     (:mod:`~fastwsol.evaluation.component_tree`); ``"opencv"`` is the literal wsolevaluation

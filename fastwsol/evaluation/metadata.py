@@ -1,6 +1,6 @@
 """wsolevaluation metadata: image ids, class labels, image sizes and GT boxes of one split.
 
-Layout (PROTOCOL.md)::
+Layout (docs/protocol.md)::
 
     <metadata_root>/<DATASET>/<split>/image_ids.txt     image_id
                                       class_labels.txt  image_id,label

@@ -1,4 +1,4 @@
-"""CAM → score map: bicubic upsampling to 224×224 and min–max normalisation (PROTOCOL.md).
+"""CAM → score map: bicubic upsampling to 224×224 and min–max normalisation (docs/protocol.md).
 
 wsolevaluation does ``cv2.resize(cam, (224, 224), interpolation=cv2.INTER_CUBIC)`` then
 ``normalize_scoremap``. torch's bicubic with ``align_corners=False`` is the same operator

@@ -1,4 +1,4 @@
-"""The method in plain eager PyTorch: the spec in code (METHOD.md §3-5).
+"""The method in plain eager PyTorch: the spec in code (docs/method.md §3-5).
 
 Every fast path (compiled, Triton) is tested against the functions here. They are written
 for clarity, not speed; each follows the reference implementation's exact semantics
@@ -71,7 +71,7 @@ def alignment_loss(
     bg_threshold: float,
     fine_grained: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L_sim, L_norm), batch means of METHOD.md Eq. 8-11.
+    """(L_sim, L_norm), batch means of docs/method.md Eq. 8-11.
 
     fg_sim = F̂ > τ_fg, bg_sim = F̂ < τ_bg;  L_sim = mean_bg(S) − mean_fg(S)
     fg_norm = S* > 0, bg_norm = S* < 0;     L_norm = mean_bg(F̂) − mean_fg(F̂)
@@ -103,7 +103,7 @@ def drop_mask(x: torch.Tensor, threshold: float, drop_prob: float, uniform: torc
 def attentive_dropout(
     x: torch.Tensor, threshold: float, drop_prob: float, *, uniform: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x·keep, keep), METHOD.md §3. ``uniform`` (B×1×H×W in [0,1)) replaces the draw."""
+    """(x·keep, keep), docs/method.md §3. ``uniform`` (B×1×H×W in [0,1)) replaces the draw."""
     if uniform is None:
         uniform = torch.rand((x.shape[0], 1, *x.shape[2:]), device=x.device)
     keep = drop_mask(x, threshold, drop_prob, uniform)
@@ -116,7 +116,7 @@ def consistency_loss(feature: torch.Tensor, feature_dropped: torch.Tensor) -> to
 
 
 def localization_maps(feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The three maps of METHOD.md §4 for the target class, each ``B×H×W``.
+    """The three maps of docs/method.md §4 for the target class, each ``B×H×W``.
 
     cam: mean over D of w_y,d·F_d,u (the reference divides by D; irrelevant after normalisation);
     norm: min-max normalised norm map F̂; sim: cosine similarity S_y (in [-1, 1]).

@@ -1,4 +1,4 @@
-"""The two-path WSOL network shared by every backbone (METHOD.md §2).
+"""The two-path WSOL network shared by every backbone (docs/method.md §2).
 
     F'     = head(x)
     F      = tail(F')                     → logits (GAP → FC), CAM, L_sim, L_norm
@@ -71,7 +71,7 @@ class TwoPathWSOLNet(nn.Module):
         return name.startswith(tuple(f"{layer}." for layer in self.new_layers))
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(backbone, new layers): the new ones train at lr × multiplier (METHOD.md §6)."""
+        """(backbone, new layers): the new ones train at lr × multiplier (docs/method.md §6)."""
         backbone, new = [], []
         for name, param in self.named_parameters():
             (new if self.is_new_parameter(name) else backbone).append(param)

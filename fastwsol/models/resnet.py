@@ -1,4 +1,4 @@
-"""ResNet50 (METHOD.md §1): layer3 stride 1 with the large feature map (224² → 28×28, layer4
+"""ResNet50 (docs/method.md §1): layer3 stride 1 with the large feature map (224² → 28×28, layer4
 stride 1 as in wsolevaluation), F = output of layer4, attentive dropout after layer4.0; the
 remaining layer4 blocks run on both paths (each path its own BatchNorm batch, impl)."""
 

@@ -1,4 +1,4 @@
-"""VGG16-GAP (METHOD.md §1): pool5 removed, conv6 (3×3, 512→1024) + ReLU added, attentive
+"""VGG16-GAP (docs/method.md §1): pool5 removed, conv6 (3×3, 512→1024) + ReLU added, attentive
 dropout after conv4_3+ReLU. ``large_feature_map`` also removes pool4 (28×28 instead of 14×14)."""
 
 from __future__ import annotations

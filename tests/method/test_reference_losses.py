@@ -39,7 +39,7 @@ def test_hand_computed_fine_grained():
 
 
 def brute_force_alignment_loss(feature, fc_weight, target, fg_threshold, bg_threshold, fine_grained):
-    """METHOD.md §5 written out position by position in plain Python floats."""
+    """docs/method.md §5 written out position by position in plain Python floats."""
     B, D, H, W = feature.shape
     f = feature.tolist()
     w = fc_weight.tolist()

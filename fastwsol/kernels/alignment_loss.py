@@ -1,4 +1,4 @@
-"""Fused alignment loss (L_sim, L_norm) of METHOD.md §4-5: Triton kernels and autograd glue.
+"""Fused alignment loss (L_sim, L_norm) of docs/method.md §4-5: Triton kernels and autograd glue.
 
 Per image b with positions u, target class y = target_b, ŵ_c = w_c / max(‖w_c‖, 1e-12):
 
@@ -339,7 +339,7 @@ def alignment_loss(
     bg_threshold: float,
     fine_grained: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L_sim, L_norm) of METHOD.md §5 by the fused kernels; same semantics as
+    """(L_sim, L_norm) of docs/method.md §5 by the fused kernels; same semantics as
     ``fastwsol.method.reference.alignment_loss`` (see the module docstring for the math)."""
     loss_sim, loss_norm, *_ = _alignment_loss_op(
         feature, fc_weight, target, float(fg_threshold), float(bg_threshold), bool(fine_grained)
@@ -348,7 +348,7 @@ def alignment_loss(
 
 
 # ---------------------------------------------------------------------------------------------
-# Ahead-of-time GPU build (kernels/gpu_build.py): every constexpr configuration the real shapes
+# Ahead-of-time GPU build (fastwsol/kernels/gpu_build.py): every constexpr configuration the real shapes
 # select — VGG16-CUB (64, 1024, 14×14, C=200, fine), ResNet50-CUB (32, 2048, 28×28, C=200, fine),
 # VGG16-ImageNet (64, 1024, 14×14, C=1000, target-only) — in fp32 and bf16.
 

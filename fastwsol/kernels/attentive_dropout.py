@@ -1,4 +1,4 @@
-"""Attentive dropout (METHOD.md §3) in Triton, with its autograd glue and ``torch.library`` op.
+"""Attentive dropout (docs/method.md §3) in Triton, with its autograd glue and ``torch.library`` op.
 
     m_u    = mean_c x_{c,u}                      (fp32 accumulation, rounded to x's dtype as torch does)
     keep_u = 0 iff m_u > γ·max_u m  and  r_u <= p, else 1        out = x·keep,  dx = dout·keep
@@ -191,7 +191,7 @@ attentive_dropout_op.register_autograd(_backward, setup_context=_setup_context)
 def attentive_dropout(
     x: torch.Tensor, threshold: float, drop_prob: float, *, uniform: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x·keep, keep) of METHOD.md §3; ``uniform`` (B×1×H×W in [0, 1)) replaces the draw,
+    """(x·keep, keep) of docs/method.md §3; ``uniform`` (B×1×H×W in [0, 1)) replaces the draw,
     otherwise the Philox seed is drawn from torch's generator of x's device."""
     seed = None
     if uniform is None:
@@ -234,7 +234,7 @@ OP_BYTES = {
 # Shapes of the real dropout inputs (F' before the dropout point).
 REAL_SHAPES = {"VGG16 conv4_3 B=64": (64, 512, 28, 28), "ResNet50 layer4.0 B=32": (32, 2048, 28, 28)}
 
-# Signatures for the AOT GPU build (kernels/gpu_build.py); pointer dtypes vary per spec.
+# Signatures for the AOT GPU build (fastwsol/kernels/gpu_build.py); pointer dtypes vary per spec.
 _MEAN_SIGNATURE = {
     "x_ptr": "*fp32", "mean_ptr": "*fp32", "D": "i32", "H": "i32", "W": "i32",
     "stride_xb": "i32", "stride_xd": "i32", "stride_xh": "i32", "stride_xw": "i32",

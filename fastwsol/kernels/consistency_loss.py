@@ -1,4 +1,4 @@
-"""Consistency loss (METHOD.md §5) in Triton, with its autograd glue and ``torch.library`` op.
+"""Consistency loss (docs/method.md §5) in Triton, with its autograd glue and ``torch.library`` op.
 
     L_drop = mean over all N = B·D·H·W elements of |F − F_drop|
     dF = g/N · sign(F − F_drop),   dF_drop = −dF      (sign(0) = 0, as torch's abs gradient)
