@@ -9,13 +9,6 @@ import sys
 from fastwsol import __version__
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from fastwsol.demo import run_demo
-
-    run_demo(seed=args.seed)
-    return 0
-
-
 def _train(args: argparse.Namespace) -> int:
     from fastwsol.config import load_config
     from fastwsol.train import NonFiniteLossError, Trainer
@@ -103,10 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fastwsol {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    demo = sub.add_parser("demo", help="smoke demo of the reference method on random data (no downloads)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=_demo)
 
     synth = sub.add_parser("make-synthetic", help="write the synthetic WSOL dataset (JPEGs + wsolevaluation metadata)")
     synth.add_argument("out", help="output folder: OUT/data/SYNTHETIC/<image_id>, OUT/metadata/SYNTHETIC/<split>/")

@@ -11,8 +11,7 @@ import torch.distributed as dist
 from fastwsol import ops
 from fastwsol.data import normalize_on_device
 from fastwsol.evaluation import BoxEvaluator, cams_to_scoremaps, resize_boxes, upsample_cams
-
-MAP_KINDS = ("cam", "norm", "sim")
+from fastwsol.method.reference import MAP_KINDS
 
 
 def scoremaps_for(feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 
 from fastwsol.checkpoint import write_text_atomic
 from fastwsol.config import load_config
+from fastwsol.method.reference import MAP_KINDS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = CONFIGS / "synthetic.yaml"
@@ -36,30 +37,21 @@ class Variant:
     overrides: tuple[str, ...]
 
 
-def _variant(key, label, *, drop: bool, sim: bool, norm: bool) -> Variant:
-    """A row of the ablation: which loss terms are on (their λ from the config otherwise 0);
-    without L_drop the dropped path is not built at all (the ``_cam`` model)."""
-    overrides = []
-    if not drop:
-        overrides += ["model.name=vgg_small_cam", "loss.lambda_drop=0"]
-    if not sim:
-        overrides.append("loss.lambda_sim=0")
-    if not norm:
-        overrides.append("loss.lambda_norm=0")
-    if not (drop or sim or norm):
-        overrides.append("optim.warm_epochs=0")  # nothing to warm up for
-    return Variant(key, label, tuple(overrides))
+def _ablation(key, label, *, drop: bool, sim: bool, norm: bool) -> Variant:
+    """A row of the paper's Table 7: the method with the loss terms left out at λ = 0 (without
+    L_drop the dropped path is not built: see fastwsol.objective)."""
+    off = [f"loss.lambda_{term}=0" for term, on in (("drop", drop), ("sim", sim), ("norm", norm)) if not on]
+    return Variant(key, label, tuple(off))
 
 
-VANILLA = _variant("cam", "none (vanilla CAM)", drop=False, sim=False, norm=False)
-METHOD = _variant("all", "L_drop + L_sim + L_norm (the method)", drop=True, sim=True, norm=True)
+VANILLA = Variant("cam", "none (vanilla CAM)", ("model.method=cam",))
+METHOD = Variant("all", "L_drop + L_sim + L_norm (the method)", ("model.method=bridging_gap",))
 ABLATION = (
-    _variant("drop", "L_drop", drop=True, sim=False, norm=False),
-    _variant("sim", "L_sim", drop=False, sim=True, norm=False),
-    _variant("sim_norm", "L_sim + L_norm", drop=False, sim=True, norm=True),
-    _variant("drop_sim", "L_drop + L_sim", drop=True, sim=True, norm=False),
+    _ablation("drop", "L_drop", drop=True, sim=False, norm=False),
+    _ablation("sim", "L_sim", drop=False, sim=True, norm=False),
+    _ablation("sim_norm", "L_sim + L_norm", drop=False, sim=True, norm=True),
+    _ablation("drop_sim", "L_drop + L_sim", drop=True, sim=True, norm=False),
 )
-MAP_KINDS = ("cam", "norm", "sim")
 
 
 def ensure_dataset(config, **make_args) -> None:
@@ -84,7 +76,7 @@ def train_run(config_path: Path, run_dir: Path, overrides, label: str, fresh: bo
         print(f"[{run_dir.name}] reusing {metrics_file}", flush=True)
         return json.loads(metrics_file.read_text())
     config = load_config(config_path, [*overrides, f"train.out_dir={run_dir}"])
-    print(f"[{run_dir.name}] training {label}: {config.model.name}", flush=True)
+    print(f"[{run_dir.name}] training {label}: {config.model.name}, model.method={config.model.method}", flush=True)
     started = time.perf_counter()
     resume = (run_dir / "last.pt").is_file() and not fresh
     metrics = Trainer(config, resume=resume).fit()

@@ -20,15 +20,12 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from fastwsol import ops
 from fastwsol.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_atomic, write_text_atomic
-from fastwsol.config import ExperimentConfig, LossConfig
+from fastwsol.config import ExperimentConfig
 from fastwsol.data import build_loader, normalize_on_device
-from fastwsol.models import TwoPathWSOLNet, create_model
-
-LOSS_TERMS = ("ce", "drop", "sim", "norm")
+from fastwsol.models import TwoPathWSOLNet, model_from_config
+from fastwsol.objective import LOSS_TERMS, Objective
 
 
 class NonFiniteLossError(RuntimeError):
@@ -70,20 +67,7 @@ def default_device(ctx: DistributedContext) -> torch.device:
     return torch.device("cuda", ctx.local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
 
-# ---------------------------------------------------------------------------- the method
-
-
-def build_model(config: ExperimentConfig, num_classes: int) -> TwoPathWSOLNet:
-    m = config.model
-    return create_model(
-        m.name,
-        num_classes,
-        pretrained=m.pretrained,
-        init_from=m.init_from,
-        large_feature_map=m.large_feature_map,
-        drop_threshold=m.drop_threshold,
-        drop_prob=m.drop_prob,
-    )
+# ---------------------------------------------------------------------------- optimisation
 
 
 def build_optimizer(model: TwoPathWSOLNet, config: ExperimentConfig) -> torch.optim.SGD:
@@ -106,61 +90,6 @@ def lr_factor(epoch: int, config: ExperimentConfig) -> float:
 def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
-
-
-def is_warm_epoch(epoch: int, config: ExperimentConfig) -> bool:
-    return epoch < config.optim.warm_epochs
-
-
-def method_losses(
-    out: dict[str, torch.Tensor],
-    labels: torch.Tensor,
-    fc_weight: torch.Tensor,
-    loss: LossConfig,
-    *,
-    full: bool,
-    backend: str,
-) -> dict[str, torch.Tensor]:
-    """The loss terms; L_sim and L_norm only after the warm stage (``full``) and when weighted."""
-    terms = {"ce": F.cross_entropy(out["logits"], labels)}
-    zero = terms["ce"].new_zeros(())
-    feature = out["feature"].float()
-    terms["drop"] = (
-        ops.consistency_loss(feature, out["feature_dropped"].float(), backend=backend) if "feature_dropped" in out else zero
-    )
-    if full and (loss.lambda_sim or loss.lambda_norm):
-        terms["sim"], terms["norm"] = ops.alignment_loss(
-            feature,
-            fc_weight.float(),
-            labels,
-            fg_threshold=loss.fg_threshold,
-            bg_threshold=loss.bg_threshold,
-            fine_grained=loss.fine_grained,
-            backend=backend,
-        )
-    else:
-        terms["sim"] = terms["norm"] = zero
-    return terms
-
-
-def describe_objective(config: ExperimentConfig, with_dropped_path: bool) -> str:
-    """The objective a run optimises, in words: a ``_cam`` model keeps the config's λ_sim and
-    λ_norm (it is then the L_sim + L_norm ablation row, not vanilla CAM), so say so up front."""
-    loss = config.loss
-    warm = ["L_CE"] + ([f"{loss.lambda_drop:g}·L_drop"] if with_dropped_path and loss.lambda_drop else [])
-    full = warm + [f"{w:g}·{name}" for w, name in ((loss.lambda_sim, "L_sim"), (loss.lambda_norm, "L_norm")) if w]
-    text = " + ".join(full)
-    if len(full) > len(warm) and config.optim.warm_epochs:
-        text = f"{' + '.join(warm)} for {config.optim.warm_epochs} warm epochs, then {text}"
-    if len(full) == 1:
-        text += " (vanilla CAM)" if not with_dropped_path else " (the dropped path is built but unused)"
-    elif not with_dropped_path and loss.lambda_drop:
-        text += f" (λ_drop={loss.lambda_drop:g} unused: {config.model.name} has no dropped path)"
-    return text
-
-
-def total_loss(terms: dict[str, torch.Tensor], loss: LossConfig) -> torch.Tensor:
-    return terms["ce"] + loss.lambda_drop * terms["drop"] + loss.lambda_sim * terms["sim"] + loss.lambda_norm * terms["norm"]
 
 
 def compile_options(model: torch.nn.Module, config: ExperimentConfig) -> dict:
@@ -198,6 +127,7 @@ class TrainStep:
 
     def _make(self, full: bool):
         config = self.config
+        objective = Objective.from_config(config)
         autocast = config.train.precision == "bf16"
 
         def forward_losses(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,8 +137,8 @@ class TrainStep:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = self.model(images)
-            terms = method_losses(out, labels, self.fc_weight, config.loss, full=full, backend=config.train.backend)
-            total = total_loss(terms, config.loss)
+            terms = objective.losses(out, labels, self.fc_weight, full=full, backend=config.train.backend)
+            total = objective.total(terms)
             return total, torch.stack([total.detach(), *(terms[k].detach().float() for k in LOSS_TERMS)])
 
         return forward_losses
@@ -281,7 +211,8 @@ class Trainer:
         self._loaders: dict[tuple, object] = {}
         train_loader = self.loader("train", config.optim.warm_batch_size)
         self.num_classes = int(train_loader.metadata.labels.max()) + 1
-        self.model = build_model(config, self.num_classes).to(self.device)
+        self.objective = Objective.from_config(config)
+        self.model = model_from_config(config, self.num_classes).to(self.device)
         if config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model.ops_backend = config.train.backend
@@ -399,7 +330,7 @@ class Trainer:
     # -- one epoch
     def _train_epoch(self) -> dict[str, float]:
         config = self.config
-        full = not is_warm_epoch(self.epoch, config)
+        full = not self.objective.is_warm_epoch(self.epoch)
         batch_size = config.optim.batch_size if full else config.optim.warm_batch_size
         loader = self.loader("train", batch_size)
         loader.set_epoch(self.epoch)
@@ -455,7 +386,7 @@ class Trainer:
         config = self.config
         previous = self._install_signal_handlers()
         if self.ctx.is_main:
-            print(f"fastwsol train: objective {describe_objective(config, self.model.with_dropped_path)}", file=sys.stderr)
+            print(f"fastwsol train: objective {self.objective.describe()}", file=sys.stderr)
         try:
             while self.epoch < config.optim.epochs:
                 try:
