@@ -31,7 +31,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from fastwsol.localize import evaluate_checkpoint, load_trained
+    from fastwsol.evaluate import evaluate_checkpoint, load_trained
     from fastwsol.report import format_metrics
 
     trained = load_trained(args.checkpoint, device=args.device)
@@ -44,7 +44,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _localize(args: argparse.Namespace) -> int:
     import json
 
-    from fastwsol.localize import load_trained, localize_images
+    from fastwsol.evaluate import load_trained
+    from fastwsol.localize import localize_images
 
     trained = load_trained(args.checkpoint, device=args.device)
     results = localize_images(trained, args.images, map_kind=args.map, threshold=args.threshold, out_dir=args.out)
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="the protocol's metrics of a checkpoint on a split (table + JSON, pictures)")
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
-    evaluate.add_argument("--map", choices=("cam", "norm", "sim"), help="localisation map (default: the run's eval.map)")
+    evaluate.add_argument("--map", help="localisation map: cam, norm or sim (default: the run's eval.map)")
     evaluate.add_argument("--save-maps", metavar="DIR", help="per-image overlay PNGs and a contact sheet")
     evaluate.add_argument("--out", metavar="DIR", help="where metrics_<split>_<map>.json goes (default: the checkpoint's folder)")
     evaluate.add_argument("--device", default="cpu")
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     localize.add_argument("checkpoint")
     localize.add_argument("images", nargs="+", metavar="IMAGE")
     localize.add_argument("--out", metavar="DIR", help="write <image>_<map>.png overlays here")
-    localize.add_argument("--map", default="cam", choices=("cam", "norm", "sim"))
+    localize.add_argument("--map", default="cam", help="localisation map: cam, norm or sim")
     localize.add_argument("--threshold", type=float, help="CAM threshold (default: the one validated with the checkpoint)")
     localize.add_argument("--json", action="store_true", help="also print the results as JSON")
     localize.add_argument("--device", default="cpu")

@@ -91,7 +91,7 @@ def train_variant(variant: Variant, out: Path, base_overrides, fresh: bool) -> d
 
 def evaluate_maps(run_dir: Path) -> dict:
     """Test metrics of the run's best checkpoint with each localisation map (Table 5)."""
-    from fastwsol.localize import evaluate_checkpoint, load_trained
+    from fastwsol.evaluate import evaluate_checkpoint, load_trained
 
     trained = load_trained(run_dir / "best.pt")
     return {kind: evaluate_checkpoint(trained, split="test", map_kind=kind, out_dir=run_dir) for kind in MAP_KINDS}
@@ -122,17 +122,15 @@ def comparison_figure(run_dirs: dict[str, Path], path: Path, num_images: int = 6
     """Rows: test images; columns: the image with its GT box, then CAM, F̂, S of each model."""
     import cv2
 
-    from fastwsol.data import build_loader, normalize_on_device
-    from fastwsol.evaluate import gt_boxes_224, scoremaps_for
+    from fastwsol.data import loader_from_config, normalize_on_device
+    from fastwsol.evaluate import gt_boxes_224, load_trained, scoremaps_for
     from fastwsol.evaluation.boxes import SCOREMAP_SIZE
-    from fastwsol.localize import load_trained
     from fastwsol.visualize import GT_COLOUR, contact_sheet, draw_boxes, label, localization_picture, write_png
 
     models = {name: load_trained(d / "best.pt") for name, d in run_dirs.items()}
     config = next(iter(models.values())).config
-    d = config.data
-    loader = build_loader(d.data_root, d.metadata_root, d.dataset, "test", train=False, batch_size=256, loader="torch",
-                          num_threads=0, image_size=d.image_size, output="uint8")
+    # one batch of the whole (small) split, read on the CPU where the models are
+    loader = loader_from_config(config, "test", batch_size=256, device="cpu", loader="torch", num_threads=0)
     # evenly spread over the split, so several classes show
     picks = np.linspace(0, loader.num_samples - 1, num_images).astype(int)
     batch = next(iter(loader))

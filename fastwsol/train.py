@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from fastwsol.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_atomic, write_text_atomic
 from fastwsol.config import ExperimentConfig
-from fastwsol.data import build_loader, normalize_on_device
+from fastwsol.data import loader_from_config, normalize_on_device
 from fastwsol.models import TwoPathWSOLNet, model_from_config
 from fastwsol.objective import LOSS_TERMS, Objective
 
@@ -234,25 +234,14 @@ class Trainer:
         """Loaders are cached per (split, batch size): the warm/full switch reuses them."""
         key = (split, batch_size)
         if key not in self._loaders:
-            d = self.config.data
-            self._loaders[key] = build_loader(
-                d.data_root,
-                d.metadata_root,
-                d.dataset,
+            self._loaders[key] = loader_from_config(
+                self.config,
                 split,
-                train=split == "train",
                 batch_size=batch_size // self.ctx.world_size if split == "train" else self.config.eval.batch_size,
-                loader=d.loader,
                 device=self.device,
-                num_threads=d.num_threads,
-                seed=self.config.train.seed,
                 shard_id=self.ctx.rank,
                 num_shards=self.ctx.world_size,
-                skip_bad=d.skip_bad,
-                image_size=d.image_size,
-                resize_size=d.resize_size,
-                output="uint8",  # normalised inside the (compiled) step
-            )
+            )  # uint8: normalised inside the (compiled) step
         return self._loaders[key]
 
     # -- checkpoints

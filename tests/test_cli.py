@@ -50,6 +50,12 @@ def test_evaluate_map_variants(tiny_checkpoint, tmp_path, kind):
     assert metrics["map"] == kind and metrics["num_images"] == 6
 
 
+def test_an_unknown_map_is_one_line_naming_the_choices(tiny_checkpoint, tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--map", "heat", "--out", str(tmp_path)]) == 2
+    assert "map must be one of ('cam', 'norm', 'sim'), got 'heat'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # refused before anything was evaluated or written
+
+
 def test_similarity_scoremap_is_max_normalised_with_negatives_as_background():
     feature = torch.zeros(1, 2, 1, 3)
     feature[0, :, 0, 0] = torch.tensor([1.0, 0.0])  # cos = 1 with w
