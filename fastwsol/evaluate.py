@@ -18,7 +18,8 @@ import torch
 import torch.distributed as dist
 
 from fastwsol import ops
-from fastwsol.checkpoint import load_checkpoint, write_text_atomic
+from fastwsol.checkpoint import load_checkpoint
+from fastwsol.io import write_text_atomic
 from fastwsol.config import config_from_dict
 from fastwsol.data import loader_from_config, normalize_on_device
 from fastwsol.evaluation import BoxEvaluator, cams_to_scoremaps, resize_boxes, upsample_cams

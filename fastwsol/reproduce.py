@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastwsol.checkpoint import write_text_atomic
+from fastwsol.io import write_text_atomic
 from fastwsol.config import load_config
 from fastwsol.method.reference import MAP_KINDS
 

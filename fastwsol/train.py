@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from fastwsol.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_atomic, write_text_atomic
+from fastwsol.checkpoint import load_checkpoint, restore_rng_states, rng_states
+from fastwsol.io import save_atomic, write_text_atomic
 from fastwsol.config import ExperimentConfig
 from fastwsol.data import loader_from_config, normalize_on_device
 from fastwsol.models import TwoPathWSOLNet, model_from_config

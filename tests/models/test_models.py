@@ -121,7 +121,7 @@ def test_pretrained_file_errors(tmp_path):
 def test_init_from_a_run_copies_the_backbone_and_keeps_new_layers_fresh(tmp_path):
     """``init_from``: the synthetic pretraining run's backbone starts the WSOL runs (the paper's
     ImageNet initialisation); conv6/bn6/fc are new layers, and the class count may differ."""
-    from fastwsol.checkpoint import save_atomic
+    from fastwsol.io import save_atomic
 
     torch.manual_seed(0)
     source = create_model("vgg_small", 21, with_dropped_path=False)
