@@ -12,7 +12,6 @@ CPU time spent per image by this process and its children (the fallback's worker
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
+from common import RESULTS, format_table, write_results
 
 
 def _tree_cpu_seconds() -> float:
@@ -188,20 +187,14 @@ def run(threads: int = 2, epochs: int = 3, batch_size: int = 32, data: str | Non
 def _print(result: dict) -> None:
     print(f"{result['benchmark']}: {result['images']} train images, {result['threads']} threads, "
           f"batch {result['batch_size']}, load avg at end {result['machine']['load_avg_at_end'][0]:.1f}")
-    print(f"{'what':<24}{'pipeline':<10}{'output':<8}{'images/s':>10}{'min':>9}{'max':>9}{'CPU ms/img':>12}")
-    for row in result["rows"]:
-        print(f"{row['what']:<24}{row['pipeline']:<10}{row['output']:<8}{row['images_per_s']:>10.1f}"
-              f"{row['min']:>9.1f}{row['max']:>9.1f}{row['cpu_ms_per_image']:>12.3f}")
+    print(format_table(("what", "pipeline", "output", "images/s", "min", "max", "CPU ms/img"), [
+        (row["what"], row["pipeline"], row["output"], f"{row['images_per_s']:.1f}", f"{row['min']:.1f}",
+         f"{row['max']:.1f}", f"{row['cpu_ms_per_image']:.3f}") for row in result["rows"]
+    ]))
     print("DALI / fallback images/s: "
           + ", ".join(f"{k} {v:.2f}x" for k, v in result["dali_speedup_over_torch"].items()))
     print("fallback / DALI CPU per image: "
           + ", ".join(f"{k} {v:.2f}x" for k, v in result["torch_cpu_per_image_over_dali"].items()))
-
-
-def _write(result: dict, out: Path) -> None:
-    write_text_atomic(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-    columns = ["what", "pipeline", "output", "images_per_s", "min", "max", "cpu_ms_per_image"]
-    write_csv_atomic(out.with_suffix(".csv"), result["rows"], columns)
 
 
 def main() -> None:
@@ -210,11 +203,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs per configuration")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data", default=None, help="where to write the synthetic set (default: a temp dir)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "data"))
+    parser.add_argument("--out", default=str(RESULTS / "data"))
     args = parser.parse_args()
     result = run(args.threads, args.rounds, args.batch_size, args.data)
     _print(result)
-    _write(result, Path(args.out))
+    columns = ["what", "pipeline", "output", "images_per_s", "min", "max", "cpu_ms_per_image"]
+    write_results(Path(args.out), result, result["rows"], columns)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Prints a table and writes bench/results/evaluator.json and evaluator.csv.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -25,8 +24,8 @@ import cv2
 import numba
 import numpy as np
 import torch
+from common import format_table, write_results
 
-from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
 from fastwsol.evaluation import (
     BoxEvaluator,
     read_split_metadata,
@@ -39,7 +38,6 @@ from fastwsol.evaluation.evaluator import CAM_CHUNK
 
 ROOT = Path(__file__).resolve().parents[1]
 METADATA = ROOT.parent / "shared" / "data" / "wsol-metadata"
-RESULTS = ROOT / "bench" / "results"
 CAM_SIZE = 14
 
 
@@ -163,15 +161,12 @@ def main() -> None:
          f"{(reference_cpu_seconds / m) / (fast_cpu_seconds / n):.1f}x less CPU"),
         ("counts equal on the subset (same maps)", str(subset_counts_equal), ""),
     ]
-    width = max(len(r[0]) for r in rows)
     print(f"Evaluator benchmark — {os.cpu_count()} CPUs, numba threads {numba.get_num_threads()}, "
           f"load avg {os.getloadavg()[0]:.1f}")
-    for name, value, extra in rows:
-        print(f"  {name:<{width}}  {value:>10}  {extra}")
+    print(format_table(("measurement", "value", ""), rows, indent="  "))
     print(f"  MaxBoxAccV2 (synthetic CAMs) {fast_metrics['max_box_acc_v2']:.2f}")
 
-    write_text_atomic(RESULTS / "evaluator.json", json.dumps(result, indent=2) + "\n")
-    write_csv_atomic(RESULTS / "evaluator.csv", [{k: v for k, v in result.items() if not isinstance(v, dict)}])
+    write_results("evaluator", result, [{k: v for k, v in result.items() if not isinstance(v, dict)}])
 
 
 if __name__ == "__main__":

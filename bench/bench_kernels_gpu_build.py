@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import platform
-from pathlib import Path
 
 import triton
+from common import format_table, write_results
 
-from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
 from fastwsol.kernels import gpu_build
 
-RESULTS = Path(__file__).resolve().parent / "results"
 # The real F shapes (B, D, H, W), for modules that do not state their own REAL_SHAPES.
 DEFAULT_SHAPES = {"VGG16 F B=64": (64, 1024, 14, 14), "ResNet50 F B=32": (32, 2048, 28, 28)}
 
@@ -78,26 +75,23 @@ def op_rows() -> list[dict]:
 
 
 def format_op_table(table: list[dict]) -> str:
-    header = f"{'op':<36} {'shape':<42} {'moved MB':>9} {'min MB':>9} {'ratio':>5}"
-    lines = [header, "-" * len(header)]
-    for r in table:
-        lines.append(f"{r['op']:<36} {r['shape']:<42} {r['bytes_moved'] / 1e6:9.2f} {r['bytes_minimum'] / 1e6:9.2f} {r['bytes_ratio']:5.2f}")
-    return "\n".join(lines)
+    return format_table(("op", "shape", "moved MB", "min MB", "ratio"), [
+        (r["op"], r["shape"], f"{r['bytes_moved'] / 1e6:.2f}", f"{r['bytes_minimum'] / 1e6:.2f}", f"{r['bytes_ratio']:.2f}")
+        for r in table
+    ])
 
 
-def format_table(table: list[dict]) -> str:
-    header = (f"{'kernel':<60} {'arch':>5} {'warps':>5} {'regs':>4} {'spill':>5} {'smem B':>7} {'occup':>6} "
-              f"{'limit':<13} {'shape':<42} {'moved MB':>9} {'min MB':>9} {'ratio':>5}")
-    lines = [header, "-" * len(header)]
-    for r in table:
-        moved = f"{r['bytes_moved'] / 1e6:9.2f}" if r["bytes_moved"] is not None else f"{'-':>9}"
-        minimum = f"{r['bytes_minimum'] / 1e6:9.2f}" if r["bytes_minimum"] is not None else f"{'-':>9}"
-        ratio = f"{r['bytes_ratio']:5.2f}" if r["bytes_ratio"] is not None else f"{'-':>5}"
-        lines.append(
-            f"{r['kernel']:<60} {r['arch']:>5} {r['num_warps']:>5} {r['registers']:>4} {r['spill_bytes']:>5} "
-            f"{r['shared_memory']:>7} {r['occupancy']:>6.0%} {r['limited_by']:<13} {r['shape']:<42} {moved} {minimum} {ratio}"
-        )
-    return "\n".join(lines)
+def format_kernel_table(table: list[dict]) -> str:
+    def megabytes(value):
+        return "-" if value is None else f"{value / 1e6:.2f}"
+
+    header = ("kernel", "arch", "warps", "regs", "spill", "smem B", "occup", "limit", "shape", "moved MB", "min MB", "ratio")
+    return format_table(header, [
+        (r["kernel"], r["arch"], r["num_warps"], r["registers"], r["spill_bytes"], r["shared_memory"],
+         f"{r['occupancy']:.0%}", r["limited_by"], r["shape"], megabytes(r["bytes_moved"]), megabytes(r["bytes_minimum"]),
+         "-" if r["bytes_ratio"] is None else f"{r['bytes_ratio']:.2f}")
+        for r in table
+    ])
 
 
 def main(argv=None) -> None:
@@ -105,7 +99,7 @@ def main(argv=None) -> None:
     parser.add_argument("--arch", type=int, nargs="+", default=list(gpu_build.ARCHS), choices=sorted(gpu_build.SM_LIMITS))
     args = parser.parse_args(argv)
     table = rows(gpu_build.build_all(tuple(args.arch)))
-    print(format_table(table))
+    print(format_kernel_table(table))
     spilling = sorted({(r["kernel"], r["arch"]) for r in table if r["spill_bytes"]})
     print(f"\n{len({r['kernel'] for r in table})} kernel configurations; spills (target 0): "
           f"{', '.join(f'{k} on {a}' for k, a in spilling) if spilling else 'none'}")
@@ -116,9 +110,7 @@ def main(argv=None) -> None:
         print(format_op_table(ops_table))
 
     meta = {"triton": triton.__version__, "python": platform.python_version(), "machine": platform.machine()}
-    write_text_atomic(RESULTS / "kernels_gpu_build.json", json.dumps({"meta": meta, "rows": table, "ops": ops_table}, indent=1))
-    write_csv_atomic(RESULTS / "kernels_gpu_build.csv", table)
-    print(f"wrote {RESULTS / 'kernels_gpu_build.json'} and .csv")
+    write_results("kernels_gpu_build", {"meta": meta, "rows": table, "ops": ops_table}, table, indent=1)
 
 
 if __name__ == "__main__":

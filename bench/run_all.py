@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from common import RESULTS, format_table, write_results
+
 BENCH = Path(__file__).resolve().parent
-RESULTS = BENCH / "results"
 
 # name → (script, arguments for the full run, arguments for --quick)
 BENCHMARKS = {
@@ -77,15 +78,6 @@ def summary_rows() -> list[dict]:
     return rows
 
 
-def print_summary(rows: list[dict]) -> None:
-    widths = [max(len(str(r[k])) for r in rows + [{k: k for k in rows[0]}]) for k in rows[0]]
-    line = "  ".join(f"{k:<{w}}" for k, w in zip(rows[0], widths))
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print("  ".join(f"{str(v):<{w}}" for v, w in zip(r.values(), widths)))
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (minutes, not tens)")
@@ -107,11 +99,8 @@ def main(argv=None) -> int:
         print("no benchmark results saved yet", file=sys.stderr)
         return 1
     print("\nsummary (from bench/results/*):")
-    print_summary(rows)
-    from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
-
-    write_text_atomic(RESULTS / "summary.json", json.dumps(rows, indent=2) + "\n")
-    write_csv_atomic(RESULTS / "summary.csv", rows)
+    print(format_table(list(rows[0]), [[str(v) for v in r.values()] for r in rows]))
+    write_results("summary", rows, rows)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
