@@ -27,7 +27,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"train.out_dir={args.out_dir}")
     config = load_config(args.config, overrides)
     try:
-        metrics = Trainer(config, resume=args.resume).fit()
+        metrics = Trainer(config, resume=args.resume, overwrite=args.overwrite).fit()
     except NonFiniteLossError as exc:
         print(f"fastwsol train: stopped: {exc}", file=sys.stderr)
         return 3
@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="YAML config (see configs/)")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     train.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a run already in OUT_DIR (its last.pt, best.pt, test_metrics.json, metrics.jsonl); "
+                            "without it such a folder is refused")
     train.add_argument("--no-compile", action="store_true", help="the eager reference step (train.compile=false, train.backend=reference)")
     train.add_argument("--out-dir", help="shorthand for --set train.out_dir=...")
     train.set_defaults(func=_train)
