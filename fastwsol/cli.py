@@ -54,7 +54,8 @@ def _localize(args: argparse.Namespace) -> int:
     from fastwsol.localize import load_trained, localize_images
 
     trained = load_trained(args.checkpoint, device=args.device)
-    results = localize_images(trained, args.images, map_kind=args.map, threshold=args.threshold, out_dir=args.out)
+    results = localize_images(trained, args.images, map_kind=args.map, threshold=args.threshold, out_dir=args.out,
+                              overwrite=args.overwrite)
     failed = 0
     for result in results:
         if "error" in result:
@@ -146,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     localize = sub.add_parser("localize", help="top-5 classes, box and overlay for images of any size")
     localize.add_argument("checkpoint")
     localize.add_argument("images", nargs="+", metavar="IMAGE")
-    localize.add_argument("--out", metavar="DIR", help="write <image>_<map>.png overlays here")
+    localize.add_argument("--out", metavar="DIR",
+                          help="write <image>_<map>.png overlays here (images from several folders keep their folders)")
+    localize.add_argument("--overwrite", action="store_true", help="replace overlays already in --out (refused otherwise)")
     localize.add_argument("--map", default="cam", choices=("cam", "norm", "sim"))
     localize.add_argument("--threshold", type=float, help="CAM threshold (default: the one validated with the checkpoint)")
     localize.add_argument("--json", action="store_true", help="also print the results as JSON")
