@@ -81,8 +81,10 @@ def _make_synthetic(args: argparse.Namespace) -> int:
 
     paths = make_synthetic_dataset(args.out, classes=args.classes, train_per_class=args.train_per_class,
                                    test_per_class=args.test_per_class, seed=args.seed,
-                                   val_per_class=args.val_per_class, task=args.task, body_cue=args.body_cue)
-    print(f"wrote {paths.dataset}: data_root={paths.data_root} metadata_root={paths.metadata_root}")
+                                   val_per_class=args.val_per_class, task=args.task, body_cue=args.body_cue,
+                                   overwrite=args.overwrite)
+    done = "reused the identical set already in" if paths.reused else "wrote"
+    print(f"{done} {paths.root}: dataset={paths.dataset} data_root={paths.data_root} metadata_root={paths.metadata_root}")
     return 0
 
 
@@ -122,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(class = body class × one of 10 parts outside the WSOL set's default classes)")
     synth.add_argument("--body-cue", type=float, default=0.0,
                        help="parts task: probability that a body wears its class's tint (a weak class cue); 0 = none")
+    synth.add_argument("--overwrite", action="store_true",
+                       help="replace an earlier synthetic set of other parameters in OUT (only its files); "
+                            "without it such a folder is refused, and so is any non-empty folder without synthetic.json")
     synth.set_defaults(func=_make_synthetic)
 
     train = sub.add_parser("train", help="train (and validate, test) from a YAML config; torchrun-ready")
