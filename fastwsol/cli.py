@@ -168,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--out", default="runs/reproduce", help="runs, results.{json,md} and the figure go here")
     rep.add_argument("--ablation", action="store_true", help="also train the ablation rows (L_drop, L_sim, ...)")
-    rep.add_argument("--fresh", action="store_true", help="retrain runs that already finished")
+    rep.add_argument("--fresh", action="store_true",
+                     help="retrain every run, replacing what OUT holds (without it a run is reused or resumed "
+                          "only when its recorded settings match, and refused otherwise)")
     rep.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override configs/synthetic.yaml for every fine-tuning run")
     rep.add_argument("--pretrain-set", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -43,6 +43,16 @@ class RunExistsError(ValueError):
 RUN_FILES = ("last.pt", "best.pt", "test_metrics.json", "metrics.jsonl")
 
 
+def recorded_checkpoint(out_dir: str | os.PathLike) -> tuple[Path, dict] | None:
+    """(path, state) of the checkpoint recording the run in ``out_dir`` (``last.pt``, else
+    ``best.pt``), None when there is none; its ``state["config"]`` is the run's resolved config."""
+    for name in ("last.pt", "best.pt"):
+        path = Path(out_dir) / name
+        if path.is_file():
+            return path, load_checkpoint(path)
+    return None
+
+
 # ---------------------------------------------------------------------------- distributed
 
 
@@ -366,18 +376,17 @@ class Trainer:
               f"{' and its TensorBoard events' if events else ''} from {self.out_dir}", file=sys.stderr)
 
     def _describe_recorded_run(self) -> str:
-        """'; epoch E of N, same settings' or '...; settings differ: ...' for the refusal."""
-        for name in ("last.pt", "best.pt"):
-            if (self.out_dir / name).is_file():
-                try:
-                    state = load_checkpoint(self.out_dir / name)
-                except ValueError as exc:
-                    return f"; {exc}"
-                epochs = state["config"].get("optim", {}).get("epochs")
-                changes = changed_keys(state["config"], self.config.to_dict())
-                where = f"; {name} at epoch {state['epoch']} of {epochs}"
-                return where + (f", other settings: {describe_changes(changes)}" if changes else ", same settings")
-        return ""
+        """'; last.pt at epoch E of N, same settings' or '..., other settings: ...' for the refusal."""
+        try:
+            recorded = recorded_checkpoint(self.out_dir)
+        except ValueError as exc:
+            return f"; {exc}"
+        if recorded is None:
+            return ""
+        path, state = recorded
+        changes = changed_keys(state["config"], self.config.to_dict())
+        where = f"; {path.name} at epoch {state['epoch']} of {state['config'].get('optim', {}).get('epochs')}"
+        return where + (f", other settings: {describe_changes(changes)}" if changes else ", same settings")
 
     # -- checkpoints
     def checkpoint_state(self) -> dict:
