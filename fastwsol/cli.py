@@ -27,7 +27,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"train.out_dir={args.out_dir}")
     config = load_config(args.config, overrides)
     try:
-        metrics = Trainer(config, resume=args.resume).fit()
+        metrics = Trainer(config, resume=args.resume, overwrite=args.overwrite).fit()
     except NonFiniteLossError as exc:
         print(f"fastwsol train: stopped: {exc}", file=sys.stderr)
         return 3
@@ -54,7 +54,8 @@ def _localize(args: argparse.Namespace) -> int:
     from fastwsol.localize import load_trained, localize_images
 
     trained = load_trained(args.checkpoint, device=args.device)
-    results = localize_images(trained, args.images, map_kind=args.map, threshold=args.threshold, out_dir=args.out)
+    results = localize_images(trained, args.images, map_kind=args.map, threshold=args.threshold, out_dir=args.out,
+                              overwrite=args.overwrite)
     failed = 0
     for result in results:
         if "error" in result:
@@ -80,8 +81,10 @@ def _make_synthetic(args: argparse.Namespace) -> int:
 
     paths = make_synthetic_dataset(args.out, classes=args.classes, train_per_class=args.train_per_class,
                                    test_per_class=args.test_per_class, seed=args.seed,
-                                   val_per_class=args.val_per_class, task=args.task, body_cue=args.body_cue)
-    print(f"wrote {paths.dataset}: data_root={paths.data_root} metadata_root={paths.metadata_root}")
+                                   val_per_class=args.val_per_class, task=args.task, body_cue=args.body_cue,
+                                   overwrite=args.overwrite)
+    done = "reused the identical set already in" if paths.reused else "wrote"
+    print(f"{done} {paths.root}: dataset={paths.dataset} data_root={paths.data_root} metadata_root={paths.metadata_root}")
     return 0
 
 
@@ -190,12 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
                             "(class = body class × one of 10 parts outside the WSOL set's default classes)")
     synth.add_argument("--body-cue", type=float, default=0.0,
                        help="parts task: probability that a body wears its class's tint (a weak class cue); 0 = none")
+    synth.add_argument("--overwrite", action="store_true",
+                       help="replace an earlier synthetic set of other parameters in OUT (only its files); "
+                            "without it such a folder is refused, and so is any non-empty folder without synthetic.json")
     synth.set_defaults(func=_make_synthetic)
 
     train = sub.add_parser("train", help="train (and validate, test) from a YAML config; torchrun-ready")
     train.add_argument("--config", required=True, help="YAML config (see configs/)")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     train.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a run already in OUT_DIR (its last.pt, best.pt, test_metrics.json, metrics.jsonl); "
+                            "without it such a folder is refused")
     train.add_argument("--no-compile", action="store_true", help="the eager reference step (train.compile=false, train.backend=reference)")
     train.add_argument("--out-dir", help="shorthand for --set train.out_dir=...")
     train.set_defaults(func=_train)
@@ -212,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     localize = sub.add_parser("localize", help="top-5 classes, box and overlay for images of any size")
     localize.add_argument("checkpoint")
     localize.add_argument("images", nargs="+", metavar="IMAGE")
-    localize.add_argument("--out", metavar="DIR", help="write <image>_<map>.png overlays here")
+    localize.add_argument("--out", metavar="DIR",
+                          help="write <image>_<map>.png overlays here (images from several folders keep their folders)")
+    localize.add_argument("--overwrite", action="store_true", help="replace overlays already in --out (refused otherwise)")
     localize.add_argument("--map", default="cam", choices=("cam", "norm", "sim"))
     localize.add_argument("--threshold", type=float, help="CAM threshold (default: the one validated with the checkpoint)")
     localize.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -226,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--out", default="runs/reproduce", help="runs, results.{json,md} and the figure go here")
     rep.add_argument("--ablation", action="store_true", help="also train the ablation rows (L_drop, L_sim, ...)")
-    rep.add_argument("--fresh", action="store_true", help="retrain runs that already finished")
+    rep.add_argument("--fresh", action="store_true",
+                     help="retrain every run, replacing what OUT holds (without it a run is reused or resumed "
+                          "only when its recorded settings match, and refused otherwise)")
     rep.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override configs/synthetic.yaml for every fine-tuning run")
     rep.add_argument("--pretrain-set", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -237,6 +237,30 @@ def validate(config: ExperimentConfig) -> None:
             raise ConfigError(f"{key}: {message}")
 
 
+# Settings that say where or how visibly a run is made, not what it trains: two runs that
+# differ only in these are the same run (a moved folder, another terminal).
+RUN_ONLY_KEYS = frozenset({"train.out_dir", "train.progress", "train.log_interval", "data.num_threads"})
+
+
+def changed_keys(recorded: dict, current: dict, ignore=RUN_ONLY_KEYS) -> dict[str, tuple]:
+    """``{"section.key": (recorded value, current value)}`` for every setting that differs
+    between two ``ExperimentConfig.to_dict()`` (a key missing on one side counts as ``None``),
+    sorted by key; the one comparison behind resume, reuse and overwrite decisions."""
+    differ = {}
+    for section in sorted(set(recorded) | set(current)):
+        old, new = recorded.get(section) or {}, current.get(section) or {}
+        for key in sorted(set(old) | set(new)):
+            dotted = f"{section}.{key}"
+            if dotted not in ignore and old.get(key) != new.get(key):
+                differ[dotted] = (old.get(key), new.get(key))
+    return differ
+
+
+def describe_changes(changes: dict[str, tuple]) -> str:
+    """``changed_keys``' result on one line: ``optim.lr 0.01 -> 0.004, ...``."""
+    return ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
     """Defaults ← YAML file ← ``--set`` overrides, then validation."""
     config = ExperimentConfig()
