@@ -25,7 +25,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides += ["train.compile=false", "train.backend=reference"]
     if args.out_dir:
         overrides.append(f"train.out_dir={args.out_dir}")
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, overrides, check_files=True)
     try:
         metrics = Trainer(config, resume=args.resume, overwrite=args.overwrite).fit()
     except NonFiniteLossError as exc:
@@ -193,6 +193,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:  # user errors: one clear line, no traceback
+    except (ValueError, OSError) as exc:  # user errors (and unreadable/unwritable files): no traceback
         print(f"fastwsol {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ PRETRAIN_CONFIG = CONFIGS / "synthetic_pretrain.yaml"
 # `make-synthetic` arguments of the pretraining set (its config names where it lives)
 PRETRAIN_DATASET = {"task": "objects", "classes": 40, "train_per_class": 40, "test_per_class": 5}
 PRETRAIN_KEY = "pretrain"
+DEFAULT_OUT = Path("runs/reproduce")
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def comparison_figure(run_dirs: dict[str, Path], path: Path, num_images: int = 6
     return write_png(path, contact_sheet(tiles, columns=columns, tile=150))
 
 
-def reproduce(out: str | Path = "runs/reproduce", *, ablation: bool = False, fresh: bool = False,
+def reproduce(out: str | Path = DEFAULT_OUT, *, ablation: bool = False, fresh: bool = False,
               overrides=(), pretrain_overrides=()) -> dict:
     """``overrides`` apply to every fine-tuning run (``configs/synthetic.yaml``),
     ``pretrain_overrides`` to the pretraining (``configs/synthetic_pretrain.yaml``)."""
