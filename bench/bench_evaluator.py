@@ -1,6 +1,6 @@
 """Evaluator benchmark at ImageNet-validation scale (issue 4).
 
-The 50,000 ILSVRC test images with their real GT boxes (../shared/data/wsol-metadata), and
+The 50,000 ILSVRC test images with their real GT boxes (the builtin wsolevaluation metadata), and
 synthetic 14×14 CAMs (1–3 ReLU'd Gaussian bumps near a GT box plus noise, seeded), evaluated
 end to end — bicubic upsample, min–max normalise, uint8, boxes at 200 CAM thresholds, counts —
 with the fast path (BoxEvaluator(backend="fast")). The OpenCV reference (cv2.resize +
@@ -38,7 +38,6 @@ from fastwsol.evaluation.component_tree import normalise_and_quantise
 from fastwsol.evaluation.evaluator import CAM_CHUNK
 
 ROOT = Path(__file__).resolve().parents[1]
-METADATA = ROOT.parent / "shared" / "data" / "wsol-metadata"
 RESULTS = ROOT / "bench" / "results"
 CAM_SIZE = 14
 
@@ -76,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
 
     t = time.perf_counter()
-    meta = read_split_metadata(METADATA, "ILSVRC", "test")
+    meta = read_split_metadata("builtin", "ILSVRC", "test")
     metadata_seconds = time.perf_counter() - t
     n = min(args.num_images, len(meta))
     gt_boxes = [resize_boxes(meta.boxes[i], int(meta.sizes[i, 0]), int(meta.sizes[i, 1])) for i in range(n)]
