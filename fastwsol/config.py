@@ -265,12 +265,17 @@ def config_problems(config: ExperimentConfig) -> list[str]:
 def file_problems(config: ExperimentConfig) -> list[str]:
     """Files and folders a training run reads that do not exist, each named by its key."""
     from fastwsol.data.synthetic import DATASET_NAME as SYNTHETIC_NAME
+    from fastwsol.evaluation.metadata import resolve_metadata_root
 
     problems = []
-    for key, root in (("data.metadata_root", config.data.metadata_root), ("data.data_root", config.data.data_root)):
+    metadata_root = resolve_metadata_root(config.data.metadata_root)
+    for key, root in (("data.metadata_root", metadata_root), ("data.data_root", config.data.data_root)):
         if not (Path(root) / config.data.dataset).is_dir():
-            made_by = (f"; `fastwsol make-synthetic {Path(root).parent}` writes it"
-                       if config.data.dataset == SYNTHETIC_NAME else "")
+            made_by = {
+                SYNTHETIC_NAME: f"; `fastwsol make-synthetic {Path(root).parent}` writes it",
+                "CUB": f"; `fastwsol prepare cub CUB_200_2011_DIR --out {root}` lays it out",
+                "ILSVRC": f"; `fastwsol prepare imagenet --train DIR --val DIR --out {root}` lays it out",
+            }.get(config.data.dataset, "") if key == "data.data_root" or config.data.dataset == SYNTHETIC_NAME else ""
             problems.append(f"{key}: folder {str(Path(root) / config.data.dataset)!r} (data.dataset "
                             f"{config.data.dataset!r} under {root!r}) does not exist{made_by}")
     pretrained = config.model.pretrained
