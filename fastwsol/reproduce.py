@@ -177,6 +177,8 @@ def reproduce(out: str | Path = DEFAULT_OUT, *, ablation: bool = False, fresh: b
     ``pretrain_overrides`` to the pretraining (``configs/synthetic_pretrain.yaml``)."""
     started = time.perf_counter()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
     ensure_dataset(load_config(PRETRAIN_CONFIG, pretrain_overrides), **PRETRAIN_DATASET)
     ensure_dataset(load_config(DEFAULT_CONFIG, overrides))
     new_backbone = fresh or not (out / PRETRAIN_KEY / "test_metrics.json").is_file()

@@ -33,10 +33,15 @@ def test_a_copied_config_reports_every_problem_at_once(tmp_path, monkeypatch):
         load_config(copy, check_files=True)
 
 
-def test_lr_decay_beyond_the_last_epoch_is_an_error():
-    with pytest.raises(ConfigError, match=r"optim\.lr_decay_epochs: \[6\] lies beyond optim\.epochs \(5\)"):
-        load_config(None, ["optim.epochs=5", "optim.warm_epochs=0", "optim.lr_decay_epochs=[6]"])
+def test_lr_decay_beyond_the_last_epoch(capsys):
+    # a schedule that never applies (a shortened run) is an error
+    with pytest.raises(ConfigError, match=r"optim\.lr_decay_epochs: \[6, 8\] lies beyond optim\.epochs \(5\)"):
+        load_config(None, ["optim.epochs=5", "optim.warm_epochs=0", "optim.lr_decay_epochs=[6, 8]"])
     assert load_config(None, ["optim.epochs=6", "optim.warm_epochs=0", "optim.lr_decay_epochs=[6]"]).optim.epochs == 6
+    assert "note" not in capsys.readouterr().err
+    # one decay past the end (the authors' ImageNet schedule): a note
+    load_config(CONFIGS / "ilsvrc_resnet50.yaml")
+    assert "optim.lr_decay_epochs [31] lie beyond optim.epochs (30) and never apply" in capsys.readouterr().err
 
 
 def test_train_prints_all_problems_without_traceback(tmp_path, monkeypatch, capsys):
