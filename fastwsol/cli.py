@@ -236,7 +236,8 @@ def _bench(args: argparse.Namespace) -> int:
         unknown = [name for name in args.only if name not in run_all.BENCHMARKS]
         if unknown:
             raise ValueError(f"--only: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(run_all.BENCHMARKS)}")
-    flags = ["--quick"] * args.quick + ["--summary-only"] * args.summary_only + (["--only", *args.only] if args.only else [])
+    flags = (["--quick"] * args.quick + ["--summary-only"] * args.summary_only + ["--write-summary"] * args.write_summary
+             + (["--only", *args.only] if args.only else []))
     return subprocess.run([sys.executable, str(script), *flags]).returncode
 
 
@@ -334,9 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
 
     bench = sub.add_parser("bench", help="run bench/ (kernels, evaluator, data, training step) and print one summary table")
-    bench.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    bench.add_argument("--quick", action="store_true",
+                       help="smaller sizes, fewer repeats; results go to bench/results/quick/ (git-ignored), never "
+                            "over the committed full-run results")
     bench.add_argument("--only", nargs="+", metavar="NAME", help="kernels_gpu_build alignment_loss dropout_consistency evaluator data train_step")
-    bench.add_argument("--summary-only", action="store_true", help="summarise the saved results without running anything")
+    bench.add_argument("--summary-only", action="store_true",
+                       help="print the summary of the saved results (each row names its run) without running or writing anything")
+    bench.add_argument("--write-summary", action="store_true", help="with --summary-only: rewrite summary.{json,csv} too")
     bench.set_defaults(func=_bench)
     return parser
 
