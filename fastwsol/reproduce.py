@@ -27,6 +27,7 @@ PRETRAIN_CONFIG = config_path("synthetic_pretrain")
 # `make-synthetic` arguments of the pretraining set (its config names where it lives)
 PRETRAIN_DATASET = {"task": "objects", "classes": 40, "train_per_class": 40, "test_per_class": 5}
 PRETRAIN_KEY = "pretrain"
+DEFAULT_OUT = Path("runs/reproduce")
 
 
 @dataclass(frozen=True)
@@ -169,12 +170,14 @@ def comparison_figure(run_dirs: dict[str, Path], path: Path, num_images: int = 6
     return write_png(path, contact_sheet(tiles, columns=columns, tile=150))
 
 
-def reproduce(out: str | Path = "runs/reproduce", *, ablation: bool = False, fresh: bool = False,
+def reproduce(out: str | Path = DEFAULT_OUT, *, ablation: bool = False, fresh: bool = False,
               overrides=(), pretrain_overrides=()) -> dict:
     """``overrides`` apply to every fine-tuning run (``configs/synthetic.yaml``),
     ``pretrain_overrides`` to the pretraining (``configs/synthetic_pretrain.yaml``)."""
     started = time.perf_counter()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
     ensure_dataset(load_config(PRETRAIN_CONFIG, pretrain_overrides), **PRETRAIN_DATASET)
     ensure_dataset(load_config(DEFAULT_CONFIG, overrides))
     new_backbone = fresh or not (out / PRETRAIN_KEY / "test_metrics.json").is_file()

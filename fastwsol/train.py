@@ -298,6 +298,9 @@ class Trainer:
             raise ValueError("--resume continues the run in train.out_dir and --overwrite replaces it: give one")
         if not resume:
             self._refuse_existing_run(overwrite)
+        elif not (self.out_dir / "last.pt").is_file():
+            raise FileNotFoundError(f"--resume: {self.out_dir / 'last.pt'} does not exist, so there is no run in "
+                                    f"{self.out_dir} to continue")
         self.log = MetricsLog(self.out_dir, self.ctx.is_main)
         torch.manual_seed(config.train.seed + self.ctx.rank)
         if config.optim.batch_size % self.ctx.world_size or config.optim.warm_batch_size % self.ctx.world_size:

@@ -44,6 +44,7 @@ def tiny_run_overrides(tiny_dataset):
             "model.name=vgg_small",
             "optim.epochs=2",
             "optim.warm_epochs=1",
+            "optim.lr_decay_epochs=[]",
             "optim.batch_size=4",
             "optim.warm_batch_size=4",
             "optim.lr=0.01",

@@ -90,10 +90,10 @@ def test_every_shipped_config_loads():
 def test_overrides_are_typed():
     config = load_config(
         None,
-        ["optim.lr=0.01", "optim.lr_decay_epochs=[3, 5]", "model.pretrained=null", "model.large_feature_map=true",
+        ["optim.lr=0.01", "optim.lr_decay_epochs=[2, 3]", "model.pretrained=null", "model.large_feature_map=true",
          "train.compile=false", "optim.epochs=3", "optim.warm_epochs=1"],
     )
-    assert config.optim.lr == 0.01 and config.optim.lr_decay_epochs == [3, 5]
+    assert config.optim.lr == 0.01 and config.optim.lr_decay_epochs == [2, 3]
     assert config.model.pretrained is None and config.model.large_feature_map is True
     assert config.train.compile is False and config.optim.epochs == 3
 
