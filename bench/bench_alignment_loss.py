@@ -21,7 +21,7 @@ above the allocation before the step, timings by ``triton.testing.do_bench``, an
 Triton variant the achieved bandwidth against the minimum traffic (one read of F forward;
 one read of F and one write of dF backward) and the device's peak.
 
-Prints a table, writes ``bench/results/alignment_loss.{json,csv}``.
+Prints a table, writes ``bench/results/alignment_loss.{json,csv}`` (``results/quick/`` unless a full run: bench/common.py).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import format_table, write_results
+from common import format_table
 
 FG_THRESHOLD, BG_THRESHOLD = 0.6, 0.2
 EPS = 1e-15
@@ -238,6 +238,14 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join([format_table(header, cells), *traffic, target])
 
 
+def write_results(rows: list[dict], meta: dict, parser, args) -> None:
+    from common import save_results
+
+    fields = sorted({key for row in rows for key in row}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
+    save_results("alignment_loss", {**meta, "rows": rows}, rows, fields, parser=parser, args=args,
+                 ignore=("timeout", "peak_gbps"))
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", nargs=2, metavar=("SHAPE", "VARIANT"), help=argparse.SUPPRESS)
@@ -278,11 +286,10 @@ def main(argv=None) -> list[dict]:
           f"torch {torch.__version__}, fp32, median of {args.repeats}")
     print(format_rows(rows))
     memory_measure = records[0]["memory_measure"] if records else ""
-    meta = {"device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "repeats": args.repeats, "memory_measure": memory_measure,
-            "shapes": {k: dict(zip(("B", "D", "H", "W", "C", "fine_grained"), v)) for k, v in SHAPES.items()},
-            "targets": TARGETS}
-    write_results("alignment_loss", {**meta, "rows": rows}, rows)
+    write_results(rows, {"device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
+                         "torch": torch.__version__, "repeats": args.repeats, "memory_measure": memory_measure,
+                         "shapes": {k: dict(zip(("B", "D", "H", "W", "C", "fine_grained"), v)) for k, v in SHAPES.items()},
+                         "targets": TARGETS}, parser, args)
     return rows
 
 

@@ -2,7 +2,7 @@
 uint8 output), against the limit: decode-only throughput of the same files on the same
 threads, measured in the same run. Synthetic dataset (default size), 224 px, 2 threads/workers.
 
-    python bench/bench_data.py [--threads 2] [--rounds 3] [--out bench/results/data]
+    python bench/bench_data.py [--threads 2] [--rounds 3]   # bench/results/data.{json,csv} (bench/common.py)
 
 Prints a table and writes ``<out>.json`` and ``<out>.csv``. Besides images/s, each row has the
 CPU time spent per image by this process and its children (the fallback's workers), read from
@@ -17,11 +17,9 @@ import platform
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
-
-from common import RESULTS, format_table, write_results
+from common import format_table, save_results
 
 
 def _tree_cpu_seconds() -> float:
@@ -203,12 +201,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs per configuration")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data", default=None, help="where to write the synthetic set (default: a temp dir)")
-    parser.add_argument("--out", default=str(RESULTS / "data"))
     args = parser.parse_args()
     result = run(args.threads, args.rounds, args.batch_size, args.data)
     _print(result)
     columns = ["what", "pipeline", "output", "images_per_s", "min", "max", "cpu_ms_per_image"]
-    write_results(Path(args.out), result, result["rows"], columns)
+    save_results("data", result, result["rows"], columns, parser=parser, args=args, ignore=("data",))
 
 
 if __name__ == "__main__":

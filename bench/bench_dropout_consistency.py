@@ -11,7 +11,7 @@ memory.
     python bench/bench_dropout_consistency.py [--repeats 5] [--quick]
     python -m pytest bench/bench_dropout_consistency.py --benchmark-json=bench/results/dropout_consistency_pytest.json
 
-Prints a table and writes ``bench/results/dropout_consistency.{json,csv}``.
+Prints a table and writes ``bench/results/dropout_consistency.{json,csv}`` (``results/quick/`` unless a full run: bench/common.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import statistics
 import time
 
 import torch
-from common import write_results
+from common import save_results
 
 from fastwsol import ops
 from fastwsol.kernels import attentive_dropout as dropout_kernel
@@ -183,7 +183,7 @@ def main(argv=None) -> None:
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "load_average_1_5_15": os.getloadavg()}  # other processes on the CPU make timings noisy
     fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("op", "shape", "device", "backend"), k))
-    write_results("dropout_consistency", {"meta": meta, "rows": rows}, rows, fields, indent=1)
+    save_results("dropout_consistency", {"meta": meta, "rows": rows}, rows, fields, parser=parser, args=args)
 
 
 # pytest-benchmark entry points (CPU, forward + backward, quick shapes).

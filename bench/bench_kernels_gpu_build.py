@@ -7,7 +7,7 @@ launch moves against the minimum it must move (ratio 1.00 = no extra traffic).
 
     python bench/bench_kernels_gpu_build.py [--arch 80 90]
 
-Prints a table and writes ``bench/results/kernels_gpu_build.{json,csv}``. The build runs
+Prints a table and writes ``bench/results/kernels_gpu_build.{json,csv}`` (``results/quick/`` unless a full run). The build runs
 in-process (or in a TRITON_INTERPRET=0 subprocess if the interpreter is on).
 """
 
@@ -18,7 +18,7 @@ import importlib
 import platform
 
 import triton
-from common import format_table, write_results
+from common import format_table, save_results
 
 from fastwsol.kernels import gpu_build
 
@@ -110,7 +110,7 @@ def main(argv=None) -> None:
         print(format_op_table(ops_table))
 
     meta = {"triton": triton.__version__, "python": platform.python_version(), "machine": platform.machine()}
-    write_results("kernels_gpu_build", {"meta": meta, "rows": table, "ops": ops_table}, table, indent=1)
+    save_results("kernels_gpu_build", {"meta": meta, "rows": table, "ops": ops_table}, table, parser=parser, args=args)
 
 
 if __name__ == "__main__":

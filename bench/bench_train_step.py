@@ -21,7 +21,7 @@ saved before and after each case.
 
     python bench/bench_train_step.py [--quick] [--repeats 9]
 
-Prints a table and writes ``bench/results/train_step.{json,csv}``.
+Prints a table and writes ``bench/results/train_step.{json,csv}`` (``results/quick/`` unless a full run: bench/common.py).
 """
 
 from __future__ import annotations
@@ -33,12 +33,11 @@ import statistics
 import time
 
 import torch
-from common import write_results
+from common import save_results
 
 from fastwsol.config import load_config
 from fastwsol.models import create_model
 from fastwsol.train import TrainStep, build_optimizer
-
 
 # (label, model, image size, batch, classes)
 CASES = [
@@ -172,7 +171,7 @@ def main(argv=None) -> list[dict]:
     meta = {"device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "repeats": args.repeats, "warmup": args.warmup,
             "timing": "median over interleaved rounds after warm-up; first (compiling) step apart", "rows": rows}
-    write_results("train_step", meta, rows)
+    save_results("train_step", meta, rows, parser=parser, args=args)
     return rows
 
 

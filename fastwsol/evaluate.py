@@ -24,7 +24,7 @@ from fastwsol.config import config_from_dict
 from fastwsol.data import loader_from_config, normalize_on_device
 from fastwsol.evaluation import BoxEvaluator, cams_to_scoremaps, resize_boxes, upsample_cams
 from fastwsol.evaluation.boxes import SCOREMAP_SIZE, boxes_at_thresholds
-from fastwsol.method.reference import MAP_KINDS
+from fastwsol.method import MAP_KINDS
 from fastwsol.models import model_from_config
 from fastwsol.visualize import contact_sheet, label, localization_picture, write_png
 

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 EPS = 1e-15  # the reference implementation's eps for min-max and masked means
-MAP_KINDS = ("cam", "norm", "sim")  # the keys of localization_maps (docs/method.md Table 5)
 
 
 def norm_map(feature: torch.Tensor) -> torch.Tensor:
