@@ -14,30 +14,23 @@ rows are estimates in a second sense. ``fastwsol check-gpu`` measures the real t
 
     python bench/bench_kernels_gpu_build.py [--arch 80 90]
 
-Writes ``bench/results/kernels_gpu_build.{json,csv}`` and ``bench/results/roofline.{json,csv,md}``.
+Writes ``bench/results/kernels_gpu_build.{json,csv}`` and ``bench/results/roofline.{json,csv,md}``
+(``results/quick/`` unless a full run).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import platform
-import sys
-from pathlib import Path
 
+import gpu_build
 import triton
+from common import save_results
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fastwsol.checkpoint import write_text_atomic
+from fastwsol.kernel_shapes import REAL_SHAPES, TRAFFIC
 
-import gpu_build  # noqa: E402
-
-from fastwsol.checkpoint import write_csv_atomic, write_text_atomic  # noqa: E402
-from fastwsol.kernel_shapes import REAL_SHAPES, TRAFFIC  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
 H100 = {"hbm": 3.35e12, "l2": 10e12, "tensor_tf32": 494.7e12, "fp32": 66.9e12, "sms": 132}
 ELEMENT_SIZE = {"fp32": 4, "bf16": 2}
 MAIN_KERNEL = {  # the launch whose grid sets the op's waves
@@ -116,12 +109,9 @@ def main(argv=None) -> None:
     markdown = format_markdown(roofline)
     print(markdown)
     meta = {"triton": triton.__version__, "python": platform.python_version(), "machine": platform.machine(), "h100": H100}
-    write_text_atomic(RESULTS / "kernels_gpu_build.json", json.dumps({"meta": meta, "rows": builds, "records": records}, indent=1))
-    write_csv_atomic(RESULTS / "kernels_gpu_build.csv", builds)
-    write_text_atomic(RESULTS / "roofline.json", json.dumps({"meta": meta, "rows": roofline}, indent=1))
-    write_csv_atomic(RESULTS / "roofline.csv", roofline)
-    write_text_atomic(RESULTS / "roofline.md", markdown + "\n")
-    print(f"wrote {RESULTS}/kernels_gpu_build.{{json,csv}} and roofline.{{json,csv,md}}")
+    save_results("kernels_gpu_build", {"meta": meta, "rows": builds, "records": records}, builds, parser=parser, args=args)
+    path = save_results("roofline", {"meta": meta, "rows": roofline}, roofline, parser=parser, args=args)
+    write_text_atomic(path.with_suffix(".md"), markdown + "\n")
 
 
 if __name__ == "__main__":
