@@ -232,7 +232,11 @@ def _bench(args: argparse.Namespace) -> int:
 
         spec = importlib.util.spec_from_file_location("fastwsol_bench_run_all", script)
         run_all = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(run_all)
+        sys.path.insert(0, str(script.parent))  # run_all imports bench/common.py, as when run as a script
+        try:
+            spec.loader.exec_module(run_all)
+        finally:
+            sys.path.remove(str(script.parent))
         unknown = [name for name in args.only if name not in run_all.BENCHMARKS]
         if unknown:
             raise ValueError(f"--only: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(run_all.BENCHMARKS)}")
