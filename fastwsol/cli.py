@@ -347,7 +347,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print the summary of the saved results (each row names its run) without running or writing anything")
     bench.add_argument("--write-summary", action="store_true", help="with --summary-only: rewrite summary.{json,csv} too")
     bench.set_defaults(func=_bench)
+
+    gpu = sub.add_parser("check-gpu", help="prove the Triton kernels on this GPU against the float64 reference at the "
+                                           "real shapes, time them, the training step and DALI; report.json + report.md")
+    gpu.add_argument("--out", default="check-gpu", metavar="DIR", help="where report.json and report.md go")
+    gpu.add_argument("--quick", action="store_true", help="time one shape, bf16, channels_last, VGG16 only")
+    gpu.add_argument("--dry-run", action="store_true", help="the same checks on the CPU at tiny shapes (Triton's interpreter)")
+    gpu.add_argument("--force", action="store_true", help="overwrite an existing report in --out")
+    gpu.add_argument("--budget-s", type=float, default=480, help="stop starting timed rows after this many seconds")
+    gpu.set_defaults(func=_check_gpu)
     return parser
+
+
+def _check_gpu(args: argparse.Namespace) -> int:
+    from fastwsol.check_gpu import main as check_gpu
+
+    return check_gpu(args.out, quick=args.quick, dry_run=args.dry_run, force=args.force, budget_s=args.budget_s)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -329,16 +329,48 @@ def describe_changes(changes: dict[str, tuple]) -> str:
     return ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
 
 
+# The shipped configs: ``configs/`` in a source checkout; a wheel installs the same files as
+# ``fastwsol/configs`` (pyproject's package-dir mapping), so one set of files serves both.
+_CONFIG_DIRS = (Path(__file__).resolve().parent / "configs", Path(__file__).resolve().parent.parent / "configs")
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Name (``"cub_vgg16"``) → file of every shipped config."""
+    folder = next((d for d in _CONFIG_DIRS if d.is_dir()), None)
+    return {} if folder is None else {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def config_path(name: str) -> Path:
+    """A shipped config by name: ``"cub_vgg16"``, ``"cub_vgg16.yaml"`` or ``"configs/cub_vgg16.yaml"``."""
+    shipped = shipped_configs()
+    stem = Path(name).stem
+    if stem not in shipped:
+        raise FileNotFoundError(f"no shipped config named {name!r}; the shipped ones are {sorted(shipped)}")
+    return shipped[stem]
+
+
+def _config_file(path: str | os.PathLike) -> Path:
+    """``path`` itself when it is a file; else, for a bare name or ``configs/<name>.yaml`` (e.g.
+    after a non-editable install, away from the source tree), the shipped config of that name."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.parent in (Path("."), Path("configs")) and path.stem in shipped_configs():
+        return config_path(path.stem)
+    raise FileNotFoundError(
+        f"config file {str(path)!r} does not exist (shipped configs, usable by name: {sorted(shipped_configs())})"
+    )
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequence[str] = (), *,
                 check_files: bool = False) -> ExperimentConfig:
     """Defaults ← YAML file ← ``--set`` overrides, then validation (``check_files``: also the
-    data folders and weight files a run reads); every problem is reported in one ConfigError."""
+    data folders and weight files a run reads); every problem is reported in one ConfigError.
+    ``path`` may also name a shipped config (``"cub_vgg16"``, see :func:`config_path`)."""
     config = ExperimentConfig()
     problems = []
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        path = _config_file(path)
         try:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 
 from fastwsol.checkpoint import write_text_atomic
-from fastwsol.config import load_config
+from fastwsol.config import config_path, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-DEFAULT_CONFIG = CONFIGS / "synthetic.yaml"
-PRETRAIN_CONFIG = CONFIGS / "synthetic_pretrain.yaml"
+DEFAULT_CONFIG = config_path("synthetic")
+PRETRAIN_CONFIG = config_path("synthetic_pretrain")
 # `make-synthetic` arguments of the pretraining set (its config names where it lives)
 PRETRAIN_DATASET = {"task": "objects", "classes": 40, "train_per_class": 40, "test_per_class": 5}
 PRETRAIN_KEY = "pretrain"
@@ -206,9 +205,9 @@ def reproduce(out: str | Path = DEFAULT_OUT, *, ablation: bool = False, fresh: b
     table = markdown_table(rows)
     report = (
         f"# fastwsol reproduction on the synthetic dataset\n\n"
-        f"Config `{DEFAULT_CONFIG.relative_to(CONFIGS.parent)}`{' with ' + ', '.join(overrides) if overrides else ''}; "
+        f"Config `configs/{DEFAULT_CONFIG.name}`{' with ' + ', '.join(overrides) if overrides else ''}; "
         f"test split, CAM of the ground-truth class; {elapsed / 60:.1f} min on this machine.\n\n"
-        f"Every run fine-tunes the backbone pretrained with `{PRETRAIN_CONFIG.relative_to(CONFIGS.parent)}` "
+        f"Every run fine-tunes the backbone pretrained with `configs/{PRETRAIN_CONFIG.name}` "
         f"(objects task, its own test split: top-1 {pretrained['top1_cls']:.1f} %, "
         f"CAM GT-known Loc {pretrained['gt_known_loc']:.1f}).\n\n"
         f"## Losses (paper's Table 7)\n\n{table}\n\n"

@@ -135,3 +135,16 @@ def test_bad_files(tmp_path):
     unknown.write_text("optim:\n  lrr: 0.1\n")
     with pytest.raises(ConfigError, match=r"unknown.yaml: unknown key optim\.lrr"):
         load_config(unknown)
+
+
+def test_shipped_configs_by_name(tmp_path, monkeypatch):
+    from fastwsol.config import config_path
+
+    assert config_path("cub_vgg16") == config_path("cub_vgg16.yaml") == (CONFIGS / "cub_vgg16.yaml").resolve()
+    monkeypatch.chdir(tmp_path)  # away from the source tree: configs/<name>.yaml is the shipped one
+    assert load_config("configs/ilsvrc_vgg16.yaml").optim.epochs == 40
+    assert load_config("cub_resnet50").model.name == "resnet50"
+    with pytest.raises(FileNotFoundError, match=r"no shipped config named 'cub_vgg19'.*cub_vgg16"):
+        config_path("cub_vgg19")
+    with pytest.raises(FileNotFoundError, match=r"'elsewhere/cub_vgg16.yaml' does not exist"):
+        load_config("elsewhere/cub_vgg16.yaml")  # a path with another folder is never replaced
