@@ -44,6 +44,15 @@ def localization_picture(image: np.ndarray, scoremap: np.ndarray, gt_boxes=None,
     return picture
 
 
+def enlarge(picture: np.ndarray, min_width: int = 320) -> np.ndarray:
+    """A small picture scaled up (whole factors, nearest neighbour) to at least ``min_width``
+    wide, so a title and legend fit beside it; larger pictures are returned as they are."""
+    factor = -(-min_width // picture.shape[1])
+    if factor <= 1:
+        return picture
+    return cv2.resize(picture, (picture.shape[1] * factor, picture.shape[0] * factor), interpolation=cv2.INTER_NEAREST)
+
+
 def _font_scale(width: int) -> float:
     return float(np.clip(width / 600, 0.38, 0.9))
 
