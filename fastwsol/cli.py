@@ -118,14 +118,19 @@ def _localize(args: argparse.Namespace) -> int:
     trained = load_trained(args.checkpoint, device=args.device)
     results = localize_images(trained, args.images, map_kind=args.map, threshold=args.threshold, out_dir=args.out,
                               overwrite=args.overwrite)
+    from fastwsol.report import BOX_FORMAT, format_localization
+
+    threshold = "validated with the checkpoint" if args.threshold is None else "from --threshold"
+    named = "class names from the run's metadata" if trained.class_names else "classes are label numbers (the run's metadata names none)"
+    print(f"{BOX_FORMAT}; map {args.map} thresholded at {results[0]['threshold'] if results else '-'} ({threshold}); "
+          f"scores are softmax probabilities; {named}")
     failed = 0
     for result in results:
         if "error" in result:
             failed += 1
             print(f"fastwsol localize: error: {result['error']}", file=sys.stderr)
             continue
-        top = ", ".join(f"{c['class']}:{c['score']:.3f}" for c in result["top_classes"])
-        print(f"{result['path']}  box {result['box']}  top-5 [{top}]" + (f"  → {result['picture']}" if "picture" in result else ""))
+        print(format_localization(result, trained.class_names))
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failed else 0
@@ -232,7 +237,11 @@ def _bench(args: argparse.Namespace) -> int:
 
         spec = importlib.util.spec_from_file_location("fastwsol_bench_run_all", script)
         run_all = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(run_all)
+        sys.path.insert(0, str(script.parent))  # run_all imports bench/common.py, as when run as a script
+        try:
+            spec.loader.exec_module(run_all)
+        finally:
+            sys.path.remove(str(script.parent))
         unknown = [name for name in args.only if name not in run_all.BENCHMARKS]
         if unknown:
             raise ValueError(f"--only: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(run_all.BENCHMARKS)}")

@@ -21,7 +21,7 @@ from fastwsol.data.images import read_rgb_pil
 from fastwsol.evaluate import evaluate_model, gt_boxes_224, scoremaps_for
 from fastwsol.evaluation.boxes import SCOREMAP_SIZE, boxes_at_thresholds
 from fastwsol.models import create_model
-from fastwsol.visualize import contact_sheet, label, localization_picture, write_png
+from fastwsol.visualize import contact_sheet, enlarge, label, localization_picture, with_legend, write_png
 
 
 @dataclass
@@ -30,6 +30,8 @@ class TrainedModel:
     config: object  # ExperimentConfig of the run
     threshold: float | None  # the CAM threshold validated with the checkpoint (GT-known-optimal), if any
     path: Path
+    class_names: dict[int, str]  # label -> name ({} when the run's metadata names none)
+    workdir: Path | None  # where the run was made: its config's relative data paths start there
 
 
 def load_trained(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
@@ -44,7 +46,8 @@ def load_trained(checkpoint: str | os.PathLike, device: str | torch.device = "cp
     except RuntimeError as exc:
         raise ValueError(f"checkpoint {checkpoint}: weights do not fit {m.name}: {exc}") from exc
     threshold = state.get("best", {}).get("threshold")
-    return TrainedModel(model.to(device).eval(), config, threshold, Path(checkpoint))
+    workdir = Path(state["workdir"]) if state.get("workdir") else None
+    return TrainedModel(model.to(device).eval(), config, threshold, Path(checkpoint), state.get("class_names") or {}, workdir)
 
 
 def predicted_box(scoremap: np.ndarray, threshold: float) -> np.ndarray:
@@ -123,13 +126,18 @@ def localize_images(trained: TrainedModel, paths, *, map_kind: str = "cam", thre
         result = {
             "path": str(path),
             "size": [width, height],
-            "top_classes": [{"class": int(c), "score": float(s)} for c, s in zip(classes, scores)],
+            "top_classes": [{"class": int(c), "score": float(s), **({"name": trained.class_names[int(c)]}
+                                                                     if int(c) in trained.class_names else {})}
+                            for c, s in zip(classes, scores)],
             "box": [int(v) for v in original],
             "map": map_kind,
             "threshold": float(threshold),
         }
         if picture_path is not None:
-            picture = localization_picture(np.asarray(image), scoremap, predicted_box=original)
+            top = result["top_classes"][0]
+            title = f"{top.get('name', 'class')} ({top['class']}) {top['score']:.2f}\nbox {','.join(map(str, result['box']))}"
+            picture = with_legend(label(enlarge(localization_picture(np.asarray(image), scoremap, predicted_box=original)), title),
+                                  gt=None, predicted=f"predicted box ({map_kind} > {threshold:.2f})")
             result["picture"] = str(write_png(picture_path, picture))
         results.append(result)
     return results

@@ -26,6 +26,7 @@ from fastwsol import ops
 from fastwsol.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_atomic, write_text_atomic
 from fastwsol.config import ExperimentConfig, LossConfig, changed_keys, describe_changes
 from fastwsol.data import build_loader, normalize_on_device
+from fastwsol.evaluation.metadata import class_names
 from fastwsol.models import TwoPathWSOLNet, create_model
 
 LOSS_TERMS = ("ce", "drop", "sim", "norm")
@@ -311,6 +312,7 @@ class Trainer:
         self._loaders: dict[tuple, object] = {}
         train_loader = self.loader("train", config.optim.warm_batch_size)
         self.num_classes = int(train_loader.metadata.labels.max()) + 1
+        self.class_names = class_names(config.data.metadata_root, config.data.dataset, train_loader.metadata)
         self.model = build_model(config, self.num_classes).to(self.device)
         if config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -403,6 +405,8 @@ class Trainer:
             "rng": self._all_rng_states(),
             "config": self.config.to_dict(),
             "num_classes": self.num_classes,
+            "class_names": self.class_names,  # shown by evaluate's pictures and localize ({} when unnamed)
+            "workdir": os.getcwd(),  # the config's relative data paths are relative to it
             "lr_factor": lr_factor(self.epoch, self.config),
         }
 
