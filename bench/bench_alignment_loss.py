@@ -21,7 +21,7 @@ above the allocation before the step, timings by ``triton.testing.do_bench``, an
 Triton variant the achieved bandwidth against the minimum traffic (one read of F forward;
 one read of F and one write of dF backward) and the device's peak.
 
-Prints a table, writes ``bench/results/alignment_loss.{json,csv}``.
+Prints a table, writes ``bench/results/alignment_loss.{json,csv}`` (``results/quick/`` unless a full run: bench/common.py).
 """
 
 from __future__ import annotations
@@ -34,12 +34,10 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-RESULTS = Path(__file__).resolve().parent / "results"
 FG_THRESHOLD, BG_THRESHOLD = 0.6, 0.2
 EPS = 1e-15
 
@@ -241,12 +239,12 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_results(rows: list[dict], meta: dict) -> None:
-    from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
+def write_results(rows: list[dict], meta: dict, parser, args) -> None:
+    from common import save_results
 
-    write_text_atomic(RESULTS / "alignment_loss.json", json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     fields = sorted({key for row in rows for key in row}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
-    write_csv_atomic(RESULTS / "alignment_loss.csv", rows, fields)
+    save_results("alignment_loss", {**meta, "rows": rows}, rows, fields, parser=parser, args=args,
+                 ignore=("timeout", "peak_gbps"))
 
 
 def main(argv=None) -> list[dict]:
@@ -292,7 +290,7 @@ def main(argv=None) -> list[dict]:
     write_results(rows, {"device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
                          "torch": torch.__version__, "repeats": args.repeats, "memory_measure": memory_measure,
                          "shapes": {k: dict(zip(("B", "D", "H", "W", "C", "fine_grained"), v)) for k, v in SHAPES.items()},
-                         "targets": TARGETS})
+                         "targets": TARGETS}, parser, args)
     return rows
 
 

@@ -2,7 +2,7 @@
 uint8 output), against the limit: decode-only throughput of the same files on the same
 threads, measured in the same run. Synthetic dataset (default size), 224 px, 2 threads/workers.
 
-    python bench/bench_data.py [--threads 2] [--rounds 3] [--out bench/results/data]
+    python bench/bench_data.py [--threads 2] [--rounds 3]   # bench/results/data.{json,csv} (bench/common.py)
 
 Prints a table and writes ``<out>.json`` and ``<out>.csv``. Besides images/s, each row has the
 CPU time spent per image by this process and its children (the fallback's workers), read from
@@ -12,17 +12,14 @@ CPU time spent per image by this process and its children (the fallback's worker
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
-
-from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
+from common import save_results
 
 
 def _tree_cpu_seconds() -> float:
@@ -198,23 +195,17 @@ def _print(result: dict) -> None:
           + ", ".join(f"{k} {v:.2f}x" for k, v in result["torch_cpu_per_image_over_dali"].items()))
 
 
-def _write(result: dict, out: Path) -> None:
-    write_text_atomic(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-    columns = ["what", "pipeline", "output", "images_per_s", "min", "max", "cpu_ms_per_image"]
-    write_csv_atomic(out.with_suffix(".csv"), result["rows"], columns)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs per configuration")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data", default=None, help="where to write the synthetic set (default: a temp dir)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "data"))
     args = parser.parse_args()
     result = run(args.threads, args.rounds, args.batch_size, args.data)
     _print(result)
-    _write(result, Path(args.out))
+    columns = ["what", "pipeline", "output", "images_per_s", "min", "max", "cpu_ms_per_image"]
+    save_results("data", result, result["rows"], columns, parser=parser, args=args, ignore=("data",))
 
 
 if __name__ == "__main__":

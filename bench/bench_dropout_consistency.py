@@ -11,27 +11,24 @@ memory.
     python bench/bench_dropout_consistency.py [--repeats 5] [--quick]
     python -m pytest bench/bench_dropout_consistency.py --benchmark-json=bench/results/dropout_consistency_pytest.json
 
-Prints a table and writes ``bench/results/dropout_consistency.{json,csv}``.
+Prints a table and writes ``bench/results/dropout_consistency.{json,csv}`` (``results/quick/`` unless a full run: bench/common.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from common import save_results
 
 from fastwsol import ops
-from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
 from fastwsol.kernels import attentive_dropout as dropout_kernel
 from fastwsol.kernels import consistency_loss as consistency_kernel
 
-RESULTS = Path(__file__).resolve().parent / "results"
 THRESHOLD, DROP_PROB = 0.8, 0.5  # CUB VGG16 (docs/method.md §6)
 # (op, label, shape); "--quick" divides the batch by 8.
 CASES = [
@@ -185,10 +182,8 @@ def main(argv=None) -> None:
             "processor": platform.processor(), "repeats": args.repeats, "quick": args.quick,
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "load_average_1_5_15": os.getloadavg()}  # other processes on the CPU make timings noisy
-    write_text_atomic(RESULTS / "dropout_consistency.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
     fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("op", "shape", "device", "backend"), k))
-    write_csv_atomic(RESULTS / "dropout_consistency.csv", rows, fields)
-    print(f"wrote {RESULTS / 'dropout_consistency.json'} and .csv")
+    save_results("dropout_consistency", {"meta": meta, "rows": rows}, rows, fields, parser=parser, args=args)
 
 
 # pytest-benchmark entry points (CPU, forward + backward, quick shapes).

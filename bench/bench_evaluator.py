@@ -1,6 +1,6 @@
 """Evaluator benchmark at ImageNet-validation scale (issue 4).
 
-The 50,000 ILSVRC test images with their real GT boxes (../shared/data/wsol-metadata), and
+The 50,000 ILSVRC test images with their real GT boxes (the builtin wsolevaluation metadata), and
 synthetic 14×14 CAMs (1–3 ReLU'd Gaussian bumps near a GT box plus noise, seeded), evaluated
 end to end — bicubic upsample, min–max normalise, uint8, boxes at 200 CAM thresholds, counts —
 with the fast path (BoxEvaluator(backend="fast")). The OpenCV reference (cv2.resize +
@@ -9,24 +9,22 @@ subset's images/s. The subset's counts are checked equal between the two paths.
 
     python bench/bench_evaluator.py [--num-images 50000] [--reference-images 300]
 
-Prints a table and writes bench/results/evaluator.json and evaluator.csv.
+Prints a table and writes bench/results/evaluator.{json,csv} (results/quick/ unless a full run: bench/common.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import cv2
 import numba
 import numpy as np
 import torch
+from common import save_results
 
-from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
 from fastwsol.evaluation import (
     BoxEvaluator,
     read_split_metadata,
@@ -37,9 +35,6 @@ from fastwsol.evaluation.boxes import scoremap_opencv
 from fastwsol.evaluation.component_tree import normalise_and_quantise
 from fastwsol.evaluation.evaluator import CAM_CHUNK
 
-ROOT = Path(__file__).resolve().parents[1]
-METADATA = ROOT.parent / "shared" / "data" / "wsol-metadata"
-RESULTS = ROOT / "bench" / "results"
 CAM_SIZE = 14
 
 
@@ -76,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
 
     t = time.perf_counter()
-    meta = read_split_metadata(METADATA, "ILSVRC", "test")
+    meta = read_split_metadata("builtin", "ILSVRC", "test")
     metadata_seconds = time.perf_counter() - t
     n = min(args.num_images, len(meta))
     gt_boxes = [resize_boxes(meta.boxes[i], int(meta.sizes[i, 0]), int(meta.sizes[i, 1])) for i in range(n)]
@@ -170,8 +165,8 @@ def main() -> None:
         print(f"  {name:<{width}}  {value:>10}  {extra}")
     print(f"  MaxBoxAccV2 (synthetic CAMs) {fast_metrics['max_box_acc_v2']:.2f}")
 
-    write_text_atomic(RESULTS / "evaluator.json", json.dumps(result, indent=2) + "\n")
-    write_csv_atomic(RESULTS / "evaluator.csv", [{k: v for k, v in result.items() if not isinstance(v, dict)}])
+    save_results("evaluator", result, [{k: v for k, v in result.items() if not isinstance(v, dict)}],
+                 parser=parser, args=args)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ launch moves against the minimum it must move (ratio 1.00 = no extra traffic).
 
     python bench/bench_kernels_gpu_build.py [--arch 80 90]
 
-Prints a table and writes ``bench/results/kernels_gpu_build.{json,csv}``. The build runs
+Prints a table and writes ``bench/results/kernels_gpu_build.{json,csv}`` (``results/quick/`` unless a full run). The build runs
 in-process (or in a TRITON_INTERPRET=0 subprocess if the interpreter is on).
 """
 
@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import platform
-from pathlib import Path
 
 import triton
+from common import save_results
 
-from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
 from fastwsol.kernels import gpu_build
 
-RESULTS = Path(__file__).resolve().parent / "results"
 # The real F shapes (B, D, H, W), for modules that do not state their own REAL_SHAPES.
 DEFAULT_SHAPES = {"VGG16 F B=64": (64, 1024, 14, 14), "ResNet50 F B=32": (32, 2048, 28, 28)}
 
@@ -116,9 +113,7 @@ def main(argv=None) -> None:
         print(format_op_table(ops_table))
 
     meta = {"triton": triton.__version__, "python": platform.python_version(), "machine": platform.machine()}
-    write_text_atomic(RESULTS / "kernels_gpu_build.json", json.dumps({"meta": meta, "rows": table, "ops": ops_table}, indent=1))
-    write_csv_atomic(RESULTS / "kernels_gpu_build.csv", table)
-    print(f"wrote {RESULTS / 'kernels_gpu_build.json'} and .csv")
+    save_results("kernels_gpu_build", {"meta": meta, "rows": table, "ops": ops_table}, table, parser=parser, args=args)
 
 
 if __name__ == "__main__":

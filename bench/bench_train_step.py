@@ -21,27 +21,23 @@ saved before and after each case.
 
     python bench/bench_train_step.py [--quick] [--repeats 9]
 
-Prints a table and writes ``bench/results/train_step.{json,csv}``.
+Prints a table and writes ``bench/results/train_step.{json,csv}`` (``results/quick/`` unless a full run: bench/common.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from common import save_results
 
-from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
 from fastwsol.config import load_config
 from fastwsol.models import create_model
 from fastwsol.train import TrainStep, build_optimizer
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 # (label, model, image size, batch, classes)
 CASES = [
@@ -175,8 +171,7 @@ def main(argv=None) -> list[dict]:
     meta = {"device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "repeats": args.repeats, "warmup": args.warmup,
             "timing": "median over interleaved rounds after warm-up; first (compiling) step apart", "rows": rows}
-    write_text_atomic(RESULTS / "train_step.json", json.dumps(meta, indent=2) + "\n")
-    write_csv_atomic(RESULTS / "train_step.csv", rows)
+    save_results("train_step", meta, rows, parser=parser, args=args)
     return rows
 
 

@@ -1,10 +1,14 @@
 """Run every benchmark of bench/ and print one summary table (kernels, evaluator, data, training
-step); saves ``bench/results/summary.{json,csv}``. ``fastwsol bench`` calls this.
+step). ``fastwsol bench`` calls this.
 
-    python bench/run_all.py [--quick] [--only NAME ...] [--summary-only]
+    python bench/run_all.py [--quick] [--only NAME ...] [--summary-only [--write-summary]]
 
 Each benchmark runs as its own process (as a user would run it) and writes its own results
-file; the summary is read back from those files, so it only shows figures that were measured.
+file; the summary is read back from those files, so it only shows figures that were measured,
+and each row names the run it comes from (full or quick, date, commit). Full runs write
+``bench/results/`` (committed) and ``summary.{json,csv}`` there; ``--quick`` runs write
+``bench/results/quick/`` (git-ignored) and never replace a full result (bench/common.py);
+``--summary-only`` prints and writes nothing unless ``--write-summary``.
 """
 
 from __future__ import annotations
@@ -12,13 +16,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-RESULTS = BENCH / "results"
+from common import BENCH, QUICK_ENV, QUICK_RESULTS, RESULTS, describe_run
 
 # name → (script, arguments for the full run, arguments for --quick)
 BENCHMARKS = {
@@ -31,48 +34,55 @@ BENCHMARKS = {
 }
 
 
-def _csv_rows(name: str) -> list[dict]:
-    path = RESULTS / f"{name}.csv"
-    return list(csv.DictReader(path.open())) if path.is_file() else []
+def results_folder(name: str, quick: bool):
+    """A quick view takes a benchmark's quick results where there are any, else the full ones."""
+    return QUICK_RESULTS if quick and (QUICK_RESULTS / f"{name}.json").is_file() else RESULTS
 
 
-def _json(name: str) -> dict:
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def summary_rows() -> list[dict]:
-    """(area, measurement, value, target) from the saved results of each benchmark."""
+def summary_rows(quick: bool = False) -> list[dict]:
+    """(area, measurement, value, target, run) from the saved results of each benchmark."""
     rows = []
+    runs = {}
 
-    def add(area, what, value, target=""):
-        rows.append({"area": area, "measurement": what, "value": value, "target": target})
+    def _json(name: str) -> dict:
+        path = results_folder(name, quick) / f"{name}.json"
+        payload = json.loads(path.read_text()) if path.is_file() else {}
+        runs[name] = describe_run(path, payload) if payload else ""
+        return payload
+
+    def _csv_rows(name: str) -> list[dict]:
+        _json(name)  # the run the CSV belongs to
+        path = results_folder(name, quick) / f"{name}.csv"
+        return list(csv.DictReader(path.open())) if path.is_file() else []
+
+    def add(name, area, what, value, target=""):
+        rows.append({"area": area, "measurement": what, "value": value, "target": target, "run": runs[name]})
 
     builds = _csv_rows("kernels_gpu_build")
     if builds:
         kernels = {r["kernel"] for r in builds}
         archs = sorted({r["arch"] for r in builds})
         spills = sum(int(r["spill_bytes"]) for r in builds)
-        add("kernels", f"GPU builds ({', '.join(archs)})", f"{len(kernels)} kernel configs, max {max(int(r['registers']) for r in builds)} regs, {spills} spill bytes", "0 spills")
+        add("kernels_gpu_build", "kernels", f"GPU builds ({', '.join(archs)})", f"{len(kernels)} kernel configs, max {max(int(r['registers']) for r in builds)} regs, {spills} spill bytes", "0 spills")
     for r in _csv_rows("alignment_loss"):
         if r["variant"] in ("compiled", "triton"):
             target = f"≥{r['speed_target']}× faster, ≥3× less memory" if r.get("speed_target") else ""
-            add("kernels", f"alignment loss fwd+bwd {r['shape']} {r['variant']} ({r['device']}) vs paper's formulation",
+            add("alignment_loss", "kernels", f"alignment loss fwd+bwd {r['shape']} {r['variant']} ({r['device']}) vs paper's formulation",
                 f"{float(r['speedup_vs_paper']):.2f}× faster, {float(r['memory_ratio_vs_paper']):.2f}× less memory", target)
     for r in _csv_rows("dropout_consistency"):
         if r["backend"] != "reference":
-            add("kernels", f"{r['op']} fwd+bwd {r['shape']} {r['backend']} ({r['device']}) vs eager", f"{float(r['fwd_bwd_speedup']):.2f}×")
+            add("dropout_consistency", "kernels", f"{r['op']} fwd+bwd {r['shape']} {r['backend']} ({r['device']}) vs eager", f"{float(r['fwd_bwd_speedup']):.2f}×")
     evaluator = _json("evaluator")
     if evaluator:
-        add("evaluator", f"{evaluator['num_images']} images end to end (fast path)",
+        add("evaluator", "evaluator", f"{evaluator['num_images']} images end to end (fast path)",
             f"{evaluator['fast_seconds']:.1f} s, {evaluator['fast_images_per_second']:.0f} img/s", "50,000 in ≤ 60 s")
-        add("evaluator", "fast vs OpenCV reference (images/s; reference extrapolated from a subset)",
+        add("evaluator", "evaluator", "fast vs OpenCV reference (images/s; reference extrapolated from a subset)",
             f"{evaluator['speedup']:.1f}×", "≥ 100×")
     data = _json("data")
     for r in data.get("rows", []):
-        add("data", f"{r['what']} {r['pipeline']} {r['output']}".replace(" - -", ""), f"{float(r['images_per_s']):.0f} img/s")
+        add("data", "data", f"{r['what']} {r['pipeline']} {r['output']}".replace(" - -", ""), f"{float(r['images_per_s']):.0f} img/s")
     for r in _json("train_step").get("rows", []):
-        add("train step", f"{r['case']} batch {r['batch']}: compiled vs eager",
+        add("train_step", "train step", f"{r['case']} batch {r['batch']}: compiled vs eager",
             f"{r['compiled_img_s']:.1f} vs {r['eager_img_s']:.1f} img/s = {r['speedup']:.2f}×", "≥ 1.5×")
     return rows
 
@@ -83,7 +93,7 @@ def print_summary(rows: list[dict]) -> None:
     print(line)
     print("-" * len(line))
     for r in rows:
-        print("  ".join(f"{str(v):<{w}}" for v, w in zip(r.values(), widths)))
+        print("  ".join(f"{v!s:<{w}}" for v, w in zip(r.values(), widths)))
 
 
 def main(argv=None) -> int:
@@ -91,27 +101,34 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (minutes, not tens)")
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these")
     parser.add_argument("--summary-only", action="store_true", help="print the summary of the saved results, run nothing")
+    parser.add_argument("--write-summary", action="store_true",
+                        help="with --summary-only: also rewrite summary.{json,csv} (of results/, or results/quick/ with --quick)")
     args = parser.parse_args(argv)
     failed = []
     if not args.summary_only:
+        env = {**os.environ, QUICK_ENV: "1"} if args.quick else None
         for name in args.only or BENCHMARKS:
             script, full, quick = BENCHMARKS[name]
             command = [sys.executable, str(BENCH / script), *(quick if args.quick else full)]
             print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
             started = time.perf_counter()
-            if subprocess.run(command).returncode != 0:
+            if subprocess.run(command, env=env, check=False).returncode != 0:
                 failed.append(name)
             print(f"=== {name}: {time.perf_counter() - started:.0f} s", flush=True)
-    rows = summary_rows()
+    rows = summary_rows(args.quick)
     if not rows:
         print("no benchmark results saved yet", file=sys.stderr)
         return 1
-    print("\nsummary (from bench/results/*):")
+    folder = QUICK_RESULTS if args.quick else RESULTS
+    print(f"\nsummary ({'quick results where there are any, else ' if args.quick else ''}full results; "
+          f"'run' names where each figure comes from):")
     print_summary(rows)
-    from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
+    if not args.summary_only or args.write_summary:
+        from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
 
-    write_text_atomic(RESULTS / "summary.json", json.dumps(rows, indent=2) + "\n")
-    write_csv_atomic(RESULTS / "summary.csv", rows)
+        write_text_atomic(folder / "summary.json", json.dumps(rows, indent=2) + "\n")
+        write_csv_atomic(folder / "summary.csv", rows)
+        print(f"wrote {folder / 'summary.json'} and .csv")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

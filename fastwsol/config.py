@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -174,21 +175,43 @@ def _section_types(section_cls) -> dict[str, typing.Any]:
     return typing.get_type_hints(section_cls)
 
 
-def apply_values(config: ExperimentConfig, values: dict, origin: str) -> None:
-    """Set ``{section: {key: value}}`` on ``config``, checking names and types."""
+def _apply(config: ExperimentConfig, values: dict, origin: str) -> list[str]:
+    """Set ``{section: {key: value}}`` on ``config``; returns the problems (unknown names, wrong
+    types), each naming the key, and leaves those keys as they were."""
     if not isinstance(values, dict):
-        raise ConfigError(f"{origin}: expected a mapping of sections, got {type(values).__name__}")
+        return [f"{origin}: expected a mapping of sections, got {type(values).__name__}"]
+    problems = []
     for section, entries in values.items():
         if section not in ExperimentConfig.__dataclass_fields__:
-            raise ConfigError(f"{origin}: unknown section {section!r}; sections are {list(ExperimentConfig.__dataclass_fields__)}")
+            problems.append(f"{origin}: unknown section {section!r}; sections are {list(ExperimentConfig.__dataclass_fields__)}")
+            continue
         if not isinstance(entries, dict):
-            raise ConfigError(f"{origin}: section {section!r} must be a mapping")
+            problems.append(f"{origin}: section {section!r} must be a mapping")
+            continue
         target = getattr(config, section)
         types = _section_types(type(target))
         for key, value in entries.items():
             if key not in types:
-                raise ConfigError(f"{origin}: unknown key {section}.{key}; {section} has {sorted(types)}")
-            setattr(target, key, _coerce(f"{section}.{key}", value, types[key]))
+                problems.append(f"{origin}: unknown key {section}.{key}; {section} has {sorted(types)}")
+                continue
+            try:
+                setattr(target, key, _coerce(f"{section}.{key}", value, types[key]))
+            except ConfigError as exc:
+                problems.append(f"{origin}: {exc}")
+    return problems
+
+
+def _raise_all(problems: list[str]) -> None:
+    """One ConfigError listing every problem (one line when there is one)."""
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"{len(problems)} problems in the config:\n  " + "\n  ".join(problems))
+
+
+def apply_values(config: ExperimentConfig, values: dict, origin: str) -> None:
+    """Set ``{section: {key: value}}`` on ``config``, checking names and types."""
+    _raise_all(_apply(config, values, origin))
 
 
 def parse_override(text: str) -> dict:
@@ -200,12 +223,14 @@ def parse_override(text: str) -> dict:
     return {section: {key: value}}
 
 
-def validate(config: ExperimentConfig) -> None:
-    """Impossible combinations, each named by its key."""
+def config_problems(config: ExperimentConfig) -> list[str]:
+    """Impossible values and combinations, each named by its key."""
+    problems = []
     for (section, key), choices in _CHOICES.items():
         value = getattr(getattr(config, section), key)
         if value not in choices:
-            raise ConfigError(f"{section}.{key}: {value!r} is not one of {choices}")
+            problems.append(f"{section}.{key}: {value!r} is not one of {choices}")
+    o = config.optim
     checks = [
         ("loss.bg_threshold", config.loss.bg_threshold <= config.loss.fg_threshold,
          f"τ_bg ({config.loss.bg_threshold}) must not exceed τ_fg ({config.loss.fg_threshold})"),
@@ -216,7 +241,7 @@ def validate(config: ExperimentConfig) -> None:
         ("model.drop_prob", 0.0 <= config.model.drop_prob <= 1.0, "must lie in [0, 1]"),
         ("model.drop_threshold", 0.0 <= config.model.drop_threshold <= 1.0, "must lie in [0, 1]"),
         ("optim.epochs", config.optim.epochs >= 1, "must be >= 1"),
-        ("optim.warm_epochs", 0 <= config.optim.warm_epochs <= config.optim.epochs, "must lie in [0, optim.epochs]"),
+        ("optim.warm_epochs", 0 <= o.warm_epochs <= o.epochs, f"{o.warm_epochs} must lie in [0, optim.epochs = {o.epochs}]"),
         ("optim.batch_size", config.optim.batch_size >= 1, "must be >= 1"),
         ("optim.warm_batch_size", config.optim.warm_batch_size >= 1, "must be >= 1"),
         ("optim.lr", config.optim.lr > 0, "must be > 0"),
@@ -224,7 +249,12 @@ def validate(config: ExperimentConfig) -> None:
         ("optim.weight_decay", config.optim.weight_decay >= 0, "must be >= 0"),
         ("optim.momentum", 0 <= config.optim.momentum < 1, "must lie in [0, 1)"),
         ("optim.lr_decay_factor", 0 < config.optim.lr_decay_factor <= 1, "must lie in (0, 1]"),
-        ("optim.lr_decay_epochs", all(e >= 1 for e in config.optim.lr_decay_epochs), "epochs are 1-based"),
+        ("optim.lr_decay_epochs", all(e >= 1 for e in o.lr_decay_epochs), "epochs are 1-based"),
+        # every decay past the last epoch: a schedule that silently never applies (a shortened run);
+        # some past it is the authors' ImageNet schedule (21 and 31 of 30 epochs), noted by load_config
+        ("optim.lr_decay_epochs", not o.lr_decay_epochs or min(o.lr_decay_epochs) <= o.epochs,
+         f"{o.lr_decay_epochs} lies beyond optim.epochs ({o.epochs}): the learning rate would never decay; "
+         f"use decay epochs within the run (optim.lr_decay_epochs=[] for none)"),
         ("loss.lambda_drop", config.loss.lambda_drop >= 0, "must be >= 0"),
         ("loss.lambda_sim", config.loss.lambda_sim >= 0, "must be >= 0"),
         ("loss.lambda_norm", config.loss.lambda_norm >= 0, "must be >= 0"),
@@ -234,26 +264,133 @@ def validate(config: ExperimentConfig) -> None:
         ("train.log_interval", config.train.log_interval >= 1, "must be >= 1"),
         ("eval.cam_curve_interval", 0 < config.eval.cam_curve_interval < 1, "must lie in (0, 1)"),
     ]
-    for key, ok, message in checks:
-        if not ok:
-            raise ConfigError(f"{key}: {message}")
+    return problems + [f"{key}: {message}" for key, ok, message in checks if not ok]
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
-    """Defaults ← YAML file ← ``--set`` overrides, then validation."""
+def file_problems(config: ExperimentConfig) -> list[str]:
+    """Files and folders a training run reads that do not exist, each named by its key."""
+    from fastwsol.data.synthetic import DATASET_NAME as SYNTHETIC_NAME
+    from fastwsol.evaluation.metadata import resolve_metadata_root
+
+    problems = []
+    metadata_root = resolve_metadata_root(config.data.metadata_root)
+    for key, root in (("data.metadata_root", metadata_root), ("data.data_root", config.data.data_root)):
+        if not (Path(root) / config.data.dataset).is_dir():
+            made_by = {
+                SYNTHETIC_NAME: f"; `fastwsol make-synthetic {Path(root).parent}` writes it",
+                "CUB": f"; `fastwsol prepare cub CUB_200_2011_DIR --out {root}` lays it out",
+                "ILSVRC": f"; `fastwsol prepare imagenet --train DIR --val DIR --out {root}` lays it out",
+            }.get(config.data.dataset, "") if key == "data.data_root" or config.data.dataset == SYNTHETIC_NAME else ""
+            problems.append(f"{key}: folder {str(Path(root) / config.data.dataset)!r} (data.dataset "
+                            f"{config.data.dataset!r} under {root!r}) does not exist{made_by}")
+    pretrained = config.model.pretrained
+    if pretrained not in (None, "imagenet") and not Path(pretrained).is_file():
+        problems.append(f"model.pretrained: weight file {pretrained!r} does not exist (or use imagenet)")
+    if config.model.init_from is not None and not Path(config.model.init_from).is_file():
+        problems.append(f"model.init_from: checkpoint {config.model.init_from!r} does not exist; {init_from_hint()}")
+    return problems
+
+
+def init_from_hint() -> str:
+    """What makes the backbone checkpoint ``model.init_from`` names: a reproduction's, when
+    there is one already, else the pretraining run."""
+    from fastwsol.reproduce import DEFAULT_OUT, PRETRAIN_KEY
+
+    made = DEFAULT_OUT / PRETRAIN_KEY / "last.pt"
+    if made.is_file():
+        return f"`fastwsol reproduce` already trained one: model.init_from={made}"
+    return ("train that run first (for configs/synthetic.yaml: fastwsol train --config configs/synthetic_pretrain.yaml, "
+            f"or `fastwsol reproduce`, which writes {made})")
+
+
+def validate(config: ExperimentConfig) -> None:
+    _raise_all(config_problems(config))
+
+
+# Settings that say where or how visibly a run is made, not what it trains: two runs that
+# differ only in these are the same run (a moved folder, another terminal).
+RUN_ONLY_KEYS = frozenset({"train.out_dir", "train.progress", "train.log_interval", "data.num_threads"})
+
+
+def changed_keys(recorded: dict, current: dict, ignore=RUN_ONLY_KEYS) -> dict[str, tuple]:
+    """``{"section.key": (recorded value, current value)}`` for every setting that differs
+    between two ``ExperimentConfig.to_dict()`` (a key missing on one side counts as ``None``),
+    sorted by key; the one comparison behind resume, reuse and overwrite decisions."""
+    differ = {}
+    for section in sorted(set(recorded) | set(current)):
+        old, new = recorded.get(section) or {}, current.get(section) or {}
+        for key in sorted(set(old) | set(new)):
+            dotted = f"{section}.{key}"
+            if dotted not in ignore and old.get(key) != new.get(key):
+                differ[dotted] = (old.get(key), new.get(key))
+    return differ
+
+
+def describe_changes(changes: dict[str, tuple]) -> str:
+    """``changed_keys``' result on one line: ``optim.lr 0.01 -> 0.004, ...``."""
+    return ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
+
+
+# The shipped configs: ``configs/`` in a source checkout; a wheel installs the same files as
+# ``fastwsol/configs`` (pyproject's package-dir mapping), so one set of files serves both.
+_CONFIG_DIRS = (Path(__file__).resolve().parent / "configs", Path(__file__).resolve().parent.parent / "configs")
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Name (``"cub_vgg16"``) → file of every shipped config."""
+    folder = next((d for d in _CONFIG_DIRS if d.is_dir()), None)
+    return {} if folder is None else {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def config_path(name: str) -> Path:
+    """A shipped config by name: ``"cub_vgg16"``, ``"cub_vgg16.yaml"`` or ``"configs/cub_vgg16.yaml"``."""
+    shipped = shipped_configs()
+    stem = Path(name).stem
+    if stem not in shipped:
+        raise FileNotFoundError(f"no shipped config named {name!r}; the shipped ones are {sorted(shipped)}")
+    return shipped[stem]
+
+
+def _config_file(path: str | os.PathLike) -> Path:
+    """``path`` itself when it is a file; else, for a bare name or ``configs/<name>.yaml`` (e.g.
+    after a non-editable install, away from the source tree), the shipped config of that name."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.parent in (Path("."), Path("configs")) and path.stem in shipped_configs():
+        return config_path(path.stem)
+    raise FileNotFoundError(
+        f"config file {str(path)!r} does not exist (shipped configs, usable by name: {sorted(shipped_configs())})"
+    )
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequence[str] = (), *,
+                check_files: bool = False) -> ExperimentConfig:
+    """Defaults ← YAML file ← ``--set`` overrides, then validation (``check_files``: also the
+    data folders and weight files a run reads); every problem is reported in one ConfigError.
+    ``path`` may also name a shipped config (``"cub_vgg16"``, see :func:`config_path`)."""
     config = ExperimentConfig()
+    problems = []
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        path = _config_file(path)
         try:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        apply_values(config, values, str(path))
+        problems += _apply(config, values, str(path))
     for text in overrides:
-        apply_values(config, parse_override(text), f"--set {text}")
-    validate(config)
+        try:
+            problems += _apply(config, parse_override(text), f"--set {text}")
+        except ConfigError as exc:
+            problems.append(str(exc))
+    problems += config_problems(config)
+    if check_files:
+        problems += file_problems(config)
+    _raise_all(problems)
+    beyond = [e for e in config.optim.lr_decay_epochs if e > config.optim.epochs]
+    if beyond:
+        print(f"fastwsol: note: optim.lr_decay_epochs {beyond} lie beyond optim.epochs ({config.optim.epochs}) "
+              f"and never apply", file=sys.stderr)
     return config
 
 

@@ -15,7 +15,9 @@ the share of inverted maps (:mod:`fastwsol.evaluation.diagnostics`): a multi-con
 rewards maps that are high on the background.
 
 Every run keeps its folder under ``out`` (``out/seed<S>/<variant>``); running again reuses
-finished runs (``fresh=True`` retrains), so an interrupted reproduction continues where it stopped.
+finished runs and resumes interrupted ones when their recorded config matches (other settings
+are an error naming them; ``fresh=True`` retrains), so an interrupted reproduction continues
+where it stopped.
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ import numpy as np
 import torch
 
 from fastwsol.checkpoint import write_text_atomic
-from fastwsol.config import load_config
+from fastwsol.config import config_path, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-DEFAULT_CONFIG = CONFIGS / "synthetic.yaml"
-PRETRAIN_CONFIG = CONFIGS / "synthetic_pretrain.yaml"
+DEFAULT_CONFIG = config_path("synthetic")
+PRETRAIN_CONFIG = config_path("synthetic_pretrain")
 # `make-synthetic` arguments of the pretraining set (its config names where it lives)
 PRETRAIN_DATASET = {"task": "objects", "classes": 40, "train_per_class": 40, "test_per_class": 5}
 PRETRAIN_KEY = "pretrain"
+DEFAULT_OUT = Path("runs/reproduce")
 # `make-synthetic` arguments of the WSOL set: 50 test images per class (500), so that a seed's
 # GT-known Loc has a standard error of about ±2 points (200 images: ±3.5); validation (model
 # selection, every epoch) keeps 20 per class.
@@ -100,19 +102,28 @@ def ensure_dataset(config, **make_args) -> None:
 
 
 def train_run(config_path: Path, run_dir: Path, overrides, label: str, fresh: bool) -> dict:
-    """Train one run into ``run_dir`` (resuming an interrupted one) and return its test metrics;
-    a finished run is reused unless ``fresh``."""
-    from fastwsol.train import Trainer
+    """Train one run into ``run_dir`` and return its test metrics. A finished run is reused and
+    an interrupted one resumed only when its recorded config (the checkpoint's) matches this
+    one; otherwise the differing settings are an error. ``fresh`` retrains (replacing the run)."""
+    from fastwsol.config import changed_keys, describe_changes
+    from fastwsol.train import Trainer, recorded_checkpoint
 
-    metrics_file = run_dir / "test_metrics.json"
-    if metrics_file.is_file() and not fresh:
-        print(f"[{run_dir.name}] reusing {metrics_file}", flush=True)
-        return json.loads(metrics_file.read_text())
     config = load_config(config_path, [*overrides, f"train.out_dir={run_dir}"])
-    print(f"[{run_dir.name}] training {label}: {config.model.name}", flush=True)
+    metrics_file = run_dir / "test_metrics.json"
+    recorded = None if fresh else recorded_checkpoint(run_dir)
+    if recorded is not None:
+        changes = changed_keys(recorded[1]["config"], config.to_dict())
+        if changes:
+            raise ValueError(f"{run_dir} holds a run with other settings ({describe_changes(changes)}): "
+                             f"pass --fresh to retrain it, or give another --out")
+        if metrics_file.is_file():
+            print(f"[{run_dir.name}] reusing {metrics_file} (same settings)", flush=True)
+            return json.loads(metrics_file.read_text())
+    resume = recorded is not None and recorded[0].name == "last.pt"
+    print(f"[{run_dir.name}] {'resuming' if resume else 'training'} {label}: {config.model.name}", flush=True)
     started = time.perf_counter()
-    resume = (run_dir / "last.pt").is_file() and not fresh
-    metrics = Trainer(config, resume=resume).fit()
+    # no checkpoint to resume from: what is there (a log cut short, a stale best.pt) is replaced
+    metrics = Trainer(config, resume=resume, overwrite=not resume).fit()
     metrics["train_seconds"] = time.perf_counter() - started
     write_text_atomic(metrics_file, json.dumps(metrics, indent=2) + "\n")
     return metrics
@@ -231,7 +242,7 @@ def comparison_figure(run_dirs: dict[str, Path], path: Path, num_images: int = 6
     return write_png(path, contact_sheet(tiles, columns=columns, tile=150))
 
 
-def reproduce(out: str | Path = "runs/reproduce", *, seeds: int = 1, ablation: bool = False, fresh: bool = False,
+def reproduce(out: str | Path = DEFAULT_OUT, *, seeds: int = 1, ablation: bool = False, fresh: bool = False,
               overrides=(), pretrain_overrides=()) -> dict:
     """``overrides`` apply to every fine-tuning run (``configs/synthetic.yaml``),
     ``pretrain_overrides`` to the pretraining (``configs/synthetic_pretrain.yaml``); ``seeds``
@@ -241,6 +252,8 @@ def reproduce(out: str | Path = "runs/reproduce", *, seeds: int = 1, ablation: b
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     started = time.perf_counter()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
     ensure_dataset(load_config(PRETRAIN_CONFIG, pretrain_overrides), **PRETRAIN_DATASET)
     ensure_dataset(load_config(DEFAULT_CONFIG, overrides), **WSOL_DATASET)
     new_backbone = fresh or not (out / PRETRAIN_KEY / "test_metrics.json").is_file()
@@ -289,10 +302,10 @@ def reproduce(out: str | Path = "runs/reproduce", *, seeds: int = 1, ablation: b
     seeds_text = f"training seed 0" if seeds == 1 else f"training seeds {', '.join(map(str, seed_list))} (mean ± sd)"
     report = (
         f"# fastwsol reproduction on the synthetic dataset\n\n"
-        f"Config `{DEFAULT_CONFIG.relative_to(CONFIGS.parent)}`{' with ' + ', '.join(overrides) if overrides else ''}; "
+        f"Config `configs/{DEFAULT_CONFIG.name}`{' with ' + ', '.join(overrides) if overrides else ''}; "
         f"test split ({test_images} images), CAM of the ground-truth class, {seeds_text}; "
         f"{elapsed / 60:.1f} min on this machine.\n\n"
-        f"Every run fine-tunes the one backbone pretrained with `{PRETRAIN_CONFIG.relative_to(CONFIGS.parent)}` "
+        f"Every run fine-tunes the one backbone pretrained with `configs/{PRETRAIN_CONFIG.name}` "
         f"(objects task, its own test split: top-1 {pretrained['top1_cls']:.1f} %, "
         f"CAM GT-known Loc {pretrained['gt_known_loc']:.1f}).\n\n"
         f"'multi': the protocol's boxes around every contour (holes included); 'single': the box of the largest "

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from fastwsol import ops
 from fastwsol.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_atomic, write_text_atomic
-from fastwsol.config import ExperimentConfig, LossConfig
+from fastwsol.config import ExperimentConfig, LossConfig, changed_keys, describe_changes
 from fastwsol.data import build_loader, normalize_on_device
 from fastwsol.models import TwoPathWSOLNet, create_model
 
@@ -33,6 +33,24 @@ LOSS_TERMS = ("ce", "drop", "sim", "norm")
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN/inf: the run stops instead of training on garbage."""
+
+
+class RunExistsError(ValueError):
+    """``out_dir`` already holds a run and neither resuming nor replacing it was asked for."""
+
+
+# What a run writes into its folder; a folder holding any of them holds a run.
+RUN_FILES = ("last.pt", "best.pt", "test_metrics.json", "metrics.jsonl")
+
+
+def recorded_checkpoint(out_dir: str | os.PathLike) -> tuple[Path, dict] | None:
+    """(path, state) of the checkpoint recording the run in ``out_dir`` (``last.pt``, else
+    ``best.pt``), None when there is none; its ``state["config"]`` is the run's resolved config."""
+    for name in ("last.pt", "best.pt"):
+        path = Path(out_dir) / name
+        if path.is_file():
+            return path, load_checkpoint(path)
+    return None
 
 
 # ---------------------------------------------------------------------------- distributed
@@ -310,13 +328,25 @@ class StopRequested(Exception):
 
 
 class Trainer:
-    """Runs ``config`` to completion, or resumes it from ``out_dir/last.pt``."""
+    """Runs ``config`` to completion, or resumes it from ``out_dir/last.pt`` (``resume``).
 
-    def __init__(self, config: ExperimentConfig, *, resume: bool = False, ctx: DistributedContext | None = None):
+    A new run refuses an ``out_dir`` that holds another run (:data:`RUN_FILES`) unless
+    ``overwrite``, which removes that run's files (and nothing else) first.
+    """
+
+    def __init__(self, config: ExperimentConfig, *, resume: bool = False, overwrite: bool = False,
+                 ctx: DistributedContext | None = None):
         self.config = config
         self.ctx = ctx or init_distributed()
         self.device = default_device(self.ctx)
         self.out_dir = Path(config.train.out_dir)
+        if resume and overwrite:
+            raise ValueError("--resume continues the run in train.out_dir and --overwrite replaces it: give one")
+        if not resume:
+            self._refuse_existing_run(overwrite)
+        elif not (self.out_dir / "last.pt").is_file():
+            raise FileNotFoundError(f"--resume: {self.out_dir / 'last.pt'} does not exist, so there is no run in "
+                                    f"{self.out_dir} to continue")
         self.log = MetricsLog(self.out_dir, self.ctx.is_main)
         torch.manual_seed(config.train.seed + self.ctx.rank)
         if config.optim.batch_size % self.ctx.world_size or config.optim.warm_batch_size % self.ctx.world_size:
@@ -343,6 +373,8 @@ class Trainer:
         self._stop_signal: int | None = None
         if resume:
             self._resume()
+        elif overwrite:  # only now that the new run is set up: a bad config leaves the old run as it was
+            self._remove_previous_run()
 
     # -- data
     def loader(self, split: str, batch_size: int):
@@ -374,6 +406,41 @@ class Trainer:
         loader = self.loader("train", batch_size)
         cap = self.config.train.max_steps_per_epoch
         return len(loader) if cap is None else min(len(loader), cap)
+
+    def _existing_run_files(self) -> list[str]:
+        return [name for name in RUN_FILES if (self.out_dir / name).exists()]
+
+    def _refuse_existing_run(self, overwrite: bool) -> None:
+        existing = self._existing_run_files()
+        if existing and not overwrite:
+            raise RunExistsError(
+                f"{self.out_dir} already holds a run ({', '.join(existing)}{self._describe_recorded_run()}); "
+                f"continue it with --resume, train into another --out-dir, or replace it with --overwrite"
+            )
+
+    def _remove_previous_run(self) -> None:
+        """The files an earlier run wrote here (:data:`RUN_FILES`, TensorBoard events), nothing else."""
+        existing = self._existing_run_files()
+        if not (existing and self.ctx.is_main):  # only rank 0 writes the folder, so only it clears it
+            return
+        events = sorted((self.out_dir / "tensorboard").glob("events.out.tfevents.*"))
+        for path in [*(self.out_dir / name for name in existing), *events]:
+            path.unlink()
+        print(f"fastwsol train: --overwrite: removed the previous run's {', '.join(existing)}"
+              f"{' and its TensorBoard events' if events else ''} from {self.out_dir}", file=sys.stderr)
+
+    def _describe_recorded_run(self) -> str:
+        """'; last.pt at epoch E of N, same settings' or '..., other settings: ...' for the refusal."""
+        try:
+            recorded = recorded_checkpoint(self.out_dir)
+        except ValueError as exc:
+            return f"; {exc}"
+        if recorded is None:
+            return ""
+        path, state = recorded
+        changes = changed_keys(state["config"], self.config.to_dict())
+        where = f"; {path.name} at epoch {state['epoch']} of {state['config'].get('optim', {}).get('epochs')}"
+        return where + (f", other settings: {describe_changes(changes)}" if changes else ", same settings")
 
     # -- checkpoints
     def checkpoint_state(self) -> dict:
@@ -408,14 +475,9 @@ class Trainer:
     def _resume(self) -> None:
         path = self.out_dir / "last.pt"
         state = load_checkpoint(path)
-        if state["config"] != self.config.to_dict():
-            changed = sorted(
-                f"{section}.{key}"
-                for section, values in state["config"].items()
-                for key, value in values.items()
-                if self.config.to_dict()[section].get(key) != value
-            )
-            print(f"fastwsol train: resuming {path} with changed settings: {', '.join(changed)}", file=sys.stderr)
+        changes = changed_keys(state["config"], self.config.to_dict())
+        if changes and self.ctx.is_main:
+            print(f"fastwsol train: resuming {path} with changed settings: {describe_changes(changes)}", file=sys.stderr)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]

@@ -10,16 +10,13 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-WSOL_METADATA = SHARED / "data" / "wsol-metadata"
-
 
 @pytest.fixture(scope="session")
 def wsol_metadata_root() -> Path:
-    """The real wsolevaluation metadata shipped in ../shared (present in CI)."""
-    if not WSOL_METADATA.is_dir():
-        pytest.fail(f"the shared metadata is missing: {WSOL_METADATA}")
-    return WSOL_METADATA
+    """The real wsolevaluation metadata shipped in the package (``metadata_root: builtin``)."""
+    from fastwsol.evaluation import BUILTIN_METADATA_ROOT
+
+    return BUILTIN_METADATA_ROOT
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +44,7 @@ def tiny_run_overrides(tiny_dataset):
             "model.name=vgg_small",
             "optim.epochs=2",
             "optim.warm_epochs=1",
+            "optim.lr_decay_epochs=[]",
             "optim.batch_size=4",
             "optim.warm_batch_size=4",
             "optim.lr=0.01",

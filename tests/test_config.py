@@ -39,6 +39,43 @@ def test_cub_configs_match_the_method(backbone):
     assert config.loss.fine_grained and (config.data.resize_size, config.data.image_size) == (256, 224)
 
 
+# The authors' ImageNet settings (github.com/ejkim47/bridging-gap-wsol issue #1; docs/method.md §6);
+# what they leave out is "as on CUB".
+AUTHORS_ILSVRC = {
+    "vgg16": dict(
+        epochs=40, warm_epochs=5, batch_size=32, warm_batch_size=32, lr=0.00002, new_layer_lr_multiplier=5,
+        lr_decay_epochs=[11, 31], weight_decay=5e-4, lambda_sim=0.5, fg_threshold=0.6, bg_threshold=0.1,
+        lambda_norm=0.15, lambda_drop=3.0, drop_threshold=0.8, drop_prob=0.5, feature="14x14",
+    ),
+    "resnet50": dict(
+        epochs=30, warm_epochs=14, batch_size=32, warm_batch_size=32, lr=0.00001, new_layer_lr_multiplier=10,
+        lr_decay_epochs=[21, 31], weight_decay=1e-4, lambda_sim=8.0, fg_threshold=0.28, bg_threshold=0.25,
+        lambda_norm=1.0, lambda_drop=2.0, drop_threshold=0.8, drop_prob=0.25, feature="28x28",
+    ),
+}
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet50"])
+def test_ilsvrc_configs_match_the_authors(backbone):
+    config = load_config(CONFIGS / f"ilsvrc_{backbone}.yaml")
+    authors = AUTHORS_ILSVRC[backbone]
+    assert config.model.name == backbone and config.data.dataset == "ILSVRC"
+    assert config.model.large_feature_map == (authors["feature"] == "28x28")
+    for key in ("epochs", "warm_epochs", "batch_size", "warm_batch_size", "lr", "new_layer_lr_multiplier", "weight_decay"):
+        assert getattr(config.optim, key) == pytest.approx(authors[key]), key
+    for key in ("lambda_sim", "fg_threshold", "bg_threshold", "lambda_norm", "lambda_drop"):
+        assert getattr(config.loss, key) == pytest.approx(authors[key]), key
+    assert (config.model.drop_threshold, config.model.drop_prob) == (authors["drop_threshold"], authors["drop_prob"])
+    assert config.optim.momentum == 0.9 and config.optim.nesterov
+    assert config.optim.lr_decay_epochs == authors["lr_decay_epochs"] and config.optim.lr_decay_factor == 0.1
+    assert not config.loss.fine_grained and (config.data.resize_size, config.data.image_size) == (256, 224)
+
+
+@pytest.mark.parametrize("name", ["cub_vgg16", "cub_vgg16_cam", "cub_resnet50", "cub_resnet50_cam"])
+def test_cub_configs_read_the_builtin_metadata(name):
+    assert load_config(CONFIGS / f"{name}.yaml").data.metadata_root == "builtin"
+
+
 def test_every_shipped_config_loads():
     names = sorted(p.name for p in CONFIGS.glob("*.yaml"))
     assert {"cub_vgg16.yaml", "cub_resnet50.yaml", "ilsvrc_vgg16.yaml", "ilsvrc_resnet50.yaml"} <= set(names)
@@ -53,10 +90,10 @@ def test_every_shipped_config_loads():
 def test_overrides_are_typed():
     config = load_config(
         None,
-        ["optim.lr=0.01", "optim.lr_decay_epochs=[3, 5]", "model.pretrained=null", "model.large_feature_map=true",
+        ["optim.lr=0.01", "optim.lr_decay_epochs=[2, 3]", "model.pretrained=null", "model.large_feature_map=true",
          "train.compile=false", "optim.epochs=3", "optim.warm_epochs=1"],
     )
-    assert config.optim.lr == 0.01 and config.optim.lr_decay_epochs == [3, 5]
+    assert config.optim.lr == 0.01 and config.optim.lr_decay_epochs == [2, 3]
     assert config.model.pretrained is None and config.model.large_feature_map is True
     assert config.train.compile is False and config.optim.epochs == 3
 
@@ -98,3 +135,16 @@ def test_bad_files(tmp_path):
     unknown.write_text("optim:\n  lrr: 0.1\n")
     with pytest.raises(ConfigError, match=r"unknown.yaml: unknown key optim\.lrr"):
         load_config(unknown)
+
+
+def test_shipped_configs_by_name(tmp_path, monkeypatch):
+    from fastwsol.config import config_path
+
+    assert config_path("cub_vgg16") == config_path("cub_vgg16.yaml") == (CONFIGS / "cub_vgg16.yaml").resolve()
+    monkeypatch.chdir(tmp_path)  # away from the source tree: configs/<name>.yaml is the shipped one
+    assert load_config("configs/ilsvrc_vgg16.yaml").optim.epochs == 40
+    assert load_config("cub_resnet50").model.name == "resnet50"
+    with pytest.raises(FileNotFoundError, match=r"no shipped config named 'cub_vgg19'.*cub_vgg16"):
+        config_path("cub_vgg19")
+    with pytest.raises(FileNotFoundError, match=r"'elsewhere/cub_vgg16.yaml' does not exist"):
+        load_config("elsewhere/cub_vgg16.yaml")  # a path with another folder is never replaced

@@ -75,6 +75,55 @@ def dali_available() -> bool:
         return False
 
 
+# device -> why DALI cannot start there (None: it can), probed once per process.
+_start_failures: dict[str, str | None] = {}
+
+
+def dali_start_failure(device: torch.device) -> str | None:
+    """Why DALI cannot run this loader's decoder on ``device``, or ``None`` when it can.
+
+    Being installed is not enough: a DALI build for another CUDA major version, or a driver too
+    old for it, fails only when a pipeline starts. So a one-image pipeline is run here with the
+    decoder this loader uses (nvJPEG "mixed" on CUDA, "cpu" otherwise), once per device and
+    process. The reason is one line naming the exception.
+    """
+    key = str(device)
+    if key not in _start_failures:
+        if not dali_available():
+            _start_failures[key] = ("DALI is not installed (pip install nvidia-dali-cuda130, or "
+                                    "nvidia-dali-cuda120 for a CUDA 12 driver)")
+        else:
+            try:
+                _run_probe_pipeline(device)
+                _start_failures[key] = None
+            except Exception as exc:  # noqa: BLE001 - any failure to start is reported, not raised
+                message = next((line for line in str(exc).splitlines() if line.strip()), "")
+                _start_failures[key] = f"DALI cannot start on {device}: {type(exc).__name__}: {message.strip()}"
+    return _start_failures[key]
+
+
+def _run_probe_pipeline(device: torch.device) -> None:
+    import io
+
+    from nvidia.dali import fn, pipeline_def, types
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (120, 30, 200)).save(buffer, format="JPEG")
+    encoded = np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+    gpu = device.type == "cuda"
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=device.index if gpu else None, prefetch_queue_depth=1)
+    def probe():
+        images = fn.decoders.image(fn.external_source(source=lambda: [encoded], batch=True),
+                                   device="mixed" if gpu else "cpu", output_type=types.RGB)
+        return fn.resize(images, size=[4, 4])
+
+    pipe = probe()
+    pipe.build()
+    pipe.run()
+
+
 def crop_rois(plan, resize_size: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Relative (y, x) ROI start/end (float32 B×2) of each planned crop in the source image.
 

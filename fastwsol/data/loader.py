@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
-from fastwsol.data.base import SplitLoader
-from fastwsol.data.dali_loader import dali_available
+from fastwsol.data.base import SplitLoader, resolve_device
+from fastwsol.data.dali_loader import dali_start_failure
 
 LOADERS = ("auto", "dali", "torch")
+_fallbacks_reported: set[str] = set()  # each reason is printed once per process
+
+
+class DaliUnavailableError(ValueError):
+    """``loader="dali"`` where DALI cannot start; the message says why."""
 
 
 def build_loader(
@@ -32,7 +39,9 @@ def build_loader(
 ) -> SplitLoader:
     """Batches ``{"images": B×3×S×S, "labels": int64 B, "indices": int64 B}`` on ``device``.
 
-    ``loader``: "dali", "torch" (torchvision/PIL) or "auto" (DALI when importable).
+    ``loader``: "dali", "torch" (torchvision/PIL) or "auto" (DALI when it can start on
+    ``device``, else the torchvision loader, with one line on stderr saying why; "dali" raises
+    :class:`DaliUnavailableError` with that reason instead).
     ``train``: resize to ``resize_size``² → random ``image_size``² crop → random flip, last
     partial batch dropped; eval: resize to ``image_size``², every image exactly once across
     the ``num_shards`` shards. ``output``: "float" (ImageNet-normalised float32, contiguous) or
@@ -43,8 +52,17 @@ def build_loader(
     """
     if loader not in LOADERS:
         raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}")
-    if loader == "auto":
-        loader = "dali" if dali_available() else "torch"
+    if loader in ("auto", "dali"):
+        failure = dali_start_failure(resolve_device(device))
+        if failure is not None and loader == "dali":
+            raise DaliUnavailableError(f"loader 'dali': {failure}; use the torchvision loader (data.loader: torch or auto)")
+        if failure is not None:
+            if failure not in _fallbacks_reported:
+                _fallbacks_reported.add(failure)
+                print(f"fastwsol: {failure}; using the torchvision loader", file=sys.stderr)
+            loader = "torch"
+        else:
+            loader = "dali"
     if loader == "dali":
         from fastwsol.data.dali_loader import DaliSplitLoader as cls
     else:

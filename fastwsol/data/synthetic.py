@@ -26,10 +26,10 @@ deterministic for a seed and independent of generation order.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
-from dataclasses import asdict, dataclass
+import shutil
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -87,6 +87,7 @@ class SyntheticPaths:
     data_root: Path
     metadata_root: Path
     dataset: str = DATASET_NAME
+    reused: bool = field(default=False, compare=False)  # an identical set was already there
 
 
 def part_of_class(label: int) -> tuple[str, tuple[int, int, int]]:
@@ -273,6 +274,85 @@ def _split_seed(seed: int, split: str, label: int, index: int) -> list[int]:
     return [seed, SPLITS.index(split), label, index]
 
 
+MANIFEST = "synthetic.json"
+METADATA_FILES = ("image_ids", "class_labels", "image_sizes", "localization", "part_localization")
+
+
+def _image_id(label: int, split: str, index: int) -> str:
+    return f"c{label:02d}/{split}_{index:04d}.jpg"
+
+
+def _per_class(spec: SyntheticSpec) -> dict[str, int]:
+    return {"train": spec.train_per_class, "val": spec.val_per_class, "test": spec.test_per_class}
+
+
+def _set_files(spec: SyntheticSpec) -> list[Path]:
+    """Every file a set of ``spec`` consists of, relative to its root (the manifest last)."""
+    files = [Path("data", DATASET_NAME, _image_id(label, split, index))
+             for split, count in _per_class(spec).items() for label in range(spec.classes) for index in range(count)]
+    files += [Path("metadata", DATASET_NAME, split, f"{name}.txt") for split in SPLITS for name in METADATA_FILES]
+    return files + [Path(MANIFEST)]
+
+
+def _recorded_spec(root: Path) -> SyntheticSpec | None:
+    """The parameters of the set ``root/synthetic.json`` describes (None: not a readable manifest)."""
+    try:
+        saved = json.loads((root / MANIFEST).read_text())
+        saved.pop("dataset")
+        return SyntheticSpec(**saved)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _write_set(root: Path, spec: SyntheticSpec) -> None:
+    image_dir = root / "data" / DATASET_NAME
+    encode = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    for label in range(spec.classes):
+        (image_dir / f"c{label:02d}").mkdir(parents=True, exist_ok=True)
+    for split, count in _per_class(spec).items():
+        rows = {name: [] for name in METADATA_FILES}
+        for label in range(spec.classes):
+            for index in range(count):
+                rng = np.random.default_rng(_split_seed(spec.seed, split, label, index))
+                image, box, part_box = render_sample(rng, label, spec)
+                image_id = _image_id(label, split, index)
+                ok, jpeg = cv2.imencode(".jpg", image[..., ::-1], encode)
+                if not ok:
+                    raise RuntimeError(f"JPEG encoding failed for {image_id}")
+                _write_atomic(image_dir / image_id, jpeg.tobytes())
+                rows["image_ids"].append(image_id)
+                rows["class_labels"].append(f"{image_id},{label}")
+                rows["image_sizes"].append(f"{image_id},{image.shape[1]},{image.shape[0]}")
+                rows["localization"].append(f"{image_id}," + ",".join(str(int(v)) for v in box))
+                rows["part_localization"].append(f"{image_id}," + ",".join(str(int(v)) for v in part_box))
+        split_dir = root / "metadata" / DATASET_NAME / split
+        split_dir.mkdir(parents=True, exist_ok=True)
+        for name, lines in rows.items():
+            _write_atomic(split_dir / f"{name}.txt", ("\n".join(lines) + "\n").encode())
+    _write_atomic(root / MANIFEST, (json.dumps({"dataset": DATASET_NAME, **asdict(spec)}, indent=2) + "\n").encode())
+
+
+def _remove_set(root: Path, spec: SyntheticSpec) -> None:
+    """Delete the files of the set ``spec`` under ``root`` (manifest first, so a cut-short
+    removal never leaves a manifest vouching for a partial set) and the folders this empties;
+    any other file stays."""
+    files = _set_files(spec)
+    for relative in [files[-1], *files[:-1]]:
+        (root / relative).unlink(missing_ok=True)
+    for folder in sorted({p for f in files for p in f.parents if p != Path(".")}, key=lambda p: -len(p.parts)):
+        try:
+            (root / folder).rmdir()
+        except OSError:  # not empty (a file of the user's) or already gone
+            pass
+
+
+def _move_set_in(tmp: Path, root: Path, spec: SyntheticSpec) -> None:
+    """Move a set written under ``tmp`` into ``root`` file by file, the manifest last."""
+    for relative in _set_files(spec):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / relative, root / relative)
+
+
 def make_synthetic_dataset(
     out: str | os.PathLike,
     classes: int = 10,
@@ -286,12 +366,19 @@ def make_synthetic_dataset(
     max_distractors: int = 4,
     task: str = "parts",
     body_cue: float = 0.0,
+    overwrite: bool = False,
 ) -> SyntheticPaths:
     """Write the synthetic dataset under ``out`` (see the module docstring for the layout).
 
-    ``val_per_class`` defaults to ``test_per_class``. Existing files are overwritten; each file
-    is written atomically (tmp + rename), the metadata after its split's images. ``task``:
-    ``"parts"`` (the WSOL set) or ``"bodies"`` (its pretraining stand-in; module docstring).
+    ``val_per_class`` defaults to ``test_per_class``. ``task``: ``"parts"`` (the WSOL set),
+    ``"bodies"`` or ``"objects"`` (pretraining stand-ins; module docstring).
+
+    ``out`` may be missing or empty; a folder that already holds the set of these parameters
+    (``synthetic.json``, written last, so its presence means complete) is reused as it is
+    (``reused=True``). Any other non-empty folder is refused, unless it holds an earlier
+    synthetic set and ``overwrite``: then that set's files (and only those) are replaced. The
+    set is generated in a temporary sibling folder first, so a generation cut short leaves
+    ``out`` as it was.
     """
     spec = SyntheticSpec(classes, train_per_class, test_per_class if val_per_class is None else val_per_class,
                          test_per_class, seed, min_size, max_size, max_distractors, task, body_cue)
@@ -309,50 +396,39 @@ def make_synthetic_dataset(
 
     root = Path(out)
     paths = SyntheticPaths(root, root / "data", root / "metadata")
-    image_dir = paths.data_root / DATASET_NAME
-    per_class = {"train": spec.train_per_class, "val": spec.val_per_class, "test": spec.test_per_class}
-    encode = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
-    for label in range(spec.classes):
-        (image_dir / f"c{label:02d}").mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root} is a file, not a folder: give a new or empty folder for the dataset")
+    recorded = _recorded_spec(root) if root.is_dir() else None
+    if recorded == spec and not overwrite:
+        return replace(paths, reused=True)
+    if root.is_dir() and any(root.iterdir()):
+        if recorded is None:
+            entries = sorted(p.name for p in root.iterdir())
+            raise ValueError(f"{root} is not empty ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}) "
+                             f"and holds no synthetic set ({MANIFEST}): give a new or empty folder")
+        if not overwrite:
+            changes = ", ".join(f"{k} {v!r} -> {getattr(spec, k)!r}" for k, v in asdict(recorded).items()
+                                if getattr(spec, k) != v)
+            raise ValueError(f"{root} holds a synthetic set of other parameters ({changes}); "
+                             f"pass --overwrite to replace it, or give another folder")
 
-    for split in SPLITS:
-        rows = {"image_ids": [], "class_labels": [], "image_sizes": [], "localization": [], "part_localization": []}
-        for label in range(spec.classes):
-            for index in range(per_class[split]):
-                rng = np.random.default_rng(_split_seed(spec.seed, split, label, index))
-                image, box, part_box = render_sample(rng, label, spec)
-                image_id = f"c{label:02d}/{split}_{index:04d}.jpg"
-                ok, jpeg = cv2.imencode(".jpg", image[..., ::-1], encode)
-                if not ok:
-                    raise RuntimeError(f"JPEG encoding failed for {image_id}")
-                _write_atomic(image_dir / image_id, jpeg.tobytes())
-                rows["image_ids"].append(image_id)
-                rows["class_labels"].append(f"{image_id},{label}")
-                rows["image_sizes"].append(f"{image_id},{image.shape[1]},{image.shape[0]}")
-                rows["localization"].append(f"{image_id}," + ",".join(str(int(v)) for v in box))
-                rows["part_localization"].append(f"{image_id}," + ",".join(str(int(v)) for v in part_box))
-        split_dir = paths.metadata_root / DATASET_NAME / split
-        split_dir.mkdir(parents=True, exist_ok=True)
-        for name, lines in rows.items():
-            _write_atomic(split_dir / f"{name}.txt", ("\n".join(lines) + "\n").encode())
-
-    _write_atomic(root / "synthetic.json", (json.dumps({"dataset": DATASET_NAME, **asdict(spec)}, indent=2) + "\n").encode())
+    root = root.resolve()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.{os.getpid()}.tmp"  # same file system: renames, no copies
+    shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed generation with this process id
+    tmp.mkdir()
+    try:
+        _write_set(tmp, spec)
+        if recorded is not None:
+            _remove_set(root, recorded)
+        if root.exists():  # an empty folder, or files of the user's beside the old set: they stay
+            _move_set_in(tmp, root, spec)
+        else:
+            os.replace(tmp, root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only what this call wrote
     return paths
 
 
-def ensure_synthetic_dataset(out: str | os.PathLike, **kwargs) -> SyntheticPaths:
-    """:func:`make_synthetic_dataset` unless ``out`` already holds one made with the same
-    parameters (``synthetic.json`` is written last, so its presence means complete)."""
-    root = Path(out)
-    manifest = root / "synthetic.json"
-    params = inspect.signature(make_synthetic_dataset).bind(out, **kwargs)
-    params.apply_defaults()
-    args = dict(params.arguments)
-    args.pop("out")
-    if args["val_per_class"] is None:
-        args["val_per_class"] = args["test_per_class"]
-    if manifest.is_file():
-        saved = json.loads(manifest.read_text())
-        if saved.get("dataset") == DATASET_NAME and all(saved.get(k) == v for k, v in args.items()):
-            return SyntheticPaths(root, root / "data", root / "metadata")
-    return make_synthetic_dataset(out, **kwargs)
+# The name reproduce and older code use: make_synthetic_dataset itself reuses an identical set.
+ensure_synthetic_dataset = make_synthetic_dataset

@@ -14,15 +14,18 @@ from fastwsol.evaluation.component_tree import correct_at_thresholds
 from fastwsol.evaluation.diagnostics import MapDiagnostics, inverted_maps, peaks_inside_gt
 from fastwsol.evaluation.evaluator import BACKENDS, BoxEvaluator
 from fastwsol.evaluation.metadata import (
+    BUILTIN_METADATA_ROOT,
     SplitMetadata,
     read_split_dir,
     read_split_metadata,
     resize_boxes,
+    resolve_metadata_root,
 )
 from fastwsol.evaluation.scoremap import cams_to_scoremaps, normalize_scoremaps, upsample_cams
 
 __all__ = [
     "BACKENDS",
+    "BUILTIN_METADATA_ROOT",
     "BoxEvaluator",
     "MapDiagnostics",
     "SplitMetadata",
@@ -40,6 +43,7 @@ __all__ = [
     "read_split_dir",
     "read_split_metadata",
     "resize_boxes",
+    "resolve_metadata_root",
     "scoremap_to_uint8",
     "threshold_levels",
     "upsample_cams",

@@ -7,6 +7,9 @@ Layout (docs/protocol.md)::
                                       image_sizes.txt   image_id,width,height
                                       localization.txt  image_id,x0,y0,x1,y1   (one line per box)
 
+``metadata_root="builtin"`` is the wsolevaluation metadata shipped in the package
+(``fastwsol/metadata``: CUB train/val/test, ILSVRC val/test; terms in its NOTICE).
+
 Boxes use inclusive corners in original pixels, so a box inside a W×H image satisfies
 0 <= x0 <= x1 <= W-1 and 0 <= y0 <= y1 <= H-1. Every error names the file and the line.
 """
@@ -18,7 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SplitMetadata", "read_split_metadata", "read_split_dir", "resize_boxes"]
+__all__ = [
+    "BUILTIN",
+    "BUILTIN_METADATA_ROOT",
+    "SplitMetadata",
+    "read_split_metadata",
+    "read_split_dir",
+    "resize_boxes",
+    "resolve_metadata_root",
+]
+
+BUILTIN = "builtin"
+BUILTIN_METADATA_ROOT = Path(__file__).resolve().parent.parent / "metadata"
 
 IMAGE_IDS = "image_ids.txt"
 CLASS_LABELS = "class_labels.txt"
@@ -176,11 +190,26 @@ def read_split_dir(split_dir: str | Path, *, require_boxes: bool = True) -> Spli
     return SplitMetadata(split_dir, image_ids, labels, sizes, boxes)
 
 
+def resolve_metadata_root(metadata_root: str | Path) -> Path:
+    """``"builtin"`` -> the package's metadata folder; any other value is a path."""
+    return BUILTIN_METADATA_ROOT if str(metadata_root) == BUILTIN else Path(metadata_root)
+
+
 def read_split_metadata(
     metadata_root: str | Path, dataset: str, split: str, *, require_boxes: bool = True
 ) -> SplitMetadata:
-    """Read ``<metadata_root>/<dataset>/<split>`` (e.g. ``dataset="CUB"``, ``split="test"``)."""
-    return read_split_dir(Path(metadata_root) / dataset / split, require_boxes=require_boxes)
+    """Read ``<metadata_root>/<dataset>/<split>`` (e.g. ``dataset="CUB"``, ``split="test"``);
+    ``metadata_root="builtin"`` reads the shipped metadata."""
+    split_dir = resolve_metadata_root(metadata_root) / dataset / split
+    if str(metadata_root) == BUILTIN and not split_dir.is_dir():
+        shipped = sorted(f"{d.parent.name}/{d.name}" for d in BUILTIN_METADATA_ROOT.glob("*/*") if d.is_dir())
+        hint = (" (the ImageNet train list is made from your own copy: `fastwsol prepare imagenet "
+                "... --out DATA_ROOT` writes a complete metadata root, DATA_ROOT/metadata)"
+                if (dataset, split) == ("ILSVRC", "train") else "")
+        raise FileNotFoundError(
+            f"metadata_root=builtin has no {dataset}/{split}; it ships {', '.join(shipped)}{hint}"
+        )
+    return read_split_dir(split_dir, require_boxes=require_boxes)
 
 
 def resize_boxes(boxes: np.ndarray, width: int, height: int, size: int = 224) -> np.ndarray:

@@ -86,15 +86,20 @@ def _position_stats_kernel(
                     w_unit_ptr + tile_classes[:, None] * D + d[None, :],
                     mask=(tile_classes[:, None] < C) & d_mask[None, :], other=0.0,
                 )
-                class_dot = tl.dot(w_tile, f, class_dot, input_precision=DOT_PRECISION)
+                # fp32 operands for every input dtype: a 16-bit F is exact in fp32 (and in TF32),
+                # ŵ stays fp32 (no bf16 rounding to flip a near-zero S*), and the interpreter's
+                # tl.dot on bf16 operands is wrong (it multiplies bit patterns).
+                class_dot = tl.dot(w_tile, f.to(tl.float32), class_dot, input_precision=DOT_PRECISION)
         if FINE_GRAINED:
             best = tl.maximum(best, tl.max(tl.where(tile_classes[:, None] < C, class_dot, float("-inf")), axis=0))
-    norm = tl.sqrt(sumsq)
+    # IEEE sqrt and division: on a GPU `tl.sqrt` and `/` compile to sqrt.approx.ftz / div.full
+    # (≤ 2 ulp), and n, S* decide the strict masks of the image kernel.
+    norm = tl.sqrt_rn(sumsq)
     clamped = tl.maximum(norm, 1e-12)
     tl.store(norm_ptr + b * N + u, norm, mask=u_mask)
-    tl.store(sim_ptr + b * N + u, dot_target / clamped, mask=u_mask)
+    tl.store(sim_ptr + b * N + u, tl.div_rn(dot_target, clamped), mask=u_mask)
     if FINE_GRAINED:
-        tl.store(max_sim_ptr + b * N + u, best / clamped, mask=u_mask)
+        tl.store(max_sim_ptr + b * N + u, tl.div_rn(best, clamped), mask=u_mask)
 
 
 @triton.jit
@@ -118,24 +123,25 @@ def _image_loss_kernel(
     spread = tl.max(tl.where(valid, shifted, float("-inf")), axis=0)
     i_max = tl.min(tl.where(valid & (shifted == spread), u, BLOCK_N), axis=0)
     denominator = spread + 1e-15
-    normalized = shifted / denominator
+    normalized = tl.div_rn(shifted, denominator)  # IEEE division: F̂ decides the strict τ masks
 
     fg_sim = valid & (normalized > fg_threshold)
     bg_sim = valid & (normalized < bg_threshold)
     fg_norm = valid & (source > 0)
     bg_norm = valid & (source < 0)
-    # Per-position weight of each masked mean: mask_u / (Σ mask + ε).
-    w_fg_sim = tl.where(fg_sim, 1.0 / (tl.sum(fg_sim.to(tl.float32), axis=0) + 1e-15), 0.0)
-    w_bg_sim = tl.where(bg_sim, 1.0 / (tl.sum(bg_sim.to(tl.float32), axis=0) + 1e-15), 0.0)
-    w_fg_norm = tl.where(fg_norm, 1.0 / (tl.sum(fg_norm.to(tl.float32), axis=0) + 1e-15), 0.0)
-    w_bg_norm = tl.where(bg_norm, 1.0 / (tl.sum(bg_norm.to(tl.float32), axis=0) + 1e-15), 0.0)
+    # Per-position weight of each masked mean: mask_u / (Σ mask + ε). IEEE division throughout
+    # this per-image kernel: it costs nothing here, and the losses then round as torch's do.
+    w_fg_sim = tl.where(fg_sim, tl.div_rn(1.0, tl.sum(fg_sim.to(tl.float32), axis=0) + 1e-15), 0.0)
+    w_bg_sim = tl.where(bg_sim, tl.div_rn(1.0, tl.sum(bg_sim.to(tl.float32), axis=0) + 1e-15), 0.0)
+    w_fg_norm = tl.where(fg_norm, tl.div_rn(1.0, tl.sum(fg_norm.to(tl.float32), axis=0) + 1e-15), 0.0)
+    w_bg_norm = tl.where(bg_norm, tl.div_rn(1.0, tl.sum(bg_norm.to(tl.float32), axis=0) + 1e-15), 0.0)
     sim_weight = w_bg_sim - w_fg_sim
     norm_weight = w_bg_norm - w_fg_norm
     tl.store(loss_sim_ptr + b, tl.sum(sim_weight * s, axis=0))
     tl.store(loss_norm_ptr + b, tl.sum(norm_weight * normalized, axis=0))
 
     q = norm_weight * inv_batch  # ∂L/∂F̂_u
-    r = q / denominator - tl.where(u == i_max, tl.sum(q * normalized, axis=0) / denominator, 0.0)
+    r = tl.div_rn(q, denominator) - tl.where(u == i_max, tl.div_rn(tl.sum(q * normalized, axis=0), denominator), 0.0)
     r = tl.where(valid, r, 0.0)
     dn = r - tl.where(u == i_min, tl.sum(r, axis=0), 0.0)
     tl.store(norm_coef_ptr + b * N + u, dn, mask=valid)
@@ -195,8 +201,9 @@ def _block_n(num_positions: int) -> int:
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
-    # fp32: 3-pass TF32 (≈ fp32 accuracy on tensor cores) so the class-max sign matches the fp32
-    # reference; 16-bit inputs go to tensor cores as they are (precision applies to fp32 only).
+    # The class dot takes fp32 operands. fp32 F: 3-pass TF32 (≈ fp32 accuracy on tensor cores) so
+    # the class-max sign matches the fp32 reference; a 16-bit F is exact in TF32, so one pass
+    # rounds only ŵ (to 10 mantissa bits, against bf16's 7).
     return "tf32x3" if dtype == torch.float32 else "tf32"
 
 
@@ -222,7 +229,7 @@ def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_graine
     num_classes = fc_weight.shape[0]
     w_unit, _ = _unit_weight(fc_weight)
     w_target = w_unit[target].contiguous()
-    w_dot = w_unit.to(feature.dtype).contiguous()
+    w_dot = w_unit.contiguous()
     # Separate buffers: a custom op's outputs may not alias one another.
     norm, sim, norm_coef, sim_coef = (
         torch.empty((batch, positions), device=feature.device, dtype=torch.float32) for _ in range(4)
@@ -269,7 +276,9 @@ def _backward(grad_sim, grad_norm, feature, fc_weight, target, norm, sim, norm_c
             BLOCK_U=POSITION_BLOCK, BLOCK_D=CHANNEL_BLOCK, num_warps=4,
         )
     # ∂L/∂ŵ_c sums the images of class c (a class may repeat in a batch), then F.normalize's backward.
-    grad_unit = torch.zeros_like(w_unit).index_add_(0, target, partial.sum(dim=1))
+    # A one-hot product, not index_add_ (atomic adds on CUDA: not reproducible run to run).
+    one_hot = torch.nn.functional.one_hot(target, w_unit.shape[0]).to(torch.float32)
+    grad_unit = one_hot.t() @ partial.sum(dim=1)
     # clamp_min passes gradient to ‖w‖ only where ‖w‖ ≥ 1e-12 (autograd's convention).
     radial = (w_unit * grad_unit).sum(dim=1, keepdim=True) * w_unit * (w_norm >= NORM_CLAMP)[:, None]
     grad_weight = (grad_unit - radial) / w_norm.clamp_min(NORM_CLAMP)[:, None]
@@ -368,7 +377,7 @@ def _forward_bytes(shape, element_size, num_classes, fine_grained):
     the first program reads it), the three B×HW maps written."""
     batch, channels, height, width = shape
     class_passes = triton.cdiv(num_classes, MAX_BLOCK_C) if fine_grained else 1
-    weight = num_classes * channels * element_size if fine_grained else 0
+    weight = num_classes * channels * 4 if fine_grained else 0  # ŵ is fp32
     return (class_passes * _feature_bytes(shape, element_size) + batch * channels * 4 + weight
             + 3 * batch * height * width * _MAP_BYTES)
 
@@ -389,7 +398,7 @@ def _gpu_build_specs() -> list[dict]:
                 "name": f"alignment_loss/_position_stats_kernel[{dtype},{'fine' if fine_grained else 'target'}]",
                 "fn": _position_stats_kernel,
                 "signature": {
-                    "feature_ptr": f"*{dtype}", "w_target_ptr": "*fp32", "w_unit_ptr": f"*{dtype}",
+                    "feature_ptr": f"*{dtype}", "w_target_ptr": "*fp32", "w_unit_ptr": "*fp32",
                     "norm_ptr": "*fp32", "sim_ptr": "*fp32", "max_sim_ptr": "*fp32",
                     "D": "i32", "N": "i32", "W": "i32", "C": "i32", **_STRIDES,
                     "FINE_GRAINED": "constexpr", "DOT_PRECISION": "constexpr",

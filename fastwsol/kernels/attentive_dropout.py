@@ -44,8 +44,14 @@ def _channel_mean_kernel(
         ptrs = x_ptr + b * stride_xb + (d[:, None] * stride_xd + spatial[None, :])
         tile = tl.load(ptrs, mask=(d[:, None] < D) & in_image[None, :], other=0.0)
         total += tl.sum(tile.to(tl.float32), axis=0)
-    mean = round_to_dtype(total / D, x_ptr.dtype.element_ty)
+    # div_rn: '/' compiles to the approximate div.full.f32 on a GPU, and m feeds the strict m > γ·max.
+    mean = round_to_dtype(tl.div_rn(total, D.to(tl.float32)), x_ptr.dtype.element_ty)
     tl.store(mean_ptr + b * H * W + positions, mean, mask=in_image)
+
+
+@triton.jit
+def _max_keeping_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
 
 
 @triton.jit
@@ -61,9 +67,10 @@ def _keep_mask_kernel(
     image_max = tl.full((BLOCK,), float("-inf"), tl.float32)
     for u0 in range(0, HW, BLOCK):
         u = u0 + offsets
-        image_max = tl.maximum(image_max, tl.load(row + u, mask=u < HW, other=float("-inf")))
-    # γ·max in x's dtype, as the reference's `threshold * image_max` is.
-    limit = round_to_dtype(threshold * tl.max(image_max, axis=0), keep_ptr.dtype.element_ty)
+        image_max = _max_keeping_nan(image_max, tl.load(row + u, mask=u < HW, other=float("-inf")))
+    # γ·max in x's dtype, as the reference's `threshold * image_max` is. A NaN mean makes the
+    # max NaN, as torch's max does, so the image keeps every position (every `>` is false).
+    limit = round_to_dtype(threshold * tl.reduce(image_max, 0, _max_keeping_nan), keep_ptr.dtype.element_ty)
     if not HAS_UNIFORM:
         seed = tl.load(seed_ptr)
     for u0 in range(0, HW, BLOCK):

@@ -55,24 +55,24 @@ def _abs_difference_backward_kernel(
     f_ptr, g_ptr, scale_ptr, df_ptr, dg_ptr, D, H, W,
     stride_fb, stride_fd, stride_fh, stride_fw,
     stride_gb, stride_gd, stride_gh, stride_gw,
+    stride_dfb, stride_dfd, stride_dfh, stride_dfw,
+    stride_dgb, stride_dgd, stride_dgh, stride_dgw,
     BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    """dF = scale·sign(F − G), dG = −dF, with scale = g/N (dF has F's strides, dG has G's)."""
+    """dF = scale·sign(F − G), dG = −dF, with scale = g/N (each gradient written with its own strides)."""
     b = tl.program_id(0).to(tl.int64)
     positions = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask = (d[:, None] < D) & (positions < H * W)[None, :]
-    f_ptr, df_ptr = f_ptr + b * stride_fb, df_ptr + b * stride_fb  # dF has F's strides
-    g_ptr, dg_ptr = g_ptr + b * stride_gb, dg_ptr + b * stride_gb
-    f_offsets = _tile_offsets(positions, d, W, stride_fd, stride_fh, stride_fw)
-    g_offsets = _tile_offsets(positions, d, W, stride_gd, stride_gh, stride_gw)
-    difference = tl.load(f_ptr + f_offsets, mask=mask, other=0.0).to(tl.float32) - tl.load(
-        g_ptr + g_offsets, mask=mask, other=0.0
-    ).to(tl.float32)
+    f = tl.load(f_ptr + b * stride_fb + _tile_offsets(positions, d, W, stride_fd, stride_fh, stride_fw), mask=mask, other=0.0)
+    g = tl.load(g_ptr + b * stride_gb + _tile_offsets(positions, d, W, stride_gd, stride_gh, stride_gw), mask=mask, other=0.0)
+    difference = f.to(tl.float32) - g.to(tl.float32)
     sign = tl.where(difference > 0, 1.0, tl.where(difference < 0, -1.0, 0.0))
     grad = sign * tl.load(scale_ptr)
-    tl.store(df_ptr + f_offsets, grad.to(df_ptr.dtype.element_ty), mask=mask)
-    tl.store(dg_ptr + g_offsets, (-grad).to(dg_ptr.dtype.element_ty), mask=mask)
+    df_offsets = _tile_offsets(positions, d, W, stride_dfd, stride_dfh, stride_dfw)
+    dg_offsets = _tile_offsets(positions, d, W, stride_dgd, stride_dgh, stride_dgw)
+    tl.store(df_ptr + b * stride_dfb + df_offsets, grad.to(df_ptr.dtype.element_ty), mask=mask)
+    tl.store(dg_ptr + b * stride_dgb + dg_offsets, (-grad).to(dg_ptr.dtype.element_ty), mask=mask)
 
 
 def _grid(shape) -> tuple[int, int, int]:
@@ -115,10 +115,13 @@ def consistency_loss_backward_op(
     check_runnable(feature)
     # g/N in the loss dtype, as torch's mean backward rounds it.
     scale = (grad_loss / feature.numel()).to(torch.float32).reshape(1)
+    # empty_like keeps a dense input's strides (NCHW or channels_last) and gives a non-dense one
+    # (expanded, sliced) dense strides; the kernel writes each gradient with its own strides.
     grad_feature, grad_dropped = torch.empty_like(feature), torch.empty_like(feature_dropped)
     _abs_difference_backward_kernel[_grid(feature.shape)](
         feature, feature_dropped, scale, grad_feature, grad_dropped, *feature.shape[1:],
-        *feature.stride(), *feature_dropped.stride(), BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
+        *feature.stride(), *feature_dropped.stride(), *grad_feature.stride(), *grad_dropped.stride(),
+        BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
     )
     return grad_feature, grad_dropped
 
@@ -168,6 +171,7 @@ OP_BYTES = {
 REAL_SHAPES = {"VGG16 F B=64": (64, 1024, 14, 14), "ResNet50 F B=32": (32, 2048, 28, 28)}
 
 _STRIDES = {f"stride_{t}{a}": "i32" for t in "fg" for a in "bdhw"}
+_GRAD_STRIDES = {f"stride_d{t}{a}": "i32" for t in "fg" for a in "bdhw"}
 
 
 def _specs() -> list[dict]:
@@ -191,7 +195,7 @@ def _specs() -> list[dict]:
             "fn": _abs_difference_backward_kernel,
             "signature": {"f_ptr": f"*{dtype}", "g_ptr": f"*{dtype}", "scale_ptr": "*fp32",
                           "df_ptr": f"*{dtype}", "dg_ptr": f"*{dtype}",
-                          "D": "i32", "H": "i32", "W": "i32", **_STRIDES,
+                          "D": "i32", "H": "i32", "W": "i32", **_STRIDES, **_GRAD_STRIDES,
                           "BLOCK_P": "constexpr", "BLOCK_D": "constexpr"},
             "constexprs": constexprs,
             "num_warps": NUM_WARPS,

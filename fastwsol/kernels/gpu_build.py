@@ -66,6 +66,7 @@ class BuildRecord:
     limited_by: str
     ptx_lines: int
     cubin_bytes: int
+    approx_ops: int  # approximate sqrt/rsqrt/rcp/div instructions (≤ 2 ulp) in the PTX
 
     @property
     def spill_bytes(self) -> int:
@@ -113,6 +114,7 @@ def theoretical_occupancy(registers: int, shared_memory: int, num_warps: int, li
     return blocks * num_warps / limits.max_warps, blocks, limited_by
 
 
+_APPROX_OPS = re.compile(r"\b(?:sqrt\.approx|rsqrt\.approx|rcp\.approx|div\.full|div\.approx)\.")
 _REGISTERS = re.compile(r"Used (\d+) registers")
 _SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 _SMEM = re.compile(r"(\d+) bytes smem")
@@ -176,6 +178,7 @@ def build(spec: dict, arch: int) -> BuildRecord:
         spill_store_bytes=report["spill_store_bytes"], spill_load_bytes=report["spill_load_bytes"],
         shared_memory=shared, occupancy=occupancy, blocks_per_sm=blocks, limited_by=limited_by,
         ptx_lines=compiled.asm["ptx"].count("\n"), cubin_bytes=len(compiled.asm["cubin"]),
+        approx_ops=len(_APPROX_OPS.findall(compiled.asm["ptx"])),
     )
 
 

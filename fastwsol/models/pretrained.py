@@ -14,7 +14,15 @@ def read_state_dict(source: str | os.PathLike, torchvision_weights: str) -> dict
     if str(source) == "imagenet":
         from torchvision.models import get_weight
 
-        return get_weight(torchvision_weights).get_state_dict(progress=True)
+        weights = get_weight(torchvision_weights)
+        try:
+            return weights.get_state_dict(progress=True)
+        except OSError as exc:  # urllib's URLError, a refused connection, a timeout
+            model = torchvision_weights.split("_Weights")[0]
+            raise ConnectionError(
+                f"could not download torchvision's {model} weights (no network?): pass a local file with "
+                f"model.pretrained=PATH (a torchvision state dict, from {weights.url}); {exc}"
+            ) from exc
     path = os.fspath(source)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained weight file {path!r} does not exist")
@@ -71,10 +79,9 @@ def load_backbone_from_run(model, checkpoint: str | os.PathLike) -> None:
     try:
         state = load_checkpoint(checkpoint)["model"]
     except FileNotFoundError as exc:  # say which setting named it and what produces it
-        raise FileNotFoundError(
-            f"model.init_from: {exc}; train that run first "
-            "(for configs/synthetic.yaml: fastwsol train --config configs/synthetic_pretrain.yaml)"
-        ) from exc
+        from fastwsol.config import init_from_hint
+
+        raise FileNotFoundError(f"model.init_from: {exc}; {init_from_hint()}") from exc
     load_remapped(
         model, state, lambda key: None if model.is_new_parameter(key) else key,
         origin=f"backbone of the run checkpoint {os.fspath(checkpoint)!r}",

@@ -98,8 +98,8 @@ def test_ensure_reuses_a_complete_dataset_with_the_same_parameters(tmp_path):
     before = marker.stat().st_mtime_ns
     assert ensure_synthetic_dataset(tmp_path / "s", **kw) == paths
     assert marker.stat().st_mtime_ns == before  # not regenerated
-    ensure_synthetic_dataset(tmp_path / "s", **{**kw, "seed": 5})
-    assert marker.stat().st_mtime_ns != before  # other parameters: regenerated
+    ensure_synthetic_dataset(tmp_path / "s", **{**kw, "seed": 5}, overwrite=True)
+    assert marker.stat().st_mtime_ns != before  # other parameters: regenerated when asked
     assert json.loads((tmp_path / "s" / "synthetic.json").read_text())["seed"] == 5
 
 

@@ -142,3 +142,15 @@ def test_gradient_of_an_expanded_output_gradient():
     attentive_dropout(x, 0.5, 0.5, uniform=uniform)[0].sum().backward()
     expected = reference.attentive_dropout(x.detach(), 0.5, 0.5, uniform=uniform)[1].expand_as(x)
     assert torch.equal(x.grad, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_nan_input_matches_reference(dtype):
+    """A NaN channel mean makes torch's image max NaN, so that image drops nothing; NaN flows to the output."""
+    x, uniform = _input((2, 5, 4, 4), dtype, torch.contiguous_format, seed=4)
+    x[0, 1, 2, 2] = float("nan")
+    out, keep = attentive_dropout(x, 0.3, 0.9, uniform=uniform)
+    ref_out, ref_keep = reference.attentive_dropout(x, 0.3, 0.9, uniform=uniform)
+    assert (ref_keep[1] == 0).any()  # the NaN-free image still drops
+    assert torch.equal(keep, ref_keep)
+    assert torch.equal(out.nan_to_num(7.0), ref_out.nan_to_num(7.0))

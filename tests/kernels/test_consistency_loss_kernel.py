@@ -74,3 +74,16 @@ def test_opcheck():
     feature, dropped = _pair((2, 5, 6, 7), torch.float32, ("channels_last", "nchw"))
     torch.library.opcheck(consistency_loss_op, (feature, dropped))
     torch.library.opcheck(consistency_loss_backward_op, (torch.tensor(0.5, device=DEVICE), feature.detach(), dropped.detach()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_nan_input_gives_nan_loss(dtype):
+    feature, dropped = _pair((2, 5, 4, 4), dtype, ("nchw", "nchw"), seed=3)
+    with torch.no_grad():
+        feature[1, 2, 3, 0] = float("nan")
+    loss = consistency_loss(feature, dropped)
+    assert torch.isnan(loss) and torch.isnan(reference.consistency_loss(feature, dropped))
+    grads = torch.autograd.grad(loss, (feature, dropped))
+    ref_grads = torch.autograd.grad(reference.consistency_loss(feature, dropped), (feature, dropped))
+    for grad, ref_grad in zip(grads, ref_grads):
+        assert torch.equal(grad.nan_to_num(7.0), ref_grad.nan_to_num(7.0))

@@ -61,3 +61,15 @@ def test_parse_ptxas_log():
 )
 def test_theoretical_occupancy(registers, shared, warps, arch, expected):
     assert gpu_build.theoretical_occupancy(registers, shared, warps, gpu_build.SM_LIMITS[arch]) == expected
+
+
+# Kernels whose results decide a strict comparison (the τ masks, S* > 0, m > γ·max): IEEE
+# sqrt/division only, since the GPU's approximate forms (≤ 2 ulp) can flip a mask.
+MASK_KERNELS = ("_position_stats_kernel", "_image_loss_kernel", "_channel_mean_kernel")
+
+
+def test_mask_kernels_use_ieee_sqrt_and_division(records):
+    checked = [r for r in records if any(name in r["kernel"] for name in MASK_KERNELS)]
+    assert len(checked) >= len(MASK_KERNELS) * len(gpu_build.ARCHS)
+    for r in checked:
+        assert r["approx_ops"] == 0, f"{r['kernel']} on sm_{r['arch']}: {r['approx_ops']} approximate sqrt/div"
