@@ -1,29 +1,47 @@
-"""Evaluating a model on a split with the protocol (docs/protocol.md): the chosen localisation map
-for the ground-truth class → 224² score map → boxes → counts, plus classification accuracy.
-Beside the protocol's figures, the same maps scored with a single contour and the share of
-inverted maps (:mod:`fastwsol.evaluation.diagnostics`): a multi-contour score alone rewards a
-map that is high on the background (the hole's contour outlines the object).
-Under DDP every rank evaluates its shard and the counts are summed."""
+"""Evaluating a model with the protocol (docs/protocol.md): the chosen localisation map for the
+ground-truth class → 224² score map → boxes → counts, plus classification accuracy. Beside the
+protocol's figures, the same maps scored with a single contour and the share of inverted maps
+(:mod:`fastwsol.evaluation.diagnostics`): a multi-contour score alone rewards a map that is high
+on the background (the hole's contour outlines the object). Under DDP every rank evaluates its
+shard and the counts are summed.
+
+Also a trained model's side: ``load_trained`` (a ``fastwsol train`` checkpoint → the model),
+``evaluate_checkpoint`` (the ``evaluate`` command: metrics JSON and pictures)."""
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from fastwsol import ops
-from fastwsol.data import normalize_on_device
+from fastwsol.checkpoint import load_checkpoint
+from fastwsol.io import write_text_atomic
+from fastwsol.config import config_from_dict
+from fastwsol.data import loader_from_config, normalize_on_device
 from fastwsol.evaluation import BoxEvaluator, MapDiagnostics, cams_to_scoremaps, resize_boxes, upsample_cams
+from fastwsol.evaluation.boxes import SCOREMAP_SIZE, boxes_at_thresholds
+from fastwsol.method import MAP_KINDS
+from fastwsol.models import model_from_config
+from fastwsol.visualize import contact_sheet, label, localization_picture, write_png
 
-MAP_KINDS = ("cam", "norm", "sim")
+
+def check_map_kind(kind: str) -> None:
+    if kind not in MAP_KINDS:
+        raise ValueError(f"map must be one of {MAP_KINDS}, got {kind!r}")
 
 
 def scoremaps_for(feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
     """224² score maps in [0, 1] from the chosen map of the target class (docs/method.md Table 5):
     ``cam`` and ``norm`` (F̂) the protocol's way (bicubic, min-max); ``sim``: S with negatives
     as background, max-normalised (an all-background map → zeros)."""
-    if kind not in MAP_KINDS:
-        raise ValueError(f"map must be one of {MAP_KINDS}, got {kind!r}")
+    check_map_kind(kind)
     maps = ops.localization_maps(feature, fc_weight, target)[kind]
     if kind != "sim":
         return cams_to_scoremaps(maps)
@@ -103,3 +121,73 @@ def evaluate_model(model, loader, config, ctx=None, *, map_kind: str | None = No
     metrics.update(diagnostics.compute())
     metrics["top1_cls"], metrics["top5_cls"] = (float(c) * 100.0 / evaluator.num_images for c in classification)
     return metrics
+
+
+@dataclass
+class TrainedModel:
+    model: torch.nn.Module
+    config: object  # ExperimentConfig of the run
+    threshold: float | None  # the CAM threshold validated with the checkpoint (GT-known-optimal), if any
+    path: Path
+    class_names: dict[int, str]  # label -> name ({} when the run's metadata names none)
+    workdir: Path | None  # where the run was made: its config's relative data paths start there
+
+
+def load_trained(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
+    """The model of a ``fastwsol train`` checkpoint, in eval mode (no weights are downloaded)."""
+    state = load_checkpoint(checkpoint)
+    config = config_from_dict(state["config"])
+    model = model_from_config(config, state["num_classes"], load_weights=False)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint {checkpoint}: weights do not fit {config.model.name}: {exc}") from exc
+    threshold = state.get("best", {}).get("threshold")
+    workdir = Path(state["workdir"]) if state.get("workdir") else None
+    return TrainedModel(model.to(device).eval(), config, threshold, Path(checkpoint), state.get("class_names") or {}, workdir)
+
+
+def predicted_box(scoremap: np.ndarray, threshold: float) -> np.ndarray:
+    """The box of the largest contour at ``threshold`` (224² coordinates), the protocol's way."""
+    return boxes_at_thresholds(np.asarray(scoremap, np.float32), np.array([threshold]), multi_contour=False)[0][0]
+
+
+def evaluate_checkpoint(trained: TrainedModel, *, split: str = "test", map_kind: str | None = None,
+                        save_maps: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
+                        sheet_size: int = 32) -> dict:
+    """The protocol's metrics on ``split``, written to ``out_dir/metrics_<split>_<map>.json``.
+    ``save_maps``: per image a PNG (image, heat overlay of the map, GT boxes green, predicted
+    box red at the GT-known-optimal threshold) and ``contact_sheet.png`` of the first images."""
+    config = trained.config
+    map_kind = map_kind or config.eval.map
+    check_map_kind(map_kind)  # before the split is read
+    device = next(trained.model.parameters()).device
+    loader = loader_from_config(config, split, batch_size=config.eval.batch_size, device=device, train=False)
+    metrics = evaluate_model(trained.model, loader, config, map_kind=map_kind)
+    metrics.update(split=split, map=map_kind, checkpoint=str(trained.path))
+    out_dir = Path(out_dir) if out_dir is not None else trained.path.parent
+    write_text_atomic(out_dir / f"metrics_{split}_{map_kind}.json", json.dumps(metrics, indent=2) + "\n")
+    if save_maps is not None:
+        save_localization_pictures(trained, loader, map_kind, metrics["best_threshold"], Path(save_maps), sheet_size)
+    return metrics
+
+
+@torch.no_grad()
+def save_localization_pictures(trained: TrainedModel, loader, map_kind: str, threshold: float, out_dir: Path,
+                               sheet_size: int) -> None:
+    model, metadata = trained.model, loader.metadata
+    first = []
+    for batch in loader:
+        out = model(normalize_on_device(batch["images"]))
+        scoremaps = scoremaps_for(out["feature"].float(), model.fc.weight.float(), batch["labels"], map_kind).cpu().numpy()
+        indices = batch["indices"].cpu().numpy()
+        images = [cv2.resize(i, (SCOREMAP_SIZE, SCOREMAP_SIZE), interpolation=cv2.INTER_LINEAR)
+                  for i in batch["images"].permute(0, 2, 3, 1).cpu().numpy()]
+        for image, scoremap, index, gt in zip(images, scoremaps, indices, gt_boxes_224(metadata, indices)):
+            picture = localization_picture(image, scoremap, gt, predicted_box(scoremap, threshold))
+            image_id = metadata.image_ids[index]
+            write_png(out_dir / (os.path.splitext(image_id)[0] + f"_{map_kind}.png"), picture)
+            if len(first) < sheet_size:
+                first.append(label(picture, os.path.basename(image_id)))
+    if first:
+        write_png(out_dir / "contact_sheet.png", contact_sheet(first))

@@ -50,6 +50,18 @@ def test_evaluate_map_variants(tiny_checkpoint, tmp_path, kind):
     assert metrics["map"] == kind and metrics["num_images"] == 6
 
 
+def test_an_unknown_map_is_refused_before_anything_is_read_or_written(tiny_checkpoint, tmp_path):
+    from fastwsol.evaluate import evaluate_checkpoint, load_trained
+    from fastwsol.localize import localize_images
+
+    trained = load_trained(tiny_checkpoint)
+    with pytest.raises(ValueError, match=r"map must be one of \('cam', 'norm', 'sim'\), got 'heat'"):
+        evaluate_checkpoint(trained, map_kind="heat", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="got 'heat'"):
+        localize_images(trained, [tmp_path / "missing.jpg"], map_kind="heat", out_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
 def test_similarity_scoremap_is_max_normalised_with_negatives_as_background():
     feature = torch.zeros(1, 2, 1, 3)
     feature[0, :, 0, 0] = torch.tensor([1.0, 0.0])  # cos = 1 with w
