@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     gpu.add_argument("--quick", action="store_true", help="time one shape, bf16, channels_last, VGG16 only")
     gpu.add_argument("--dry-run", action="store_true", help="the same checks on the CPU at tiny shapes (Triton's interpreter)")
     gpu.add_argument("--force", action="store_true", help="overwrite an existing report in --out")
-    gpu.add_argument("--budget-s", type=float, default=480, help="stop starting timed rows after this many seconds")
+    gpu.add_argument("--budget-s", type=_count, default=480, help="seconds after which no further timed row starts")
     gpu.set_defaults(func=_check_gpu)
     return parser
 

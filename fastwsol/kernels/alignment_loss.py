@@ -42,6 +42,7 @@ import triton
 import triton.language as tl
 
 from fastwsol.kernels import runtime
+from fastwsol.kernels.addressing import in_image, layout_constants, tile_offsets
 
 NORM_CLAMP = 1e-12  # F.normalize's eps (the kernels spell it, and ε = 1e-15, as literals)
 MAX_BLOCK_CLASSES = 128  # class-tile width; 256 makes ptxas spill (CUB's C=200 takes 2 class passes, the 2nd L2-hot)
@@ -55,14 +56,13 @@ def _position_stats_kernel(
     feature_ptr, w_target_ptr, w_unit_ptr, norm_ptr, sim_ptr, max_sim_ptr,
     D, N, W, C,
     stride_b, stride_d, stride_h, stride_w,
-    FINE_GRAINED: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    FINE_GRAINED: tl.constexpr, DOT_PRECISION: tl.constexpr, FLAT_HW: tl.constexpr, ALIGN: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """n_u = ‖F_u‖, S_u = ⟨ŵ_y, F_u⟩/max(n_u, 1e-12), S*_u = max_c ⟨ŵ_c, F_u⟩/max(n_u, 1e-12)."""
     b = tl.program_id(0)
     u = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
-    u_mask = u < N
-    position = (u // W) * stride_h + (u % W) * stride_w
+    u_mask = in_image(u, N, ALIGN)
     image = feature_ptr + b.to(tl.int64) * stride_b
     sumsq = tl.zeros([BLOCK_P], dtype=tl.float32)
     dot_target = tl.zeros([BLOCK_P], dtype=tl.float32)
@@ -76,7 +76,8 @@ def _position_stats_kernel(
         for d0 in range(0, D, BLOCK_D):
             d = d0 + tl.arange(0, BLOCK_D)
             d_mask = d < D
-            f = tl.load(image + d[:, None] * stride_d + position[None, :], mask=d_mask[:, None] & u_mask[None, :], other=0.0)
+            offsets = tile_offsets(d, u, W, stride_d, stride_h, stride_w, FLAT_HW, ALIGN)
+            f = tl.load(image + offsets, mask=d_mask[:, None] & u_mask[None, :], other=0.0)
             if class_pass == 0:
                 f32 = f.to(tl.float32)
                 sumsq += tl.sum(f32 * f32, axis=0)
@@ -156,13 +157,13 @@ def _feature_grad_kernel(
     D, N, W,
     stride_b, stride_d, stride_h, stride_w,
     grad_stride_b, grad_stride_d, grad_stride_h, grad_stride_w,
-    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+    FLAT_HW: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """∂L/∂F_u = a_u F_u + b_u ŵ_y (module docstring), and Σ_u∈tile b_u F_u for ∂L/∂ŵ_y."""
     b = tl.program_id(0)
     tile = tl.program_id(1)
     u = tile * BLOCK_P + tl.arange(0, BLOCK_P)
-    u_mask = u < N
+    u_mask = in_image(u, N, ALIGN)
     grad_sim = tl.load(grad_sim_ptr).to(tl.float32)
     grad_norm = tl.load(grad_norm_ptr).to(tl.float32)
     n = tl.load(norm_ptr + b * N + u, mask=u_mask, other=0.0)
@@ -172,8 +173,6 @@ def _feature_grad_kernel(
     safe_n = tl.where(n > 0, n, 1.0)
     coef_f = tl.where(n > 0, dn / safe_n, 0.0) - tl.where(n >= 1e-12, coef_w * s / safe_n, 0.0)
 
-    position = (u // W) * stride_h + (u % W) * stride_w
-    grad_position = (u // W) * grad_stride_h + (u % W) * grad_stride_w
     image = feature_ptr + b.to(tl.int64) * stride_b
     grad_image = grad_feature_ptr + b.to(tl.int64) * grad_stride_b
     partial = w_grad_partial_ptr + (b * tl.num_programs(1) + tile).to(tl.int64) * D
@@ -181,11 +180,12 @@ def _feature_grad_kernel(
         d = d0 + tl.arange(0, BLOCK_D)
         d_mask = d < D
         mask = d_mask[:, None] & u_mask[None, :]
-        f = tl.load(image + d[:, None] * stride_d + position[None, :], mask=mask, other=0.0).to(tl.float32)
+        offsets = tile_offsets(d, u, W, stride_d, stride_h, stride_w, FLAT_HW, ALIGN)
+        f = tl.load(image + offsets, mask=mask, other=0.0).to(tl.float32)
         w_target = tl.load(w_target_ptr + b * D + d, mask=d_mask, other=0.0)
         grad = coef_f[None, :] * f + coef_w[None, :] * w_target[:, None]
-        tl.store(grad_image + d[:, None] * grad_stride_d + grad_position[None, :],
-                 grad.to(grad_feature_ptr.dtype.element_ty), mask=mask)
+        grad_offsets = tile_offsets(d, u, W, grad_stride_d, grad_stride_h, grad_stride_w, FLAT_HW, ALIGN)
+        tl.store(grad_image + grad_offsets, grad.to(grad_feature_ptr.dtype.element_ty), mask=mask)
         tl.store(partial + d, tl.sum(f * coef_w[None, :], axis=1), mask=d_mask)
 
 
@@ -237,7 +237,7 @@ def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_graine
             feature, w_target, w_dot, norm, sim, max_sim,
             channels, positions, width, num_classes,
             *feature.stride(),
-            FINE_GRAINED=fine_grained, DOT_PRECISION=_dot_precision(feature.dtype),
+            FINE_GRAINED=fine_grained, DOT_PRECISION=_dot_precision(feature.dtype), **layout_constants(feature),
             BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, BLOCK_C=_block_classes(num_classes),
             num_warps=FORWARD_WARPS if fine_grained else 4, num_stages=FORWARD_STAGES,
         )
@@ -265,7 +265,7 @@ def _backward(grad_sim, grad_norm, feature, fc_weight, target, norm, sim, norm_c
             feature, w_target, norm, sim, norm_coef, sim_coef,
             grad_sim.float().contiguous(), grad_norm.float().contiguous(), grad_feature, partial,
             channels, positions, width,
-            *feature.stride(), *grad_feature.stride(),
+            *feature.stride(), *grad_feature.stride(), **layout_constants(feature, grad_feature),
             BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=4,
         )
     # ∂L/∂ŵ_c sums the images of class c (a class may repeat in a batch), then F.normalize's backward.

@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from fastwsol.kernels import runtime
+from fastwsol.kernels.addressing import in_image, layout_constants, tile_offsets
 from fastwsol.kernels.rounding import round_to_dtype
 
 # Tiles: positions × channels.
@@ -28,25 +29,24 @@ SEED_HIGH = 2**31 - 1
 
 @triton.jit
 def _channel_mean_kernel(
-    x_ptr, mean_ptr, D, H, W,
+    x_ptr, mean_ptr, D, HW, W,
     stride_xb, stride_xd, stride_xh, stride_xw,
-    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+    FLAT_HW: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """mean[b, u] = round_to_x_dtype(Σ_c x[b, c, u] / D), fp32 accumulation."""
     b = tl.program_id(0).to(tl.int64)
     positions = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
-    in_image = positions < H * W
-    spatial = (positions // W) * stride_xh + (positions % W) * stride_xw
+    inside = in_image(positions, HW, ALIGN)
     channels = tl.arange(0, BLOCK_D)
     total = tl.zeros((BLOCK_P,), dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
         d = d0 + channels
-        ptrs = x_ptr + b * stride_xb + (d[:, None] * stride_xd + spatial[None, :])
-        tile = tl.load(ptrs, mask=(d[:, None] < D) & in_image[None, :], other=0.0)
+        offsets = tile_offsets(d, positions, W, stride_xd, stride_xh, stride_xw, FLAT_HW, ALIGN)
+        tile = tl.load(x_ptr + b * stride_xb + offsets, mask=(d[:, None] < D) & inside[None, :], other=0.0)
         total += tl.sum(tile.to(tl.float32), axis=0)
     # div_rn: '/' compiles to the approximate div.full.f32 on a GPU, and m feeds the strict m > γ·max.
     mean = round_to_dtype(tl.div_rn(total, D.to(tl.float32)), x_ptr.dtype.element_ty)
-    tl.store(mean_ptr + b * H * W + positions, mean, mask=in_image)
+    tl.store(mean_ptr + b * HW + positions, mean, mask=inside)
 
 
 @triton.jit
@@ -88,24 +88,29 @@ def _keep_mask_kernel(
 
 @triton.jit
 def _apply_keep_kernel(
-    x_ptr, keep_ptr, out_ptr, D, H, W,
+    x_ptr, keep_ptr, out_ptr, D, HW, W,
     stride_xb, stride_xd, stride_xh, stride_xw,
     stride_ob, stride_od, stride_oh, stride_ow,
-    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+    FLAT_HW: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """out[b, c, u] = x[b, c, u] · keep[b, u] (forward: x = input; backward: x = dout)."""
     b = tl.program_id(0).to(tl.int64)
     positions = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
-    in_image = positions < H * W
-    mask = (d[:, None] < D) & in_image[None, :]
-    h = positions // W
-    w = positions % W
-    keep = tl.load(keep_ptr + b * H * W + positions, mask=in_image, other=0.0)
-    # int32 offsets inside one image; the image's int64 offset goes into the base pointer.
-    x = tl.load(x_ptr + b * stride_xb + (d[:, None] * stride_xd + (h * stride_xh + w * stride_xw)[None, :]), mask=mask)
-    out_ptrs = out_ptr + b * stride_ob + (d[:, None] * stride_od + (h * stride_oh + w * stride_ow)[None, :])
-    tl.store(out_ptrs, (x.to(tl.float32) * keep.to(tl.float32)[None, :]).to(out_ptr.dtype.element_ty), mask=mask)
+    inside = in_image(positions, HW, ALIGN)
+    mask = (d[:, None] < D) & inside[None, :]
+    keep = tl.load(keep_ptr + b * HW + positions, mask=inside, other=0.0)
+    x_offsets = tile_offsets(d, positions, W, stride_xd, stride_xh, stride_xw, FLAT_HW, ALIGN)
+    x = tl.load(x_ptr + b * stride_xb + x_offsets, mask=mask)
+    out_offsets = tile_offsets(d, positions, W, stride_od, stride_oh, stride_ow, FLAT_HW, ALIGN)
+    out = (x.to(tl.float32) * keep.to(tl.float32)[None, :]).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + b * stride_ob + out_offsets, out, mask=mask)
+
+
+def _sizes(x: torch.Tensor) -> tuple[int, int, int]:
+    """(D, HW, W): H×W is passed as one integer so Triton sees its divisibility (the position mask)."""
+    _, d, h, w = x.shape
+    return d, h * w, w
 
 
 def _grid_positions_channels(shape) -> tuple[int, int, int]:
@@ -116,8 +121,8 @@ def _grid_positions_channels(shape) -> tuple[int, int, int]:
 def _apply_keep(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(x)  # keeps x's memory format (NCHW or channels_last)
     _apply_keep_kernel[_grid_positions_channels(x.shape)](
-        x, keep, out, x.shape[1], x.shape[2], x.shape[3], *x.stride(), *out.stride(),
-        BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
+        x, keep, out, *_sizes(x), *x.stride(), *out.stride(),
+        **layout_constants(x, out), BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
     )
     return out
 
@@ -126,7 +131,8 @@ def _keep_mask(x: torch.Tensor, threshold: float, drop_prob: float, seed, unifor
     b, d, h, w = x.shape
     mean = torch.empty((b, h * w), device=x.device, dtype=torch.float32)
     _channel_mean_kernel[(b, triton.cdiv(h * w, BLOCK_POSITIONS))](
-        x, mean, d, h, w, *x.stride(), BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
+        x, mean, *_sizes(x), *x.stride(), **layout_constants(x),
+        BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
     )
     keep = torch.empty((b, 1, h, w), device=x.device, dtype=x.dtype)
     if uniform is not None:

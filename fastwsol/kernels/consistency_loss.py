@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from fastwsol.kernels import runtime
+from fastwsol.kernels.addressing import in_image, layout_constants, tile_offsets
 from fastwsol.kernels.rounding import round_to_dtype
 
 BLOCK_POSITIONS = 64
@@ -23,25 +24,21 @@ NUM_WARPS = 8  # 2048-element tiles: 8 values per thread keeps registers low
 
 
 @triton.jit
-def _tile_offsets(positions, d, W, stride_d, stride_h, stride_w):
-    # int32 offsets inside one image; the image's int64 offset goes into the base pointer.
-    return d[:, None] * stride_d + ((positions // W) * stride_h + (positions % W) * stride_w)[None, :]
-
-
-@triton.jit
 def _abs_difference_sum_kernel(
-    f_ptr, g_ptr, partial_ptr, D, H, W,
+    f_ptr, g_ptr, partial_ptr, D, HW, W,
     stride_fb, stride_fd, stride_fh, stride_fw,
     stride_gb, stride_gd, stride_gh, stride_gw,
-    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+    FLAT_HW: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """partial[tile] = Σ_tile |round_dtype(F − G)|, fp32 accumulation."""
     b = tl.program_id(0).to(tl.int64)
     positions = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask = (d[:, None] < D) & (positions < H * W)[None, :]
-    f = tl.load(f_ptr + b * stride_fb + _tile_offsets(positions, d, W, stride_fd, stride_fh, stride_fw), mask=mask, other=0.0)
-    g = tl.load(g_ptr + b * stride_gb + _tile_offsets(positions, d, W, stride_gd, stride_gh, stride_gw), mask=mask, other=0.0)
+    mask = (d[:, None] < D) & in_image(positions, HW, ALIGN)[None, :]
+    f_offsets = tile_offsets(d, positions, W, stride_fd, stride_fh, stride_fw, FLAT_HW, ALIGN)
+    g_offsets = tile_offsets(d, positions, W, stride_gd, stride_gh, stride_gw, FLAT_HW, ALIGN)
+    f = tl.load(f_ptr + b * stride_fb + f_offsets, mask=mask, other=0.0)
+    g = tl.load(g_ptr + b * stride_gb + g_offsets, mask=mask, other=0.0)
     # torch subtracts in the input dtype: round the difference the same way.
     difference = round_to_dtype(f.to(tl.float32) - g.to(tl.float32), f_ptr.dtype.element_ty)
     tile = (tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)) * tl.num_programs(2) + tl.program_id(2)
@@ -50,27 +47,35 @@ def _abs_difference_sum_kernel(
 
 @triton.jit
 def _abs_difference_backward_kernel(
-    f_ptr, g_ptr, scale_ptr, df_ptr, dg_ptr, D, H, W,
+    f_ptr, g_ptr, scale_ptr, df_ptr, dg_ptr, D, HW, W,
     stride_fb, stride_fd, stride_fh, stride_fw,
     stride_gb, stride_gd, stride_gh, stride_gw,
     stride_dfb, stride_dfd, stride_dfh, stride_dfw,
     stride_dgb, stride_dgd, stride_dgh, stride_dgw,
-    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+    FLAT_HW: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """dF = scale·sign(F − G), dG = −dF, with scale = g/N (each gradient written with its own strides)."""
     b = tl.program_id(0).to(tl.int64)
     positions = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask = (d[:, None] < D) & (positions < H * W)[None, :]
-    f = tl.load(f_ptr + b * stride_fb + _tile_offsets(positions, d, W, stride_fd, stride_fh, stride_fw), mask=mask, other=0.0)
-    g = tl.load(g_ptr + b * stride_gb + _tile_offsets(positions, d, W, stride_gd, stride_gh, stride_gw), mask=mask, other=0.0)
+    mask = (d[:, None] < D) & in_image(positions, HW, ALIGN)[None, :]
+    f_offsets = tile_offsets(d, positions, W, stride_fd, stride_fh, stride_fw, FLAT_HW, ALIGN)
+    g_offsets = tile_offsets(d, positions, W, stride_gd, stride_gh, stride_gw, FLAT_HW, ALIGN)
+    f = tl.load(f_ptr + b * stride_fb + f_offsets, mask=mask, other=0.0)
+    g = tl.load(g_ptr + b * stride_gb + g_offsets, mask=mask, other=0.0)
     difference = f.to(tl.float32) - g.to(tl.float32)
     sign = tl.where(difference > 0, 1.0, tl.where(difference < 0, -1.0, 0.0))
     grad = sign * tl.load(scale_ptr)
-    df_offsets = _tile_offsets(positions, d, W, stride_dfd, stride_dfh, stride_dfw)
-    dg_offsets = _tile_offsets(positions, d, W, stride_dgd, stride_dgh, stride_dgw)
+    df_offsets = tile_offsets(d, positions, W, stride_dfd, stride_dfh, stride_dfw, FLAT_HW, ALIGN)
+    dg_offsets = tile_offsets(d, positions, W, stride_dgd, stride_dgh, stride_dgw, FLAT_HW, ALIGN)
     tl.store(df_ptr + b * stride_dfb + df_offsets, grad.to(df_ptr.dtype.element_ty), mask=mask)
     tl.store(dg_ptr + b * stride_dgb + dg_offsets, (-grad).to(dg_ptr.dtype.element_ty), mask=mask)
+
+
+def _sizes(feature: torch.Tensor) -> tuple[int, int, int]:
+    """(D, HW, W): H×W is passed as one integer so Triton sees its divisibility (the position mask)."""
+    _, d, h, w = feature.shape
+    return d, h * w, w
 
 
 def _grid(shape) -> tuple[int, int, int]:
@@ -85,8 +90,9 @@ def consistency_loss_op(feature: torch.Tensor, feature_dropped: torch.Tensor) ->
     grid = _grid(feature.shape)
     partial = torch.empty(grid[0] * grid[1] * grid[2], device=feature.device, dtype=torch.float32)
     _abs_difference_sum_kernel[grid](
-        feature, feature_dropped, partial, *feature.shape[1:], *feature.stride(), *feature_dropped.stride(),
-        BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
+        feature, feature_dropped, partial, *_sizes(feature), *feature.stride(), *feature_dropped.stride(),
+        **layout_constants(feature, feature_dropped), BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS,
+        num_warps=NUM_WARPS,
     )
     return (partial.sum() / feature.numel()).to(feature.dtype)
 
@@ -107,10 +113,10 @@ def consistency_loss_backward_op(
     # empty_like keeps a dense input's strides (NCHW or channels_last) and gives a non-dense one
     # (expanded, sliced) dense strides; the kernel writes each gradient with its own strides.
     grad_feature, grad_dropped = torch.empty_like(feature), torch.empty_like(feature_dropped)
+    tensors = (feature, feature_dropped, grad_feature, grad_dropped)
     _abs_difference_backward_kernel[_grid(feature.shape)](
-        feature, feature_dropped, scale, grad_feature, grad_dropped, *feature.shape[1:],
-        *feature.stride(), *feature_dropped.stride(), *grad_feature.stride(), *grad_dropped.stride(),
-        BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
+        *tensors[:2], scale, *tensors[2:], *_sizes(feature), *(s for t in tensors for s in t.stride()),
+        **layout_constants(*tensors), BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
     )
     return grad_feature, grad_dropped
 

@@ -88,3 +88,16 @@ def test_parse_ptxas_log():
 )
 def test_theoretical_occupancy(registers, shared, warps, arch, expected):
     assert gpu_build.theoretical_occupancy(registers, shared, warps, gpu_build.SM_LIMITS[arch]) == expected
+
+
+STREAMING_KERNELS = ("_abs_difference_sum_kernel", "_abs_difference_backward_kernel", "_channel_mean_kernel", "_apply_keep_kernel")
+
+
+def test_nchw_streaming_kernels_use_vector_loads(records):
+    """NCHW (the default layout) at 14² and 28²: flat u·stride_w addressing with the alignment
+    hints gives vector loads (the (u // W, u % W) form compiled to one scalar load per element)."""
+    checked = [r for r in records if any(k in r["kernel"] for k in STREAMING_KERNELS)
+               and any(l["layout"] == "nchw" for l in r["launches"])]
+    assert {l["shape"] for r in checked for l in r["launches"]} == set(REAL_SHAPES)
+    for r in checked:
+        assert r["vector_loads"] > 0 and r["scalar_loads"] <= 1, f"{r['kernel']} sm_{r['arch']}: {r}"
