@@ -145,7 +145,8 @@ def _localize(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from fastwsol.reproduce import reproduce
 
-    reproduce(args.out, ablation=args.ablation, fresh=args.fresh, overrides=args.set, pretrain_overrides=args.pretrain_set)
+    reproduce(args.out, seeds=args.seeds, ablation=args.ablation, fresh=args.fresh, overrides=args.set,
+              pretrain_overrides=args.pretrain_set)
     return 0
 
 
@@ -345,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
              "from it, Table-7-style results and a map figure",
     )
     rep.add_argument("--out", default="runs/reproduce", help="runs, results.{json,md} and the figure go here")
+    rep.add_argument("--seeds", type=_count, default=1, metavar="N",
+                     help="fine-tune every variant with training seeds 0..N-1 (one shared backbone and dataset) and "
+                          "report each seed and the mean ± sd (default: 1)")
     rep.add_argument("--ablation", action="store_true", help="also train the ablation rows (L_drop, L_sim, ...)")
     rep.add_argument("--fresh", action="store_true",
                      help="retrain every run, replacing what OUT holds (without it a run is reused or resumed "

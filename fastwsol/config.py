@@ -73,7 +73,9 @@ class TrainConfig:
     channels_last: bool = False
     eval_interval: int = 1  # epochs between validations (0 = only the final test)
     log_interval: int = 20  # steps between JSON-lines records
-    select_metric: str = "max_box_acc_v2"  # best checkpoint criterion on val (wsolevaluation's)
+    # best checkpoint criterion on val: wsolevaluation's MaxBoxAccV2 (eval.multi_contour's), or
+    # a "_single" metric (one contour: an inverted map cannot score through its hole's contour)
+    select_metric: str = "max_box_acc_v2"
     max_steps_per_epoch: int | None = None  # cap for smoke runs; None = the whole epoch
     progress: bool = True
 
@@ -105,7 +107,7 @@ _CHOICES = {
     ("train", "precision"): ("fp32", "bf16"),
     ("train", "backend"): ("auto", "reference", "compiled", "triton"),
     ("eval", "map"): ("cam", "norm", "sim"),
-    ("train", "select_metric"): ("max_box_acc_v2", "gt_known_loc", "top1_loc"),
+    ("train", "select_metric"): ("max_box_acc_v2", "gt_known_loc", "top1_loc", "max_box_acc_v2_single", "gt_known_loc_single"),
 }
 
 

@@ -162,6 +162,11 @@ def method_losses(
     return terms
 
 
+def plural(count: int, word: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def describe_objective(config: ExperimentConfig, with_dropped_path: bool) -> str:
     """The objective a run optimises, in words: a ``_cam`` model keeps the config's λ_sim and
     λ_norm (it is then the L_sim + L_norm ablation row, not vanilla CAM), so say so up front."""
@@ -170,12 +175,53 @@ def describe_objective(config: ExperimentConfig, with_dropped_path: bool) -> str
     full = warm + [f"{w:g}·{name}" for w, name in ((loss.lambda_sim, "L_sim"), (loss.lambda_norm, "L_norm")) if w]
     text = " + ".join(full)
     if len(full) > len(warm) and config.optim.warm_epochs:
-        text = f"{' + '.join(warm)} for {config.optim.warm_epochs} warm epochs, then {text}"
+        text = f"{' + '.join(warm)} for {plural(config.optim.warm_epochs, 'warm epoch')}, then {text}"
     if len(full) == 1:
         text += " (vanilla CAM)" if not with_dropped_path else " (the dropped path is built but unused)"
     elif not with_dropped_path and loss.lambda_drop:
         text += f" (λ_drop={loss.lambda_drop:g} unused: {config.model.name} has no dropped path)"
     return text
+
+
+def describe_plan(trainer: Trainer) -> str:
+    """What a run will do, where, for how long: printed when it starts (logs have no progress bar)."""
+    config, o = trainer.config, trainer.config.optim
+    steps = {warm: trainer.steps_per_epoch(o.warm_batch_size if warm else o.batch_size) for warm in (True, False)}
+    warm_epochs = min(o.warm_epochs, o.epochs)
+    total = warm_epochs * steps[True] + (o.epochs - warm_epochs) * steps[False]
+    images = trainer.loader("train", o.batch_size).num_samples
+    per_epoch = f"{plural(steps[False], 'step')} of {o.batch_size}"
+    if warm_epochs and steps[True] != steps[False]:
+        per_epoch = f"{plural(steps[True], 'step')} of {o.warm_batch_size} (warm), then {per_epoch}"
+    every = config.train.eval_interval
+    validation = (f"validation after {'every epoch' if every == 1 else f'every {every} epochs'}, "
+                  f"best by val {config.train.select_metric}" if every else "no validation (the last checkpoint is tested)")
+    return "\n".join([
+        f"fastwsol train: {config.model.name} into {trainer.out_dir}",
+        f"  objective: {describe_objective(config, trainer.model.with_dropped_path)}",
+        f"  plan: {plural(o.epochs, 'epoch')} × {per_epoch} = {plural(total, 'step')}, "
+        f"{plural(images, 'training image')} per epoch; {validation}",
+        f"  device: {trainer.device}, backend: {config.train.backend}, "
+        f"compile: {'on' if config.train.compile else 'off'}, precision: {config.train.precision}"
+        + (f", {plural(trainer.ctx.world_size, 'process')}" if trainer.ctx.enabled else ""),
+    ])
+
+
+def describe_epoch(epoch: int, config: ExperimentConfig, record: dict, best: bool) -> str:
+    """One line per epoch: losses, speed and, when validated, the val metrics (both contour modes
+    and the map diagnostics of fastwsol.evaluation.diagnostics)."""
+    o = config.optim
+    warm = " (warm)" if epoch <= o.warm_epochs else ""
+    losses = " ".join(f"{k} {record[f'loss_{k}']:.3f}" for k in LOSS_TERMS)
+    line = (f"epoch {epoch}/{o.epochs}{warm}: loss {record['loss_total']:.3f} ({losses}), "
+            f"{record['images_per_s']:.1f} img/s, {record['seconds']:.0f} s")
+    if "val_gt_known_loc" in record:
+        line += (f"; val GT-known {record['val_gt_known_loc']:.1f}/{record['val_gt_known_loc_single']:.1f} "
+                 f"(multi/single contour), MaxBoxAccV2 {record['val_max_box_acc_v2']:.1f}/"
+                 f"{record['val_max_box_acc_v2_single']:.1f}, top-1 {record['val_top1_cls']:.1f}, "
+                 f"inverted {record['val_inverted_pct']:.1f} %, peak in GT {record['val_peak_in_gt_pct']:.1f} %"
+                 + (" [best]" if best else ""))
+    return line
 
 
 def total_loss(terms: dict[str, torch.Tensor], loss: LossConfig) -> torch.Tensor:
@@ -358,6 +404,11 @@ class Trainer:
             )
         return self._loaders[key]
 
+    def steps_per_epoch(self, batch_size: int) -> int:
+        loader = self.loader("train", batch_size)
+        cap = self.config.train.max_steps_per_epoch
+        return len(loader) if cap is None else min(len(loader), cap)
+
     def _existing_run_files(self) -> list[str]:
         return [name for name in RUN_FILES if (self.out_dir / name).exists()]
 
@@ -438,6 +489,9 @@ class Trainer:
         if len(state["rng"]) != self.ctx.world_size:
             raise ValueError(f"{path} was written by {len(state['rng'])} process(es); resume it with as many, not {self.ctx.world_size}")
         restore_rng_states(state["rng"][self.ctx.rank])
+        if self.ctx.is_main:
+            print(f"fastwsol train: resuming from {path} at epoch {self.epoch + 1} step {self.step_in_epoch} "
+                  f"(global step {self.global_step})", file=sys.stderr, flush=True)
 
     # -- signals
     def _on_signal(self, signum, _frame) -> None:
@@ -471,7 +525,7 @@ class Trainer:
         loader.set_epoch(self.epoch)
         set_lr(self.optimizer, lr_factor(self.epoch, config))
         self.model.train()
-        steps = len(loader) if config.train.max_steps_per_epoch is None else min(len(loader), config.train.max_steps_per_epoch)
+        steps = self.steps_per_epoch(batch_size)
         sums = torch.zeros(1 + len(LOSS_TERMS))
         done_before = self.step_in_epoch
         progress = _progress(steps, f"epoch {self.epoch + 1}/{config.optim.epochs}" + ("" if full else " (warm)"), self)
@@ -509,7 +563,9 @@ class Trainer:
                 raise StopRequested
         progress.close()
         count = max(self.step_in_epoch - done_before, 1)
-        return {f"loss_{k}": v for k, v in zip(("total", *LOSS_TERMS), (sums / count).tolist())}
+        seconds = time.perf_counter() - started
+        losses = {f"loss_{k}": v for k, v in zip(("total", *LOSS_TERMS), (sums / count).tolist())}
+        return {**losses, "images_per_s": images_seen / max(seconds, 1e-9), "seconds": seconds}
 
     def evaluate(self, split: str) -> dict:
         from fastwsol.evaluate import evaluate_model
@@ -521,7 +577,7 @@ class Trainer:
         config = self.config
         previous = self._install_signal_handlers()
         if self.ctx.is_main:
-            print(f"fastwsol train: objective {describe_objective(config, self.model.with_dropped_path)}", file=sys.stderr)
+            print(describe_plan(self), file=sys.stderr, flush=True)
         try:
             while self.epoch < config.optim.epochs:
                 try:
@@ -538,6 +594,7 @@ class Trainer:
                 self.epoch += 1
                 self.step_in_epoch = 0
                 record = {"type": "epoch", "epoch": self.epoch, **losses}
+                improved = False
                 validate_now = config.train.eval_interval and (
                     self.epoch % config.train.eval_interval == 0 or self.epoch == config.optim.epochs
                 )
@@ -545,6 +602,7 @@ class Trainer:
                     metrics = self.evaluate("val")
                     record.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
                     if metrics[config.train.select_metric] > self.best["metric"]:
+                        improved = True
                         self.best = {
                             "metric": metrics[config.train.select_metric],
                             "epoch": self.epoch,
@@ -552,6 +610,8 @@ class Trainer:
                         }
                         self.save("best.pt")
                 self.log.write(record, self.global_step)
+                if self.ctx.is_main:  # a line per epoch whether or not stderr is a terminal
+                    print(describe_epoch(self.epoch, config, record, improved), file=sys.stderr, flush=True)
                 self.save("last.pt")
                 if self._stop_requested():
                     print(f"fastwsol train: stopped after epoch {self.epoch}; resume with --resume.", file=sys.stderr)

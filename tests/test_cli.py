@@ -104,20 +104,31 @@ def test_box_to_original():
 
 
 def test_reproduce_end_to_end_on_a_tiny_set(tiny_run_overrides, tmp_path):
-    from fastwsol.reproduce import reproduce
+    from fastwsol.reproduce import RESULT_METRICS, reproduce
 
     overrides = [o for o in tiny_run_overrides(tmp_path / "unused") if not o.startswith("train.out_dir")]
     pretrain = [o for o in overrides if not o.startswith("model.name")]
-    summary = reproduce(tmp_path / "reproduce", overrides=[*overrides, "optim.epochs=1", "optim.warm_epochs=0"],
+    out = tmp_path / "reproduce"
+    summary = reproduce(out, seeds=2, overrides=[*overrides, "optim.epochs=1", "optim.warm_epochs=0"],
                         pretrain_overrides=[*pretrain, "optim.epochs=1"])
-    assert set(summary["variants"]) == {"cam", "all"}
-    # both fine-tunings start from the pretraining's backbone
-    backbone = tmp_path / "reproduce" / "pretrain" / "last.pt"
+    assert set(summary["variants"]) == {"cam", "all"} and summary["seeds"] == [0, 1]
+    # every fine-tuning of every seed starts from the one pretraining's backbone, with its own seed
+    backbone = out / "pretrain" / "last.pt"
     assert summary["pretrain"]["test"]["top1_cls"] >= 0 and f"model.init_from={backbone}" in summary["overrides"]
-    for key in ("cam", "all"):
-        assert load_checkpoint(tmp_path / "reproduce" / key / "last.pt")["config"]["model"]["init_from"] == str(backbone)
+    for seed in (0, 1):
+        for key in ("cam", "all"):
+            config = load_checkpoint(out / f"seed{seed}" / key / "last.pt")["config"]
+            assert config["model"]["init_from"] == str(backbone) and config["train"]["seed"] == seed
+    method = summary["variants"]["all"]
+    assert len(method["test"]) == 2
+    for key, _ in RESULT_METRICS:  # each metric's mean over the seeds' rows
+        assert method["mean_sd"][key][0] == pytest.approx(sum(m[key] for m in method["test"]) / 2)
+    gt_known = summary["method_minus_vanilla"]["gt_known_loc_single"]["per_seed"]
+    assert gt_known == [m["gt_known_loc_single"] - v["gt_known_loc_single"]
+                        for v, m in zip(summary["variants"]["cam"]["test"], method["test"])]
     assert set(summary["maps"]["method"]) == {"cam", "norm", "sim"}
-    report = (tmp_path / "reproduce" / "results.md").read_text()
-    assert "vanilla CAM" in report and "the method" in report and "GT-known Loc" in report
-    figure = read_png(tmp_path / "reproduce" / "maps_vanilla_vs_method.png")
+    report = (out / "results.md").read_text()
+    for text in ("vanilla CAM", "the method", "GT-known Loc (single)", "inverted maps %", "## Every seed", " ± "):
+        assert text in report
+    figure = read_png(out / "maps_vanilla_vs_method.png")
     assert figure.shape[0] > 200 and figure.shape[1] > 1000  # 6 rows × (1 + 2×3) columns
