@@ -20,6 +20,7 @@ from fastwsol.data.images import read_rgb_pil
 from fastwsol.evaluate import evaluate_model, gt_boxes_224, scoremaps_for
 from fastwsol.evaluation.boxes import SCOREMAP_SIZE, boxes_at_thresholds
 from fastwsol.models import create_model
+from fastwsol.report import class_label
 from fastwsol.visualize import (
     contact_sheet,
     enlarge,
@@ -141,7 +142,7 @@ def localize_images(trained: TrainedModel, paths, *, map_kind: str = "cam", thre
         }
         if picture_path is not None:
             top = result["top_classes"][0]
-            title = f"{top.get('name', 'class')} ({top['class']}) {top['score']:.2f}\nbox {','.join(map(str, result['box']))}"
+            title = f"{class_label(top['class'], trained.class_names)} {top['score']:.2f}\nbox {','.join(map(str, result['box']))}"
             picture = with_legend(label(enlarge(localization_picture(np.asarray(image), scoremap, predicted_box=original)), title),
                                   gt=None, predicted=f"predicted box ({map_kind} > {threshold:.2f})")
             result["picture"] = str(write_png(picture_path, picture))
@@ -251,9 +252,8 @@ def save_localization_pictures(trained: TrainedModel, loader, map_kind: str, thr
         return drawn, iou
 
     def title(index: int, iou: float) -> str:
-        target = int(metadata.labels[index])
-        name = trained.class_names.get(target)
-        return f"{name + ' ' if name else ''}(class {target})\nIoU {iou:.2f}  {os.path.basename(metadata.image_ids[index])}"
+        target = class_label(int(metadata.labels[index]), trained.class_names)
+        return f"{target}\nIoU {iou:.2f}  {os.path.basename(metadata.image_ids[index])}"
 
     names = {"predicted": f"predicted box ({map_kind} > {threshold:.3f}, the GT-known-optimal threshold)"}
     for batch in loader:

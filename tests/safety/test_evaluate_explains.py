@@ -97,4 +97,4 @@ def test_contact_sheet_shows_the_worst_cases(tiny_checkpoint, tmp_path, monkeypa
     worst = [t for t in seen["titles"] if t.startswith("worst: ")]
     assert len(worst) == 3
     ious = [float(t.split("IoU ")[1].split()[0]) for t in worst]
-    assert ious == sorted(ious) and seen["titles"][0].startswith("red circle (class 0)")
+    assert ious == sorted(ious) and seen["titles"][0].startswith("red circle (0)")
