@@ -7,8 +7,8 @@ import argparse
 import sys
 
 from fastwsol import __version__
+from fastwsol.method import MAP_KINDS
 
-MAP_CHOICES = ("cam", "norm", "sim")  # fastwsol.evaluate.MAP_KINDS, without importing torch for --help
 TASK_CHOICES = ("parts", "bodies", "objects")  # fastwsol.data.synthetic.TASKS, likewise
 
 
@@ -71,13 +71,6 @@ def _seed(text: str) -> int:
     return _number(text, int, 0, None, ">= 0")
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from fastwsol.demo import run_demo
-
-    run_demo(seed=args.seed)
-    return 0
-
-
 def _train(args: argparse.Namespace) -> int:
     from fastwsol.config import load_config
     from fastwsol.train import NonFiniteLossError, Trainer
@@ -100,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from fastwsol.localize import evaluate_checkpoint, load_trained, locate_data
+    from fastwsol.evaluate import evaluate_checkpoint, load_trained, locate_data
     from fastwsol.report import METRIC_EXPLANATIONS, format_metrics
 
     trained = load_trained(args.checkpoint, device=args.device)
@@ -119,7 +112,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _localize(args: argparse.Namespace) -> int:
     import json
 
-    from fastwsol.localize import load_trained, localize_images
+    from fastwsol.evaluate import load_trained
+    from fastwsol.localize import localize_images
 
     trained = load_trained(args.checkpoint, device=args.device)
     results = localize_images(trained, args.images, map_kind=args.map, threshold=args.threshold, out_dir=args.out,
@@ -273,10 +267,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser = _with_formatter(sub.add_parser)
 
-    demo = sub.add_parser("demo", help="smoke demo of the reference method on random data (no downloads)")
-    demo.add_argument("--seed", type=_seed, default=0, help="random seed of the data and the weights")
-    demo.set_defaults(func=_demo)
-
     synth = sub.add_parser("make-synthetic", help="write the synthetic WSOL dataset (JPEGs + wsolevaluation metadata)")
     synth.add_argument("out", help="output folder: OUT/data/SYNTHETIC/<image_id>, OUT/metadata/SYNTHETIC/<split>/")
     synth.add_argument("--classes", type=_count, default=10,
@@ -312,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="the protocol's metrics of a checkpoint on a split (table + JSON, pictures)")
     evaluate.add_argument("--checkpoint", required=True, help="a fastwsol train checkpoint (RUN/best.pt or RUN/last.pt)")
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"), help="the split to evaluate")
-    evaluate.add_argument("--map", choices=MAP_CHOICES,
+    evaluate.add_argument("--map", choices=MAP_KINDS,
                           help="localisation map: cam, norm (F̂) or sim (S) (default: the run's eval.map)")
     evaluate.add_argument("--save-maps", metavar="DIR", help="per-image overlay PNGs and a contact sheet")
     evaluate.add_argument("--out", metavar="DIR", help="where metrics_<split>_<map>.json goes (default: the checkpoint's folder)")
@@ -333,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     localize.add_argument("--out", metavar="DIR",
                           help="write <image>_<map>.png overlays here (images from several folders keep their folders)")
     localize.add_argument("--overwrite", action="store_true", help="replace overlays already in --out (refused otherwise)")
-    localize.add_argument("--map", default="cam", choices=MAP_CHOICES, help="localisation map: cam, norm (F̂) or sim (S)")
+    localize.add_argument("--map", default="cam", choices=MAP_KINDS, help="localisation map: cam, norm (F̂) or sim (S)")
     localize.add_argument("--threshold", type=_fraction,
                           help="score-map threshold in [0, 1] (default: the one validated with the checkpoint)")
     localize.add_argument("--json", action="store_true", help="also print the results as JSON")

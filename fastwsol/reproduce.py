@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastwsol.checkpoint import write_text_atomic
 from fastwsol.config import config_path, load_config
+from fastwsol.io import write_text_atomic
+from fastwsol.method import MAP_KINDS
 
 DEFAULT_CONFIG = config_path("synthetic")
 PRETRAIN_CONFIG = config_path("synthetic_pretrain")
@@ -63,30 +64,21 @@ class Variant:
     overrides: tuple[str, ...]
 
 
-def _variant(key, label, *, drop: bool, sim: bool, norm: bool) -> Variant:
-    """A row of the ablation: which loss terms are on (their λ from the config otherwise 0);
-    without L_drop the dropped path is not built at all (the ``_cam`` model)."""
-    overrides = []
-    if not drop:
-        overrides += ["model.name=vgg_small_cam", "loss.lambda_drop=0"]
-    if not sim:
-        overrides.append("loss.lambda_sim=0")
-    if not norm:
-        overrides.append("loss.lambda_norm=0")
-    if not (drop or sim or norm):
-        overrides.append("optim.warm_epochs=0")  # nothing to warm up for
-    return Variant(key, label, tuple(overrides))
+def _ablation(key, label, *, drop: bool, sim: bool, norm: bool) -> Variant:
+    """A row of the paper's Table 7: the method with the loss terms left out at λ = 0 (without
+    L_drop the dropped path is not built: see fastwsol.objective)."""
+    off = [f"loss.lambda_{term}=0" for term, on in (("drop", drop), ("sim", sim), ("norm", norm)) if not on]
+    return Variant(key, label, tuple(off))
 
 
-VANILLA = _variant("cam", "none (vanilla CAM)", drop=False, sim=False, norm=False)
-METHOD = _variant("all", "L_drop + L_sim + L_norm (the method)", drop=True, sim=True, norm=True)
+VANILLA = Variant("cam", "none (vanilla CAM)", ("model.method=cam",))
+METHOD = Variant("all", "L_drop + L_sim + L_norm (the method)", ("model.method=bridging_gap",))
 ABLATION = (
-    _variant("drop", "L_drop", drop=True, sim=False, norm=False),
-    _variant("sim", "L_sim", drop=False, sim=True, norm=False),
-    _variant("sim_norm", "L_sim + L_norm", drop=False, sim=True, norm=True),
-    _variant("drop_sim", "L_drop + L_sim", drop=True, sim=True, norm=False),
+    _ablation("drop", "L_drop", drop=True, sim=False, norm=False),
+    _ablation("sim", "L_sim", drop=False, sim=True, norm=False),
+    _ablation("sim_norm", "L_sim + L_norm", drop=False, sim=True, norm=True),
+    _ablation("drop_sim", "L_drop + L_sim", drop=True, sim=True, norm=False),
 )
-MAP_KINDS = ("cam", "norm", "sim")
 
 
 def ensure_dataset(config, **make_args) -> None:
@@ -120,7 +112,8 @@ def train_run(config_path: Path, run_dir: Path, overrides, label: str, fresh: bo
             print(f"[{run_dir.name}] reusing {metrics_file} (same settings)", flush=True)
             return json.loads(metrics_file.read_text())
     resume = recorded is not None and recorded[0].name == "last.pt"
-    print(f"[{run_dir.name}] {'resuming' if resume else 'training'} {label}: {config.model.name}", flush=True)
+    print(f"[{run_dir.name}] {'resuming' if resume else 'training'} {label}: {config.model.name}, "
+          f"model.method={config.model.method}", flush=True)
     started = time.perf_counter()
     # no checkpoint to resume from: what is there (a log cut short, a stale best.pt) is replaced
     metrics = Trainer(config, resume=resume, overwrite=not resume).fit()
@@ -140,7 +133,7 @@ def train_variant(variant: Variant, out: Path, seed: int, base_overrides, fresh:
 
 def evaluate_maps(run_dir: Path) -> dict:
     """Test metrics of the run's best checkpoint with each localisation map (Table 5)."""
-    from fastwsol.localize import evaluate_checkpoint, load_trained
+    from fastwsol.evaluate import evaluate_checkpoint, load_trained
 
     trained = load_trained(run_dir / "best.pt")
     return {kind: evaluate_checkpoint(trained, split="test", map_kind=kind, out_dir=run_dir) for kind in MAP_KINDS}
@@ -212,17 +205,15 @@ def comparison_figure(run_dirs: dict[str, Path], path: Path, num_images: int = 6
     """Rows: test images; columns: the image with its GT box, then CAM, F̂, S of each model."""
     import cv2
 
-    from fastwsol.data import build_loader, normalize_on_device
-    from fastwsol.evaluate import gt_boxes_224, scoremaps_for
+    from fastwsol.data import loader_from_config, normalize_on_device
+    from fastwsol.evaluate import gt_boxes_224, load_trained, scoremaps_for
     from fastwsol.evaluation.boxes import SCOREMAP_SIZE
-    from fastwsol.localize import load_trained
     from fastwsol.visualize import GT_COLOUR, contact_sheet, draw_boxes, label, localization_picture, write_png
 
     models = {name: load_trained(d / "best.pt") for name, d in run_dirs.items()}
     config = next(iter(models.values())).config
-    d = config.data
-    loader = build_loader(d.data_root, d.metadata_root, d.dataset, "test", train=False, batch_size=256, loader="torch",
-                          num_threads=0, image_size=d.image_size, output="uint8")
+    # one batch of the whole (small) split, read on the CPU where the models are
+    loader = loader_from_config(config, "test", batch_size=256, device="cpu", loader="torch", num_threads=0)
     # evenly spread over the split, so several classes show
     picks = np.linspace(0, loader.num_samples - 1, num_images).astype(int)
     batch = next(iter(loader))

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fastwsol.checkpoint import write_bytes_atomic
+from fastwsol.io import write_bytes_atomic
 
 GT_COLOUR = (40, 220, 40)
 PREDICTED_COLOUR = (235, 40, 40)

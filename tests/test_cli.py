@@ -12,7 +12,7 @@ from fastwsol import __version__
 from fastwsol.checkpoint import load_checkpoint
 from fastwsol.cli import main
 from fastwsol.evaluate import scoremaps_for
-from fastwsol.localize import box_to_original
+from fastwsol.evaluate import box_to_original
 
 
 def read_png(path):
@@ -49,6 +49,18 @@ def test_evaluate_map_variants(tiny_checkpoint, tmp_path, kind):
     assert main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--split", "val", "--map", kind, "--out", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / f"metrics_val_{kind}.json").read_text())
     assert metrics["map"] == kind and metrics["num_images"] == 6
+
+
+def test_an_unknown_map_is_refused_before_anything_is_read_or_written(tiny_checkpoint, tmp_path):
+    from fastwsol.evaluate import evaluate_checkpoint, load_trained
+    from fastwsol.localize import localize_images
+
+    trained = load_trained(tiny_checkpoint)
+    with pytest.raises(ValueError, match=r"map must be one of \('cam', 'norm', 'sim'\), got 'heat'"):
+        evaluate_checkpoint(trained, map_kind="heat", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="got 'heat'"):
+        localize_images(trained, [tmp_path / "missing.jpg"], map_kind="heat", out_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def test_similarity_scoremap_is_max_normalised_with_negatives_as_background():

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from fastwsol.evaluation.metadata import CLASS_NAMES
+from fastwsol.io import write_bytes_atomic
 
 DATASET_NAME = "SYNTHETIC"
 SPLITS = ("train", "val", "test")
@@ -278,11 +279,8 @@ def _mask_box(mask: np.ndarray) -> np.ndarray:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    # Rename-only, no fsync (unlike checkpoint.write_bytes_atomic): one fsync per JPEG would
-    # slow generation, and a generation cut short is simply run again.
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    # no fsync: one per JPEG would slow generation, and a generation cut short is run again
+    write_bytes_atomic(path, data, durable=False)
 
 
 def _split_seed(seed: int, split: str, label: int, index: int) -> list[int]:

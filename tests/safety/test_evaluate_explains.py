@@ -10,7 +10,7 @@ import pytest
 from fastwsol.checkpoint import load_checkpoint, save_atomic
 from fastwsol.cli import main
 from fastwsol.evaluation.metadata import read_split_metadata
-from fastwsol.localize import sheet_picks
+from fastwsol.evaluate import sheet_picks
 
 
 @pytest.fixture
@@ -81,19 +81,19 @@ def test_sheet_picks_spread_over_classes():
 
 
 def test_contact_sheet_shows_the_worst_cases(tiny_checkpoint, tmp_path, monkeypatch):
-    import fastwsol.localize as localize
+    import fastwsol.evaluate as evaluate
 
     monkeypatch.setattr(localize, "sheet_picks", lambda labels, count: [0])  # one spread pick: the rest are worst
     seen = {}
-    original = localize.contact_sheet
+    original = evaluate.contact_sheet
 
     def sheet(tiles, titles, **kwargs):
         seen["titles"] = titles
         return original(tiles, titles=titles, **kwargs)
 
     monkeypatch.setattr(localize, "contact_sheet", sheet)
-    trained = localize.load_trained(tiny_checkpoint)
-    localize.evaluate_checkpoint(trained, save_maps=tmp_path / "maps", out_dir=tmp_path, sheet_size=6)
+    trained = evaluate.load_trained(tiny_checkpoint)
+    evaluate.evaluate_checkpoint(trained, save_maps=tmp_path / "maps", out_dir=tmp_path, sheet_size=6)
     worst = [t for t in seen["titles"] if t.startswith("worst: ")]
     assert len(worst) == 3
     ious = [float(t.split("IoU ")[1].split()[0]) for t in worst]
