@@ -83,7 +83,7 @@ def test_sheet_picks_spread_over_classes():
 def test_contact_sheet_shows_the_worst_cases(tiny_checkpoint, tmp_path, monkeypatch):
     import fastwsol.evaluate as evaluate
 
-    monkeypatch.setattr(localize, "sheet_picks", lambda labels, count: [0])  # one spread pick: the rest are worst
+    monkeypatch.setattr(evaluate, "sheet_picks", lambda labels, count: [0])  # one spread pick: the rest are worst
     seen = {}
     original = evaluate.contact_sheet
 
@@ -91,7 +91,7 @@ def test_contact_sheet_shows_the_worst_cases(tiny_checkpoint, tmp_path, monkeypa
         seen["titles"] = titles
         return original(tiles, titles=titles, **kwargs)
 
-    monkeypatch.setattr(localize, "contact_sheet", sheet)
+    monkeypatch.setattr(evaluate, "contact_sheet", sheet)
     trained = evaluate.load_trained(tiny_checkpoint)
     evaluate.evaluate_checkpoint(trained, save_maps=tmp_path / "maps", out_dir=tmp_path, sheet_size=6)
     worst = [t for t in seen["titles"] if t.startswith("worst: ")]
