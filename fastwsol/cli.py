@@ -93,13 +93,19 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from fastwsol.evaluate import evaluate_checkpoint, load_trained
-    from fastwsol.report import format_metrics
+    from fastwsol.evaluate import evaluate_checkpoint, load_trained, locate_data
+    from fastwsol.report import METRIC_EXPLANATIONS, format_metrics
 
     trained = load_trained(args.checkpoint, device=args.device)
-    metrics = evaluate_checkpoint(trained, split=args.split, map_kind=args.map, save_maps=args.save_maps, out_dir=args.out)
+    config, used = locate_data(trained, data_root=args.data_root, metadata_root=args.metadata_root, overrides=args.set)
+    print("data: " + "; ".join(used))
+    metrics = evaluate_checkpoint(trained, split=args.split, map_kind=args.map, save_maps=args.save_maps, out_dir=args.out,
+                                  config=config)
     print(format_metrics(metrics, title=f"{args.split} split, map={metrics['map']} ({args.checkpoint})"))
-    print("Top-1/Top-5 Loc are read at the CAM threshold that maximises GT-known Loc.")
+    print("\n".join(METRIC_EXPLANATIONS))
+    print(f"wrote {metrics['json']}")
+    if args.save_maps:
+        print(f"pictures: {metrics['pictures']} PNGs (one per image) and contact_sheet.png in {args.save_maps}")
     return 0
 
 
@@ -301,6 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--save-maps", metavar="DIR", help="per-image overlay PNGs and a contact sheet")
     evaluate.add_argument("--out", metavar="DIR", help="where metrics_<split>_<map>.json goes (default: the checkpoint's folder)")
     evaluate.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
+    evaluate.add_argument("--data-root", metavar="DIR",
+                          help="the images (DIR/<dataset>/<image_id>) (default: the run's data.data_root, relative "
+                               "paths taken from the folder the run was trained in)")
+    evaluate.add_argument("--metadata-root", metavar="DIR",
+                          help="the metadata (DIR/<dataset>/<split>/, or builtin) (default: the run's data.metadata_root, "
+                               "likewise)")
+    evaluate.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                          help="override the run's config, e.g. --set data.dataset=CUB or --set eval.batch_size=16")
     evaluate.set_defaults(func=_evaluate)
 
     localize = sub.add_parser("localize", help="top-5 classes, box and overlay for images of any size")

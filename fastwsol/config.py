@@ -290,7 +290,7 @@ def file_problems(config: ExperimentConfig) -> list[str]:
 
     problems = []
     metadata_root = resolve_metadata_root(config.data.metadata_root)
-    for key, root in (("data.metadata_root", metadata_root), ("data.data_root", config.data.data_root)):
+    for key, root in (("data.metadata_root", str(metadata_root)), ("data.data_root", config.data.data_root)):
         if not (Path(root) / config.data.dataset).is_dir():
             made_by = {
                 SYNTHETIC_NAME: f"; `fastwsol make-synthetic {Path(root).parent}` writes it",
