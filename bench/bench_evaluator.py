@@ -23,7 +23,7 @@ import cv2
 import numba
 import numpy as np
 import torch
-from common import save_results
+from common import format_table, save_results
 
 from fastwsol.evaluation import (
     BoxEvaluator,
@@ -158,11 +158,9 @@ def main() -> None:
          f"{(reference_cpu_seconds / m) / (fast_cpu_seconds / n):.1f}x less CPU"),
         ("counts equal on the subset (same maps)", str(subset_counts_equal), ""),
     ]
-    width = max(len(r[0]) for r in rows)
     print(f"Evaluator benchmark — {os.cpu_count()} CPUs, numba threads {numba.get_num_threads()}, "
           f"load avg {os.getloadavg()[0]:.1f}")
-    for name, value, extra in rows:
-        print(f"  {name:<{width}}  {value:>10}  {extra}")
+    print(format_table(("measurement", "value", ""), rows, indent="  "))
     print(f"  MaxBoxAccV2 (synthetic CAMs) {fast_metrics['max_box_acc_v2']:.2f}")
 
     save_results("evaluator", result, [{k: v for k, v in result.items() if not isinstance(v, dict)}],

@@ -556,7 +556,7 @@ def _prepare_dry_run() -> None:
 def main(out: str, *, quick: bool = False, dry_run: bool = False, force: bool = False,
          budget_s: float = DEFAULT_BUDGET_S) -> int:
     """Run the checks, write ``out/report.json`` and ``out/report.md``; 0 when every correctness row passed."""
-    from fastwsol.checkpoint import write_text_atomic
+    from fastwsol.io import write_text_atomic
 
     out_dir = Path(out)
     targets = [out_dir / "report.json", out_dir / "report.md"]

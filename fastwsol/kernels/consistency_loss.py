@@ -10,13 +10,11 @@ strides (NCHW, channels_last, or one of each).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
-from triton import knobs
 
+from fastwsol.kernels import runtime
 from fastwsol.kernels.rounding import round_to_dtype
 
 BLOCK_POSITIONS = 64
@@ -80,19 +78,10 @@ def _grid(shape) -> tuple[int, int, int]:
     return b, triton.cdiv(h * w, BLOCK_POSITIONS), triton.cdiv(d, BLOCK_CHANNELS)
 
 
-def check_runnable(tensor: torch.Tensor) -> None:
-    """The kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter."""
-    if tensor.device.type != "cuda" and not knobs.runtime.interpret:
-        raise RuntimeError(
-            f"the Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 in the environment before "
-            f"fastwsol.kernels is imported, to run on {tensor.device}"
-        )
-
-
 @torch.library.custom_op("fastwsol::consistency_loss", mutates_args=())
 def consistency_loss_op(feature: torch.Tensor, feature_dropped: torch.Tensor) -> torch.Tensor:
     """mean |F − F_drop| as a 0-dim tensor of F's dtype."""
-    check_runnable(feature)
+    runtime.check_runnable(feature, "consistency_loss")
     grid = _grid(feature.shape)
     partial = torch.empty(grid[0] * grid[1] * grid[2], device=feature.device, dtype=torch.float32)
     _abs_difference_sum_kernel[grid](
@@ -112,7 +101,7 @@ def consistency_loss_backward_op(
     grad_loss: torch.Tensor, feature: torch.Tensor, feature_dropped: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(dF, dF_drop) = (g/N·sign(F − F_drop), −g/N·sign(F − F_drop))."""
-    check_runnable(feature)
+    runtime.check_runnable(feature, "consistency_loss")
     # g/N in the loss dtype, as torch's mean backward rounds it.
     scale = (grad_loss / feature.numel()).to(torch.float32).reshape(1)
     # empty_like keeps a dense input's strides (NCHW or channels_last) and gives a non-dense one
@@ -146,65 +135,3 @@ consistency_loss_op.register_autograd(_backward, setup_context=_setup_context)
 def consistency_loss(feature: torch.Tensor, feature_dropped: torch.Tensor) -> torch.Tensor:
     """L_drop = mean |F − F_drop| over all elements (gradient to both)."""
     return consistency_loss_op(feature, feature_dropped)
-
-
-def _bytes_forward(shape, element_size: int = 4) -> int:
-    b, d, h, w = shape
-    return 2 * b * d * h * w * element_size + 4 * b * triton.cdiv(h * w, BLOCK_POSITIONS) * triton.cdiv(d, BLOCK_CHANNELS)
-
-
-def _bytes_backward(shape, element_size: int = 4) -> int:
-    b, d, h, w = shape
-    return 4 * b * d * h * w * element_size + 4
-
-
-# Bytes of the whole op at a shape: (moved, minimum) per direction and dtype (one launch each).
-OP_BYTES = {
-    f"consistency_loss {direction} [{dtype}]": (
-        lambda shape, f=moved, e=size: (f(shape, e), (2 if f is _bytes_forward else 4) * e * math.prod(shape))
-    )
-    for direction, moved in (("forward", _bytes_forward), ("backward", _bytes_backward))
-    for dtype, size in (("fp32", 4), ("bf16", 2))
-}
-
-# Shapes of the real F (the consistency loss input).
-REAL_SHAPES = {"VGG16 F B=64": (64, 1024, 14, 14), "ResNet50 F B=32": (32, 2048, 28, 28)}
-
-_STRIDES = {f"stride_{t}{a}": "i32" for t in "fg" for a in "bdhw"}
-_GRAD_STRIDES = {f"stride_d{t}{a}": "i32" for t in "fg" for a in "bdhw"}
-
-
-def _specs() -> list[dict]:
-    specs = []
-    for dtype, size in (("fp32", 4), ("bf16", 2)):
-        constexprs = {"BLOCK_P": BLOCK_POSITIONS, "BLOCK_D": BLOCK_CHANNELS}
-        specs.append({
-            "name": f"consistency_loss/_abs_difference_sum_kernel[{dtype}]",
-            "fn": _abs_difference_sum_kernel,
-            "signature": {"f_ptr": f"*{dtype}", "g_ptr": f"*{dtype}", "partial_ptr": "*fp32",
-                          "D": "i32", "H": "i32", "W": "i32", **_STRIDES,
-                          "BLOCK_P": "constexpr", "BLOCK_D": "constexpr"},
-            "constexprs": constexprs,
-            "num_warps": NUM_WARPS,
-            "bytes_moved": lambda shape, e=size: _bytes_forward(shape, e),
-            # minimum: one read of F and of F_drop
-            "bytes_minimum": lambda shape, e=size: 2 * e * shape[0] * shape[1] * shape[2] * shape[3],
-        })
-        specs.append({
-            "name": f"consistency_loss/_abs_difference_backward_kernel[{dtype}]",
-            "fn": _abs_difference_backward_kernel,
-            "signature": {"f_ptr": f"*{dtype}", "g_ptr": f"*{dtype}", "scale_ptr": "*fp32",
-                          "df_ptr": f"*{dtype}", "dg_ptr": f"*{dtype}",
-                          "D": "i32", "H": "i32", "W": "i32", **_STRIDES, **_GRAD_STRIDES,
-                          "BLOCK_P": "constexpr", "BLOCK_D": "constexpr"},
-            "constexprs": constexprs,
-            "num_warps": NUM_WARPS,
-            "bytes_moved": lambda shape, e=size: _bytes_backward(shape, e),
-            # minimum: read F, F_drop; write dF, dF_drop
-            "bytes_minimum": lambda shape, e=size: 4 * e * shape[0] * shape[1] * shape[2] * shape[3],
-        })
-    return specs
-
-
-# Blocks are fixed (no autotune), so one configuration per kernel and dtype covers the real shapes.
-GPU_BUILD_SPECS = _specs()

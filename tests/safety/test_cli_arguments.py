@@ -23,7 +23,6 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["demo", "--seed", "x"], "argument --seed: 'x' is not an integer"),
         (["make-synthetic", "{tmp}/s", "--classes", "0"], "argument --classes: '0': must be >= 1"),
         (["make-synthetic", "{tmp}/s", "--seed", "-1"], "argument --seed: '-1': must be >= 0"),
         (["make-synthetic", "{tmp}/s", "--task", "wings"], "argument --task: invalid choice: 'wings'"),
