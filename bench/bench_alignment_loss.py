@@ -39,15 +39,13 @@ import torch
 import torch.nn.functional as F
 from common import format_table
 
+from fastwsol.kernel_shapes import REAL_SHAPES, alignment_traffic
+
 FG_THRESHOLD, BG_THRESHOLD = 0.6, 0.2
 EPS = 1e-15
 
-# name: (B, D, H, W, C, fine_grained)
-SHAPES = {
-    "vgg16-cub": (64, 1024, 14, 14, 200, True),
-    "resnet50-cub": (32, 2048, 28, 28, 200, True),
-    "vgg16-imagenet": (64, 1024, 14, 14, 1000, False),
-}
+# name: (B, D, H, W, C, fine_grained), from the one table of real shapes
+SHAPES = {name: (*s.feature, s.classes, s.fine_grained) for name, s in REAL_SHAPES.items()}
 VARIANTS = ("paper", "reference", "compiled", "triton")
 TARGETS = {"speedup_fine": 3.0, "speedup_target_only": 8.0, "memory_ratio": 3.0}
 # Peak DRAM bandwidth (GB/s) by device-name substring, for the achieved-bandwidth column.
@@ -158,25 +156,9 @@ def measure(shape_name: str, variant: str, repeats: int, warmup: int, device: st
 
 
 def _triton_traffic(shape_name: str, element_size: int) -> tuple[int, int]:
-    """(bytes the kernels move, minimum bytes) for one forward + backward (GPU_BUILD_SPECS)."""
-    from fastwsol.kernels.alignment_loss import GPU_BUILD_SPECS
-
-    batch, channels, height, width, classes, fine_grained = SHAPES[shape_name]
-    shape = (batch, channels, height, width)
-    dtype = "fp32" if element_size == 4 else "bf16"
-    mode = "fine" if fine_grained else "target"
-    moved = minimum = 0
-    for spec in GPU_BUILD_SPECS:
-        name = spec["name"]
-        selected = (
-            name == f"alignment_loss/_position_stats_kernel[{dtype},{mode}]"
-            or name == f"alignment_loss/_feature_grad_kernel[{dtype}]"
-            or name == f"alignment_loss/_image_loss_kernel[N={height * width}]"
-        )
-        if selected:
-            moved += spec["bytes_moved"](shape)
-            minimum += spec["bytes_minimum"](shape) if "_image_loss_kernel" not in name else 0
-    return moved, minimum
+    """(HBM bytes the kernels move, minimum bytes) for one forward + backward (fastwsol.kernel_shapes)."""
+    directions = [alignment_traffic(REAL_SHAPES[shape_name], element_size, d) for d in ("forward", "backward")]
+    return sum(t.hbm_bytes for t in directions), sum(t.minimum_bytes for t in directions)
 
 
 def run_subprocess(shape_name: str, variant: str, repeats: int, warmup: int, device: str, timeout: float) -> dict:

@@ -18,6 +18,10 @@ REQUIRED_KEYS = ("model", "config", "epoch")
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint written by ``fastwsol.io.save_atomic``; clear errors for a missing or foreign file."""
     path = Path(path)
+    if path.is_dir():
+        found = [name for name in ("best.pt", "last.pt") if (path / name).is_file()]
+        raise FileNotFoundError(f"checkpoint {str(path)!r} is a folder; give a checkpoint file"
+                                + (f", e.g. {path / found[0]}" if found else " (RUN/best.pt or RUN/last.pt)"))
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:

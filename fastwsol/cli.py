@@ -93,13 +93,19 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from fastwsol.evaluate import evaluate_checkpoint, load_trained
-    from fastwsol.report import format_metrics
+    from fastwsol.evaluate import evaluate_checkpoint, load_trained, locate_data
+    from fastwsol.report import METRIC_EXPLANATIONS, format_metrics
 
     trained = load_trained(args.checkpoint, device=args.device)
-    metrics = evaluate_checkpoint(trained, split=args.split, map_kind=args.map, save_maps=args.save_maps, out_dir=args.out)
+    config, used = locate_data(trained, data_root=args.data_root, metadata_root=args.metadata_root, overrides=args.set)
+    print("data: " + "; ".join(used))
+    metrics = evaluate_checkpoint(trained, split=args.split, map_kind=args.map, save_maps=args.save_maps, out_dir=args.out,
+                                  config=config)
     print(format_metrics(metrics, title=f"{args.split} split, map={metrics['map']} ({args.checkpoint})"))
-    print("Top-1/Top-5 Loc are read at the CAM threshold that maximises GT-known Loc.")
+    print("\n".join(METRIC_EXPLANATIONS))
+    print(f"wrote {metrics['json']}")
+    if args.save_maps:
+        print(f"pictures: {metrics['pictures']} PNGs (one per image) and contact_sheet.png in {args.save_maps}")
     return 0
 
 
@@ -112,14 +118,19 @@ def _localize(args: argparse.Namespace) -> int:
     trained = load_trained(args.checkpoint, device=args.device)
     results = localize_images(trained, args.images, map_kind=args.map, threshold=args.threshold, out_dir=args.out,
                               overwrite=args.overwrite)
+    from fastwsol.report import BOX_FORMAT, format_localization
+
+    threshold = "validated with the checkpoint" if args.threshold is None else "from --threshold"
+    named = "class names from the run's metadata" if trained.class_names else "classes are label numbers (the run's metadata names none)"
+    print(f"{BOX_FORMAT}; map {args.map} thresholded at {results[0]['threshold'] if results else '-'} ({threshold}); "
+          f"scores are softmax probabilities; {named}")
     failed = 0
     for result in results:
         if "error" in result:
             failed += 1
             print(f"fastwsol localize: error: {result['error']}", file=sys.stderr)
             continue
-        top = ", ".join(f"{c['class']}:{c['score']:.3f}" for c in result["top_classes"])
-        print(f"{result['path']}  box {result['box']}  top-5 [{top}]" + (f"  → {result['picture']}" if "picture" in result else ""))
+        print(format_localization(result, trained.class_names))
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failed else 0
@@ -128,7 +139,8 @@ def _localize(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from fastwsol.reproduce import reproduce
 
-    reproduce(args.out, ablation=args.ablation, fresh=args.fresh, overrides=args.set, pretrain_overrides=args.pretrain_set)
+    reproduce(args.out, seeds=args.seeds, ablation=args.ablation, fresh=args.fresh, overrides=args.set,
+              pretrain_overrides=args.pretrain_set)
     return 0
 
 
@@ -226,7 +238,11 @@ def _bench(args: argparse.Namespace) -> int:
 
         spec = importlib.util.spec_from_file_location("fastwsol_bench_run_all", script)
         run_all = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(run_all)
+        sys.path.insert(0, str(script.parent))  # run_all imports bench/common.py, as when run as a script
+        try:
+            spec.loader.exec_module(run_all)
+        finally:
+            sys.path.remove(str(script.parent))
         unknown = [name for name in args.only if name not in run_all.BENCHMARKS]
         if unknown:
             raise ValueError(f"--only: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(run_all.BENCHMARKS)}")
@@ -291,6 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--save-maps", metavar="DIR", help="per-image overlay PNGs and a contact sheet")
     evaluate.add_argument("--out", metavar="DIR", help="where metrics_<split>_<map>.json goes (default: the checkpoint's folder)")
     evaluate.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
+    evaluate.add_argument("--data-root", metavar="DIR",
+                          help="the images (DIR/<dataset>/<image_id>) (default: the run's data.data_root, relative "
+                               "paths taken from the folder the run was trained in)")
+    evaluate.add_argument("--metadata-root", metavar="DIR",
+                          help="the metadata (DIR/<dataset>/<split>/, or builtin) (default: the run's data.metadata_root, "
+                               "likewise)")
+    evaluate.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                          help="override the run's config, e.g. --set data.dataset=CUB or --set eval.batch_size=16")
     evaluate.set_defaults(func=_evaluate)
 
     localize = sub.add_parser("localize", help="top-5 classes, box and overlay for images of any size")
@@ -312,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
              "from it, Table-7-style results and a map figure",
     )
     rep.add_argument("--out", default="runs/reproduce", help="runs, results.{json,md} and the figure go here")
+    rep.add_argument("--seeds", type=_count, default=1, metavar="N",
+                     help="fine-tune every variant with training seeds 0..N-1 (one shared backbone and dataset) and "
+                          "report each seed and the mean ± sd (default: 1)")
     rep.add_argument("--ablation", action="store_true", help="also train the ablation rows (L_drop, L_sim, ...)")
     rep.add_argument("--fresh", action="store_true",
                      help="retrain every run, replacing what OUT holds (without it a run is reused or resumed "
@@ -340,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     gpu.add_argument("--quick", action="store_true", help="time one shape, bf16, channels_last, VGG16 only")
     gpu.add_argument("--dry-run", action="store_true", help="the same checks on the CPU at tiny shapes (Triton's interpreter)")
     gpu.add_argument("--force", action="store_true", help="overwrite an existing report in --out")
-    gpu.add_argument("--budget-s", type=float, default=480, help="stop starting timed rows after this many seconds")
+    gpu.add_argument("--budget-s", type=_count, default=480, help="seconds after which no further timed row starts")
     gpu.set_defaults(func=_check_gpu)
     return parser
 

@@ -74,7 +74,9 @@ class TrainConfig:
     channels_last: bool = False
     eval_interval: int = 1  # epochs between validations (0 = only the final test)
     log_interval: int = 20  # steps between JSON-lines records
-    select_metric: str = "max_box_acc_v2"  # best checkpoint criterion on val (wsolevaluation's)
+    # best checkpoint criterion on val: wsolevaluation's MaxBoxAccV2 (eval.multi_contour's), or
+    # a "_single" metric (one contour: an inverted map cannot score through its hole's contour)
+    select_metric: str = "max_box_acc_v2"
     max_steps_per_epoch: int | None = None  # cap for smoke runs; None = the whole epoch
     progress: bool = True
 
@@ -117,7 +119,7 @@ def _choices() -> dict[tuple[str, str], tuple[str, ...]]:
         ("train", "precision"): ("fp32", "bf16"),
         ("train", "backend"): BACKENDS,
         ("eval", "map"): MAP_KINDS,
-        ("train", "select_metric"): ("max_box_acc_v2", "gt_known_loc", "top1_loc"),
+        ("train", "select_metric"): ("max_box_acc_v2", "gt_known_loc", "top1_loc", "max_box_acc_v2_single", "gt_known_loc_single"),
     }
 
 
@@ -288,7 +290,7 @@ def file_problems(config: ExperimentConfig) -> list[str]:
 
     problems = []
     metadata_root = resolve_metadata_root(config.data.metadata_root)
-    for key, root in (("data.metadata_root", metadata_root), ("data.data_root", config.data.data_root)):
+    for key, root in (("data.metadata_root", str(metadata_root)), ("data.data_root", config.data.data_root)):
         if not (Path(root) / config.data.dataset).is_dir():
             made_by = {
                 SYNTHETIC_NAME: f"; `fastwsol make-synthetic {Path(root).parent}` writes it",

@@ -13,20 +13,21 @@ from torchvision.transforms import InterpolationMode
 
 from fastwsol.data import normalize_on_device
 from fastwsol.data.images import read_rgb_pil
-from fastwsol.evaluate import TrainedModel, check_map_kind, predicted_box, scoremaps_for
-from fastwsol.evaluation.boxes import SCOREMAP_SIZE
-from fastwsol.visualize import localization_picture, write_png
-
-
-def box_to_original(box, width: int, height: int) -> np.ndarray:
-    """An inclusive box on the 224² score-map grid → the original image's pixels: score-map
-    pixel x covers original [x·W/224, (x+1)·W/224), so the box covers whole original pixels."""
-    x0, y0, x1, y1 = (int(v) for v in box)
-    sx, sy = width / SCOREMAP_SIZE, height / SCOREMAP_SIZE
-    left, top = int(np.floor(x0 * sx)), int(np.floor(y0 * sy))
-    right = min(max(int(np.ceil((x1 + 1) * sx)) - 1, left), width - 1)
-    bottom = min(max(int(np.ceil((y1 + 1) * sy)) - 1, top), height - 1)
-    return np.array([left, top, right, bottom])
+from fastwsol.evaluate import (
+    TrainedModel,
+    box_to_original,
+    check_map_kind,
+    predicted_box,
+    scoremaps_for,
+)
+from fastwsol.report import class_label
+from fastwsol.visualize import (
+    enlarge,
+    label,
+    localization_picture,
+    with_legend,
+    write_png,
+)
 
 
 def image_to_input(image, size: int) -> torch.Tensor:
@@ -90,13 +91,18 @@ def localize_images(trained: TrainedModel, paths, *, map_kind: str = "cam", thre
         result = {
             "path": str(path),
             "size": [width, height],
-            "top_classes": [{"class": int(c), "score": float(s)} for c, s in zip(classes, scores)],
+            "top_classes": [{"class": int(c), "score": float(s), **({"name": trained.class_names[int(c)]}
+                                                                     if int(c) in trained.class_names else {})}
+                            for c, s in zip(classes, scores)],
             "box": [int(v) for v in original],
             "map": map_kind,
             "threshold": float(threshold),
         }
         if picture_path is not None:
-            picture = localization_picture(np.asarray(image), scoremap, predicted_box=original)
+            top = result["top_classes"][0]
+            title = f"{class_label(top['class'], trained.class_names)} {top['score']:.2f}\nbox {','.join(map(str, result['box']))}"
+            picture = with_legend(label(enlarge(localization_picture(np.asarray(image), scoremap, predicted_box=original)), title),
+                                  gt=None, predicted=f"predicted box ({map_kind} > {threshold:.2f})")
             result["picture"] = str(write_png(picture_path, picture))
         results.append(result)
     return results

@@ -105,7 +105,8 @@ class Objective:
         full = warm + [f"{w:g}·{name}" for w, name in weighted if w]
         text = " + ".join(full)
         if len(full) > len(warm) and self.warm_epochs:
-            text = f"{' + '.join(warm)} for {self.warm_epochs} warm epochs, then {text}"
+            epochs = "1 warm epoch" if self.warm_epochs == 1 else f"{self.warm_epochs} warm epochs"
+            text = f"{' + '.join(warm)} for {epochs}, then {text}"
         if self.method == "cam":
             return f"{text} (vanilla CAM: model.method=cam)"
         if len(full) == 1:

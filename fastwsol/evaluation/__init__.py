@@ -11,6 +11,7 @@ from fastwsol.evaluation.boxes import (
     threshold_levels,
 )
 from fastwsol.evaluation.component_tree import correct_at_thresholds_component_tree
+from fastwsol.evaluation.diagnostics import MapDiagnostics, inverted_maps, peaks_inside_gt
 from fastwsol.evaluation.evaluator import BACKENDS, BoxEvaluator
 from fastwsol.evaluation.metadata import (
     BUILTIN_METADATA_ROOT,
@@ -26,6 +27,7 @@ __all__ = [
     "BACKENDS",
     "BUILTIN_METADATA_ROOT",
     "BoxEvaluator",
+    "MapDiagnostics",
     "SplitMetadata",
     "boxes_at_thresholds",
     "cam_thresholds",
@@ -34,8 +36,10 @@ __all__ = [
     "correct_at_thresholds_component_tree",
     "correct_at_thresholds_opencv",
     "correct_from_boxes",
+    "inverted_maps",
     "multiple_iou",
     "normalize_scoremaps",
+    "peaks_inside_gt",
     "read_split_dir",
     "read_split_metadata",
     "resize_boxes",

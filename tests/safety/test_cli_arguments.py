@@ -37,6 +37,7 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
          "--resume: {tmp}/none/last.pt does not exist"),
         (["evaluate", "--checkpoint", "{tmp}/missing.pt"], "checkpoint '{tmp}/missing.pt' does not exist"),
         (["evaluate", "--checkpoint", "{tmp}/afile"], "is not readable"),
+        (["evaluate", "--checkpoint", "{tmp}"], "is a folder; give a checkpoint file"),
         pytest.param(["evaluate", "--checkpoint", "x.pt", "--device", "cuda"],
                      "argument --device: 'cuda': CUDA is not available on this machine; use cpu", marks=NO_CUDA),
         (["evaluate", "--checkpoint", "x.pt", "--device", "gpu0"], "argument --device: 'gpu0' is not a device; use cpu, cuda or cuda:N"),

@@ -6,6 +6,7 @@ library code.
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,6 +94,7 @@ def uninterrupted_run(tiny_run_overrides, tmp_path_factory):
         # vanilla CAM ignores the config's λ and warm epochs
         (("model.method=cam",), False, "L_CE (vanilla CAM: model.method=cam)"),
         (("loss.lambda_sim=0", "optim.warm_epochs=0"), True, "L_CE + 3·L_drop + 0.15·L_norm"),
+        (("optim.warm_epochs=1",), True, "L_CE + 3·L_drop for 1 warm epoch, then L_CE + 3·L_drop + 0.5·L_sim + 0.15·L_norm"),
     ],
 )
 def test_the_objective_is_described_and_built_as_run(overrides, with_dropped_path, expected):
@@ -130,16 +132,24 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_run_overrides, uninter
     assert_same_weights(final_weights(reference_dir), final_weights(killed_dir), rtol=0, atol=0)
 
 
-def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tiny_run_overrides, uninterrupted_run, tmp_path):
+def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tiny_run_overrides, uninterrupted_run, tmp_path, capsys):
     reference_dir, stopped_dir = uninterrupted_run[0], tmp_path / "stopped"
 
     stopped = run_driver(tmp_path, "SIGTERM", 6, tiny_run_overrides(stopped_dir))
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
     assert "SIGTERM" in stopped.stderr and "--resume" in stopped.stderr
+    # stderr is a pipe here, not a terminal: the start block and the epoch line are printed anyway
+    assert f"vgg_small into {stopped_dir}" in stopped.stderr
+    assert "plan: 2 epochs × 4 steps of 4 = 8 steps, 16 training images per epoch; validation after every epoch" in stopped.stderr
+    assert "for 1 warm epoch, then" in stopped.stderr
+    assert re.search(r"epoch 1/2 \(warm\): loss [\d.]+ \(ce .*img/s.*val GT-known [\d.]+/[\d.]+ \(multi/single contour\)"
+                     r".*inverted [\d.]+ %, peak in GT [\d.]+ %", stopped.stderr), stopped.stderr
     state = load_checkpoint(stopped_dir / "last.pt")
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 2, 6)  # the step finished first
 
+    capsys.readouterr()
     Trainer(load_config(None, tiny_run_overrides(stopped_dir)), resume=True).fit()
+    assert f"resuming from {stopped_dir / 'last.pt'} at epoch 2 step 2 (global step 6)" in capsys.readouterr().err
     assert_same_weights(final_weights(reference_dir), final_weights(stopped_dir), rtol=0, atol=0)
 
 
