@@ -60,7 +60,7 @@ def test_map_diagnostics_accumulates_and_sums_states():
         first.accumulate(np.stack([_correct_map()]), [BOX, BOX])
 
 
-@pytest.mark.parametrize("backend", ["fast", "opencv"])
+@pytest.mark.parametrize("backend", ["component_tree", "opencv"])
 def test_ring_map_scores_with_multi_contour_but_not_single(backend):
     """The hole's contour outlines the GT box, so multi-contour evaluation counts the inverted
     map as a hit; the largest contour is the background frame, so single-contour does not."""
