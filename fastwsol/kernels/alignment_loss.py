@@ -48,6 +48,10 @@ NORM_CLAMP = 1e-12  # F.normalize's eps (the kernels spell it, and ε = 1e-15, a
 MAX_BLOCK_CLASSES = 128  # class-tile width; 256 makes ptxas spill (CUB's C=200 takes 2 class passes, the 2nd L2-hot)
 FORWARD_WARPS, FORWARD_STAGES = 8, 2  # zero spills on sm_80 and sm_90 at these blocks (bench/gpu_build.py)
 BLOCK_POSITIONS = 32
+# Fine-grained forward on 16-bit F: every program reads all of ŵ (C×D fp32, from L2), so 64
+# positions per program halve that traffic against 32 (ResNet50-CUB: 1.31 → 0.68 GB). fp32 F
+# keeps 32: at 64 its tf32x3 dot spills on sm_80 (and it is compute-bound, not L2-bound).
+BLOCK_POSITIONS_FINE_16BIT = 64
 BLOCK_CHANNELS = 32
 
 
@@ -197,6 +201,10 @@ def _feature_grad_kernel(
 # Launch configuration (one source of truth; bench/gpu_build.py builds what these launches select).
 
 
+def forward_block_positions(fine_grained: bool, element_size: int) -> int:
+    return BLOCK_POSITIONS_FINE_16BIT if fine_grained and element_size == 2 else BLOCK_POSITIONS
+
+
 def _block_classes(num_classes: int) -> int:
     return min(max(16, triton.next_power_of_2(num_classes)), MAX_BLOCK_CLASSES)
 
@@ -236,13 +244,14 @@ def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_graine
         torch.empty(batch, device=feature.device, dtype=torch.float32) for _ in range(2)
     )
     if batch and positions:
-        grid = (batch, triton.cdiv(positions, BLOCK_POSITIONS))
+        block_positions = forward_block_positions(fine_grained, feature.element_size())
+        grid = (batch, triton.cdiv(positions, block_positions))
         _position_stats_kernel[grid](
             feature, w_target, w_dot, norm, sim, max_sim,
             channels, positions, width, num_classes,
             *feature.stride(),
             FINE_GRAINED=fine_grained, DOT_PRECISION=_dot_precision(feature.dtype), **layout_constants(feature),
-            BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, BLOCK_C=_block_classes(num_classes),
+            BLOCK_P=block_positions, BLOCK_D=BLOCK_CHANNELS, BLOCK_C=_block_classes(num_classes),
             num_warps=FORWARD_WARPS if fine_grained else 4, num_stages=FORWARD_STAGES,
         )
         _image_loss_kernel[(batch,)](
