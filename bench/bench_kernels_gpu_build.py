@@ -46,7 +46,8 @@ def build_rows(records: list[dict]) -> list[dict]:
         "kernel": r["kernel"], "arch": f"sm_{r['arch']}", "num_warps": r["num_warps"], "registers": r["registers"],
         "spill_bytes": r["spill_store_bytes"] + r["spill_load_bytes"], "shared_memory": r["shared_memory"],
         "occupancy": round(r["occupancy"], 4), "blocks_per_sm": r["blocks_per_sm"], "limited_by": r["limited_by"],
-        "vector_loads": r["vector_loads"], "scalar_loads": r["scalar_loads"], "approx_ops": r["approx_ops"],
+        "vector_loads": r["vector_loads"], "scalar_loads": r["scalar_loads"], "loop_barriers": r["loop_barriers"],
+        "approx_ops": r["approx_ops"],
         "launches": len(r["launches"]),
     } for r in records]
 

@@ -200,6 +200,7 @@ class BuildRecord:
     approx_ops: int  # approximate sqrt/rsqrt/rcp/div instructions (≤ 2 ulp) in the PTX
     vector_loads: int  # ld.global.v2/v4 instructions
     scalar_loads: int
+    loop_barriers: int  # bar.sync instructions inside loops (a cross-warp reduction per iteration)
     constant_one: list  # integer arguments specialised to the constant 1 (unit strides)
     divisible_by_16: list  # arguments with the 16-divisibility attribute (pointers, strides, sizes)
     launches: list  # [{op, direction, shape, dtype, layout, grid}]
@@ -207,6 +208,18 @@ class BuildRecord:
     @property
     def spill_bytes(self) -> int:
         return self.spill_store_bytes + self.spill_load_bytes
+
+
+def loop_barriers(ptx: str) -> int:
+    """``bar.sync`` instructions between a label and a later branch back to it (loop bodies)."""
+    lines = ptx.splitlines()
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"^(\$L__BB\d+_\d+):", line.strip()))}
+    in_loop: set[int] = set()
+    for i, line in enumerate(lines):
+        branch = re.search(r"\bbra(?:\.uni)?\s+(\$L__BB\d+_\d+);", line)
+        if branch and labels.get(branch.group(1), i) < i:
+            in_loop.update(range(labels[branch.group(1)], i))
+    return sum(1 for i in in_loop if re.search(r"\b(?:bar|barrier)\.sync\b", lines[i]))
 
 
 def theoretical_occupancy(registers: int, shared_memory: int, num_warps: int, limits: SMLimits) -> tuple[float, int, str]:
@@ -303,6 +316,7 @@ def build(name: str, launch: Launch, labels: list[dict], arch: int) -> BuildReco
         shared_memory=shared, occupancy=occupancy, blocks_per_sm=blocks, limited_by=limited_by,
         ptx_lines=ptx.count("\n"), cubin_bytes=len(compiled.asm["cubin"]), approx_ops=len(_APPROX_OPS.findall(ptx)),
         vector_loads=len(_VECTOR_LOADS.findall(ptx)), scalar_loads=len(_SCALAR_LOADS.findall(ptx)),
+        loop_barriers=loop_barriers(ptx),
         constant_one=[n for i, n in enumerate(names) if source.constants.get((i,)) == 1 and not launch.fn.params[i].is_constexpr],
         divisible_by_16=[n for i, n in enumerate(names) if ["tt.divisibility", 16] in source.attrs.get((i,), [])],
         launches=labels,

@@ -64,8 +64,10 @@ def _position_stats_kernel(
     u = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     u_mask = in_image(u, N, ALIGN)
     image = feature_ptr + b.to(tl.int64) * stride_b
-    sumsq = tl.zeros([BLOCK_P], dtype=tl.float32)
-    dot_target = tl.zeros([BLOCK_P], dtype=tl.float32)
+    # Channel sums accumulated as [BLOCK_D, BLOCK_P] tiles and reduced once after the loop: a
+    # reduction over channels crosses warps (shared memory and a barrier), so not per iteration.
+    sumsq_tile = tl.zeros([BLOCK_D, BLOCK_P], dtype=tl.float32)
+    dot_target_tile = tl.zeros([BLOCK_D, BLOCK_P], dtype=tl.float32)
     classes = tl.arange(0, BLOCK_C)
     best = tl.full([BLOCK_P], float("-inf"), dtype=tl.float32)
     # One pass over F when C ≤ BLOCK_C; else one more per class tile (re-reading this program's F tile, cache-hot).
@@ -80,9 +82,9 @@ def _position_stats_kernel(
             f = tl.load(image + offsets, mask=d_mask[:, None] & u_mask[None, :], other=0.0)
             if class_pass == 0:
                 f32 = f.to(tl.float32)
-                sumsq += tl.sum(f32 * f32, axis=0)
+                sumsq_tile += f32 * f32
                 w_target = tl.load(w_target_ptr + b * D + d, mask=d_mask, other=0.0)
-                dot_target += tl.sum(f32 * w_target[:, None], axis=0)
+                dot_target_tile += f32 * w_target[:, None]
             if FINE_GRAINED:
                 w_tile = tl.load(
                     w_unit_ptr + tile_classes[:, None] * D + d[None, :],
@@ -96,6 +98,8 @@ def _position_stats_kernel(
             best = tl.maximum(best, tl.max(tl.where(tile_classes[:, None] < C, class_dot, float("-inf")), axis=0))
     # IEEE sqrt and division: on a GPU `tl.sqrt` and `/` compile to sqrt.approx.ftz / div.full
     # (≤ 2 ulp), and n, S* decide the strict masks of the image kernel.
+    sumsq = tl.sum(sumsq_tile, axis=0)
+    dot_target = tl.sum(dot_target_tile, axis=0)
     norm = tl.sqrt_rn(sumsq)
     clamped = tl.maximum(norm, 1e-12)
     tl.store(norm_ptr + b * N + u, norm, mask=u_mask)
