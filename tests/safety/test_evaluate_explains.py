@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fastwsol.checkpoint import load_checkpoint, save_atomic
+from fastwsol.checkpoint import load_checkpoint
+from fastwsol.io import save_atomic
 from fastwsol.cli import main
 from fastwsol.evaluation.metadata import read_split_metadata
 from fastwsol.evaluate import sheet_picks
