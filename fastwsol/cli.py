@@ -205,8 +205,8 @@ def _add_prepare(sub) -> None:
     cub.add_argument("cub_dir", metavar="CUB_200_2011_DIR",
                      help="the official archive's CUB_200_2011 folder (or its images/ folder): train and test images")
     cub.add_argument("--val", metavar="CUBV2_DIR",
-                     help="wsolevaluation's CUBV2 images (<class>/<file>, 1,000 images): the val split, used to "
-                          "select checkpoints")
+                     help="wsolevaluation's CUBV2 images (1,000, a separate download), as <class folder>/<file> like "
+                          "the metadata's image ids: the val split, used to select checkpoints")
     common(cub)
 
     imagenet = kinds.add_parser(
@@ -221,8 +221,8 @@ def _add_prepare(sub) -> None:
     imagenet.add_argument("--val", required=True, metavar="VAL_DIR",
                           help="ILSVRC2012 validation: ILSVRC2012_val_*.JPEG, flat or in <wnid>/ folders")
     imagenet.add_argument("--val2", metavar="VAL2_DIR",
-                          help="ImageNetV2 (<class index>/<n>.jpeg): wsolevaluation's val split, used to select "
-                               "checkpoints")
+                          help="ImageNetV2 as wsolevaluation's download script lays it out (<class index>/<n>.jpeg, "
+                               "10,000 images): its val split, used to select checkpoints")
     common(imagenet)
 
 
