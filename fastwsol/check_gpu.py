@@ -364,7 +364,6 @@ def time_train_step(settings: Settings, model_name: str, size: int, batch: int, 
     model = create_model(model_name, classes).to(settings.device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model.ops_backend = ops_backend
     optimizer = build_optimizer(model, config)
     step = TrainStep(model, model.fc.weight, config, uint8_input=True)
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=settings.device)

@@ -202,7 +202,7 @@ class TrainStep:
             if config.train.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = self.model(images)
+                out = self.model(images, backend=config.train.backend)
             terms = objective.losses(out, labels, self.fc_weight, full=full, backend=config.train.backend)
             total = objective.total(terms)
             return total, torch.stack([total.detach(), *(terms[k].detach().float() for k in LOSS_TERMS)])
@@ -294,7 +294,6 @@ class Trainer:
         self.model = model_from_config(config, self.num_classes).to(self.device)
         if config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.model.ops_backend = config.train.backend
         self.optimizer = build_optimizer(self.model, config)
         self.step_model = self.model
         if self.ctx.enabled:
