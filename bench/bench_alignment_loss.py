@@ -37,6 +37,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from common import format_table
 
 from fastwsol.kernel_shapes import REAL_SHAPES, alignment_traffic
 
@@ -200,25 +201,23 @@ def summarise(records: list[dict]) -> list[dict]:
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    header = (f"{'shape':<16}{'variant':<11}{'median ms':>11}{'min ms':>10}{'peak MiB':>10}{'× faster':>10}"
-              f"{'× less mem':>12}{'target':>9}  {'first step s':>12}")
-    lines = [header, "-" * len(header)]
+def format_rows(rows: list[dict]) -> str:
+    header = ("shape", "variant", "median ms", "min ms", "peak MiB", "× faster", "× less mem", "target", "first step s")
+    cells, traffic = [], []
     for row in rows:
         verdict = ""
         if "speed_target_met" in row:
             verdict = ("ok" if row["speed_target_met"] else "MISS") + "/" + ("ok" if row["memory_target_met"] else "MISS")
-        minimum = "" if row["min_ms"] is None else f"{row['min_ms']:.1f}"
-        lines.append(
-            f"{row['shape']:<16}{row['variant']:<11}{row['median_ms']:>11.1f}{minimum:>10}{row['peak_mib']:>10.1f}"
-            f"{row['speedup_vs_paper'] or 0:>9.2f}×{row['memory_ratio_vs_paper'] or 0:>11.2f}×{verdict:>9}  {row['first_step_s']:>12.2f}"
-        )
+        cells.append((row["shape"], row["variant"], f"{row['median_ms']:.1f}",
+                      "" if row["min_ms"] is None else f"{row['min_ms']:.1f}", f"{row['peak_mib']:.1f}",
+                      f"{row['speedup_vs_paper'] or 0:.2f}×", f"{row['memory_ratio_vs_paper'] or 0:.2f}×", verdict,
+                      f"{row['first_step_s']:.2f}"))
         if "achieved_gbps" in row:
-            lines.append(f"{'':<27}triton: {row['achieved_gbps']:.0f} GB/s achieved on the minimum traffic"
-                         f" (peak {row['peak_gbps'] or 'n/a'} GB/s); moves {row['bytes_moved'] / 1e6:.1f} MB"
-                         f" vs minimum {row['bytes_minimum'] / 1e6:.1f} MB")
-    lines.append("target (speed/memory): compiled ≥ 3× faster than paper fine-grained, ≥ 8× target-only; ≥ 3× less peak memory")
-    return "\n".join(lines)
+            traffic.append(f"{row['shape']} triton: {row['achieved_gbps']:.0f} GB/s achieved on the minimum traffic"
+                           f" (peak {row['peak_gbps'] or 'n/a'} GB/s); moves {row['bytes_moved'] / 1e6:.1f} MB"
+                           f" vs minimum {row['bytes_minimum'] / 1e6:.1f} MB")
+    target = "target (speed/memory): compiled ≥ 3× faster than paper fine-grained, ≥ 8× target-only; ≥ 3× less peak memory"
+    return "\n".join([format_table(header, cells), *traffic, target])
 
 
 def write_results(rows: list[dict], meta: dict, parser, args) -> None:
@@ -267,7 +266,7 @@ def main(argv=None) -> list[dict]:
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
     print(f"alignment loss forward+backward, {args.device} ({device_name}), {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, fp32, median of {args.repeats}")
-    print(format_table(rows))
+    print(format_rows(rows))
     memory_measure = records[0]["memory_measure"] if records else ""
     write_results(rows, {"device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
                          "torch": torch.__version__, "repeats": args.repeats, "memory_measure": memory_measure,

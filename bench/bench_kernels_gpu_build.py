@@ -28,7 +28,7 @@ import gpu_build
 import triton
 from common import save_results
 
-from fastwsol.checkpoint import write_text_atomic
+from fastwsol.io import write_text_atomic
 from fastwsol.kernel_shapes import REAL_SHAPES, TRAFFIC
 
 H100 = {"hbm": 3.35e12, "l2": 10e12, "tensor_tf32": 494.7e12, "fp32": 66.9e12, "sms": 132}

@@ -68,7 +68,6 @@ def build_variant(model_name: str, classes: int, *, compiled: bool, channels_las
     model.load_state_dict(state)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model.ops_backend = config.train.backend
     optimizer = build_optimizer(model, config)
     step = TrainStep(model, model.fc.weight, config, uint8_input=True)
 

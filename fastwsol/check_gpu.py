@@ -364,7 +364,6 @@ def time_train_step(settings: Settings, model_name: str, size: int, batch: int, 
     model = create_model(model_name, classes).to(settings.device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model.ops_backend = ops_backend
     optimizer = build_optimizer(model, config)
     step = TrainStep(model, model.fc.weight, config, uint8_input=True)
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=settings.device)
@@ -556,7 +555,7 @@ def _prepare_dry_run() -> None:
 def main(out: str, *, quick: bool = False, dry_run: bool = False, force: bool = False,
          budget_s: float = DEFAULT_BUDGET_S) -> int:
     """Run the checks, write ``out/report.json`` and ``out/report.md``; 0 when every correctness row passed."""
-    from fastwsol.checkpoint import write_text_atomic
+    from fastwsol.io import write_text_atomic
 
     out_dir = Path(out)
     targets = [out_dir / "report.json", out_dir / "report.md"]

@@ -7,8 +7,8 @@ import argparse
 import sys
 
 from fastwsol import __version__
+from fastwsol.method import MAP_KINDS
 
-MAP_CHOICES = ("cam", "norm", "sim")  # fastwsol.evaluate.MAP_KINDS, without importing torch for --help
 TASK_CHOICES = ("parts", "bodies", "objects")  # fastwsol.data.synthetic.TASKS, likewise
 
 
@@ -71,13 +71,6 @@ def _seed(text: str) -> int:
     return _number(text, int, 0, None, ">= 0")
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from fastwsol.demo import run_demo
-
-    run_demo(seed=args.seed)
-    return 0
-
-
 def _train(args: argparse.Namespace) -> int:
     from fastwsol.config import load_config
     from fastwsol.train import NonFiniteLossError, Trainer
@@ -100,32 +93,44 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from fastwsol.localize import evaluate_checkpoint, load_trained
-    from fastwsol.report import format_metrics
+    from fastwsol.evaluate import evaluate_checkpoint, load_trained, locate_data
+    from fastwsol.report import METRIC_EXPLANATIONS, format_metrics
 
     trained = load_trained(args.checkpoint, device=args.device)
-    metrics = evaluate_checkpoint(trained, split=args.split, map_kind=args.map, save_maps=args.save_maps, out_dir=args.out)
+    config, used = locate_data(trained, data_root=args.data_root, metadata_root=args.metadata_root, overrides=args.set)
+    print("data: " + "; ".join(used))
+    metrics = evaluate_checkpoint(trained, split=args.split, map_kind=args.map, save_maps=args.save_maps, out_dir=args.out,
+                                  config=config)
     print(format_metrics(metrics, title=f"{args.split} split, map={metrics['map']} ({args.checkpoint})"))
-    print("Top-1/Top-5 Loc are read at the CAM threshold that maximises GT-known Loc.")
+    print("\n".join(METRIC_EXPLANATIONS))
+    print(f"wrote {metrics['json']}")
+    if args.save_maps:
+        print(f"pictures: {metrics['pictures']} PNGs (one per image) and contact_sheet.png in {args.save_maps}")
     return 0
 
 
 def _localize(args: argparse.Namespace) -> int:
     import json
 
-    from fastwsol.localize import load_trained, localize_images
+    from fastwsol.evaluate import load_trained
+    from fastwsol.localize import localize_images
 
     trained = load_trained(args.checkpoint, device=args.device)
     results = localize_images(trained, args.images, map_kind=args.map, threshold=args.threshold, out_dir=args.out,
                               overwrite=args.overwrite)
+    from fastwsol.report import BOX_FORMAT, format_localization
+
+    threshold = "validated with the checkpoint" if args.threshold is None else "from --threshold"
+    named = "class names from the run's metadata" if trained.class_names else "classes are label numbers (the run's metadata names none)"
+    print(f"{BOX_FORMAT}; map {args.map} thresholded at {results[0]['threshold'] if results else '-'} ({threshold}); "
+          f"scores are softmax probabilities; {named}")
     failed = 0
     for result in results:
         if "error" in result:
             failed += 1
             print(f"fastwsol localize: error: {result['error']}", file=sys.stderr)
             continue
-        top = ", ".join(f"{c['class']}:{c['score']:.3f}" for c in result["top_classes"])
-        print(f"{result['path']}  box {result['box']}  top-5 [{top}]" + (f"  → {result['picture']}" if "picture" in result else ""))
+        print(format_localization(result, trained.class_names))
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failed else 0
@@ -134,7 +139,8 @@ def _localize(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from fastwsol.reproduce import reproduce
 
-    reproduce(args.out, ablation=args.ablation, fresh=args.fresh, overrides=args.set, pretrain_overrides=args.pretrain_set)
+    reproduce(args.out, seeds=args.seeds, ablation=args.ablation, fresh=args.fresh, overrides=args.set,
+              pretrain_overrides=args.pretrain_set)
     return 0
 
 
@@ -199,8 +205,8 @@ def _add_prepare(sub) -> None:
     cub.add_argument("cub_dir", metavar="CUB_200_2011_DIR",
                      help="the official archive's CUB_200_2011 folder (or its images/ folder): train and test images")
     cub.add_argument("--val", metavar="CUBV2_DIR",
-                     help="wsolevaluation's CUBV2 images (<class>/<file>, 1,000 images): the val split, used to "
-                          "select checkpoints")
+                     help="wsolevaluation's CUBV2 images (1,000, a separate download), as <class folder>/<file> like "
+                          "the metadata's image ids: the val split, used to select checkpoints")
     common(cub)
 
     imagenet = kinds.add_parser(
@@ -215,8 +221,8 @@ def _add_prepare(sub) -> None:
     imagenet.add_argument("--val", required=True, metavar="VAL_DIR",
                           help="ILSVRC2012 validation: ILSVRC2012_val_*.JPEG, flat or in <wnid>/ folders")
     imagenet.add_argument("--val2", metavar="VAL2_DIR",
-                          help="ImageNetV2 (<class index>/<n>.jpeg): wsolevaluation's val split, used to select "
-                               "checkpoints")
+                          help="ImageNetV2 as wsolevaluation's download script lays it out (<class index>/<n>.jpeg, "
+                               "10,000 images): its val split, used to select checkpoints")
     common(imagenet)
 
 
@@ -232,7 +238,11 @@ def _bench(args: argparse.Namespace) -> int:
 
         spec = importlib.util.spec_from_file_location("fastwsol_bench_run_all", script)
         run_all = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(run_all)
+        sys.path.insert(0, str(script.parent))  # run_all imports bench/common.py, as when run as a script
+        try:
+            spec.loader.exec_module(run_all)
+        finally:
+            sys.path.remove(str(script.parent))
         unknown = [name for name in args.only if name not in run_all.BENCHMARKS]
         if unknown:
             raise ValueError(f"--only: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(run_all.BENCHMARKS)}")
@@ -256,10 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fastwsol {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser = _with_formatter(sub.add_parser)
-
-    demo = sub.add_parser("demo", help="smoke demo of the reference method on random data (no downloads)")
-    demo.add_argument("--seed", type=_seed, default=0, help="random seed of the data and the weights")
-    demo.set_defaults(func=_demo)
 
     synth = sub.add_parser("make-synthetic", help="write the synthetic WSOL dataset (JPEGs + wsolevaluation metadata)")
     synth.add_argument("out", help="output folder: OUT/data/SYNTHETIC/<image_id>, OUT/metadata/SYNTHETIC/<split>/")
@@ -296,11 +302,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="the protocol's metrics of a checkpoint on a split (table + JSON, pictures)")
     evaluate.add_argument("--checkpoint", required=True, help="a fastwsol train checkpoint (RUN/best.pt or RUN/last.pt)")
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"), help="the split to evaluate")
-    evaluate.add_argument("--map", choices=MAP_CHOICES,
+    evaluate.add_argument("--map", choices=MAP_KINDS,
                           help="localisation map: cam, norm (F̂) or sim (S) (default: the run's eval.map)")
     evaluate.add_argument("--save-maps", metavar="DIR", help="per-image overlay PNGs and a contact sheet")
     evaluate.add_argument("--out", metavar="DIR", help="where metrics_<split>_<map>.json goes (default: the checkpoint's folder)")
     evaluate.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
+    evaluate.add_argument("--data-root", metavar="DIR",
+                          help="the images (DIR/<dataset>/<image_id>) (default: the run's data.data_root, relative "
+                               "paths taken from the folder the run was trained in)")
+    evaluate.add_argument("--metadata-root", metavar="DIR",
+                          help="the metadata (DIR/<dataset>/<split>/, or builtin) (default: the run's data.metadata_root, "
+                               "likewise)")
+    evaluate.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                          help="override the run's config, e.g. --set data.dataset=CUB or --set eval.batch_size=16")
     evaluate.set_defaults(func=_evaluate)
 
     localize = sub.add_parser("localize", help="top-5 classes, box and overlay for images of any size")
@@ -309,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     localize.add_argument("--out", metavar="DIR",
                           help="write <image>_<map>.png overlays here (images from several folders keep their folders)")
     localize.add_argument("--overwrite", action="store_true", help="replace overlays already in --out (refused otherwise)")
-    localize.add_argument("--map", default="cam", choices=MAP_CHOICES, help="localisation map: cam, norm (F̂) or sim (S)")
+    localize.add_argument("--map", default="cam", choices=MAP_KINDS, help="localisation map: cam, norm (F̂) or sim (S)")
     localize.add_argument("--threshold", type=_fraction,
                           help="score-map threshold in [0, 1] (default: the one validated with the checkpoint)")
     localize.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -322,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
              "from it, Table-7-style results and a map figure",
     )
     rep.add_argument("--out", default="runs/reproduce", help="runs, results.{json,md} and the figure go here")
+    rep.add_argument("--seeds", type=_count, default=1, metavar="N",
+                     help="fine-tune every variant with training seeds 0..N-1 (one shared backbone and dataset) and "
+                          "report each seed and the mean ± sd (default: 1)")
     rep.add_argument("--ablation", action="store_true", help="also train the ablation rows (L_drop, L_sim, ...)")
     rep.add_argument("--fresh", action="store_true",
                      help="retrain every run, replacing what OUT holds (without it a run is reused or resumed "

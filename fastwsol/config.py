@@ -28,7 +28,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "vgg16"  # see fastwsol.models.MODEL_NAMES; *_cam = vanilla CAM
+    name: str = "vgg16"  # see fastwsol.models.MODEL_NAMES
+    method: str = "bridging_gap"  # "bridging_gap" | "cam" (vanilla CAM): see fastwsol.objective
     pretrained: str | None = None  # None | "imagenet" | path to a torchvision state dict
     # A fastwsol checkpoint of the same architecture whose backbone initialises this model (new
     # layers fresh, as with ImageNet weights): e.g. the synthetic pretraining run.
@@ -73,7 +74,9 @@ class TrainConfig:
     channels_last: bool = False
     eval_interval: int = 1  # epochs between validations (0 = only the final test)
     log_interval: int = 20  # steps between JSON-lines records
-    select_metric: str = "max_box_acc_v2"  # best checkpoint criterion on val (wsolevaluation's)
+    # best checkpoint criterion on val: wsolevaluation's MaxBoxAccV2 (eval.multi_contour's), or
+    # a "_single" metric (one contour: an inverted map cannot score through its hole's contour)
+    select_metric: str = "max_box_acc_v2"
     max_steps_per_epoch: int | None = None  # cap for smoke runs; None = the whole epoch
     progress: bool = True
 
@@ -100,13 +103,24 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
-_CHOICES = {
-    ("data", "loader"): ("auto", "dali", "torch"),
-    ("train", "precision"): ("fp32", "bf16"),
-    ("train", "backend"): ("auto", "reference", "compiled", "triton"),
-    ("eval", "map"): ("cam", "norm", "sim"),
-    ("train", "select_metric"): ("max_box_acc_v2", "gt_known_loc", "top1_loc"),
-}
+def _choices() -> dict[tuple[str, str], tuple[str, ...]]:
+    """Each choice list is read from the module that acts on the value (imported here, at
+    validation, so that importing this module stays cheap)."""
+    from fastwsol.data.loader import LOADERS
+    from fastwsol.method import MAP_KINDS
+    from fastwsol.models import MODEL_NAMES
+    from fastwsol.objective import METHODS
+    from fastwsol.ops import BACKENDS
+
+    return {
+        ("model", "name"): MODEL_NAMES,
+        ("model", "method"): METHODS,
+        ("data", "loader"): LOADERS,
+        ("train", "precision"): ("fp32", "bf16"),
+        ("train", "backend"): BACKENDS,
+        ("eval", "map"): MAP_KINDS,
+        ("train", "select_metric"): ("max_box_acc_v2", "gt_known_loc", "top1_loc", "max_box_acc_v2_single", "gt_known_loc_single"),
+    }
 
 
 class ConfigError(ValueError):
@@ -224,9 +238,13 @@ def parse_override(text: str) -> dict:
 def config_problems(config: ExperimentConfig) -> list[str]:
     """Impossible values and combinations, each named by its key."""
     problems = []
-    for (section, key), choices in _CHOICES.items():
+    name = config.model.name
+    for (section, key), choices in _choices().items():
         value = getattr(getattr(config, section), key)
-        if value not in choices:
+        if (section, key) == ("model", "name") and name.endswith("_cam"):
+            problems.append(f"model.name: {name!r}: the _cam suffix is gone; vanilla CAM is "
+                            f"model.name={name.removesuffix('_cam')} with model.method=cam")
+        elif value not in choices:
             problems.append(f"{section}.{key}: {value!r} is not one of {choices}")
     o = config.optim
     checks = [
@@ -272,7 +290,7 @@ def file_problems(config: ExperimentConfig) -> list[str]:
 
     problems = []
     metadata_root = resolve_metadata_root(config.data.metadata_root)
-    for key, root in (("data.metadata_root", metadata_root), ("data.data_root", config.data.data_root)):
+    for key, root in (("data.metadata_root", str(metadata_root)), ("data.data_root", config.data.data_root)):
         if not (Path(root) / config.data.dataset).is_dir():
             made_by = {
                 SYNTHETIC_NAME: f"; `fastwsol make-synthetic {Path(root).parent}` writes it",
@@ -362,20 +380,44 @@ def _config_file(path: str | os.PathLike) -> Path:
     )
 
 
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """The file's ``{section: {key: value}}``; a top-level ``extends: other.yaml`` (relative to
+    the file) reads that file first and lets this one override it key by key."""
+    if not path.is_file():
+        origin = f" (extended by {chain[-1]})" if chain else ""
+        raise FileNotFoundError(f"config file {str(path)!r}{origin} does not exist")
+    if path.resolve() in chain:
+        raise ConfigError(f"{path}: extends itself through {' -> '.join(map(str, chain))}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(values, dict):
+        return values  # _apply names the problem
+    base = values.pop("extends", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends: expected a file name, got {base!r}")
+    merged = _read_yaml(path.parent / base, (*chain, path.resolve()))
+    for section, entries in values.items():
+        if isinstance(entries, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **entries}
+        else:
+            merged[section] = entries
+    return merged
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequence[str] = (), *,
                 check_files: bool = False) -> ExperimentConfig:
-    """Defaults ← YAML file ← ``--set`` overrides, then validation (``check_files``: also the
+    """Defaults ← YAML file (and the file it ``extends``) ← ``--set`` overrides, then validation (``check_files``: also the
     data folders and weight files a run reads); every problem is reported in one ConfigError.
     ``path`` may also name a shipped config (``"cub_vgg16"``, see :func:`config_path`)."""
     config = ExperimentConfig()
     problems = []
     if path is not None:
         path = _config_file(path)
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        problems += _apply(config, values, str(path))
+        problems += _apply(config, _read_yaml(path), str(path))
     for text in overrides:
         try:
             problems += _apply(config, parse_override(text), f"--set {text}")
@@ -392,9 +434,25 @@ def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequenc
     return config
 
 
+def _upgrade_checkpoint_config(values: dict) -> dict:
+    """Checkpoints written before ``model.method`` named vanilla CAM ``<backbone>_cam``: the
+    model had no dropped path. With λ_sim = λ_norm = 0 that run was vanilla CAM; otherwise it
+    was the method's ablation row without L_drop (λ_drop = 0 builds no dropped path either)."""
+    model, loss = dict(values.get("model", {})), dict(values.get("loss", {}))
+    name = model.get("name")
+    if not (isinstance(name, str) and name.endswith("_cam") and "method" not in model):
+        return values
+    model["name"] = name.removesuffix("_cam")
+    if loss.get("lambda_sim") or loss.get("lambda_norm"):
+        model["method"], loss["lambda_drop"] = "bridging_gap", 0.0
+    else:
+        model["method"] = "cam"
+    return {**values, "model": model, "loss": loss}
+
+
 def config_from_dict(values: dict) -> ExperimentConfig:
-    """Rebuild a config saved in a checkpoint."""
+    """Rebuild a config saved in a checkpoint (older checkpoints' ``_cam`` names are mapped)."""
     config = ExperimentConfig()
-    apply_values(config, values, "checkpoint config")
+    apply_values(config, _upgrade_checkpoint_config(values), "checkpoint config")
     validate(config)
     return config

@@ -4,9 +4,20 @@ ablation rows of docs/method.md §7) fine-tuned from it, evaluated on the synthe
 shaped like the paper's Table 7 (JSON + Markdown) and a figure comparing CAM, F̂ and S (the
 paper's Fig. 6).
 
-Every run keeps its folder under ``out``; running again reuses finished runs and resumes
-interrupted ones when their recorded config matches (other settings are an error naming them;
-``fresh=True`` retrains), so an interrupted reproduction continues where it stopped.
+``seeds=N`` fine-tunes every variant with training seeds 0..N-1 (``train.seed``: the
+initialisation of conv6 and fc, dropout, the epoch plans) and reports each seed's row and the
+mean ± sd. The data (generation seed 0) and the pretrained backbone are the same for every
+seed, as the paper fine-tunes one ImageNet checkpoint for all its runs: the spread is that of
+the fine-tuning.
+
+Every figure is reported with the protocol's multi-contour boxes and with a single contour, plus
+the share of inverted maps (:mod:`fastwsol.evaluation.diagnostics`): a multi-contour score alone
+rewards maps that are high on the background.
+
+Every run keeps its folder under ``out`` (``out/seed<S>/<variant>``); running again reuses
+finished runs and resumes interrupted ones when their recorded config matches (other settings
+are an error naming them; ``fresh=True`` retrains), so an interrupted reproduction continues
+where it stopped.
 """
 
 from __future__ import annotations
@@ -19,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastwsol.checkpoint import write_text_atomic
 from fastwsol.config import config_path, load_config
+from fastwsol.io import write_text_atomic
+from fastwsol.method import MAP_KINDS
 
 DEFAULT_CONFIG = config_path("synthetic")
 PRETRAIN_CONFIG = config_path("synthetic_pretrain")
@@ -28,6 +40,21 @@ PRETRAIN_CONFIG = config_path("synthetic_pretrain")
 PRETRAIN_DATASET = {"task": "objects", "classes": 40, "train_per_class": 40, "test_per_class": 5}
 PRETRAIN_KEY = "pretrain"
 DEFAULT_OUT = Path("runs/reproduce")
+# `make-synthetic` arguments of the WSOL set: 50 test images per class (500), so that a seed's
+# GT-known Loc has a standard error of about ±2 points (200 images: ±3.5); validation (model
+# selection, every epoch) keeps 20 per class.
+WSOL_DATASET = {"test_per_class": 50, "val_per_class": 20}
+# The figures of each run in the results, (key, label): both contour modes and the diagnostics.
+RESULT_METRICS = (
+    ("gt_known_loc", "GT-known Loc (multi)"),
+    ("gt_known_loc_single", "GT-known Loc (single)"),
+    ("max_box_acc_v2", "MaxBoxAccV2 (multi)"),
+    ("max_box_acc_v2_single", "MaxBoxAccV2 (single)"),
+    ("top1_loc", "Top-1 Loc (multi)"),
+    ("inverted_pct", "inverted maps %"),
+    ("peak_in_gt_pct", "peak in GT %"),
+    ("top1_cls", "Top-1 Cls"),
+)
 
 
 @dataclass(frozen=True)
@@ -37,30 +64,21 @@ class Variant:
     overrides: tuple[str, ...]
 
 
-def _variant(key, label, *, drop: bool, sim: bool, norm: bool) -> Variant:
-    """A row of the ablation: which loss terms are on (their λ from the config otherwise 0);
-    without L_drop the dropped path is not built at all (the ``_cam`` model)."""
-    overrides = []
-    if not drop:
-        overrides += ["model.name=vgg_small_cam", "loss.lambda_drop=0"]
-    if not sim:
-        overrides.append("loss.lambda_sim=0")
-    if not norm:
-        overrides.append("loss.lambda_norm=0")
-    if not (drop or sim or norm):
-        overrides.append("optim.warm_epochs=0")  # nothing to warm up for
-    return Variant(key, label, tuple(overrides))
+def _ablation(key, label, *, drop: bool, sim: bool, norm: bool) -> Variant:
+    """A row of the paper's Table 7: the method with the loss terms left out at λ = 0 (without
+    L_drop the dropped path is not built: see fastwsol.objective)."""
+    off = [f"loss.lambda_{term}=0" for term, on in (("drop", drop), ("sim", sim), ("norm", norm)) if not on]
+    return Variant(key, label, tuple(off))
 
 
-VANILLA = _variant("cam", "none (vanilla CAM)", drop=False, sim=False, norm=False)
-METHOD = _variant("all", "L_drop + L_sim + L_norm (the method)", drop=True, sim=True, norm=True)
+VANILLA = Variant("cam", "none (vanilla CAM)", ("model.method=cam",))
+METHOD = Variant("all", "L_drop + L_sim + L_norm (the method)", ("model.method=bridging_gap",))
 ABLATION = (
-    _variant("drop", "L_drop", drop=True, sim=False, norm=False),
-    _variant("sim", "L_sim", drop=False, sim=True, norm=False),
-    _variant("sim_norm", "L_sim + L_norm", drop=False, sim=True, norm=True),
-    _variant("drop_sim", "L_drop + L_sim", drop=True, sim=True, norm=False),
+    _ablation("drop", "L_drop", drop=True, sim=False, norm=False),
+    _ablation("sim", "L_sim", drop=False, sim=True, norm=False),
+    _ablation("sim_norm", "L_sim + L_norm", drop=False, sim=True, norm=True),
+    _ablation("drop_sim", "L_drop + L_sim", drop=True, sim=True, norm=False),
 )
-MAP_KINDS = ("cam", "norm", "sim")
 
 
 def ensure_dataset(config, **make_args) -> None:
@@ -94,7 +112,8 @@ def train_run(config_path: Path, run_dir: Path, overrides, label: str, fresh: bo
             print(f"[{run_dir.name}] reusing {metrics_file} (same settings)", flush=True)
             return json.loads(metrics_file.read_text())
     resume = recorded is not None and recorded[0].name == "last.pt"
-    print(f"[{run_dir.name}] {'resuming' if resume else 'training'} {label}: {config.model.name}", flush=True)
+    print(f"[{run_dir.name}] {'resuming' if resume else 'training'} {label}: {config.model.name}, "
+          f"model.method={config.model.method}", flush=True)
     started = time.perf_counter()
     # no checkpoint to resume from: what is there (a log cut short, a stale best.pt) is replaced
     metrics = Trainer(config, resume=resume, overwrite=not resume).fit()
@@ -103,35 +122,81 @@ def train_run(config_path: Path, run_dir: Path, overrides, label: str, fresh: bo
     return metrics
 
 
-def train_variant(variant: Variant, out: Path, base_overrides, fresh: bool) -> dict:
-    return train_run(DEFAULT_CONFIG, out / variant.key, [*base_overrides, *variant.overrides], variant.label, fresh)
+def seed_dir(out: Path, seed: int) -> Path:
+    return out / f"seed{seed}"
+
+
+def train_variant(variant: Variant, out: Path, seed: int, base_overrides, fresh: bool) -> dict:
+    return train_run(DEFAULT_CONFIG, seed_dir(out, seed) / variant.key,
+                     [*base_overrides, *variant.overrides, f"train.seed={seed}"], variant.label, fresh)
 
 
 def evaluate_maps(run_dir: Path) -> dict:
     """Test metrics of the run's best checkpoint with each localisation map (Table 5)."""
-    from fastwsol.localize import evaluate_checkpoint, load_trained
+    from fastwsol.evaluate import evaluate_checkpoint, load_trained
 
     trained = load_trained(run_dir / "best.pt")
     return {kind: evaluate_checkpoint(trained, split="test", map_kind=kind, out_dir=run_dir) for kind in MAP_KINDS}
 
 
-def markdown_table(rows: list[tuple[str, dict]]) -> str:
-    lines = [
-        "| losses | Top-1 Loc | GT-known Loc | MaxBoxAccV2 (30 / 50 / 70) | MaxBoxAccV2 | Top-1 Cls |",
-        "|---|---|---|---|---|---|",
-    ]
-    for label, m in rows:
-        acc = m["box_acc"]
-        box = " / ".join(f"{acc[k]:.1f}" for k in sorted(acc, key=int))
-        lines.append(f"| {label} | {m['top1_loc']:.2f} | {m['gt_known_loc']:.2f} | {box} | {m['max_box_acc_v2']:.2f} | {m['top1_cls']:.2f} |")
+def mean_sd(values) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()), (float(values.std(ddof=1)) if len(values) > 1 else None)
+
+
+def _cell(mean: float, sd: float | None) -> str:
+    return f"{mean:.2f}" if sd is None else f"{mean:.2f} ± {sd:.2f}"
+
+
+def markdown_table(rows: list[tuple[str, list[dict]]]) -> str:
+    """One row per variant: each metric's mean ± sd over the seeds' runs."""
+    lines = [f"| losses | {' | '.join(label for _, label in RESULT_METRICS)} |",
+             "|---|" + "---|" * len(RESULT_METRICS)]
+    for label, runs in rows:
+        cells = [_cell(*mean_sd([m[key] for m in runs])) for key, _ in RESULT_METRICS]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def seeds_table(seeds, rows: list[tuple[str, list[dict]]]) -> str:
+    """Every seed's row of every variant."""
+    lines = [f"| seed | losses | {' | '.join(label for _, label in RESULT_METRICS)} |",
+             "|---|---|" + "---|" * len(RESULT_METRICS)]
+    for i, seed in enumerate(seeds):
+        for label, runs in rows:
+            cells = [f"{runs[i][key]:.2f}" for key, _ in RESULT_METRICS]
+            lines.append(f"| {seed} | {label} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def margins(vanilla: list[dict], method: list[dict]) -> dict:
+    """Method − vanilla per seed for the GT-known Loc of both contour modes and top-1, and the
+    largest share of inverted maps of either model per seed."""
+    result = {key: [m[key] - v[key] for v, m in zip(vanilla, method)]
+              for key in ("gt_known_loc", "gt_known_loc_single", "top1_cls")}
+    result["inverted_pct_max"] = [max(v["inverted_pct"], m["inverted_pct"]) for v, m in zip(vanilla, method)]
+    return result
+
+
+def margins_table(seeds, diff: dict) -> str:
+    labels = {"gt_known_loc": "GT-known Loc (multi)", "gt_known_loc_single": "GT-known Loc (single)",
+              "top1_cls": "Top-1 Cls", "inverted_pct_max": "inverted maps %, worse model"}
+    lines = [f"| method − vanilla | {' | '.join(f'seed {s}' for s in seeds)} | mean ± sd |",
+             "|---|" + "---|" * (len(seeds) + 1)]
+    for key, label in labels.items():
+        lines.append(f"| {label} | {' | '.join(f'{v:+.2f}' if key != 'inverted_pct_max' else f'{v:.2f}' for v in diff[key])} "
+                     f"| {_cell(*mean_sd(diff[key]))} |")
     return "\n".join(lines)
 
 
 def maps_table(per_map: dict[str, dict[str, dict]]) -> str:
-    lines = ["| model | map | Top-1 Loc | GT-known Loc | MaxBoxAccV2 |", "|---|---|---|---|---|"]
+    lines = ["| model | map | Top-1 Loc | GT-known Loc (multi / single) | MaxBoxAccV2 (multi / single) | inverted % |",
+             "|---|---|---|---|---|---|"]
     for model, maps in per_map.items():
         for kind, m in maps.items():
-            lines.append(f"| {model} | {kind} | {m['top1_loc']:.2f} | {m['gt_known_loc']:.2f} | {m['max_box_acc_v2']:.2f} |")
+            lines.append(f"| {model} | {kind} | {m['top1_loc']:.2f} | {m['gt_known_loc']:.2f} / {m['gt_known_loc_single']:.2f} "
+                         f"| {m['max_box_acc_v2']:.2f} / {m['max_box_acc_v2_single']:.2f} | {m['inverted_pct']:.1f} |")
     return "\n".join(lines)
 
 
@@ -140,17 +205,15 @@ def comparison_figure(run_dirs: dict[str, Path], path: Path, num_images: int = 6
     """Rows: test images; columns: the image with its GT box, then CAM, F̂, S of each model."""
     import cv2
 
-    from fastwsol.data import build_loader, normalize_on_device
-    from fastwsol.evaluate import gt_boxes_224, scoremaps_for
+    from fastwsol.data import loader_from_config, normalize_on_device
+    from fastwsol.evaluate import gt_boxes_224, load_trained, scoremaps_for
     from fastwsol.evaluation.boxes import SCOREMAP_SIZE
-    from fastwsol.localize import load_trained
     from fastwsol.visualize import GT_COLOUR, contact_sheet, draw_boxes, label, localization_picture, write_png
 
     models = {name: load_trained(d / "best.pt") for name, d in run_dirs.items()}
     config = next(iter(models.values())).config
-    d = config.data
-    loader = build_loader(d.data_root, d.metadata_root, d.dataset, "test", train=False, batch_size=256, loader="torch",
-                          num_threads=0, image_size=d.image_size, output="uint8")
+    # one batch of the whole (small) split, read on the CPU where the models are
+    loader = loader_from_config(config, "test", batch_size=256, device="cpu", loader="torch", num_threads=0)
     # evenly spread over the split, so several classes show
     picks = np.linspace(0, loader.num_samples - 1, num_images).astype(int)
     batch = next(iter(loader))
@@ -170,49 +233,81 @@ def comparison_figure(run_dirs: dict[str, Path], path: Path, num_images: int = 6
     return write_png(path, contact_sheet(tiles, columns=columns, tile=150))
 
 
-def reproduce(out: str | Path = DEFAULT_OUT, *, ablation: bool = False, fresh: bool = False,
+def reproduce(out: str | Path = DEFAULT_OUT, *, seeds: int = 1, ablation: bool = False, fresh: bool = False,
               overrides=(), pretrain_overrides=()) -> dict:
     """``overrides`` apply to every fine-tuning run (``configs/synthetic.yaml``),
-    ``pretrain_overrides`` to the pretraining (``configs/synthetic_pretrain.yaml``)."""
+    ``pretrain_overrides`` to the pretraining (``configs/synthetic_pretrain.yaml``); ``seeds``
+    training seeds (0..seeds-1) per variant, one shared pretrained backbone (module docstring).
+    The Table-5 maps and the figure are those of seed 0."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
     started = time.perf_counter()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
     ensure_dataset(load_config(PRETRAIN_CONFIG, pretrain_overrides), **PRETRAIN_DATASET)
-    ensure_dataset(load_config(DEFAULT_CONFIG, overrides))
+    ensure_dataset(load_config(DEFAULT_CONFIG, overrides), **WSOL_DATASET)
     new_backbone = fresh or not (out / PRETRAIN_KEY / "test_metrics.json").is_file()
+    stage_seconds = {}
     pretrained = train_run(PRETRAIN_CONFIG, out / PRETRAIN_KEY, pretrain_overrides,
                            "the backbone on the objects task (the ImageNet stand-in)", fresh)
+    stage_seconds[PRETRAIN_KEY] = time.perf_counter() - started
     # every fine-tuning starts from the same pretrained backbone (conv6 and fc fresh); a new
     # backbone makes the fine-tuned runs of an older one stale
     overrides = [f"model.init_from={out / PRETRAIN_KEY / 'last.pt'}", *overrides]
     variants = (VANILLA, *(ABLATION if ablation else ()), METHOD)
-    results = {v.key: train_variant(v, out, overrides, new_backbone) for v in variants}
+    seed_list = list(range(seeds))
+    results = {v.key: [] for v in variants}
+    for seed in seed_list:
+        for v in variants:
+            t0 = time.perf_counter()
+            results[v.key].append(train_variant(v, out, seed, overrides, new_backbone))
+            stage_seconds[f"seed{seed}/{v.key}"] = time.perf_counter() - t0
     rows = [(v.label, results[v.key]) for v in variants]
-    per_map = {name: evaluate_maps(out / key) for name, key in (("vanilla CAM", VANILLA.key), ("method", METHOD.key))}
-    figure = comparison_figure({"vanilla": out / VANILLA.key, "method": out / METHOD.key}, out / "maps_vanilla_vs_method.png")
+    first = seed_dir(out, seed_list[0])
+    t0 = time.perf_counter()
+    per_map = {name: evaluate_maps(first / key) for name, key in (("vanilla CAM", VANILLA.key), ("method", METHOD.key))}
+    figure = comparison_figure({"vanilla": first / VANILLA.key, "method": first / METHOD.key}, out / "maps_vanilla_vs_method.png")
+    stage_seconds["maps_and_figure"] = time.perf_counter() - t0
+    diff = margins(results[VANILLA.key], results[METHOD.key])
     elapsed = time.perf_counter() - started
+    test_images = results[VANILLA.key][0]["num_images"]
     summary = {
         "config": str(DEFAULT_CONFIG),
         "overrides": list(overrides),
+        "seeds": seed_list,
+        "test_images": test_images,
         "pretrain": {"config": str(PRETRAIN_CONFIG), "overrides": list(pretrain_overrides), "test": pretrained},
-        "variants": {v.key: {"label": v.label, "overrides": list(v.overrides), "test": results[v.key]} for v in variants},
+        "variants": {v.key: {"label": v.label, "overrides": list(v.overrides), "test": results[v.key],
+                             "mean_sd": {key: mean_sd([m[key] for m in results[v.key]]) for key, _ in RESULT_METRICS}}
+                     for v in variants},
+        "method_minus_vanilla": {key: {"per_seed": values, "mean_sd": mean_sd(values)} for key, values in diff.items()},
         "maps": per_map,
         "figure": str(figure),
         "seconds": elapsed,
-        "note": "Top-1/Top-5 Loc are read at the CAM threshold that maximises GT-known Loc.",
+        "stage_seconds": stage_seconds,
+        "note": "Top-1/Top-5 Loc are read at the CAM threshold that maximises GT-known Loc. 'multi': the protocol's "
+                "boxes around every contour; 'single': the box of the largest contour. 'inverted': mean score inside "
+                "the GT boxes below the mean outside.",
     }
-    table = markdown_table(rows)
+    seeds_text = f"training seed 0" if seeds == 1 else f"training seeds {', '.join(map(str, seed_list))} (mean ± sd)"
     report = (
         f"# fastwsol reproduction on the synthetic dataset\n\n"
         f"Config `configs/{DEFAULT_CONFIG.name}`{' with ' + ', '.join(overrides) if overrides else ''}; "
-        f"test split, CAM of the ground-truth class; {elapsed / 60:.1f} min on this machine.\n\n"
-        f"Every run fine-tunes the backbone pretrained with `configs/{PRETRAIN_CONFIG.name}` "
+        f"test split ({test_images} images), CAM of the ground-truth class, {seeds_text}; "
+        f"{elapsed / 60:.1f} min on this machine.\n\n"
+        f"Every run fine-tunes the one backbone pretrained with `configs/{PRETRAIN_CONFIG.name}` "
         f"(objects task, its own test split: top-1 {pretrained['top1_cls']:.1f} %, "
         f"CAM GT-known Loc {pretrained['gt_known_loc']:.1f}).\n\n"
-        f"## Losses (paper's Table 7)\n\n{table}\n\n"
-        f"## Localisation map (paper's Table 5)\n\n{maps_table(per_map)}\n\n"
-        f"Top-1/Top-5 Loc are read at the CAM threshold that maximises GT-known Loc. Figure: `{figure.name}`.\n"
+        f"'multi': the protocol's boxes around every contour (holes included); 'single': the box of the largest "
+        f"contour; 'inverted': maps whose mean score inside the GT boxes is below the mean outside; "
+        f"'peak in GT': maps whose maximum lies inside a GT box. Top-1/Top-5 Loc are read at the CAM threshold "
+        f"that maximises GT-known Loc.\n\n"
+        f"## Losses (paper's Table 7)\n\n{markdown_table(rows)}\n\n"
+        f"## Method − vanilla CAM\n\n{margins_table(seed_list, diff)}\n\n"
+        + (f"## Every seed\n\n{seeds_table(seed_list, rows)}\n\n" if seeds > 1 else "")
+        + f"## Localisation map (paper's Table 5), seed {seed_list[0]}\n\n{maps_table(per_map)}\n\n"
+        f"Figure (seed {seed_list[0]}): `{figure.name}`.\n"
     )
     write_text_atomic(out / "results.json", json.dumps(summary, indent=2) + "\n")
     write_text_atomic(out / "results.md", report)

@@ -20,15 +20,14 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from fastwsol import ops
-from fastwsol.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_atomic, write_text_atomic
-from fastwsol.config import ExperimentConfig, LossConfig, changed_keys, describe_changes
-from fastwsol.data import build_loader, normalize_on_device
-from fastwsol.models import TwoPathWSOLNet, create_model
-
-LOSS_TERMS = ("ce", "drop", "sim", "norm")
+from fastwsol.checkpoint import load_checkpoint, restore_rng_states, rng_states
+from fastwsol.config import ExperimentConfig, changed_keys, describe_changes
+from fastwsol.data import loader_from_config, normalize_on_device
+from fastwsol.evaluation.metadata import class_names
+from fastwsol.io import save_atomic, write_text_atomic
+from fastwsol.models import TwoPathWSOLNet, model_from_config
+from fastwsol.objective import LOSS_TERMS, Objective
 
 
 class NonFiniteLossError(RuntimeError):
@@ -88,20 +87,7 @@ def default_device(ctx: DistributedContext) -> torch.device:
     return torch.device("cuda", ctx.local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
 
-# ---------------------------------------------------------------------------- the method
-
-
-def build_model(config: ExperimentConfig, num_classes: int) -> TwoPathWSOLNet:
-    m = config.model
-    return create_model(
-        m.name,
-        num_classes,
-        pretrained=m.pretrained,
-        init_from=m.init_from,
-        large_feature_map=m.large_feature_map,
-        drop_threshold=m.drop_threshold,
-        drop_prob=m.drop_prob,
-    )
+# ---------------------------------------------------------------------------- optimisation
 
 
 def build_optimizer(model: TwoPathWSOLNet, config: ExperimentConfig) -> torch.optim.SGD:
@@ -126,59 +112,50 @@ def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
         group["lr"] = group["base_lr"] * factor
 
 
-def is_warm_epoch(epoch: int, config: ExperimentConfig) -> bool:
-    return epoch < config.optim.warm_epochs
+def plural(count: int, word: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def method_losses(
-    out: dict[str, torch.Tensor],
-    labels: torch.Tensor,
-    fc_weight: torch.Tensor,
-    loss: LossConfig,
-    *,
-    full: bool,
-    backend: str,
-) -> dict[str, torch.Tensor]:
-    """The loss terms; L_sim and L_norm only after the warm stage (``full``) and when weighted."""
-    terms = {"ce": F.cross_entropy(out["logits"], labels)}
-    zero = terms["ce"].new_zeros(())
-    feature = out["feature"].float()
-    terms["drop"] = (
-        ops.consistency_loss(feature, out["feature_dropped"].float(), backend=backend) if "feature_dropped" in out else zero
-    )
-    if full and (loss.lambda_sim or loss.lambda_norm):
-        terms["sim"], terms["norm"] = ops.alignment_loss(
-            feature,
-            fc_weight.float(),
-            labels,
-            fg_threshold=loss.fg_threshold,
-            bg_threshold=loss.bg_threshold,
-            fine_grained=loss.fine_grained,
-            backend=backend,
-        )
-    else:
-        terms["sim"] = terms["norm"] = zero
-    return terms
+def describe_plan(trainer: Trainer) -> str:
+    """What a run will do, where, for how long: printed when it starts (logs have no progress bar)."""
+    config, o = trainer.config, trainer.config.optim
+    steps = {warm: trainer.steps_per_epoch(o.warm_batch_size if warm else o.batch_size) for warm in (True, False)}
+    warm_epochs = min(trainer.objective.warm_epochs, o.epochs)
+    total = warm_epochs * steps[True] + (o.epochs - warm_epochs) * steps[False]
+    images = trainer.loader("train", o.batch_size).num_samples
+    per_epoch = f"{plural(steps[False], 'step')} of {o.batch_size}"
+    if warm_epochs and steps[True] != steps[False]:
+        per_epoch = f"{plural(steps[True], 'step')} of {o.warm_batch_size} (warm), then {per_epoch}"
+    every = config.train.eval_interval
+    validation = (f"validation after {'every epoch' if every == 1 else f'every {every} epochs'}, "
+                  f"best by val {config.train.select_metric}" if every else "no validation (the last checkpoint is tested)")
+    return "\n".join([
+        f"fastwsol train: {config.model.name} into {trainer.out_dir}",
+        f"  objective: {trainer.objective.describe()}",
+        f"  plan: {plural(o.epochs, 'epoch')} × {per_epoch} = {plural(total, 'step')}, "
+        f"{plural(images, 'training image')} per epoch; {validation}",
+        f"  device: {trainer.device}, backend: {config.train.backend}, "
+        f"compile: {'on' if config.train.compile else 'off'}, precision: {config.train.precision}"
+        + (f", {plural(trainer.ctx.world_size, 'process')}" if trainer.ctx.enabled else ""),
+    ])
 
 
-def describe_objective(config: ExperimentConfig, with_dropped_path: bool) -> str:
-    """The objective a run optimises, in words: a ``_cam`` model keeps the config's λ_sim and
-    λ_norm (it is then the L_sim + L_norm ablation row, not vanilla CAM), so say so up front."""
-    loss = config.loss
-    warm = ["L_CE"] + ([f"{loss.lambda_drop:g}·L_drop"] if with_dropped_path and loss.lambda_drop else [])
-    full = warm + [f"{w:g}·{name}" for w, name in ((loss.lambda_sim, "L_sim"), (loss.lambda_norm, "L_norm")) if w]
-    text = " + ".join(full)
-    if len(full) > len(warm) and config.optim.warm_epochs:
-        text = f"{' + '.join(warm)} for {config.optim.warm_epochs} warm epochs, then {text}"
-    if len(full) == 1:
-        text += " (vanilla CAM)" if not with_dropped_path else " (the dropped path is built but unused)"
-    elif not with_dropped_path and loss.lambda_drop:
-        text += f" (λ_drop={loss.lambda_drop:g} unused: {config.model.name} has no dropped path)"
-    return text
-
-
-def total_loss(terms: dict[str, torch.Tensor], loss: LossConfig) -> torch.Tensor:
-    return terms["ce"] + loss.lambda_drop * terms["drop"] + loss.lambda_sim * terms["sim"] + loss.lambda_norm * terms["norm"]
+def describe_epoch(epoch: int, config: ExperimentConfig, record: dict, best: bool) -> str:
+    """One line per epoch: losses, speed and, when validated, the val metrics (both contour modes
+    and the map diagnostics of fastwsol.evaluation.diagnostics)."""
+    o = config.optim
+    warm = " (warm)" if epoch <= Objective.from_config(config).warm_epochs else ""
+    losses = " ".join(f"{k} {record[f'loss_{k}']:.3f}" for k in LOSS_TERMS)
+    line = (f"epoch {epoch}/{o.epochs}{warm}: loss {record['loss_total']:.3f} ({losses}), "
+            f"{record['images_per_s']:.1f} img/s, {record['seconds']:.0f} s")
+    if "val_gt_known_loc" in record:
+        line += (f"; val GT-known {record['val_gt_known_loc']:.1f}/{record['val_gt_known_loc_single']:.1f} "
+                 f"(multi/single contour), MaxBoxAccV2 {record['val_max_box_acc_v2']:.1f}/"
+                 f"{record['val_max_box_acc_v2_single']:.1f}, top-1 {record['val_top1_cls']:.1f}, "
+                 f"inverted {record['val_inverted_pct']:.1f} %, peak in GT {record['val_peak_in_gt_pct']:.1f} %"
+                 + (" [best]" if best else ""))
+    return line
 
 
 def compile_options(model: torch.nn.Module, config: ExperimentConfig) -> dict:
@@ -216,6 +193,7 @@ class TrainStep:
 
     def _make(self, full: bool):
         config = self.config
+        objective = Objective.from_config(config)
         autocast = config.train.precision == "bf16"
 
         def forward_losses(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,9 +202,9 @@ class TrainStep:
             if config.train.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = self.model(images)
-            terms = method_losses(out, labels, self.fc_weight, config.loss, full=full, backend=config.train.backend)
-            total = total_loss(terms, config.loss)
+                out = self.model(images, backend=config.train.backend)
+            terms = objective.losses(out, labels, self.fc_weight, full=full, backend=config.train.backend)
+            total = objective.total(terms)
             return total, torch.stack([total.detach(), *(terms[k].detach().float() for k in LOSS_TERMS)])
 
         return forward_losses
@@ -311,10 +289,11 @@ class Trainer:
         self._loaders: dict[tuple, object] = {}
         train_loader = self.loader("train", config.optim.warm_batch_size)
         self.num_classes = int(train_loader.metadata.labels.max()) + 1
-        self.model = build_model(config, self.num_classes).to(self.device)
+        self.class_names = class_names(config.data.metadata_root, config.data.dataset, train_loader.metadata)
+        self.objective = Objective.from_config(config)
+        self.model = model_from_config(config, self.num_classes).to(self.device)
         if config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.model.ops_backend = config.train.backend
         self.optimizer = build_optimizer(self.model, config)
         self.step_model = self.model
         if self.ctx.enabled:
@@ -335,26 +314,20 @@ class Trainer:
         """Loaders are cached per (split, batch size): the warm/full switch reuses them."""
         key = (split, batch_size)
         if key not in self._loaders:
-            d = self.config.data
-            self._loaders[key] = build_loader(
-                d.data_root,
-                d.metadata_root,
-                d.dataset,
+            self._loaders[key] = loader_from_config(
+                self.config,
                 split,
-                train=split == "train",
                 batch_size=batch_size // self.ctx.world_size if split == "train" else self.config.eval.batch_size,
-                loader=d.loader,
                 device=self.device,
-                num_threads=d.num_threads,
-                seed=self.config.train.seed,
                 shard_id=self.ctx.rank,
                 num_shards=self.ctx.world_size,
-                skip_bad=d.skip_bad,
-                image_size=d.image_size,
-                resize_size=d.resize_size,
-                output="uint8",  # normalised inside the (compiled) step
-            )
+            )  # uint8: normalised inside the (compiled) step
         return self._loaders[key]
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        loader = self.loader("train", batch_size)
+        cap = self.config.train.max_steps_per_epoch
+        return len(loader) if cap is None else min(len(loader), cap)
 
     def _existing_run_files(self) -> list[str]:
         return [name for name in RUN_FILES if (self.out_dir / name).exists()]
@@ -403,6 +376,8 @@ class Trainer:
             "rng": self._all_rng_states(),
             "config": self.config.to_dict(),
             "num_classes": self.num_classes,
+            "class_names": self.class_names,  # shown by evaluate's pictures and localize ({} when unnamed)
+            "workdir": os.getcwd(),  # the config's relative data paths are relative to it
             "lr_factor": lr_factor(self.epoch, self.config),
         }
 
@@ -434,6 +409,9 @@ class Trainer:
         if len(state["rng"]) != self.ctx.world_size:
             raise ValueError(f"{path} was written by {len(state['rng'])} process(es); resume it with as many, not {self.ctx.world_size}")
         restore_rng_states(state["rng"][self.ctx.rank])
+        if self.ctx.is_main:
+            print(f"fastwsol train: resuming from {path} at epoch {self.epoch + 1} step {self.step_in_epoch} "
+                  f"(global step {self.global_step})", file=sys.stderr, flush=True)
 
     # -- signals
     def _on_signal(self, signum, _frame) -> None:
@@ -461,13 +439,13 @@ class Trainer:
     # -- one epoch
     def _train_epoch(self) -> dict[str, float]:
         config = self.config
-        full = not is_warm_epoch(self.epoch, config)
+        full = not self.objective.is_warm_epoch(self.epoch)
         batch_size = config.optim.batch_size if full else config.optim.warm_batch_size
         loader = self.loader("train", batch_size)
         loader.set_epoch(self.epoch)
         set_lr(self.optimizer, lr_factor(self.epoch, config))
         self.model.train()
-        steps = len(loader) if config.train.max_steps_per_epoch is None else min(len(loader), config.train.max_steps_per_epoch)
+        steps = self.steps_per_epoch(batch_size)
         sums = torch.zeros(1 + len(LOSS_TERMS))
         done_before = self.step_in_epoch
         progress = _progress(steps, f"epoch {self.epoch + 1}/{config.optim.epochs}" + ("" if full else " (warm)"), self)
@@ -505,7 +483,9 @@ class Trainer:
                 raise StopRequested
         progress.close()
         count = max(self.step_in_epoch - done_before, 1)
-        return {f"loss_{k}": v for k, v in zip(("total", *LOSS_TERMS), (sums / count).tolist())}
+        seconds = time.perf_counter() - started
+        losses = {f"loss_{k}": v for k, v in zip(("total", *LOSS_TERMS), (sums / count).tolist())}
+        return {**losses, "images_per_s": images_seen / max(seconds, 1e-9), "seconds": seconds}
 
     def evaluate(self, split: str) -> dict:
         from fastwsol.evaluate import evaluate_model
@@ -517,7 +497,7 @@ class Trainer:
         config = self.config
         previous = self._install_signal_handlers()
         if self.ctx.is_main:
-            print(f"fastwsol train: objective {describe_objective(config, self.model.with_dropped_path)}", file=sys.stderr)
+            print(describe_plan(self), file=sys.stderr, flush=True)
         try:
             while self.epoch < config.optim.epochs:
                 try:
@@ -534,6 +514,7 @@ class Trainer:
                 self.epoch += 1
                 self.step_in_epoch = 0
                 record = {"type": "epoch", "epoch": self.epoch, **losses}
+                improved = False
                 validate_now = config.train.eval_interval and (
                     self.epoch % config.train.eval_interval == 0 or self.epoch == config.optim.epochs
                 )
@@ -541,6 +522,7 @@ class Trainer:
                     metrics = self.evaluate("val")
                     record.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
                     if metrics[config.train.select_metric] > self.best["metric"]:
+                        improved = True
                         self.best = {
                             "metric": metrics[config.train.select_metric],
                             "epoch": self.epoch,
@@ -548,6 +530,8 @@ class Trainer:
                         }
                         self.save("best.pt")
                 self.log.write(record, self.global_step)
+                if self.ctx.is_main:  # a line per epoch whether or not stderr is a terminal
+                    print(describe_epoch(self.epoch, config, record, improved), file=sys.stderr, flush=True)
                 self.save("last.pt")
                 if self._stop_requested():
                     print(f"fastwsol train: stopped after epoch {self.epoch}; resume with --resume.", file=sys.stderr)

@@ -12,7 +12,7 @@ from fastwsol import __version__
 from fastwsol.checkpoint import load_checkpoint
 from fastwsol.cli import main
 from fastwsol.evaluate import scoremaps_for
-from fastwsol.localize import box_to_original
+from fastwsol.evaluate import box_to_original
 
 
 def read_png(path):
@@ -39,7 +39,8 @@ def test_evaluate_writes_json_and_pictures(tiny_checkpoint, tmp_path, capsys):
     assert 0 <= metrics["gt_known_loc"] <= 100 and 0 <= metrics["best_threshold"] < 1
     pictures = sorted(p for p in maps_dir.rglob("*.png") if p.name != "contact_sheet.png")
     assert len(pictures) == 6  # one per test image
-    assert read_png(pictures[0]).shape == (224, 224, 3)
+    # the original image (enlarged by a whole factor when small), not the 224² input
+    assert read_png(pictures[0]).shape[2] == 3 and read_png(pictures[0]).shape[:2] != (224, 224)
     assert read_png(maps_dir / "contact_sheet.png").ndim == 3
 
 
@@ -48,6 +49,18 @@ def test_evaluate_map_variants(tiny_checkpoint, tmp_path, kind):
     assert main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--split", "val", "--map", kind, "--out", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / f"metrics_val_{kind}.json").read_text())
     assert metrics["map"] == kind and metrics["num_images"] == 6
+
+
+def test_an_unknown_map_is_refused_before_anything_is_read_or_written(tiny_checkpoint, tmp_path):
+    from fastwsol.evaluate import evaluate_checkpoint, load_trained
+    from fastwsol.localize import localize_images
+
+    trained = load_trained(tiny_checkpoint)
+    with pytest.raises(ValueError, match=r"map must be one of \('cam', 'norm', 'sim'\), got 'heat'"):
+        evaluate_checkpoint(trained, map_kind="heat", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="got 'heat'"):
+        localize_images(trained, [tmp_path / "missing.jpg"], map_kind="heat", out_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def test_similarity_scoremap_is_max_normalised_with_negatives_as_background():
@@ -92,7 +105,9 @@ def test_localize_any_size_and_format_and_a_bad_file_fails_alone(tiny_checkpoint
         x0, y0, x1, y1 = result["box"]
         assert 0 <= x0 <= x1 < width and 0 <= y0 <= y1 < height
         assert len(result["top_classes"]) == 3 and abs(sum(c["score"] for c in result["top_classes"]) - 1) < 1e-5
-        assert read_png(result["picture"]).shape[:2] == (height, width)
+        picture = read_png(result["picture"])  # the image (a small one enlarged), a title above, a legend below
+        scale = picture.shape[1] / width
+        assert scale == max(1, -(-320 // width)) and picture.shape[0] > height * scale
 
 
 def test_box_to_original():
@@ -102,20 +117,31 @@ def test_box_to_original():
 
 
 def test_reproduce_end_to_end_on_a_tiny_set(tiny_run_overrides, tmp_path):
-    from fastwsol.reproduce import reproduce
+    from fastwsol.reproduce import RESULT_METRICS, reproduce
 
     overrides = [o for o in tiny_run_overrides(tmp_path / "unused") if not o.startswith("train.out_dir")]
     pretrain = [o for o in overrides if not o.startswith("model.name")]
-    summary = reproduce(tmp_path / "reproduce", overrides=[*overrides, "optim.epochs=1", "optim.warm_epochs=0"],
+    out = tmp_path / "reproduce"
+    summary = reproduce(out, seeds=2, overrides=[*overrides, "optim.epochs=1", "optim.warm_epochs=0"],
                         pretrain_overrides=[*pretrain, "optim.epochs=1"])
-    assert set(summary["variants"]) == {"cam", "all"}
-    # both fine-tunings start from the pretraining's backbone
-    backbone = tmp_path / "reproduce" / "pretrain" / "last.pt"
+    assert set(summary["variants"]) == {"cam", "all"} and summary["seeds"] == [0, 1]
+    # every fine-tuning of every seed starts from the one pretraining's backbone, with its own seed
+    backbone = out / "pretrain" / "last.pt"
     assert summary["pretrain"]["test"]["top1_cls"] >= 0 and f"model.init_from={backbone}" in summary["overrides"]
-    for key in ("cam", "all"):
-        assert load_checkpoint(tmp_path / "reproduce" / key / "last.pt")["config"]["model"]["init_from"] == str(backbone)
+    for seed in (0, 1):
+        for key in ("cam", "all"):
+            config = load_checkpoint(out / f"seed{seed}" / key / "last.pt")["config"]
+            assert config["model"]["init_from"] == str(backbone) and config["train"]["seed"] == seed
+    method = summary["variants"]["all"]
+    assert len(method["test"]) == 2
+    for key, _ in RESULT_METRICS:  # each metric's mean over the seeds' rows
+        assert method["mean_sd"][key][0] == pytest.approx(sum(m[key] for m in method["test"]) / 2)
+    gt_known = summary["method_minus_vanilla"]["gt_known_loc_single"]["per_seed"]
+    assert gt_known == [m["gt_known_loc_single"] - v["gt_known_loc_single"]
+                        for v, m in zip(summary["variants"]["cam"]["test"], method["test"])]
     assert set(summary["maps"]["method"]) == {"cam", "norm", "sim"}
-    report = (tmp_path / "reproduce" / "results.md").read_text()
-    assert "vanilla CAM" in report and "the method" in report and "GT-known Loc" in report
-    figure = read_png(tmp_path / "reproduce" / "maps_vanilla_vs_method.png")
+    report = (out / "results.md").read_text()
+    for text in ("vanilla CAM", "the method", "GT-known Loc (single)", "inverted maps %", "## Every seed", " ± "):
+        assert text in report
+    figure = read_png(out / "maps_vanilla_vs_method.png")
     assert figure.shape[0] > 200 and figure.shape[1] > 1000  # 6 rows × (1 + 2×3) columns

@@ -1,5 +1,5 @@
 """A full training step under ``torch.compile(fullgraph=True)``: the two-path model forward
-(attentive dropout through ``model.ops_backend``), all four losses (CE, consistency, alignment
+(attentive dropout through ``model(x, backend=...)``), all four losses (CE, consistency, alignment
 L_sim and L_norm through ``fastwsol.ops``) and the backward, with no graph break, and gradients
 equal to the eager reference step.
 
@@ -27,7 +27,7 @@ LOSS_WEIGHTS = {"drop": 3.0, "sim": 0.5, "norm": 1.5}
 
 
 def train_step(model, images: torch.Tensor, labels: torch.Tensor, backend: str) -> torch.Tensor:
-    out = model(images)
+    out = model(images, backend=backend)
     loss_ce = F.cross_entropy(out["logits"], labels)
     loss_drop = ops.consistency_loss(out["feature"], out["feature_dropped"], backend=backend)
     loss_sim, loss_norm = ops.alignment_loss(
@@ -55,7 +55,6 @@ def test_fullgraph_train_step_matches_eager_reference(backend, compiler, monkeyp
     torch.manual_seed(0)
     model = create_model("vgg_small", num_classes=5, drop_threshold=0.5, drop_prob=1.0).train()
     reference_model = copy.deepcopy(model)
-    model.ops_backend, reference_model.ops_backend = backend, "reference"
     images = torch.randn(2, 3, 64, 64)
     labels = torch.tensor([1, 3])
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fastwsol.checkpoint import write_text_atomic
+from fastwsol.io import write_text_atomic
 from fastwsol.data.images import BadImageError, inspect_image
 from fastwsol.evaluation.metadata import (
     CLASS_LABELS,

@@ -35,6 +35,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fastwsol.evaluation.metadata import CLASS_NAMES
+from fastwsol.io import write_bytes_atomic
+
 DATASET_NAME = "SYNTHETIC"
 SPLITS = ("train", "val", "test")
 
@@ -42,6 +45,7 @@ SPLITS = ("train", "val", "test")
 # the body and the muted background never use.
 BODY_COLOURS = ((196, 140, 80), (120, 82, 46))
 PART_COLOURS = ((225, 30, 30), (30, 70, 230), (20, 185, 60), (215, 40, 215), (240, 225, 20))
+PART_COLOUR_NAMES = ("red", "blue", "green", "magenta", "yellow")
 PART_SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross", "ring", "hexagon")
 # len(PART_SHAPES) and len(PART_COLOURS) are coprime, so class c ↦ (c mod 8, c mod 5) is a
 # bijection onto all 40 pairs (Chinese remainder theorem) and neighbouring classes differ in both.
@@ -98,6 +102,18 @@ def part_of_class(label: int) -> tuple[str, tuple[int, int, int]]:
 def body_of_class(label: int) -> tuple[str, tuple[tuple[int, int, int], tuple[int, int, int]]]:
     """The (pattern, two RGB colours) of body class ``label`` in the ``"bodies"`` task."""
     return BODY_PATTERNS[label % len(BODY_PATTERNS)], BODY_PALETTE[label % len(BODY_PALETTE)]
+
+
+def class_name(label: int, task: str = "parts") -> str:
+    """What class ``label`` of ``task`` looks like, e.g. "red triangle" (written to the
+    metadata's class_names.txt, shown in pictures and by ``localize``)."""
+    if task == "bodies":
+        pattern, _ = body_of_class(label)
+        return f"{pattern} body {label % len(BODY_PALETTE)}"
+    if task == "objects":
+        body, part = divmod(label, OBJECT_PARTS)
+        return f"{class_name(body, 'bodies')} + {class_name(OBJECT_PART_OFFSET + part)}"
+    return f"{PART_COLOUR_NAMES[label % len(PART_COLOURS)]} {PART_SHAPES[label % len(PART_SHAPES)]}"
 
 
 def body_tint(label: int) -> np.ndarray:
@@ -263,11 +279,8 @@ def _mask_box(mask: np.ndarray) -> np.ndarray:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    # Rename-only, no fsync (unlike checkpoint.write_bytes_atomic): one fsync per JPEG would
-    # slow generation, and a generation cut short is simply run again.
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    # no fsync: one per JPEG would slow generation, and a generation cut short is run again
+    write_bytes_atomic(path, data, durable=False)
 
 
 def _split_seed(seed: int, split: str, label: int, index: int) -> list[int]:
@@ -291,7 +304,7 @@ def _set_files(spec: SyntheticSpec) -> list[Path]:
     files = [Path("data", DATASET_NAME, _image_id(label, split, index))
              for split, count in _per_class(spec).items() for label in range(spec.classes) for index in range(count)]
     files += [Path("metadata", DATASET_NAME, split, f"{name}.txt") for split in SPLITS for name in METADATA_FILES]
-    return files + [Path(MANIFEST)]
+    return files + [Path("metadata", DATASET_NAME, CLASS_NAMES), Path(MANIFEST)]
 
 
 def _recorded_spec(root: Path) -> SyntheticSpec | None:
@@ -329,6 +342,8 @@ def _write_set(root: Path, spec: SyntheticSpec) -> None:
         split_dir.mkdir(parents=True, exist_ok=True)
         for name, lines in rows.items():
             _write_atomic(split_dir / f"{name}.txt", ("\n".join(lines) + "\n").encode())
+    names = "".join(f"{label},{class_name(label, spec.task)}\n" for label in range(spec.classes))
+    _write_atomic(root / "metadata" / DATASET_NAME / CLASS_NAMES, names.encode())
     _write_atomic(root / MANIFEST, (json.dumps({"dataset": DATASET_NAME, **asdict(spec)}, indent=2) + "\n").encode())
 
 

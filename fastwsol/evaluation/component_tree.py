@@ -55,7 +55,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["correct_at_thresholds", "quantise_scoremaps", "normalise_and_quantise"]
+__all__ = ["correct_at_thresholds_component_tree", "quantize_scoremaps", "normalize_and_quantize"]
 
 _NOGIL = dict(cache=True, nogil=True)
 
@@ -701,7 +701,7 @@ def _correct_batch(q, maxima, level_table, gt_flat, gt_offsets, iou_thresholds, 
 
 
 @nb.njit(parallel=True, **_NOGIL)
-def _quantise(maps, scale, out, flags):
+def _quantize(maps, scale, out, flags):
     """out = trunc(maps · 255) in the maps' dtype; flags[i] bit 0: NaN, bit 1: outside [0, 1]."""
     for i in nb.prange(maps.shape[0]):
         m = maps[i]
@@ -719,7 +719,7 @@ def _quantise(maps, scale, out, flags):
         flags[i] = flag
 
 
-def quantise_scoremaps(maps: np.ndarray) -> np.ndarray:
+def quantize_scoremaps(maps: np.ndarray) -> np.ndarray:
     """(N, H, W) float score maps → uint8(score · 255), in one compiled pass; same result and
     same errors as :func:`fastwsol.evaluation.boxes.scoremap_to_uint8`."""
     maps = np.asarray(maps)
@@ -730,7 +730,7 @@ def quantise_scoremaps(maps: np.ndarray) -> np.ndarray:
     maps = np.ascontiguousarray(maps)
     out = np.zeros(maps.shape, np.uint8)
     flags = np.zeros(maps.shape[0], np.int64)
-    _quantise(maps, maps.dtype.type(255), out, flags)
+    _quantize(maps, maps.dtype.type(255), out, flags)
     if (flags & 1).any():
         raise ValueError("the score map contains NaN (normalise it first: NaN maps become zeros)")
     if (flags & 2).any():
@@ -739,7 +739,7 @@ def quantise_scoremaps(maps: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(parallel=True, **_NOGIL)
-def _normalise_and_quantise(maps, out):
+def _normalize_and_quantize(maps, out):
     for i in nb.prange(maps.shape[0]):
         m = maps[i]
         low = m[0, 0]
@@ -763,9 +763,9 @@ def _normalise_and_quantise(maps, out):
                 o[y, x] = np.uint8(((m[y, x] - low) / peak) * scale)
 
 
-def normalise_and_quantise(maps: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def normalize_and_quantize(maps: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """(N, H, W) float32 upsampled CAMs → uint8 score maps in one compiled pass: bit-for-bit
-    ``quantise_scoremaps(normalize_scoremaps(maps))`` (same float32 operations: subtract the
+    ``quantize_scoremaps(normalize_scoremaps(maps))`` (same float32 operations: subtract the
     minimum, divide by the new maximum, × 255, truncate; NaN or constant → zeros) without
     materialising the float score maps. ``out``: an optional C-contiguous uint8 (N, H, W)
     array to write into."""
@@ -776,11 +776,11 @@ def normalise_and_quantise(maps: np.ndarray, out: np.ndarray | None = None) -> n
         out = np.empty(maps.shape, np.uint8)
     elif out.shape != maps.shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous uint8 array of shape {maps.shape}")
-    _normalise_and_quantise(maps, out)
+    _normalize_and_quantize(maps, out)
     return out
 
 
-def correct_at_thresholds(
+def correct_at_thresholds_component_tree(
     q: np.ndarray,
     gt_boxes: list[np.ndarray],
     level_table: np.ndarray,

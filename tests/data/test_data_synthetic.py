@@ -86,7 +86,9 @@ def test_cli_make_synthetic(tmp_path, capsys):
     meta = read_split_metadata(tmp_path / "s" / "metadata", "SYNTHETIC", "test")
     assert len(meta) == 4
     assert "SYNTHETIC" in capsys.readouterr().out
-    assert cli_main(["make-synthetic", str(tmp_path / "t"), "--classes", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # argparse: "argument --classes: '0': must be >= 1"
+        cli_main(["make-synthetic", str(tmp_path / "t"), "--classes", "0"])
+    assert exit_info.value.code == 2
 
 
 def test_ensure_reuses_a_complete_dataset_with_the_same_parameters(tmp_path):
