@@ -47,7 +47,6 @@ TOLERANCES = {
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-BACKENDS = ("triton", "reference", "compiled")
 TRAIN_BACKENDS = {"triton": ("triton", True), "compiled": ("compiled", True), "eager": ("reference", False)}
 DEFAULT_BUDGET_S = 480
 
