@@ -120,15 +120,17 @@ def _op_calls(shapes, dtype, layout):
     uniform = torch.empty((shapes.batch, 1, shapes.dropout_size, shapes.dropout_size))
     keep = torch.empty((shapes.batch, 1, shapes.dropout_size, shapes.dropout_size), dtype=dtype)
     scalar = torch.ones(())
+    seed = torch.ones(1, dtype=torch.int64)
     fine = shapes.fine_grained
     return [
         ("alignment_loss", "forward", lambda: alignment_loss._forward(feature, weight, target, 0.6, 0.1, fine)),
         ("alignment_loss", "backward", lambda: alignment_loss._backward(scalar, scalar, feature, weight, target, *maps)),
-        ("attentive_dropout", "forward", lambda: attentive_dropout.attentive_dropout_op(x, 0.8, 0.5, torch.ones(1, dtype=torch.int64), None)),
+        ("attentive_dropout", "forward", lambda: attentive_dropout.attentive_dropout_op(x, 0.8, 0.5, seed, None)),
         ("attentive_dropout", "forward", lambda: attentive_dropout.attentive_dropout_op(x, 0.8, 0.5, None, uniform)),
         ("attentive_dropout", "backward", lambda: attentive_dropout.attentive_dropout_backward_op(x, keep)),
         ("consistency_loss", "forward", lambda: consistency_loss.consistency_loss_op(feature, feature)),
-        ("consistency_loss", "backward", lambda: consistency_loss.consistency_loss_backward_op(scalar, feature, feature)),
+        ("consistency_loss", "backward",
+         lambda: consistency_loss.consistency_loss_backward_op(scalar, feature, feature)),
     ]
 
 
@@ -141,7 +143,8 @@ def record_launches(shapes_table=None) -> list[Launch]:
         for dtype_name, dtype in DTYPES.items():
             for layout in LAYOUTS:
                 for op, direction, call in _op_calls(shapes, dtype, layout):
-                    context = {"op": op, "direction": direction, "shape": shape_name, "dtype": dtype_name, "layout": layout}
+                    context = {"op": op, "direction": direction, "shape": shape_name, "dtype": dtype_name,
+                               "layout": layout}
                     with recording(launches, context):
                         call()
     return launches
@@ -169,7 +172,8 @@ def specialise(launch: Launch, arch: int):
 def specialisation_key(launch: Launch) -> str:
     """What selects a distinct binary: the kernel and its specialised signature, constants, attributes and options."""
     source, options = specialise(launch, 90)
-    return repr((launch.fn.fn.__qualname__, sorted(source.signature.items()), sorted(map(repr, source.constants.items())),
+    return repr((launch.fn.fn.__qualname__, sorted(source.signature.items()),
+                 sorted(map(repr, source.constants.items())),
                  sorted(map(repr, source.attrs.items())), options.num_warps, options.num_stages))
 
 
@@ -317,7 +321,8 @@ def build(name: str, launch: Launch, labels: list[dict], arch: int) -> BuildReco
         ptx_lines=ptx.count("\n"), cubin_bytes=len(compiled.asm["cubin"]), approx_ops=len(_APPROX_OPS.findall(ptx)),
         vector_loads=len(_VECTOR_LOADS.findall(ptx)), scalar_loads=len(_SCALAR_LOADS.findall(ptx)),
         loop_barriers=loop_barriers(ptx),
-        constant_one=[n for i, n in enumerate(names) if source.constants.get((i,)) == 1 and not launch.fn.params[i].is_constexpr],
+        constant_one=[n for i, n in enumerate(names)
+                      if source.constants.get((i,)) == 1 and not launch.fn.params[i].is_constexpr],
         divisible_by_16=[n for i, n in enumerate(names) if ["tt.divisibility", 16] in source.attrs.get((i,), [])],
         launches=labels,
     )

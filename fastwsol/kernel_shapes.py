@@ -83,7 +83,8 @@ def alignment_traffic(shapes: OpShapes, element_size: int, direction: str) -> Tr
         weight = shapes.classes * channels * 4 if shapes.fine_grained else 0
         block = alignment_kernel.forward_block_positions(shapes.fine_grained, element_size)
         programs = batch * math.ceil(height * width / block)
-        maps = 3 * positions * MAP_BYTES + (3 + 2) * positions * MAP_BYTES  # stats writes; image kernel reads 3, writes 2
+        # the stats kernel writes 3 maps; the image kernel reads 3, writes 2
+        maps = 3 * positions * MAP_BYTES + (3 + 2) * positions * MAP_BYTES
         hbm = feature + weight + batch * channels * 4 + maps
         l2 = passes * feature + programs * (weight + channels * 4) + maps  # every program reads all of ŵ
         class_dot = 2 * positions * shapes.classes * channels if shapes.fine_grained else 0
@@ -118,4 +119,8 @@ def consistency_traffic(shapes: OpShapes, element_size: int, direction: str) -> 
     return Traffic(4 * feature, 4 * feature, 3 * _numel(shapes.feature), 4 * feature)
 
 
-TRAFFIC = {"alignment_loss": alignment_traffic, "attentive_dropout": dropout_traffic, "consistency_loss": consistency_traffic}
+TRAFFIC = {
+    "alignment_loss": alignment_traffic,
+    "attentive_dropout": dropout_traffic,
+    "consistency_loss": consistency_traffic,
+}
