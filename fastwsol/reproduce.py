@@ -216,8 +216,9 @@ def comparison_figure(run_dirs: dict[str, Path], path: Path, num_images: int = 6
     loader = loader_from_config(config, "test", batch_size=256, device="cpu", loader="torch", num_threads=0)
     # evenly spread over the split, so several classes show
     picks = np.linspace(0, loader.num_samples - 1, num_images).astype(int)
-    batch = next(iter(loader))
-    images, labels, indices = batch["images"][picks], batch["labels"][picks], batch["indices"][picks].numpy()
+    batches = list(loader)  # the whole split (a few hundred small images): picks span every batch
+    images, labels, indices = (torch.cat([b[key] for b in batches])[picks] for key in ("images", "labels", "indices"))
+    indices = indices.numpy()
     gt = gt_boxes_224(loader.metadata, indices)
     tiles = []
     for i in range(num_images):
