@@ -37,8 +37,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import format_table
 
+from common import format_table
 from fastwsol.kernel_shapes import REAL_SHAPES, alignment_traffic
 
 FG_THRESHOLD, BG_THRESHOLD = 0.6, 0.2

@@ -23,8 +23,8 @@ import statistics
 import time
 
 import torch
-from common import save_results
 
+from common import save_results
 from fastwsol import ops
 from fastwsol.kernel_shapes import REAL_SHAPES, TRAFFIC, OpShapes
 

@@ -26,8 +26,8 @@ import platform
 
 import gpu_build
 import triton
-from common import save_results
 
+from common import save_results
 from fastwsol.io import write_text_atomic
 from fastwsol.kernel_shapes import REAL_SHAPES, TRAFFIC
 

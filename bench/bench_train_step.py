@@ -33,8 +33,8 @@ import statistics
 import time
 
 import torch
-from common import save_results
 
+from common import save_results
 from fastwsol.config import load_config
 from fastwsol.models import create_model
 from fastwsol.train import TrainStep, build_optimizer

@@ -22,7 +22,6 @@ import sys
 import time
 
 from common import BENCH, QUICK_ENV, QUICK_RESULTS, RESULTS, csv_text, describe_run, format_table
-
 from fastwsol.io import write_text_atomic
 
 # name → (script, arguments for the full run, arguments for --quick)

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
 REQUIRED_KEYS = ("model", "config", "epoch")
 
 

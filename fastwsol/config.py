@@ -119,7 +119,13 @@ def _choices() -> dict[tuple[str, str], tuple[str, ...]]:
         ("train", "precision"): ("fp32", "bf16"),
         ("train", "backend"): BACKENDS,
         ("eval", "map"): MAP_KINDS,
-        ("train", "select_metric"): ("max_box_acc_v2", "gt_known_loc", "top1_loc", "max_box_acc_v2_single", "gt_known_loc_single"),
+        ("train", "select_metric"): (
+            "max_box_acc_v2",
+            "gt_known_loc",
+            "top1_loc",
+            "max_box_acc_v2_single",
+            "gt_known_loc_single",
+        ),
     }
 
 
@@ -195,7 +201,9 @@ def _apply(config: ExperimentConfig, values: dict, origin: str) -> list[str]:
     problems = []
     for section, entries in values.items():
         if section not in ExperimentConfig.__dataclass_fields__:
-            problems.append(f"{origin}: unknown section {section!r}; sections are {list(ExperimentConfig.__dataclass_fields__)}")
+            problems.append(
+                f"{origin}: unknown section {section!r}; sections are {list(ExperimentConfig.__dataclass_fields__)}"
+            )
             continue
         if not isinstance(entries, dict):
             problems.append(f"{origin}: section {section!r} must be a mapping")
@@ -242,22 +250,34 @@ def config_problems(config: ExperimentConfig) -> list[str]:
     for (section, key), choices in _choices().items():
         value = getattr(getattr(config, section), key)
         if (section, key) == ("model", "name") and name.endswith("_cam"):
-            problems.append(f"model.name: {name!r}: the _cam suffix is gone; vanilla CAM is "
-                            f"model.name={name.removesuffix('_cam')} with model.method=cam")
+            problems.append(
+                f"model.name: {name!r}: the _cam suffix is gone; vanilla CAM is "
+                f"model.name={name.removesuffix('_cam')} with model.method=cam"
+            )
         elif value not in choices:
             problems.append(f"{section}.{key}: {value!r} is not one of {choices}")
     o = config.optim
     checks = [
-        ("loss.bg_threshold", config.loss.bg_threshold <= config.loss.fg_threshold,
-         f"τ_bg ({config.loss.bg_threshold}) must not exceed τ_fg ({config.loss.fg_threshold})"),
+        (
+            "loss.bg_threshold",
+            config.loss.bg_threshold <= config.loss.fg_threshold,
+            f"τ_bg ({config.loss.bg_threshold}) must not exceed τ_fg ({config.loss.fg_threshold})",
+        ),
         ("loss.fg_threshold", 0.0 <= config.loss.fg_threshold <= 1.0, "must lie in [0, 1]"),
         ("loss.bg_threshold", 0.0 <= config.loss.bg_threshold <= 1.0, "must lie in [0, 1]"),
-        ("model.init_from", config.model.init_from is None or config.model.pretrained is None,
-         "give either model.pretrained or model.init_from, not both"),
+        (
+            "model.init_from",
+            config.model.init_from is None or config.model.pretrained is None,
+            "give either model.pretrained or model.init_from, not both",
+        ),
         ("model.drop_prob", 0.0 <= config.model.drop_prob <= 1.0, "must lie in [0, 1]"),
         ("model.drop_threshold", 0.0 <= config.model.drop_threshold <= 1.0, "must lie in [0, 1]"),
         ("optim.epochs", config.optim.epochs >= 1, "must be >= 1"),
-        ("optim.warm_epochs", 0 <= o.warm_epochs <= o.epochs, f"{o.warm_epochs} must lie in [0, optim.epochs = {o.epochs}]"),
+        (
+            "optim.warm_epochs",
+            0 <= o.warm_epochs <= o.epochs,
+            f"{o.warm_epochs} must lie in [0, optim.epochs = {o.epochs}]",
+        ),
         ("optim.batch_size", config.optim.batch_size >= 1, "must be >= 1"),
         ("optim.warm_batch_size", config.optim.warm_batch_size >= 1, "must be >= 1"),
         ("optim.lr", config.optim.lr > 0, "must be > 0"),
@@ -268,9 +288,12 @@ def config_problems(config: ExperimentConfig) -> list[str]:
         ("optim.lr_decay_epochs", all(e >= 1 for e in o.lr_decay_epochs), "epochs are 1-based"),
         # every decay past the last epoch: a schedule that silently never applies (a shortened run);
         # some past it is the authors' ImageNet schedule (21 and 31 of 30 epochs), noted by load_config
-        ("optim.lr_decay_epochs", not o.lr_decay_epochs or min(o.lr_decay_epochs) <= o.epochs,
-         f"{o.lr_decay_epochs} lies beyond optim.epochs ({o.epochs}): the learning rate would never decay; "
-         f"use decay epochs within the run (optim.lr_decay_epochs=[] for none)"),
+        (
+            "optim.lr_decay_epochs",
+            not o.lr_decay_epochs or min(o.lr_decay_epochs) <= o.epochs,
+            f"{o.lr_decay_epochs} lies beyond optim.epochs ({o.epochs}): the learning rate would never decay; "
+            f"use decay epochs within the run (optim.lr_decay_epochs=[] for none)",
+        ),
         ("loss.lambda_drop", config.loss.lambda_drop >= 0, "must be >= 0"),
         ("loss.lambda_sim", config.loss.lambda_sim >= 0, "must be >= 0"),
         ("loss.lambda_norm", config.loss.lambda_norm >= 0, "must be >= 0"),
@@ -292,13 +315,19 @@ def file_problems(config: ExperimentConfig) -> list[str]:
     metadata_root = resolve_metadata_root(config.data.metadata_root)
     for key, root in (("data.metadata_root", str(metadata_root)), ("data.data_root", config.data.data_root)):
         if not (Path(root) / config.data.dataset).is_dir():
-            made_by = {
-                SYNTHETIC_NAME: f"; `fastwsol make-synthetic {Path(root).parent}` writes it",
-                "CUB": f"; `fastwsol prepare cub CUB_200_2011_DIR --out {root}` lays it out",
-                "ILSVRC": f"; `fastwsol prepare imagenet --train DIR --val DIR --out {root}` lays it out",
-            }.get(config.data.dataset, "") if key == "data.data_root" or config.data.dataset == SYNTHETIC_NAME else ""
-            problems.append(f"{key}: folder {str(Path(root) / config.data.dataset)!r} (data.dataset "
-                            f"{config.data.dataset!r} under {root!r}) does not exist{made_by}")
+            made_by = (
+                {
+                    SYNTHETIC_NAME: f"; `fastwsol make-synthetic {Path(root).parent}` writes it",
+                    "CUB": f"; `fastwsol prepare cub CUB_200_2011_DIR --out {root}` lays it out",
+                    "ILSVRC": f"; `fastwsol prepare imagenet --train DIR --val DIR --out {root}` lays it out",
+                }.get(config.data.dataset, "")
+                if key == "data.data_root" or config.data.dataset == SYNTHETIC_NAME
+                else ""
+            )
+            problems.append(
+                f"{key}: folder {str(Path(root) / config.data.dataset)!r} (data.dataset "
+                f"{config.data.dataset!r} under {root!r}) does not exist{made_by}"
+            )
     pretrained = config.model.pretrained
     if pretrained not in (None, "imagenet") and not Path(pretrained).is_file():
         problems.append(f"model.pretrained: weight file {pretrained!r} does not exist (or use imagenet)")
@@ -315,8 +344,10 @@ def init_from_hint() -> str:
     made = DEFAULT_OUT / PRETRAIN_KEY / "last.pt"
     if made.is_file():
         return f"`fastwsol reproduce` already trained one: model.init_from={made}"
-    return ("train that run first (for configs/synthetic.yaml: fastwsol train --config configs/synthetic_pretrain.yaml, "
-            f"or `fastwsol reproduce`, which writes {made})")
+    return (
+        "train that run first (for configs/synthetic.yaml: fastwsol train --config configs/synthetic_pretrain.yaml, "
+        f"or `fastwsol reproduce`, which writes {made})"
+    )
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -408,10 +439,12 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     return merged
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequence[str] = (), *,
-                check_files: bool = False) -> ExperimentConfig:
-    """Defaults ← YAML file (and the file it ``extends``) ← ``--set`` overrides, then validation (``check_files``: also the
-    data folders and weight files a run reads); every problem is reported in one ConfigError.
+def load_config(
+    path: str | os.PathLike | None = None, overrides: typing.Sequence[str] = (), *, check_files: bool = False
+) -> ExperimentConfig:
+    """Defaults ← YAML file (and the file it ``extends``) ← ``--set`` overrides, then validation
+    (``check_files``: also the data folders and weight files a run reads); every problem is
+    reported in one ConfigError.
     ``path`` may also name a shipped config (``"cub_vgg16"``, see :func:`config_path`)."""
     config = ExperimentConfig()
     problems = []
@@ -429,8 +462,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequenc
     _raise_all(problems)
     beyond = [e for e in config.optim.lr_decay_epochs if e > config.optim.epochs]
     if beyond:
-        print(f"fastwsol: note: optim.lr_decay_epochs {beyond} lie beyond optim.epochs ({config.optim.epochs}) "
-              f"and never apply", file=sys.stderr)
+        print(
+            f"fastwsol: note: optim.lr_decay_epochs {beyond} lie beyond optim.epochs ({config.optim.epochs}) "
+            f"and never apply",
+            file=sys.stderr,
+        )
     return config
 
 

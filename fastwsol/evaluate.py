@@ -120,7 +120,11 @@ def evaluate_model(model, loader, config, ctx=None, *, map_kind: str | None = No
         local = [evaluator, *([single] if single is not None else []), diagnostics]
         total = torch.from_numpy(np.concatenate([*(part.state_vector() for part in local), classification]))
         dist.all_reduce(total)
-        summed = [box_evaluator(e), *([box_evaluator(e, multi_contour=False)] if single is not None else []), MapDiagnostics()]
+        summed = [
+            box_evaluator(e),
+            *([box_evaluator(e, multi_contour=False)] if single is not None else []),
+            MapDiagnostics(),
+        ]
         start = 0
         for fresh, part in zip(summed, local):
             size = len(part.state_vector())
@@ -158,7 +162,9 @@ def load_trained(checkpoint: str | os.PathLike, device: str | torch.device = "cp
         raise ValueError(f"checkpoint {checkpoint}: weights do not fit {config.model.name}: {exc}") from exc
     threshold = state.get("best", {}).get("threshold")
     workdir = Path(state["workdir"]) if state.get("workdir") else None
-    return TrainedModel(model.to(device).eval(), config, threshold, Path(checkpoint), state.get("class_names") or {}, workdir)
+    return TrainedModel(
+        model.to(device).eval(), config, threshold, Path(checkpoint), state.get("class_names") or {}, workdir
+    )
 
 
 def predicted_box(scoremap: np.ndarray, threshold: float) -> np.ndarray:
@@ -177,8 +183,9 @@ def box_to_original(box, width: int, height: int) -> np.ndarray:
     return np.array([left, top, right, bottom])
 
 
-def locate_data(trained: TrainedModel, *, data_root: str | None = None, metadata_root: str | None = None,
-                overrides=()) -> tuple[object, list[str]]:
+def locate_data(
+    trained: TrainedModel, *, data_root: str | None = None, metadata_root: str | None = None, overrides=()
+) -> tuple[object, list[str]]:
     """The run's config (with ``overrides``, ``--set`` style) whose data paths work from here, and
     one line per path saying where it came from. ``data_root``/``metadata_root`` are used as
     given; otherwise a relative path of the run's is taken from the folder the run was trained
@@ -206,15 +213,23 @@ def locate_data(trained: TrainedModel, *, data_root: str | None = None, metadata
             if base is None:
                 raise FileNotFoundError(
                     f"the run's data.{key} {value!r} has no {d.dataset} folder under {', '.join(map(str, bases[:2]))} "
-                    f"or above the checkpoint: pass --{key.replace('_', '-')} DIR")
+                    f"or above the checkpoint: pass --{key.replace('_', '-')} DIR"
+                )
             setattr(d, key, str(base / value))
             used.append(f"data.{key} {base / value} (the run's {value!r}, from {base})")
     return config, used
 
 
-def evaluate_checkpoint(trained: TrainedModel, *, split: str = "test", map_kind: str | None = None,
-                        save_maps: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
-                        sheet_size: int = 32, config=None) -> dict:
+def evaluate_checkpoint(
+    trained: TrainedModel,
+    *,
+    split: str = "test",
+    map_kind: str | None = None,
+    save_maps: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    sheet_size: int = 32,
+    config=None,
+) -> dict:
     """The protocol's metrics on ``split``, written to ``out_dir/metrics_<split>_<map>.json``
     (``metrics["json"]``). ``config``: the run's, with data paths from :func:`locate_data`
     (the default). ``save_maps``: :func:`save_localization_pictures` there."""
@@ -229,8 +244,9 @@ def evaluate_checkpoint(trained: TrainedModel, *, split: str = "test", map_kind:
     write_text_atomic(out_dir / f"metrics_{split}_{map_kind}.json", json.dumps(metrics, indent=2) + "\n")
     metrics["json"] = str(out_dir / f"metrics_{split}_{map_kind}.json")
     if save_maps is not None:
-        metrics["pictures"] = save_localization_pictures(trained, loader, map_kind, metrics["best_threshold"],
-                                                         Path(save_maps), sheet_size, config.data.data_root)
+        metrics["pictures"] = save_localization_pictures(
+            trained, loader, map_kind, metrics["best_threshold"], Path(save_maps), sheet_size, config.data.data_root
+        )
     return metrics
 
 
@@ -251,8 +267,15 @@ def sheet_picks(labels: np.ndarray, count: int) -> list[int]:
 
 
 @torch.no_grad()
-def save_localization_pictures(trained: TrainedModel, loader, map_kind: str, threshold: float, out_dir: Path,
-                               sheet_size: int, data_root: str | os.PathLike) -> int:
+def save_localization_pictures(
+    trained: TrainedModel,
+    loader,
+    map_kind: str,
+    threshold: float,
+    out_dir: Path,
+    sheet_size: int,
+    data_root: str | os.PathLike,
+) -> int:
     """Per image ``<image_id>_<map>.png``: the original image (its own size and aspect ratio)
     under the heat map, GT boxes green, the predicted box red (at ``threshold``), titled with
     the class and the box's IoU, with a legend. ``contact_sheet.png``: half of ``sheet_size``
@@ -284,12 +307,16 @@ def save_localization_pictures(trained: TrainedModel, loader, map_kind: str, thr
     names = {"predicted": f"predicted box ({map_kind} > {threshold:.3f}, the GT-known-optimal threshold)"}
     for batch in loader:
         out = model(normalize_on_device(batch["images"]))
-        scoremaps = scoremaps_for(out["feature"].float(), model.fc.weight.float(), batch["labels"], map_kind).cpu().numpy()
+        scoremaps = (
+            scoremaps_for(out["feature"].float(), model.fc.weight.float(), batch["labels"], map_kind).cpu().numpy()
+        )
         for index, scoremap in zip(batch["indices"].cpu().numpy().tolist(), scoremaps):
             drawn, iou = picture(index, scoremap)
             image_id = metadata.image_ids[index]
-            write_png(out_dir / (os.path.splitext(image_id)[0] + f"_{map_kind}.png"),
-                      with_legend(label(enlarge(drawn), title(index, iou)), **names))
+            write_png(
+                out_dir / (os.path.splitext(image_id)[0] + f"_{map_kind}.png"),
+                with_legend(label(enlarge(drawn), title(index, iou)), **names),
+            )
             written += 1
             if index in keep:
                 kept[index] = scoremap

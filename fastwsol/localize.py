@@ -71,7 +71,9 @@ def localize_images(trained: TrainedModel, paths, *, map_kind: str = "cam", thre
     existing = [str(p) for p in pictures if p is not None and p.exists()]
     if existing and not overwrite:
         more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
-        raise ValueError(f"--out {out_dir}: {', '.join(existing[:3])}{more} already exist; pass --overwrite to replace them")
+        raise ValueError(
+            f"--out {out_dir}: {', '.join(existing[:3])}{more} already exist; pass --overwrite to replace them"
+        )
     device = next(trained.model.parameters()).device
     size = trained.config.data.image_size
     results = []
@@ -86,23 +88,34 @@ def localize_images(trained: TrainedModel, paths, *, map_kind: str = "cam", thre
         probabilities = out["logits"].softmax(dim=1)[0]
         scores, classes = probabilities.topk(min(top_k, probabilities.numel()))
         target = classes[:1]
-        scoremap = scoremaps_for(out["feature"].float(), trained.model.fc.weight.float(), target, map_kind)[0].cpu().numpy()
+        scoremap = (
+            scoremaps_for(out["feature"].float(), trained.model.fc.weight.float(), target, map_kind)[0].cpu().numpy()
+        )
         original = box_to_original(predicted_box(scoremap, threshold), width, height)
         result = {
             "path": str(path),
             "size": [width, height],
-            "top_classes": [{"class": int(c), "score": float(s), **({"name": trained.class_names[int(c)]}
-                                                                     if int(c) in trained.class_names else {})}
-                            for c, s in zip(classes, scores)],
+            "top_classes": [
+                {
+                    "class": int(c),
+                    "score": float(s),
+                    **({"name": trained.class_names[int(c)]} if int(c) in trained.class_names else {}),
+                }
+                for c, s in zip(classes, scores)
+            ],
             "box": [int(v) for v in original],
             "map": map_kind,
             "threshold": float(threshold),
         }
         if picture_path is not None:
             top = result["top_classes"][0]
-            title = f"{class_label(top['class'], trained.class_names)} {top['score']:.2f}\nbox {','.join(map(str, result['box']))}"
-            picture = with_legend(label(enlarge(localization_picture(np.asarray(image), scoremap, predicted_box=original)), title),
-                                  gt=None, predicted=f"predicted box ({map_kind} > {threshold:.2f})")
+            box = ",".join(map(str, result["box"]))
+            title = f"{class_label(top['class'], trained.class_names)} {top['score']:.2f}\nbox {box}"
+            picture = with_legend(
+                label(enlarge(localization_picture(np.asarray(image), scoremap, predicted_box=original)), title),
+                gt=None,
+                predicted=f"predicted box ({map_kind} > {threshold:.2f})",
+            )
             result["picture"] = str(write_png(picture_path, picture))
         results.append(result)
     return results

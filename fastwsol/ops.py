@@ -87,7 +87,8 @@ def _check_alignment_args(feature: torch.Tensor, fc_weight: torch.Tensor, target
         int(target.min()) < 0 or int(target.max()) >= fc_weight.shape[0]
     ):
         raise ValueError(
-            f"target values must lie in [0, C) = [0, {fc_weight.shape[0]}), got min {int(target.min())} max {int(target.max())}"
+            f"target values must lie in [0, C) = [0, {fc_weight.shape[0]}), "
+            f"got min {int(target.min())} max {int(target.max())}"
         )
 
 
@@ -123,7 +124,9 @@ def attentive_dropout(
     if uniform is not None:
         expected = (x.shape[0], 1, *x.shape[2:])
         if tuple(uniform.shape) != expected:
-            raise ValueError(f"uniform must have shape {expected} for x shape {tuple(x.shape)}, got {tuple(uniform.shape)}")
+            raise ValueError(
+                f"uniform must have shape {expected} for x shape {tuple(x.shape)}, got {tuple(uniform.shape)}"
+            )
         _check_same_device(x=x, uniform=uniform)
     return _dispatch("attentive_dropout", backend, x)(x, threshold, drop_prob, uniform=uniform)
 

@@ -185,18 +185,24 @@ def margins_table(seeds, diff: dict) -> str:
     lines = [f"| method − vanilla | {' | '.join(f'seed {s}' for s in seeds)} | mean ± sd |",
              "|---|" + "---|" * (len(seeds) + 1)]
     for key, label in labels.items():
-        lines.append(f"| {label} | {' | '.join(f'{v:+.2f}' if key != 'inverted_pct_max' else f'{v:.2f}' for v in diff[key])} "
-                     f"| {_cell(*mean_sd(diff[key]))} |")
+        lines.append(
+            f"| {label} | {' | '.join(f'{v:+.2f}' if key != 'inverted_pct_max' else f'{v:.2f}' for v in diff[key])} "
+            f"| {_cell(*mean_sd(diff[key]))} |"
+        )
     return "\n".join(lines)
 
 
 def maps_table(per_map: dict[str, dict[str, dict]]) -> str:
-    lines = ["| model | map | Top-1 Loc | GT-known Loc (multi / single) | MaxBoxAccV2 (multi / single) | inverted % |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| model | map | Top-1 Loc | GT-known Loc (multi / single) | MaxBoxAccV2 (multi / single) | inverted % |",
+        "|---|---|---|---|---|---|",
+    ]
     for model, maps in per_map.items():
         for kind, m in maps.items():
-            lines.append(f"| {model} | {kind} | {m['top1_loc']:.2f} | {m['gt_known_loc']:.2f} / {m['gt_known_loc_single']:.2f} "
-                         f"| {m['max_box_acc_v2']:.2f} / {m['max_box_acc_v2_single']:.2f} | {m['inverted_pct']:.1f} |")
+            lines.append(
+                f"| {model} | {kind} | {m['top1_loc']:.2f} | {m['gt_known_loc']:.2f} / {m['gt_known_loc_single']:.2f} "
+                f"| {m['max_box_acc_v2']:.2f} / {m['max_box_acc_v2_single']:.2f} | {m['inverted_pct']:.1f} |"
+            )
     return "\n".join(lines)
 
 
@@ -222,7 +228,9 @@ def comparison_figure(run_dirs: dict[str, Path], path: Path, num_images: int = 6
     gt = gt_boxes_224(loader.metadata, indices)
     tiles = []
     for i in range(num_images):
-        image = cv2.resize(images[i].permute(1, 2, 0).numpy(), (SCOREMAP_SIZE, SCOREMAP_SIZE), interpolation=cv2.INTER_LINEAR)
+        image = cv2.resize(
+            images[i].permute(1, 2, 0).numpy(), (SCOREMAP_SIZE, SCOREMAP_SIZE), interpolation=cv2.INTER_LINEAR
+        )
         tiles.append(label(draw_boxes(image, gt[i], GT_COLOUR), "image + GT"))
         for name, trained in models.items():
             out = trained.model(normalize_on_device(images[i : i + 1]))
@@ -234,8 +242,15 @@ def comparison_figure(run_dirs: dict[str, Path], path: Path, num_images: int = 6
     return write_png(path, contact_sheet(tiles, columns=columns, tile=150))
 
 
-def reproduce(out: str | Path = DEFAULT_OUT, *, seeds: int = 1, ablation: bool = False, fresh: bool = False,
-              overrides=(), pretrain_overrides=()) -> dict:
+def reproduce(
+    out: str | Path = DEFAULT_OUT,
+    *,
+    seeds: int = 1,
+    ablation: bool = False,
+    fresh: bool = False,
+    overrides=(),
+    pretrain_overrides=(),
+) -> dict:
     """``overrides`` apply to every fine-tuning run (``configs/synthetic.yaml``),
     ``pretrain_overrides`` to the pretraining (``configs/synthetic_pretrain.yaml``); ``seeds``
     training seeds (0..seeds-1) per variant, one shared pretrained backbone (module docstring).
@@ -250,8 +265,13 @@ def reproduce(out: str | Path = DEFAULT_OUT, *, seeds: int = 1, ablation: bool =
     ensure_dataset(load_config(DEFAULT_CONFIG, overrides), **WSOL_DATASET)
     new_backbone = fresh or not (out / PRETRAIN_KEY / "test_metrics.json").is_file()
     stage_seconds = {}
-    pretrained = train_run(PRETRAIN_CONFIG, out / PRETRAIN_KEY, pretrain_overrides,
-                           "the backbone on the objects task (the ImageNet stand-in)", fresh)
+    pretrained = train_run(
+        PRETRAIN_CONFIG,
+        out / PRETRAIN_KEY,
+        pretrain_overrides,
+        "the backbone on the objects task (the ImageNet stand-in)",
+        fresh,
+    )
     stage_seconds[PRETRAIN_KEY] = time.perf_counter() - started
     # every fine-tuning starts from the same pretrained backbone (conv6 and fc fresh); a new
     # backbone makes the fine-tuned runs of an older one stale
@@ -268,7 +288,9 @@ def reproduce(out: str | Path = DEFAULT_OUT, *, seeds: int = 1, ablation: bool =
     first = seed_dir(out, seed_list[0])
     t0 = time.perf_counter()
     per_map = {name: evaluate_maps(first / key) for name, key in (("vanilla CAM", VANILLA.key), ("method", METHOD.key))}
-    figure = comparison_figure({"vanilla": first / VANILLA.key, "method": first / METHOD.key}, out / "maps_vanilla_vs_method.png")
+    figure = comparison_figure(
+        {"vanilla": first / VANILLA.key, "method": first / METHOD.key}, out / "maps_vanilla_vs_method.png"
+    )
     stage_seconds["maps_and_figure"] = time.perf_counter() - t0
     diff = margins(results[VANILLA.key], results[METHOD.key])
     elapsed = time.perf_counter() - started
@@ -279,19 +301,25 @@ def reproduce(out: str | Path = DEFAULT_OUT, *, seeds: int = 1, ablation: bool =
         "seeds": seed_list,
         "test_images": test_images,
         "pretrain": {"config": str(PRETRAIN_CONFIG), "overrides": list(pretrain_overrides), "test": pretrained},
-        "variants": {v.key: {"label": v.label, "overrides": list(v.overrides), "test": results[v.key],
-                             "mean_sd": {key: mean_sd([m[key] for m in results[v.key]]) for key, _ in RESULT_METRICS}}
-                     for v in variants},
+        "variants": {
+            v.key: {
+                "label": v.label,
+                "overrides": list(v.overrides),
+                "test": results[v.key],
+                "mean_sd": {key: mean_sd([m[key] for m in results[v.key]]) for key, _ in RESULT_METRICS},
+            }
+            for v in variants
+        },
         "method_minus_vanilla": {key: {"per_seed": values, "mean_sd": mean_sd(values)} for key, values in diff.items()},
         "maps": per_map,
         "figure": str(figure),
         "seconds": elapsed,
         "stage_seconds": stage_seconds,
         "note": "Top-1/Top-5 Loc are read at the CAM threshold that maximises GT-known Loc. 'multi': the protocol's "
-                "boxes around every contour; 'single': the box of the largest contour. 'inverted': mean score inside "
-                "the GT boxes below the mean outside.",
+        "boxes around every contour; 'single': the box of the largest contour. 'inverted': mean score inside "
+        "the GT boxes below the mean outside.",
     }
-    seeds_text = f"training seed 0" if seeds == 1 else f"training seeds {', '.join(map(str, seed_list))} (mean ± sd)"
+    seeds_text = "training seed 0" if seeds == 1 else f"training seeds {', '.join(map(str, seed_list))} (mean ± sd)"
     report = (
         f"# fastwsol reproduction on the synthetic dataset\n\n"
         f"Config `configs/{DEFAULT_CONFIG.name}`{' with ' + ', '.join(overrides) if overrides else ''}; "

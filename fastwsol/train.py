@@ -128,17 +128,22 @@ def describe_plan(trainer: Trainer) -> str:
     if warm_epochs and steps[True] != steps[False]:
         per_epoch = f"{plural(steps[True], 'step')} of {o.warm_batch_size} (warm), then {per_epoch}"
     every = config.train.eval_interval
-    validation = (f"validation after {'every epoch' if every == 1 else f'every {every} epochs'}, "
-                  f"best by val {config.train.select_metric}" if every else "no validation (the last checkpoint is tested)")
-    return "\n".join([
-        f"fastwsol train: {config.model.name} into {trainer.out_dir}",
-        f"  objective: {trainer.objective.describe()}",
-        f"  plan: {plural(o.epochs, 'epoch')} × {per_epoch} = {plural(total, 'step')}, "
-        f"{plural(images, 'training image')} per epoch; {validation}",
-        f"  device: {trainer.device}, backend: {config.train.backend}, "
-        f"compile: {'on' if config.train.compile else 'off'}, precision: {config.train.precision}"
-        + (f", {plural(trainer.ctx.world_size, 'process')}" if trainer.ctx.enabled else ""),
-    ])
+    if every:
+        epochs = "every epoch" if every == 1 else f"every {every} epochs"
+        validation = f"validation after {epochs}, best by val {config.train.select_metric}"
+    else:
+        validation = "no validation (the last checkpoint is tested)"
+    return "\n".join(
+        [
+            f"fastwsol train: {config.model.name} into {trainer.out_dir}",
+            f"  objective: {trainer.objective.describe()}",
+            f"  plan: {plural(o.epochs, 'epoch')} × {per_epoch} = {plural(total, 'step')}, "
+            f"{plural(images, 'training image')} per epoch; {validation}",
+            f"  device: {trainer.device}, backend: {config.train.backend}, "
+            f"compile: {'on' if config.train.compile else 'off'}, precision: {config.train.precision}"
+            + (f", {plural(trainer.ctx.world_size, 'process')}" if trainer.ctx.enabled else ""),
+        ]
+    )
 
 
 def describe_epoch(epoch: int, config: ExperimentConfig, record: dict, best: bool) -> str:
@@ -147,14 +152,18 @@ def describe_epoch(epoch: int, config: ExperimentConfig, record: dict, best: boo
     o = config.optim
     warm = " (warm)" if epoch <= Objective.from_config(config).warm_epochs else ""
     losses = " ".join(f"{k} {record[f'loss_{k}']:.3f}" for k in LOSS_TERMS)
-    line = (f"epoch {epoch}/{o.epochs}{warm}: loss {record['loss_total']:.3f} ({losses}), "
-            f"{record['images_per_s']:.1f} img/s, {record['seconds']:.0f} s")
+    line = (
+        f"epoch {epoch}/{o.epochs}{warm}: loss {record['loss_total']:.3f} ({losses}), "
+        f"{record['images_per_s']:.1f} img/s, {record['seconds']:.0f} s"
+    )
     if "val_gt_known_loc" in record:
-        line += (f"; val GT-known {record['val_gt_known_loc']:.1f}/{record['val_gt_known_loc_single']:.1f} "
-                 f"(multi/single contour), MaxBoxAccV2 {record['val_max_box_acc_v2']:.1f}/"
-                 f"{record['val_max_box_acc_v2_single']:.1f}, top-1 {record['val_top1_cls']:.1f}, "
-                 f"inverted {record['val_inverted_pct']:.1f} %, peak in GT {record['val_peak_in_gt_pct']:.1f} %"
-                 + (" [best]" if best else ""))
+        line += (
+            f"; val GT-known {record['val_gt_known_loc']:.1f}/{record['val_gt_known_loc_single']:.1f} "
+            f"(multi/single contour), MaxBoxAccV2 {record['val_max_box_acc_v2']:.1f}/"
+            f"{record['val_max_box_acc_v2_single']:.1f}, top-1 {record['val_top1_cls']:.1f}, "
+            f"inverted {record['val_inverted_pct']:.1f} %, peak in GT {record['val_peak_in_gt_pct']:.1f} %"
+            + (" [best]" if best else "")
+        )
     return line
 
 
@@ -266,8 +275,14 @@ class Trainer:
     ``overwrite``, which removes that run's files (and nothing else) first.
     """
 
-    def __init__(self, config: ExperimentConfig, *, resume: bool = False, overwrite: bool = False,
-                 ctx: DistributedContext | None = None):
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        ctx: DistributedContext | None = None,
+    ):
         self.config = config
         self.ctx = ctx or init_distributed()
         self.device = default_device(self.ctx)
@@ -277,8 +292,9 @@ class Trainer:
         if not resume:
             self._refuse_existing_run(overwrite)
         elif not (self.out_dir / "last.pt").is_file():
-            raise FileNotFoundError(f"--resume: {self.out_dir / 'last.pt'} does not exist, so there is no run in "
-                                    f"{self.out_dir} to continue")
+            raise FileNotFoundError(
+                f"--resume: {self.out_dir / 'last.pt'} does not exist, so there is no run in {self.out_dir} to continue"
+            )
         self.log = MetricsLog(self.out_dir, self.ctx.is_main)
         torch.manual_seed(config.train.seed + self.ctx.rank)
         if config.optim.batch_size % self.ctx.world_size or config.optim.warm_batch_size % self.ctx.world_size:
@@ -348,8 +364,11 @@ class Trainer:
         events = sorted((self.out_dir / "tensorboard").glob("events.out.tfevents.*"))
         for path in [*(self.out_dir / name for name in existing), *events]:
             path.unlink()
-        print(f"fastwsol train: --overwrite: removed the previous run's {', '.join(existing)}"
-              f"{' and its TensorBoard events' if events else ''} from {self.out_dir}", file=sys.stderr)
+        print(
+            f"fastwsol train: --overwrite: removed the previous run's {', '.join(existing)}"
+            f"{' and its TensorBoard events' if events else ''} from {self.out_dir}",
+            file=sys.stderr,
+        )
 
     def _describe_recorded_run(self) -> str:
         """'; last.pt at epoch E of N, same settings' or '..., other settings: ...' for the refusal."""
@@ -401,17 +420,26 @@ class Trainer:
         state = load_checkpoint(path)
         changes = changed_keys(state["config"], self.config.to_dict())
         if changes and self.ctx.is_main:
-            print(f"fastwsol train: resuming {path} with changed settings: {describe_changes(changes)}", file=sys.stderr)
+            print(
+                f"fastwsol train: resuming {path} with changed settings: {describe_changes(changes)}", file=sys.stderr
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         self.best = state["best"]
         if len(state["rng"]) != self.ctx.world_size:
-            raise ValueError(f"{path} was written by {len(state['rng'])} process(es); resume it with as many, not {self.ctx.world_size}")
+            raise ValueError(
+                f"{path} was written by {len(state['rng'])} process(es); "
+                f"resume it with as many, not {self.ctx.world_size}"
+            )
         restore_rng_states(state["rng"][self.ctx.rank])
         if self.ctx.is_main:
-            print(f"fastwsol train: resuming from {path} at epoch {self.epoch + 1} step {self.step_in_epoch} "
-                  f"(global step {self.global_step})", file=sys.stderr, flush=True)
+            print(
+                f"fastwsol train: resuming from {path} at epoch {self.epoch + 1} step {self.step_in_epoch} "
+                f"(global step {self.global_step})",
+                file=sys.stderr,
+                flush=True,
+            )
 
     # -- signals
     def _on_signal(self, signum, _frame) -> None:
@@ -461,7 +489,8 @@ class Trainer:
             if not torch.isfinite(values).all():
                 named = ", ".join(f"L_{k}={v:.4g}" for k, v in zip(("total", *LOSS_TERMS), values.tolist()))
                 raise NonFiniteLossError(
-                    f"non-finite loss at epoch {self.epoch + 1}, step {self.global_step} (step {index} of the epoch): {named}"
+                    f"non-finite loss at epoch {self.epoch + 1}, step {self.global_step} "
+                    f"(step {index} of the epoch): {named}"
                 )
             self.optimizer.step()
             self.step_in_epoch, self.global_step = index + 1, self.global_step + 1
@@ -474,8 +503,13 @@ class Trainer:
                 img_s=f"{rate:.1f}", **{k: f"{v:.3f}" for k, v in zip(("loss", *LOSS_TERMS), (sums / count).tolist())}
             )
             if self.global_step % config.train.log_interval == 0:
-                record = {"type": "train", "epoch": self.epoch + 1, "step": self.global_step, "images_per_s": rate,
-                          "lr": self.optimizer.param_groups[0]["lr"]}
+                record = {
+                    "type": "train",
+                    "epoch": self.epoch + 1,
+                    "step": self.global_step,
+                    "images_per_s": rate,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                }
                 record.update({f"loss_{k}": v for k, v in zip(("total", *LOSS_TERMS), values.tolist())})
                 self.log.write(record, self.global_step)
             if self._stop_requested() and self.step_in_epoch < steps:
@@ -510,7 +544,7 @@ class Trainer:
                         f"of the epoch; checkpoint written to {path}.\nResume with the same command plus --resume.",
                         file=sys.stderr,
                     )
-                    raise SystemExit(128 + self._stop_signal)
+                    raise SystemExit(128 + self._stop_signal) from None
                 self.epoch += 1
                 self.step_in_epoch = 0
                 record = {"type": "epoch", "epoch": self.epoch, **losses}
@@ -551,7 +585,9 @@ class Trainer:
         metrics["checkpoint_epoch"] = self.best["epoch"] or self.epoch
         if self.ctx.is_main:
             write_text_atomic(self.out_dir / "test_metrics.json", json.dumps(metrics, indent=2))
-        self.log.write({"type": "test", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}, self.global_step)
+        self.log.write(
+            {"type": "test", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}, self.global_step
+        )
         return metrics
 
 

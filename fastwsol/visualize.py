@@ -80,7 +80,10 @@ def legend(width: int, predicted: str = "predicted box", gt: str | None = "groun
     scale (blue = low, red = high score); entries wrap onto more lines when ``width`` is small."""
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.45
     line_height, ramp_width = 20, 50
-    entries = ([("box", GT_COLOUR, gt)] if gt else []) + [("box", PREDICTED_COLOUR, predicted), ("ramp", None, "map: low")]
+    entries = ([("box", GT_COLOUR, gt)] if gt else []) + [
+        ("box", PREDICTED_COLOUR, predicted),
+        ("ramp", None, "map: low"),
+    ]
     placed, x, row = [], 6, 0
     for kind, colour, text in entries:
         size = 24 + cv2.getTextSize(text, font, scale, 1)[0][0] + (ramp_width + 40 if kind == "ramp" else 0)
@@ -97,8 +100,9 @@ def legend(width: int, predicted: str = "predicted box", gt: str | None = "groun
         else:
             cv2.putText(strip, text, (x, middle + 5), font, scale, _TEXT, 1, cv2.LINE_AA)
             x += cv2.getTextSize(text, font, scale, 1)[0][0] + 6
-            ramp = cv2.applyColorMap(np.linspace(0, 255, ramp_width).astype(np.uint8)[None].repeat(10, 0),
-                                     cv2.COLORMAP_JET)[..., ::-1]
+            ramp = cv2.applyColorMap(
+                np.linspace(0, 255, ramp_width).astype(np.uint8)[None].repeat(10, 0), cv2.COLORMAP_JET
+            )[..., ::-1]
             strip[middle - 5 : middle + 5, x : x + ramp_width] = ramp[:, : max(0, min(ramp_width, width - x))]
             cv2.putText(strip, "high", (x + ramp_width + 6, middle + 5), font, scale, _TEXT, 1, cv2.LINE_AA)
     return strip
@@ -109,8 +113,14 @@ def with_legend(picture: np.ndarray, **names) -> np.ndarray:
     return np.vstack([picture, legend(picture.shape[1], **names)])
 
 
-def contact_sheet(pictures: list[np.ndarray], columns: int = 8, tile: int = 160, gap: int = 4,
-                  titles: list[str] | None = None, legend_names: dict | None = None) -> np.ndarray:
+def contact_sheet(
+    pictures: list[np.ndarray],
+    columns: int = 8,
+    tile: int = 160,
+    gap: int = 4,
+    titles: list[str] | None = None,
+    legend_names: dict | None = None,
+) -> np.ndarray:
     """Pictures fitted into ``tile`` × 1.25·``tile`` boxes, each keeping its own aspect ratio, on a
     grid; ``titles`` are written above each at the tile's size (readable whatever the picture's
     size); ``legend_names`` (:func:`legend`'s arguments) put a legend across the top."""

@@ -11,8 +11,7 @@ from PIL import Image
 from fastwsol import __version__
 from fastwsol.checkpoint import load_checkpoint
 from fastwsol.cli import main
-from fastwsol.evaluate import scoremaps_for
-from fastwsol.evaluate import box_to_original
+from fastwsol.evaluate import box_to_original, scoremaps_for
 
 
 def read_png(path):

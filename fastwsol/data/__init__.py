@@ -1,8 +1,8 @@
 """Data: the DALI pipeline, the torchvision fallback (``build_loader``), the transforms'
 constants and the synthetic WSOL dataset (``make_synthetic_dataset``)."""
 
-from fastwsol.data.images import BadImageError, check_split_images, inspect_image
 from fastwsol.data.base import SplitLoader
+from fastwsol.data.images import BadImageError, check_split_images, inspect_image
 from fastwsol.data.loader import build_loader, loader_from_config
 from fastwsol.data.synthetic import DATASET_NAME as SYNTHETIC_DATASET
 from fastwsol.data.synthetic import ensure_synthetic_dataset, make_synthetic_dataset

@@ -156,7 +156,7 @@ class _PlanSource:
     each) of :meth:`DaliSplitLoader.fields`. DALI calls ``iter()`` on build and after each
     ``reset()``."""
 
-    def __init__(self, loader: "DaliSplitLoader"):
+    def __init__(self, loader: DaliSplitLoader):
         self.loader = loader
         self.current: list[list[BatchPlan]] = []  # plan groups handed to DALI, not yet returned as outputs
 

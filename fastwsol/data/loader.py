@@ -56,7 +56,9 @@ def build_loader(
     if loader in ("auto", "dali"):
         failure = dali_start_failure(resolve_device(device))
         if failure is not None and loader == "dali":
-            raise DaliUnavailableError(f"loader 'dali': {failure}; use the torchvision loader (data.loader: torch or auto)")
+            raise DaliUnavailableError(
+                f"loader 'dali': {failure}; use the torchvision loader (data.loader: torch or auto)"
+            )
         if failure is not None:
             if failure not in _fallbacks_reported:
                 _fallbacks_reported.add(failure)

@@ -524,14 +524,20 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
                     if upper2 < best_area2 or (upper2 == best_area2 and first[r] < first[best]):
                         continue
                 if area_size[r] != size[r]:
-                    area2[r] = _fill_area2(r, parent, added, box[r, 0], box[r, 1], box[r, 2], box[r, 3], pw, grid, stack)
+                    area2[r] = _fill_area2(
+                        r, parent, added, box[r, 0], box[r, 1], box[r, 2], box[r, 3], pw, grid, stack
+                    )
                     area_size[r] = size[r]
                 if area2[r] > best_area2 or (area2[r] == best_area2 and first[r] > first[best]):
                     best = r
                     best_area2 = area2[r]
             out[k] |= _hit_mask(
-                box[best, 0], box[best, 1], min(box[best, 2] + 1, width - 1), min(box[best, 3] + 1, height - 1),
-                gt, iou_thresholds,
+                box[best, 0],
+                box[best, 1],
+                min(box[best, 2] + 1, width - 1),
+                min(box[best, 3] + 1, height - 1),
+                gt,
+                iou_thresholds,
             )
 
 
@@ -629,8 +635,12 @@ def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out
             mask[d] = 0
             if box[d, 2] - box[d, 0] + box[d, 3] - box[d, 1] + 8 >= least_sum:  # ≥ w + h of the box
                 mask[d] = _hit_mask(
-                    box[d, 0] - 1, box[d, 1] - 1, min(box[d, 2] + 2, width - 1), min(box[d, 3] + 2, height - 1),
-                    gt, iou_thresholds,
+                    box[d, 0] - 1,
+                    box[d, 1] - 1,
+                    min(box[d, 2] + 2, width - 1),
+                    min(box[d, 3] + 2, height - 1),
+                    gt,
+                    iou_thresholds,
                 )
             _add_mask(counts, mask[d], 1)
         num_dirty = 0
@@ -680,13 +690,23 @@ def _correct_batch(q, maxima, level_table, gt_flat, gt_offsets, iou_thresholds, 
         hole_reach = np.zeros(num_thresholds, np.int64)
         for i in range(c * num_images // num_chunks, (c + 1) * num_images // num_chunks):
             levels = level_table[:, maxima[i]].copy()
-            gt = gt_flat[gt_offsets[i]:gt_offsets[i + 1]]
+            gt = gt_flat[gt_offsets[i] : gt_offsets[i + 1]]
             flat = q[i].ravel()
             hole_reach[:] = 0
             starts = _pixels_by_value(flat, height, width, order)
             _foreground_sweep(
-                flat, order, starts, height, width, levels, gt, iou_thresholds, multi_contour,
-                out[i], hole_reach, ws,
+                flat,
+                order,
+                starts,
+                height,
+                width,
+                levels,
+                gt,
+                iou_thresholds,
+                multi_contour,
+                out[i],
+                hole_reach,
+                ws,
             )
             if multi_contour:
                 # The hole sweep is needed only where a hole could still add a δ that the
@@ -811,9 +831,14 @@ def correct_at_thresholds_component_tree(
     maxima = q.reshape(q.shape[0], -1).max(axis=1).astype(np.int64) if q.size else np.zeros(0, np.int64)
     ious = np.array([delta / 100 for delta in iou_thresholds], dtype=np.float64)
     masks = _correct_batch(
-        q, maxima, np.ascontiguousarray(level_table, dtype=np.int64), gt_flat, gt_offsets,
-        ious, bool(multi_contour), min(len(q), 4 * nb.get_num_threads()),
+        q,
+        maxima,
+        np.ascontiguousarray(level_table, dtype=np.int64),
+        gt_flat,
+        gt_offsets,
+        ious,
+        bool(multi_contour),
+        min(len(q), 4 * nb.get_num_threads()),
     )
     bits = np.arange(len(iou_thresholds), dtype=np.int64)
     return ((masks[:, None, :] >> bits[None, :, None]) & 1).astype(bool)
-

@@ -23,7 +23,8 @@ def can_run(tensor: torch.Tensor) -> bool:
 
 
 def check_runnable(tensor: torch.Tensor, op: str) -> None:
-    """Raise :class:`TritonUnavailableError`, naming ``op`` and the way out, unless the kernels can run on ``tensor``."""
+    """Raise :class:`TritonUnavailableError`, naming ``op`` and the way out, unless the kernels can
+    run on ``tensor``."""
     if not can_run(tensor):
         raise TritonUnavailableError(
             f"the Triton {op} needs CUDA tensors, got a tensor on {tensor.device}; to run the kernels on CPU set "

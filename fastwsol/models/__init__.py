@@ -21,7 +21,9 @@ _BUILDERS = {
     "resnet50": partial(build_resnet50, large_feature_map=True),
     # BatchNorm: a VGG this size does not start learning from scratch without it (CE stays at
     # ln C for epochs on the synthetic set), and no pretrained weights exist for it.
-    "vgg_small": partial(build_vgg, blocks=VGG_SMALL_BLOCKS, conv6_channels=256, large_feature_map=False, batch_norm=True),
+    "vgg_small": partial(
+        build_vgg, blocks=VGG_SMALL_BLOCKS, conv6_channels=256, large_feature_map=False, batch_norm=True
+    ),
     # The same without BatchNorm (VGG16-GAP's layer types): nothing depends on the batch, so a
     # DDP run equals the single-process run exactly (the DDP test uses it).
     "vgg_small_nobn": partial(build_vgg, blocks=VGG_SMALL_BLOCKS, conv6_channels=256, large_feature_map=False),

@@ -135,8 +135,13 @@ def test_bodies_task_class_is_the_body_and_the_part_is_random(tmp_path):
 def test_objects_task_class_is_the_body_and_the_part_together(tmp_path):
     """The other pretraining stand-in: class = (body class, part) with parts outside the WSOL
     set's default classes, so neither the body nor the part alone gives the class."""
-    from fastwsol.data.synthetic import (BODY_PALETTE, MAX_CLASSES_OF_TASK, OBJECT_PART_OFFSET, OBJECT_PARTS,
-                                         part_of_class)
+    from fastwsol.data.synthetic import (
+        BODY_PALETTE,
+        MAX_CLASSES_OF_TASK,
+        OBJECT_PART_OFFSET,
+        OBJECT_PARTS,
+        part_of_class,
+    )
 
     assert OBJECT_PART_OFFSET >= 10  # disjoint from the default WSOL classes 0..9
     classes = 2 * OBJECT_PARTS  # two bodies × every part
@@ -163,7 +168,7 @@ def test_objects_task_class_is_the_body_and_the_part_together(tmp_path):
 def test_body_cue_tints_the_body_with_the_class_colour_that_often(tmp_path):
     """``body_cue=q``: a body wears its own class's tint with probability q (else a random
     class's), a weak class cue; ``body_cue=0`` leaves every body in the shared colours."""
-    from fastwsol.data.synthetic import render_sample, SyntheticSpec, body_tint
+    from fastwsol.data.synthetic import SyntheticSpec, body_tint, render_sample
 
     def body_mean(spec, label, index):
         rng = np.random.default_rng([spec.seed, 0, label, index])

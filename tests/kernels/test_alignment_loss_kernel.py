@@ -32,8 +32,8 @@ import pytest
 import torch
 
 from fastwsol.kernels import alignment_loss as kernel
-from fastwsol.method import reference
 from fastwsol.kernels.runtime import TritonUnavailableError, interpreter_enabled
+from fastwsol.method import reference
 
 # The kernels run on CUDA when there is a GPU and the interpreter is off; the reference on CPU.
 DEVICE = "cpu" if interpreter_enabled() or not torch.cuda.is_available() else "cuda"

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from fastwsol.kernels.attentive_dropout import attentive_dropout, attentive_dropout_backward_op, attentive_dropout_op
-from fastwsol.method import reference
 from fastwsol.kernels.runtime import interpreter_enabled
+from fastwsol.method import reference
 
 # CPU under the interpreter (the default test run); the GPU with TRITON_INTERPRET=0.
 DEVICE = "cpu" if interpreter_enabled() or not torch.cuda.is_available() else "cuda"

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from fastwsol.kernels.consistency_loss import consistency_loss, consistency_loss_backward_op, consistency_loss_op
-from fastwsol.method import reference
 from fastwsol.kernels.runtime import interpreter_enabled
+from fastwsol.method import reference
 
 # CPU under the interpreter (the default test run); the GPU with TRITON_INTERPRET=0.
 DEVICE = "cpu" if interpreter_enabled() or not torch.cuda.is_available() else "cuda"

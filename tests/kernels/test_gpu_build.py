@@ -28,8 +28,8 @@ def records() -> list[dict]:
 
 
 def test_every_real_launch_is_built_for_both_archs_without_spills(records):
-    launched = {(l["op"], l["direction"], l["shape"], l["dtype"], l["layout"])
-                for r in records for l in r["launches"]}
+    launched = {(launch["op"], launch["direction"], launch["shape"], launch["dtype"], launch["layout"])
+                for r in records for launch in r["launches"]}
     assert launched == {(op, d, s, t, layout) for op in OPS for d in ("forward", "backward") for s in REAL_SHAPES
                         for t in ("fp32", "bf16") for layout in ("nchw", "channels_last")}
     assert {(r["kernel"], r["arch"]) for r in records} == {(r["kernel"], a) for r in records for a in gpu_build.ARCHS}
@@ -43,7 +43,7 @@ def test_launches_are_specialised_as_on_a_gpu(records):
     """A stride of 1 becomes a constant and a 16-divisible integer an attribute, as Triton's launcher does."""
     def binary(layout):
         return next(r for r in records if "_abs_difference_sum_kernel" in r["kernel"] and any(
-            (l["shape"], l["dtype"], l["layout"]) == ("vgg16-cub", "fp32", layout) for l in r["launches"]))
+            (launch["shape"], launch["dtype"], launch["layout"]) == ("vgg16-cub", "fp32", layout) for launch in r["launches"]))
 
     assert "stride_fw" in binary("nchw")["constant_one"]  # NCHW: W is the unit stride
     assert "stride_fd" in binary("channels_last")["constant_one"]  # channels_last: D is
@@ -97,8 +97,8 @@ def test_nchw_streaming_kernels_use_vector_loads(records):
     """NCHW (the default layout) at 14² and 28²: flat u·stride_w addressing with the alignment
     hints gives vector loads (the (u // W, u % W) form compiled to one scalar load per element)."""
     checked = [r for r in records if any(k in r["kernel"] for k in STREAMING_KERNELS)
-               and any(l["layout"] == "nchw" for l in r["launches"])]
-    assert {l["shape"] for r in checked for l in r["launches"]} == set(REAL_SHAPES)
+               and any(launch["layout"] == "nchw" for launch in r["launches"])]
+    assert {launch["shape"] for r in checked for launch in r["launches"]} == set(REAL_SHAPES)
     for r in checked:
         assert r["vector_loads"] > 0 and r["scalar_loads"] <= 1, f"{r['kernel']} sm_{r['arch']}: {r}"
 

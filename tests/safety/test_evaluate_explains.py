@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from fastwsol.checkpoint import load_checkpoint
-from fastwsol.io import save_atomic
 from fastwsol.cli import main
-from fastwsol.evaluation.metadata import read_split_metadata
 from fastwsol.evaluate import sheet_picks
+from fastwsol.evaluation.metadata import read_split_metadata
+from fastwsol.io import save_atomic
 
 
 @pytest.fixture
