@@ -46,7 +46,8 @@ def build_rows(records: list[dict]) -> list[dict]:
         "kernel": r["kernel"], "arch": f"sm_{r['arch']}", "num_warps": r["num_warps"], "registers": r["registers"],
         "spill_bytes": r["spill_store_bytes"] + r["spill_load_bytes"], "shared_memory": r["shared_memory"],
         "occupancy": round(r["occupancy"], 4), "blocks_per_sm": r["blocks_per_sm"], "limited_by": r["limited_by"],
-        "vector_loads": r["vector_loads"], "scalar_loads": r["scalar_loads"], "approx_ops": r["approx_ops"],
+        "vector_loads": r["vector_loads"], "scalar_loads": r["scalar_loads"], "loop_barriers": r["loop_barriers"],
+        "approx_ops": r["approx_ops"],
         "launches": len(r["launches"]),
     } for r in records]
 
@@ -77,18 +78,21 @@ def roofline_rows(records: list[dict]) -> list[dict]:
                     rows.append({
                         "op": op, "direction": direction, "shape": shape_name, "dtype": dtype,
                         "hbm_mb": round(t.hbm_bytes / 1e6, 2), "l2_mb": round(t.l2_bytes / 1e6, 2),
-                        "gflop": round((t.flops + t.tensor_flops) / 1e9, 3), "estimate_us": round(bounds[bound] * 1e6, 1),
-                        "bound": bound, "floor_us": round(floor * 1e6, 1), "estimate_over_floor": round(bounds[bound] / floor, 2),
+                        "gflop": round((t.flops + t.tensor_flops) / 1e9, 3),
+                        "estimate_us": round(bounds[bound] * 1e6, 1), "bound": bound,
+                        "floor_us": round(floor * 1e6, 1), "estimate_over_floor": round(bounds[bound] / floor, 2),
                         "waves": round(waves, 2) if waves is not None else None,
                     })
     return rows
 
 
 def format_markdown(rows: list[dict]) -> str:
-    lines = ["| op | dir | shape | dtype | HBM MB | L2 MB | GFLOP | est. H100 µs | bound | floor µs | est./floor | waves |",
+    lines = ["| op | dir | shape | dtype | HBM MB | L2 MB | GFLOP | est. H100 µs | bound | floor µs | est./floor "
+             "| waves |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['op']} | {r['direction'][:3]} | {r['shape']} | {r['dtype']} | {r['hbm_mb']:.1f} | {r['l2_mb']:.1f} | "
+        lines.append(f"| {r['op']} | {r['direction'][:3]} | {r['shape']} | {r['dtype']} | {r['hbm_mb']:.1f} | "
+                     f"{r['l2_mb']:.1f} | "
                      f"{r['gflop']:.2f} | {r['estimate_us']:.1f} | {r['bound']} | {r['floor_us']:.1f} | "
                      f"{r['estimate_over_floor']:.2f} | {r['waves'] if r['waves'] is not None else '-'} |")
     return "\n".join(lines)
@@ -96,7 +100,8 @@ def format_markdown(rows: list[dict]) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, nargs="+", default=list(gpu_build.ARCHS), choices=sorted(gpu_build.SM_LIMITS))
+    parser.add_argument("--arch", type=int, nargs="+", default=list(gpu_build.ARCHS),
+                        choices=sorted(gpu_build.SM_LIMITS))
     args = parser.parse_args(argv)
     records = gpu_build.build_all(tuple(args.arch))
     builds = build_rows(records)
@@ -108,8 +113,10 @@ def main(argv=None) -> None:
     roofline = roofline_rows(records)
     markdown = format_markdown(roofline)
     print(markdown)
-    meta = {"triton": triton.__version__, "python": platform.python_version(), "machine": platform.machine(), "h100": H100}
-    save_results("kernels_gpu_build", {"meta": meta, "rows": builds, "records": records}, builds, parser=parser, args=args)
+    meta = {"triton": triton.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "h100": H100}
+    save_results("kernels_gpu_build", {"meta": meta, "rows": builds, "records": records}, builds,
+                 parser=parser, args=args)
     path = save_results("roofline", {"meta": meta, "rows": roofline}, roofline, parser=parser, args=args)
     write_text_atomic(path.with_suffix(".md"), markdown + "\n")
 

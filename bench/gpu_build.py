@@ -120,15 +120,17 @@ def _op_calls(shapes, dtype, layout):
     uniform = torch.empty((shapes.batch, 1, shapes.dropout_size, shapes.dropout_size))
     keep = torch.empty((shapes.batch, 1, shapes.dropout_size, shapes.dropout_size), dtype=dtype)
     scalar = torch.ones(())
+    seed = torch.ones(1, dtype=torch.int64)
     fine = shapes.fine_grained
     return [
         ("alignment_loss", "forward", lambda: alignment_loss._forward(feature, weight, target, 0.6, 0.1, fine)),
         ("alignment_loss", "backward", lambda: alignment_loss._backward(scalar, scalar, feature, weight, target, *maps)),
-        ("attentive_dropout", "forward", lambda: attentive_dropout.attentive_dropout_op(x, 0.8, 0.5, torch.ones(1, dtype=torch.int64), None)),
+        ("attentive_dropout", "forward", lambda: attentive_dropout.attentive_dropout_op(x, 0.8, 0.5, seed, None)),
         ("attentive_dropout", "forward", lambda: attentive_dropout.attentive_dropout_op(x, 0.8, 0.5, None, uniform)),
         ("attentive_dropout", "backward", lambda: attentive_dropout.attentive_dropout_backward_op(x, keep)),
         ("consistency_loss", "forward", lambda: consistency_loss.consistency_loss_op(feature, feature)),
-        ("consistency_loss", "backward", lambda: consistency_loss.consistency_loss_backward_op(scalar, feature, feature)),
+        ("consistency_loss", "backward",
+         lambda: consistency_loss.consistency_loss_backward_op(scalar, feature, feature)),
     ]
 
 
@@ -141,7 +143,8 @@ def record_launches(shapes_table=None) -> list[Launch]:
         for dtype_name, dtype in DTYPES.items():
             for layout in LAYOUTS:
                 for op, direction, call in _op_calls(shapes, dtype, layout):
-                    context = {"op": op, "direction": direction, "shape": shape_name, "dtype": dtype_name, "layout": layout}
+                    context = {"op": op, "direction": direction, "shape": shape_name, "dtype": dtype_name,
+                               "layout": layout}
                     with recording(launches, context):
                         call()
     return launches
@@ -169,7 +172,8 @@ def specialise(launch: Launch, arch: int):
 def specialisation_key(launch: Launch) -> str:
     """What selects a distinct binary: the kernel and its specialised signature, constants, attributes and options."""
     source, options = specialise(launch, 90)
-    return repr((launch.fn.fn.__qualname__, sorted(source.signature.items()), sorted(map(repr, source.constants.items())),
+    return repr((launch.fn.fn.__qualname__, sorted(source.signature.items()),
+                 sorted(map(repr, source.constants.items())),
                  sorted(map(repr, source.attrs.items())), options.num_warps, options.num_stages))
 
 
@@ -200,6 +204,7 @@ class BuildRecord:
     approx_ops: int  # approximate sqrt/rsqrt/rcp/div instructions (≤ 2 ulp) in the PTX
     vector_loads: int  # ld.global.v2/v4 instructions
     scalar_loads: int
+    loop_barriers: int  # bar.sync instructions inside loops (a cross-warp reduction per iteration)
     constant_one: list  # integer arguments specialised to the constant 1 (unit strides)
     divisible_by_16: list  # arguments with the 16-divisibility attribute (pointers, strides, sizes)
     launches: list  # [{op, direction, shape, dtype, layout, grid}]
@@ -207,6 +212,18 @@ class BuildRecord:
     @property
     def spill_bytes(self) -> int:
         return self.spill_store_bytes + self.spill_load_bytes
+
+
+def loop_barriers(ptx: str) -> int:
+    """``bar.sync`` instructions between a label and a later branch back to it (loop bodies)."""
+    lines = ptx.splitlines()
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"^(\$L__BB\d+_\d+):", line.strip()))}
+    in_loop: set[int] = set()
+    for i, line in enumerate(lines):
+        branch = re.search(r"\bbra(?:\.uni)?\s+(\$L__BB\d+_\d+);", line)
+        if branch and labels.get(branch.group(1), i) < i:
+            in_loop.update(range(labels[branch.group(1)], i))
+    return sum(1 for i in in_loop if re.search(r"\b(?:bar|barrier)\.sync\b", lines[i]))
 
 
 def theoretical_occupancy(registers: int, shared_memory: int, num_warps: int, limits: SMLimits) -> tuple[float, int, str]:
@@ -303,7 +320,9 @@ def build(name: str, launch: Launch, labels: list[dict], arch: int) -> BuildReco
         shared_memory=shared, occupancy=occupancy, blocks_per_sm=blocks, limited_by=limited_by,
         ptx_lines=ptx.count("\n"), cubin_bytes=len(compiled.asm["cubin"]), approx_ops=len(_APPROX_OPS.findall(ptx)),
         vector_loads=len(_VECTOR_LOADS.findall(ptx)), scalar_loads=len(_SCALAR_LOADS.findall(ptx)),
-        constant_one=[n for i, n in enumerate(names) if source.constants.get((i,)) == 1 and not launch.fn.params[i].is_constexpr],
+        loop_barriers=loop_barriers(ptx),
+        constant_one=[n for i, n in enumerate(names)
+                      if source.constants.get((i,)) == 1 and not launch.fn.params[i].is_constexpr],
         divisible_by_16=[n for i, n in enumerate(names) if ["tt.divisibility", 16] in source.attrs.get((i,), [])],
         launches=labels,
     )

@@ -47,7 +47,6 @@ TOLERANCES = {
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-BACKENDS = ("triton", "reference", "compiled")
 TRAIN_BACKENDS = {"triton": ("triton", True), "compiled": ("compiled", True), "eager": ("reference", False)}
 DEFAULT_BUDGET_S = 480
 
@@ -90,9 +89,8 @@ def _time_ms(settings: Settings, fn) -> float:
     if settings.device == "cuda":
         from triton.testing import do_bench
 
-        return float(
-            do_bench(fn, warmup=10 if settings.quick else 25, rep=30 if settings.quick else 100, return_mode="median")
-        )
+        warmup, rep = (10, 30) if settings.quick else (25, 100)
+        return float(do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
     fn()
     started = time.perf_counter()
     fn()
@@ -135,9 +133,8 @@ def _alignment_run(backend, feature, weight, target, fine_grained):
 
     feature = feature.detach().clone(memory_format=torch.preserve_format).requires_grad_()
     weight = weight.detach().clone().requires_grad_()
-    losses = ops.alignment_loss(
-        feature, weight, target, fg_threshold=FG, bg_threshold=BG, fine_grained=fine_grained, backend=backend
-    )
+    losses = ops.alignment_loss(feature, weight, target, fg_threshold=FG, bg_threshold=BG,
+                                fine_grained=fine_grained, backend=backend)
     (UPSTREAM[0] * losses[0] + UPSTREAM[1] * losses[1]).backward()
     return [loss.detach() for loss in losses], [feature.grad, weight.grad]
 
@@ -158,9 +155,8 @@ def _alignment_mask_flips(feature, weight, target, fine_grained) -> dict:
         _, _, norm, _, norm_coef, sim_coef = kernel._forward(feature, weight, target, FG, BG, fine_grained)
         f64, w64 = feature.double(), weight.double()
         normalized = reference.minmax_normalize(reference.norm_map(f64)).flatten(1)
-        source = (
-            reference.max_class_similarity(f64, w64) if fine_grained else reference.target_similarity(f64, w64, target)
-        ).flatten(1)
+        source = (reference.max_class_similarity(f64, w64) if fine_grained
+                  else reference.target_similarity(f64, w64, target)).flatten(1)
         sim_want = _regions(normalized > FG, normalized < BG)
         sim_got = _regions(sim_coef < 0, sim_coef > 0)
         norm_want = _regions(source > 0, source < 0)
@@ -180,9 +176,8 @@ def check_alignment(settings: Settings, name: str, shapes: OpShapes, dtype: str,
     device, fine = settings.device, shapes.fine_grained
     feature = _random(shapes.feature, DTYPES[dtype], layout, device, seed=0)
     weight = _random((shapes.classes, shapes.channels), DTYPES[dtype], layout, device, seed=1)
-    target = torch.randint(
-        0, shapes.classes, (shapes.batch,), generator=torch.Generator(device=device).manual_seed(2), device=device
-    )
+    target = torch.randint(0, shapes.classes, (shapes.batch,), generator=torch.Generator(device=device).manual_seed(2),
+                           device=device)
     got = _alignment_run("triton", feature, weight, target, fine)
     again = _alignment_run("triton", feature, weight, target, fine)
     want = _alignment_run("reference", feature.double(), weight.double(), target, fine)
@@ -200,9 +195,7 @@ def check_alignment(settings: Settings, name: str, shapes: OpShapes, dtype: str,
         row[label] = {"error": error, "eager_error": eager_error, "tolerance": bound, "ok": ok}
         passed &= ok
     row["grad_feature_layout_kept"] = got[1][0].stride() == feature.stride()
-    row["weight_grad_bitwise_repeatable"] = bool(
-        torch.equal(got[1][1], again[1][1]) and torch.equal(got[1][0], again[1][0])
-    )
+    row["weight_grad_bitwise_repeatable"] = all(torch.equal(g, a) for g, a in zip(got[1], again[1]))
     row.update(_alignment_mask_flips(feature, weight, target, fine))
     row["ok"] = passed and row["grad_feature_layout_kept"] and row["weight_grad_bitwise_repeatable"]
     return row
@@ -213,11 +206,8 @@ def check_dropout(settings: Settings, name: str, shapes: OpShapes, dtype: str, l
     from fastwsol import ops
 
     x = _random(shapes.dropout_input, DTYPES[dtype], layout, settings.device, seed=3)
-    uniform = torch.rand(
-        (x.shape[0], 1, *x.shape[2:]),
-        generator=torch.Generator(device=settings.device).manual_seed(4),
-        device=settings.device,
-    )
+    generator = torch.Generator(device=settings.device).manual_seed(4)
+    uniform = torch.rand((x.shape[0], 1, *x.shape[2:]), generator=generator, device=settings.device)
     grad_out = _random(shapes.dropout_input, DTYPES[dtype], layout, settings.device, seed=5)
     results = {}
     for backend in ("triton", "reference"):
@@ -225,20 +215,11 @@ def check_dropout(settings: Settings, name: str, shapes: OpShapes, dtype: str, l
         out, keep = ops.attentive_dropout(leaf, GAMMA, DROP_PROB, uniform=uniform, backend=backend)
         out.backward(grad_out)
         results[backend] = (out.detach(), keep, leaf.grad)
-    exact = {
-        label: bool(torch.equal(g, w))
-        for label, g, w in zip(("out", "keep", "grad"), results["triton"], results["reference"])
-    }
+    labels = ("out", "keep", "grad")
+    exact = {label: bool(torch.equal(g, w)) for label, g, w in zip(labels, results["triton"], results["reference"])}
     dropped = int((results["triton"][1] == 0).sum())
-    return {
-        "op": "attentive_dropout",
-        "shape": name,
-        "dtype": dtype,
-        "layout": layout,
-        "exact": exact,
-        "dropped_positions": dropped,
-        "ok": all(exact.values()) and 0 < dropped < results["triton"][1].numel(),
-    }
+    return {"op": "attentive_dropout", "shape": name, "dtype": dtype, "layout": layout, "exact": exact,
+            "dropped_positions": dropped, "ok": all(exact.values()) and 0 < dropped < results["triton"][1].numel()}
 
 
 def check_consistency(settings: Settings, name: str, shapes: OpShapes, dtype: str, layout: str) -> dict:
@@ -258,15 +239,9 @@ def check_consistency(settings: Settings, name: str, shapes: OpShapes, dtype: st
     eager_error = abs(float(results["reference"][0]) - float(want)) / float(want)
     bound = 1e-5 if dtype == "fp32" else 8e-3  # relative: fp32 summation order; one bf16 rounding of the mean
     grads_exact = all(torch.equal(g, w) for g, w in zip(results["triton"][1:], results["reference"][1:]))
-    return {
-        "op": "consistency_loss",
-        "shape": name,
-        "dtype": dtype,
-        "layout": layout,
-        "loss": {"relative_error": error, "eager_relative_error": eager_error, "tolerance": bound},
-        "grads_exact": grads_exact,
-        "ok": error <= bound and grads_exact,
-    }
+    return {"op": "consistency_loss", "shape": name, "dtype": dtype, "layout": layout,
+            "loss": {"relative_error": error, "eager_relative_error": eager_error, "tolerance": bound},
+            "grads_exact": grads_exact, "ok": error <= bound and grads_exact}
 
 
 def check_nan(settings: Settings, dtype: str) -> dict:
@@ -284,12 +259,8 @@ def check_nan(settings: Settings, dtype: str) -> dict:
     _, keep = ops.attentive_dropout(x, GAMMA, DROP_PROB, uniform=uniform, backend="triton")
     _, ref_keep = ops.attentive_dropout(x, GAMMA, DROP_PROB, uniform=uniform, backend="reference")
     loss = ops.consistency_loss(feature, dropped, backend="triton")
-    row = {
-        "op": "nan",
-        "dtype": dtype,
-        "consistency_loss_is_nan": bool(torch.isnan(loss)),
-        "dropout_keep_equal": bool(torch.equal(keep, ref_keep)),
-    }
+    row = {"op": "nan", "dtype": dtype, "consistency_loss_is_nan": bool(torch.isnan(loss)),
+           "dropout_keep_equal": bool(torch.equal(keep, ref_keep))}
     row["ok"] = row["consistency_loss_is_nan"] and row["dropout_keep_equal"]
     return row
 
@@ -308,15 +279,8 @@ def _op_call(op: str, backend: str, shapes: OpShapes, dtype: str, layout: str, d
         leaves = [feature, weight]
 
         def forward():
-            return ops.alignment_loss(
-                feature,
-                weight,
-                target,
-                fg_threshold=FG,
-                bg_threshold=BG,
-                fine_grained=shapes.fine_grained,
-                backend=backend,
-            )
+            return ops.alignment_loss(feature, weight, target, fg_threshold=FG, bg_threshold=BG,
+                                      fine_grained=shapes.fine_grained, backend=backend)
 
         def total(outputs):
             return UPSTREAM[0] * outputs[0] + UPSTREAM[1] * outputs[1]
@@ -366,11 +330,8 @@ def time_ops(settings: Settings, copy_gb_per_s: float, backends: tuple[str, ...]
                             directions = {d: TRAFFIC[op](shapes, element_size, d) for d in ("forward", "backward")}
                             moved = sum(t.hbm_bytes for t in directions.values())
                             minimum = sum(t.minimum_bytes for t in directions.values())
-                            row.update(
-                                bytes_moved=moved,
-                                bytes_minimum=minimum,
-                                gb_per_s=moved / row["forward_backward_ms"] / 1e6,
-                            )
+                            row.update(bytes_moved=moved, bytes_minimum=minimum,
+                                       gb_per_s=moved / row["forward_backward_ms"] / 1e6)
                             row["fraction_of_copy"] = row["gb_per_s"] / copy_gb_per_s
                             row["floor_ms"] = minimum / copy_gb_per_s / 1e6
                         rows.append(row)
@@ -390,9 +351,8 @@ def _train_cases(settings: Settings) -> list[tuple[str, int, int, bool, str]]:
     return [(m, size, batch, cl, backend) for m, size, batch in models for cl in layouts for backend in TRAIN_BACKENDS]
 
 
-def time_train_step(
-    settings: Settings, model_name: str, size: int, batch: int, channels_last: bool, backend: str
-) -> dict:
+def time_train_step(settings: Settings, model_name: str, size: int, batch: int, channels_last: bool,
+                    backend: str) -> dict:
     from fastwsol.config import load_config
     from fastwsol.models import create_model
     from fastwsol.train import TrainStep, build_optimizer
@@ -400,16 +360,8 @@ def time_train_step(
     ops_backend, compiled = TRAIN_BACKENDS[backend]
     compiled = compiled and not settings.dry_run
     classes = 200
-    config = load_config(
-        None,
-        [
-            f"model.name={model_name}",
-            f"train.compile={compiled}",
-            f"train.backend={ops_backend}",
-            f"train.channels_last={channels_last}",
-            "train.precision=bf16",
-        ],
-    )
+    config = load_config(None, [f"model.name={model_name}", f"train.compile={compiled}", f"train.backend={ops_backend}",
+                                f"train.channels_last={channels_last}", "train.precision=bf16"])
     torch.manual_seed(0)
     model = create_model(model_name, classes).to(settings.device).train()
     if channels_last:
@@ -439,17 +391,9 @@ def time_train_step(
     _synchronize(settings)
     seconds = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated() if settings.device == "cuda" else None
-    return {
-        "model": model_name,
-        "image_size": size,
-        "batch": batch,
-        "channels_last": channels_last,
-        "backend": backend,
-        "compiled": compiled,
-        "first_step_s": first_s,
-        "images_per_s": batch * steps / seconds,
-        "peak_memory_bytes": peak,
-    }
+    return {"model": model_name, "image_size": size, "batch": batch, "channels_last": channels_last, "backend": backend,
+            "compiled": compiled, "first_step_s": first_s, "images_per_s": batch * steps / seconds,
+            "peak_memory_bytes": peak}
 
 
 # -------------------------------------------------------------------------------------- DALI
@@ -492,12 +436,8 @@ def dali_decode(settings: Settings) -> dict:
         for _ in range(2 * steps):
             pipe.run()
         seconds = time.perf_counter() - started
-    return {
-        "status": "ran",
-        "images": 2 * steps * batch,
-        "images_per_s": 2 * steps * batch / seconds,
-        "jpeg": "500×375 random pixels, quality 90",
-    }
+    return {"status": "ran", "images": 2 * steps * batch, "images_per_s": 2 * steps * batch / seconds,
+            "jpeg": "500×375 random pixels, quality 90"}
 
 
 # ------------------------------------------------------------------------------------- report
@@ -508,22 +448,12 @@ def _environment(settings: Settings) -> dict:
 
     from fastwsol import __version__
 
-    env = {
-        "fastwsol": __version__,
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "python": platform.python_version(),
-        "device": settings.device,
-        "dry_run": settings.dry_run,
-        "quick": settings.quick,
-        "budget_s": settings.budget_s,
-    }
+    env = {"fastwsol": __version__, "torch": torch.__version__, "triton": triton.__version__,
+           "python": platform.python_version(), "device": settings.device, "dry_run": settings.dry_run,
+           "quick": settings.quick, "budget_s": settings.budget_s}
     if settings.device == "cuda":
-        env.update(
-            gpu=torch.cuda.get_device_name(),
-            capability=".".join(map(str, torch.cuda.get_device_capability())),
-            cuda=torch.version.cuda,
-        )
+        env.update(gpu=torch.cuda.get_device_name(), capability=".".join(map(str, torch.cuda.get_device_capability())),
+                   cuda=torch.version.cuda)
     return env
 
 
@@ -571,84 +501,47 @@ def _format(value) -> str:
 
 def format_markdown(report: dict) -> str:
     env = report["environment"]
-    lines = [
-        f"# fastwsol check-gpu: {'PASS' if report['ok'] else 'FAIL'}",
-        "",
-        ", ".join(f"{k} {v}" for k, v in env.items()),
-        "",
-        f"Elapsed {report['elapsed_s']:.0f} s. Tolerances: {json.dumps(TOLERANCES)} "
-        "(losses absolute, gradients relative to the largest reference magnitude; bf16 also passes within 2× "
-        "the eager bf16 reference's own error).",
-        "",
-        "## Correctness",
-        "",
-        "| op | shape | dtype | layout | ok | details |",
-        "|---|---|---|---|---|---|",
-    ]
+    lines = [f"# fastwsol check-gpu: {'PASS' if report['ok'] else 'FAIL'}", "",
+             ", ".join(f"{k} {v}" for k, v in env.items()), "",
+             f"Elapsed {report['elapsed_s']:.0f} s. Tolerances: {json.dumps(TOLERANCES)} "
+             "(losses absolute, gradients relative to the largest reference magnitude; bf16 also passes within 2× "
+             "the eager bf16 reference's own error).", "", "## Correctness", "",
+             "| op | shape | dtype | layout | ok | details |", "|---|---|---|---|---|---|"]
     for row in report["correctness"]:
         details = {k: v for k, v in row.items() if k not in ("op", "shape", "dtype", "layout", "ok")}
-        text = "; ".join(
-            f"{k}={_format(v['error']) if isinstance(v, dict) and 'error' in v else _format(v)}"
-            for k, v in details.items()
-        )
-        lines.append(
-            f"| {row['op']} | {row.get('shape', '')} | {row['dtype']} | {row.get('layout', '')} | "
-            f"{'yes' if row['ok'] else 'NO'} | {text} |"
-        )
+        text = "; ".join(f"{k}={_format(v['error']) if isinstance(v, dict) and 'error' in v else _format(v)}"
+                         for k, v in details.items())
+        lines.append(f"| {row['op']} | {row.get('shape', '')} | {row['dtype']} | {row.get('layout', '')} | "
+                     f"{'yes' if row['ok'] else 'NO'} | {text} |")
     copy = report["copy_bandwidth"]
-    lines += [
-        "",
-        f"## Timings (device-to-device copy: {copy['gb_per_s']:.0f} GB/s)",
-        "",
-        "| op | shape | dtype | layout | backend | fwd ms | fwd+bwd ms | MB moved | MB min | GB/s | of copy "
-        "| floor ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines += ["", f"## Timings (device-to-device copy: {copy['gb_per_s']:.0f} GB/s)", "",
+              "| op | shape | dtype | layout | backend | fwd ms | fwd+bwd ms | MB moved | MB min | GB/s | of copy "
+              "| floor ms |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["timings"]:
         if "skipped" in row:
-            lines.append(
-                f"| {row['op']} | {row['shape']} | {row['dtype']} | {row['layout']} | {row['backend']} | "
-                f"skipped: {row['skipped']} |||||||"
-            )
+            lines.append(f"| {row['op']} | {row['shape']} | {row['dtype']} | {row['layout']} | {row['backend']} | "
+                         f"skipped: {row['skipped']} |||||||")
             continue
-        extra = (
-            (
-                f"{row['bytes_moved'] / 1e6:.1f} | {row['bytes_minimum'] / 1e6:.1f} | {row['gb_per_s']:.0f} | "
-                f"{row['fraction_of_copy']:.0%} | {row['floor_ms']:.3f}"
-            )
-            if "bytes_moved" in row
-            else " | | | | |"
-        )
-        lines.append(
-            f"| {row['op']} | {row['shape']} | {row['dtype']} | {row['layout']} | {row['backend']} | "
-            f"{row['forward_ms']:.3f} | {row['forward_backward_ms']:.3f} | {extra} |"
-        )
-    lines += [
-        "",
-        "## Training step (bf16 autocast)",
-        "",
-        "| model | size | batch | channels_last | backend | img/s | peak GB | first step s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+        extra = (f"{row['bytes_moved'] / 1e6:.1f} | {row['bytes_minimum'] / 1e6:.1f} | {row['gb_per_s']:.0f} | "
+                 f"{row['fraction_of_copy']:.0%} | {row['floor_ms']:.3f}") if "bytes_moved" in row else " | | | | |"
+        lines.append(f"| {row['op']} | {row['shape']} | {row['dtype']} | {row['layout']} | {row['backend']} | "
+                     f"{row['forward_ms']:.3f} | {row['forward_backward_ms']:.3f} | {extra} |")
+    lines += ["", "## Training step (bf16 autocast)", "",
+              "| model | size | batch | channels_last | backend | img/s | peak GB | first step s |",
+              "|---|---|---|---|---|---|---|---|"]
     for row in report["train_step"]:
         if "skipped" in row:
             lines.append(f"| {' | '.join(map(str, row['case']))} | skipped: {row['skipped']} | | |")
             continue
         peak = f"{row['peak_memory_bytes'] / 2**30:.2f}" if row["peak_memory_bytes"] is not None else "-"
-        lines.append(
-            f"| {row['model']} | {row['image_size']} | {row['batch']} | {row['channels_last']} | {row['backend']} | "
-            f"{row['images_per_s']:.1f} | {peak} | {row['first_step_s']:.1f} |"
-        )
+        lines.append(f"| {row['model']} | {row['image_size']} | {row['batch']} | {row['channels_last']} | "
+                     f"{row['backend']} | "
+                     f"{row['images_per_s']:.1f} | {peak} | {row['first_step_s']:.1f} |")
     dali = report["dali"]
-    lines += [
-        "",
-        "## DALI",
-        "",
-        dali["status"]
-        if dali["status"] != "ran"
-        else f"mixed decode + resize: {dali['images_per_s']:.0f} images/s ({dali['images']} images, {dali['jpeg']})",
-        "",
-    ]
+    lines += ["", "## DALI", "", dali["status"] if dali["status"] != "ran" else
+              f"mixed decode + resize: {dali['images_per_s']:.0f} images/s ({dali['images']} images, "
+              f"{dali['jpeg']})", ""]
     return "\n".join(lines)
 
 
@@ -666,9 +559,8 @@ def _prepare_dry_run() -> None:
         raise ValueError("--dry-run needs TRITON_INTERPRET=1 before fastwsol's kernels are imported")
 
 
-def main(
-    out: str, *, quick: bool = False, dry_run: bool = False, force: bool = False, budget_s: float = DEFAULT_BUDGET_S
-) -> int:
+def main(out: str, *, quick: bool = False, dry_run: bool = False, force: bool = False,
+         budget_s: float = DEFAULT_BUDGET_S) -> int:
     """Run the checks, write ``out/report.json`` and ``out/report.md``; 0 when every correctness row passed."""
     from fastwsol.io import write_text_atomic
 
@@ -682,10 +574,8 @@ def main(
         settings = Settings("cpu", True, quick, budget_s, DRY_RUN_SHAPES)
     else:
         if not torch.cuda.is_available():
-            raise ValueError(
-                "check-gpu needs a CUDA GPU (torch.cuda.is_available() is False); "
-                "--dry-run runs the same checks on the CPU through Triton's interpreter"
-            )
+            raise ValueError("check-gpu needs a CUDA GPU (torch.cuda.is_available() is False); "
+                             "--dry-run runs the same checks on the CPU through Triton's interpreter")
         settings = Settings("cuda", False, quick, budget_s, REAL_SHAPES)
     report = run_checks(settings)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -693,3 +583,4 @@ def main(
     write_text_atomic(targets[1], format_markdown(report))
     print(f"{'PASS' if report['ok'] else 'FAIL'}: wrote {targets[0]} and {targets[1]} ({report['elapsed_s']:.0f} s)")
     return 0 if report["ok"] else 1
+

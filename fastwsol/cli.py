@@ -259,7 +259,8 @@ def _add_prepare(sub) -> None:
     cub.add_argument(
         "--val",
         metavar="CUBV2_DIR",
-        help="wsolevaluation's CUBV2 images (<class>/<file>, 1,000 images): the val split, used to select checkpoints",
+        help="wsolevaluation's CUBV2 images (1,000, a separate download), as <class folder>/<file> like "
+        "the metadata's image ids: the val split, used to select checkpoints",
     )
     common(cub)
 
@@ -273,17 +274,11 @@ def _add_prepare(sub) -> None:
         "metadata root goes to DATA_ROOT/metadata. Files are checked from their headers.",
     )
     imagenet.add_argument("--train", required=True, metavar="TRAIN_DIR", help="ILSVRC2012 train: <wnid>/<file>.JPEG")
-    imagenet.add_argument(
-        "--val",
-        required=True,
-        metavar="VAL_DIR",
-        help="ILSVRC2012 validation: ILSVRC2012_val_*.JPEG, flat or in <wnid>/ folders",
-    )
-    imagenet.add_argument(
-        "--val2",
-        metavar="VAL2_DIR",
-        help="ImageNetV2 (<class index>/<n>.jpeg): wsolevaluation's val split, used to select checkpoints",
-    )
+    imagenet.add_argument("--val", required=True, metavar="VAL_DIR",
+                          help="ILSVRC2012 validation: ILSVRC2012_val_*.JPEG, flat or in <wnid>/ folders")
+    imagenet.add_argument("--val2", metavar="VAL2_DIR",
+                          help="ImageNetV2 as wsolevaluation's download script lays it out (<class index>/<n>.jpeg, "
+                               "10,000 images): its val split, used to select checkpoints")
     common(imagenet)
 
 

@@ -81,10 +81,12 @@ def alignment_traffic(shapes: OpShapes, element_size: int, direction: str) -> Tr
     if direction == "forward":
         passes = math.ceil(shapes.classes / alignment_kernel.MAX_BLOCK_CLASSES) if shapes.fine_grained else 1
         weight = shapes.classes * channels * 4 if shapes.fine_grained else 0
-        # the stats kernel writes 3 maps; the image kernel reads 3 and writes 2
+        block = alignment_kernel.forward_block_positions(shapes.fine_grained, element_size)
+        programs = batch * math.ceil(height * width / block)
+        # the stats kernel writes 3 maps; the image kernel reads 3, writes 2
         maps = 3 * positions * MAP_BYTES + (3 + 2) * positions * MAP_BYTES
         hbm = feature + weight + batch * channels * 4 + maps
-        l2 = passes * feature + tiles * (passes * weight + channels * 4) + maps
+        l2 = passes * feature + programs * (weight + channels * 4) + maps  # every program reads all of ŵ
         class_dot = 2 * positions * shapes.classes * channels if shapes.fine_grained else 0
         # fp32 F: the class dot runs as 3 TF32 products (tf32x3)
         tensor_flops = class_dot * (3 if element_size == 4 else 1)

@@ -93,6 +93,11 @@ def ensure_dataset(config, **make_args) -> None:
     ensure_synthetic_dataset(root, **make_args)
 
 
+def _name(run_dir: Path) -> str:
+    """``seed1/cam`` for a fine-tuning, ``pretrain`` for the backbone: which run a line is about."""
+    return run_dir.name if run_dir.name == PRETRAIN_KEY else f"{run_dir.parent.name}/{run_dir.name}"
+
+
 def train_run(config_path: Path, run_dir: Path, overrides, label: str, fresh: bool) -> dict:
     """Train one run into ``run_dir`` and return its test metrics. A finished run is reused and
     an interrupted one resumed only when its recorded config (the checkpoint's) matches this
@@ -109,10 +114,10 @@ def train_run(config_path: Path, run_dir: Path, overrides, label: str, fresh: bo
             raise ValueError(f"{run_dir} holds a run with other settings ({describe_changes(changes)}): "
                              f"pass --fresh to retrain it, or give another --out")
         if metrics_file.is_file():
-            print(f"[{run_dir.name}] reusing {metrics_file} (same settings)", flush=True)
+            print(f"[{_name(run_dir)}] reusing {metrics_file} (same settings)", flush=True)
             return json.loads(metrics_file.read_text())
     resume = recorded is not None and recorded[0].name == "last.pt"
-    print(f"[{run_dir.name}] {'resuming' if resume else 'training'} {label}: {config.model.name}, "
+    print(f"[{_name(run_dir)}] {'resuming' if resume else 'training'} {label}: {config.model.name}, "
           f"model.method={config.model.method}", flush=True)
     started = time.perf_counter()
     # no checkpoint to resume from: what is there (a log cut short, a stale best.pt) is replaced
@@ -222,8 +227,9 @@ def comparison_figure(run_dirs: dict[str, Path], path: Path, num_images: int = 6
     loader = loader_from_config(config, "test", batch_size=256, device="cpu", loader="torch", num_threads=0)
     # evenly spread over the split, so several classes show
     picks = np.linspace(0, loader.num_samples - 1, num_images).astype(int)
-    batch = next(iter(loader))
-    images, labels, indices = batch["images"][picks], batch["labels"][picks], batch["indices"][picks].numpy()
+    batches = list(loader)  # the whole split (a few hundred small images): picks span every batch
+    images, labels, indices = (torch.cat([b[key] for b in batches])[picks] for key in ("images", "labels", "indices"))
+    indices = indices.numpy()
     gt = gt_boxes_224(loader.metadata, indices)
     tiles = []
     for i in range(num_images):
@@ -254,6 +260,8 @@ def reproduce(
     ``pretrain_overrides`` to the pretraining (``configs/synthetic_pretrain.yaml``); ``seeds``
     training seeds (0..seeds-1) per variant, one shared pretrained backbone (module docstring).
     The Table-5 maps and the figure are those of seed 0."""
+    from fastwsol.train import plural
+
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     started = time.perf_counter()
@@ -293,6 +301,8 @@ def reproduce(
     stage_seconds["maps_and_figure"] = time.perf_counter() - t0
     diff = margins(results[VANILLA.key], results[METHOD.key])
     elapsed = time.perf_counter() - started
+    fine_tuning = [m["train_seconds"] for runs in results.values() for m in runs]
+    train_seconds = {"pretrain": pretrained["train_seconds"], "fine_tuning": float(np.sum(fine_tuning))}
     test_images = results[VANILLA.key][0]["num_images"]
     summary = {
         "config": str(DEFAULT_CONFIG),
@@ -314,6 +324,7 @@ def reproduce(
         "figure": str(figure),
         "seconds": elapsed,
         "stage_seconds": stage_seconds,
+        "train_seconds": train_seconds,
         "note": "Top-1/Top-5 Loc are read at the CAM threshold that maximises GT-known Loc. 'multi': the protocol's "
         "boxes around every contour; 'single': the box of the largest contour. 'inverted': mean score inside "
         "the GT boxes below the mean outside.",
@@ -323,7 +334,9 @@ def reproduce(
         f"# fastwsol reproduction on the synthetic dataset\n\n"
         f"Config `configs/{DEFAULT_CONFIG.name}`{' with ' + ', '.join(overrides) if overrides else ''}; "
         f"test split ({test_images} images), CAM of the ground-truth class, {seeds_text}; "
-        f"{elapsed / 60:.1f} min on this machine.\n\n"
+        f"{elapsed / 60:.1f} min on this machine for this call; training time as the runs recorded it: "
+        f"pretraining {train_seconds['pretrain'] / 60:.1f} min, {plural(len(fine_tuning), 'fine-tuning')} "
+        f"{train_seconds['fine_tuning'] / 60:.1f} min.\n\n"
         f"Every run fine-tunes the one backbone pretrained with `configs/{PRETRAIN_CONFIG.name}` "
         f"(objects task, its own test split: top-1 {pretrained['top1_cls']:.1f} %, "
         f"CAM GT-known Loc {pretrained['gt_known_loc']:.1f}).\n\n"

@@ -42,7 +42,8 @@ def user_side(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.models, "get_weight", RandomWeights)
     # the dataset folder of the examples (OUT/data, OUT/metadata: `fastwsol make-synthetic OUT`),
-    # 36 train images so that one batch of 32 is read, and the metadata in a "shared" folder beside it
+    # 36 train images so that one batch of 32 is read, and a shared/data/wsol-metadata sibling folder
+    # (the builtin metadata) where the README still looks for it (until it reads "builtin")
     work = tmp_path / "work"
     make_synthetic_dataset(work / "OUT", classes=3, train_per_class=12, test_per_class=1, seed=0,
                            min_size=64, max_size=96)

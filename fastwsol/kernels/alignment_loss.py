@@ -48,6 +48,10 @@ NORM_CLAMP = 1e-12  # F.normalize's eps (the kernels spell it, and ε = 1e-15, a
 MAX_BLOCK_CLASSES = 128  # class-tile width; 256 makes ptxas spill (CUB's C=200 takes 2 class passes, the 2nd L2-hot)
 FORWARD_WARPS, FORWARD_STAGES = 8, 2  # zero spills on sm_80 and sm_90 at these blocks (bench/gpu_build.py)
 BLOCK_POSITIONS = 32
+# Fine-grained forward on 16-bit F: every program reads all of ŵ (C×D fp32, from L2), so 64
+# positions per program halve that traffic against 32 (ResNet50-CUB: 1.31 → 0.68 GB). fp32 F
+# keeps 32: at 64 its tf32x3 dot spills on sm_80 (and it is compute-bound, not L2-bound).
+BLOCK_POSITIONS_FINE_16BIT = 64
 BLOCK_CHANNELS = 32
 
 
@@ -64,8 +68,10 @@ def _position_stats_kernel(
     u = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     u_mask = in_image(u, N, ALIGN)
     image = feature_ptr + b.to(tl.int64) * stride_b
-    sumsq = tl.zeros([BLOCK_P], dtype=tl.float32)
-    dot_target = tl.zeros([BLOCK_P], dtype=tl.float32)
+    # Channel sums accumulated as [BLOCK_D, BLOCK_P] tiles and reduced once after the loop: a
+    # reduction over channels crosses warps (shared memory and a barrier), so not per iteration.
+    sumsq_tile = tl.zeros([BLOCK_D, BLOCK_P], dtype=tl.float32)
+    dot_target_tile = tl.zeros([BLOCK_D, BLOCK_P], dtype=tl.float32)
     classes = tl.arange(0, BLOCK_C)
     best = tl.full([BLOCK_P], float("-inf"), dtype=tl.float32)
     # One pass over F when C ≤ BLOCK_C; else one more per class tile (re-reading this program's F tile, cache-hot).
@@ -80,9 +86,9 @@ def _position_stats_kernel(
             f = tl.load(image + offsets, mask=d_mask[:, None] & u_mask[None, :], other=0.0)
             if class_pass == 0:
                 f32 = f.to(tl.float32)
-                sumsq += tl.sum(f32 * f32, axis=0)
+                sumsq_tile += f32 * f32
                 w_target = tl.load(w_target_ptr + b * D + d, mask=d_mask, other=0.0)
-                dot_target += tl.sum(f32 * w_target[:, None], axis=0)
+                dot_target_tile += f32 * w_target[:, None]
             if FINE_GRAINED:
                 w_tile = tl.load(
                     w_unit_ptr + tile_classes[:, None] * D + d[None, :],
@@ -96,6 +102,8 @@ def _position_stats_kernel(
             best = tl.maximum(best, tl.max(tl.where(tile_classes[:, None] < C, class_dot, float("-inf")), axis=0))
     # IEEE sqrt and division: on a GPU `tl.sqrt` and `/` compile to sqrt.approx.ftz / div.full
     # (≤ 2 ulp), and n, S* decide the strict masks of the image kernel.
+    sumsq = tl.sum(sumsq_tile, axis=0)
+    dot_target = tl.sum(dot_target_tile, axis=0)
     norm = tl.sqrt_rn(sumsq)
     clamped = tl.maximum(norm, 1e-12)
     tl.store(norm_ptr + b * N + u, norm, mask=u_mask)
@@ -193,6 +201,10 @@ def _feature_grad_kernel(
 # Launch configuration (one source of truth; bench/gpu_build.py builds what these launches select).
 
 
+def forward_block_positions(fine_grained: bool, element_size: int) -> int:
+    return BLOCK_POSITIONS_FINE_16BIT if fine_grained and element_size == 2 else BLOCK_POSITIONS
+
+
 def _block_classes(num_classes: int) -> int:
     return min(max(16, triton.next_power_of_2(num_classes)), MAX_BLOCK_CLASSES)
 
@@ -232,13 +244,14 @@ def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_graine
         torch.empty(batch, device=feature.device, dtype=torch.float32) for _ in range(2)
     )
     if batch and positions:
-        grid = (batch, triton.cdiv(positions, BLOCK_POSITIONS))
+        block_positions = forward_block_positions(fine_grained, feature.element_size())
+        grid = (batch, triton.cdiv(positions, block_positions))
         _position_stats_kernel[grid](
             feature, w_target, w_dot, norm, sim, max_sim,
             channels, positions, width, num_classes,
             *feature.stride(),
             FINE_GRAINED=fine_grained, DOT_PRECISION=_dot_precision(feature.dtype), **layout_constants(feature),
-            BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, BLOCK_C=_block_classes(num_classes),
+            BLOCK_P=block_positions, BLOCK_D=BLOCK_CHANNELS, BLOCK_C=_block_classes(num_classes),
             num_warps=FORWARD_WARPS if fine_grained else 4, num_stages=FORWARD_STAGES,
         )
         _image_loss_kernel[(batch,)](

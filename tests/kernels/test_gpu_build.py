@@ -101,3 +101,19 @@ def test_nchw_streaming_kernels_use_vector_loads(records):
     assert {launch["shape"] for r in checked for launch in r["launches"]} == set(REAL_SHAPES)
     for r in checked:
         assert r["vector_loads"] > 0 and r["scalar_loads"] <= 1, f"{r['kernel']} sm_{r['arch']}: {r}"
+
+
+def test_channel_loops_reduce_once(records):
+    """The channel sums (dropout mean; norm and target dot of the alignment stats) accumulate a
+    2-D tile and reduce after the loop: no barrier inside the loop (the target-only stats kernel
+    and the channel mean; the fine-grained one keeps the class dot's shared-memory staging)."""
+    checked = [r for r in records if "_channel_mean_kernel" in r["kernel"]
+               or ("_position_stats_kernel" in r["kernel"] and "vgg16-imagenet" in r["kernel"])]
+    assert len(checked) >= 4
+    for r in checked:
+        assert r["loop_barriers"] == 0, f"{r['kernel']} sm_{r['arch']}: {r['loop_barriers']} barriers in a loop"
+
+
+def test_loop_barriers_counts_only_loop_bodies():
+    ptx = "bar.sync 0;\n$L__BB0_2:  // loop\nadd.s32 %r1, %r1, 1;\nbar.sync 0;\n@%p1 bra $L__BB0_2;\nbar.sync 0;\n"
+    assert gpu_build.loop_barriers(ptx) == 1
