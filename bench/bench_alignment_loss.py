@@ -38,15 +38,14 @@ import time
 import torch
 import torch.nn.functional as F
 
+from common import format_table
+from fastwsol.kernel_shapes import REAL_SHAPES, alignment_traffic
+
 FG_THRESHOLD, BG_THRESHOLD = 0.6, 0.2
 EPS = 1e-15
 
-# name: (B, D, H, W, C, fine_grained)
-SHAPES = {
-    "vgg16-cub": (64, 1024, 14, 14, 200, True),
-    "resnet50-cub": (32, 2048, 28, 28, 200, True),
-    "vgg16-imagenet": (64, 1024, 14, 14, 1000, False),
-}
+# name: (B, D, H, W, C, fine_grained), from the one table of real shapes
+SHAPES = {name: (*s.feature, s.classes, s.fine_grained) for name, s in REAL_SHAPES.items()}
 VARIANTS = ("paper", "reference", "compiled", "triton")
 TARGETS = {"speedup_fine": 3.0, "speedup_target_only": 8.0, "memory_ratio": 3.0}
 # Peak DRAM bandwidth (GB/s) by device-name substring, for the achieved-bandwidth column.
@@ -157,25 +156,9 @@ def measure(shape_name: str, variant: str, repeats: int, warmup: int, device: st
 
 
 def _triton_traffic(shape_name: str, element_size: int) -> tuple[int, int]:
-    """(bytes the kernels move, minimum bytes) for one forward + backward (GPU_BUILD_SPECS)."""
-    from fastwsol.kernels.alignment_loss import GPU_BUILD_SPECS
-
-    batch, channels, height, width, classes, fine_grained = SHAPES[shape_name]
-    shape = (batch, channels, height, width)
-    dtype = "fp32" if element_size == 4 else "bf16"
-    mode = "fine" if fine_grained else "target"
-    moved = minimum = 0
-    for spec in GPU_BUILD_SPECS:
-        name = spec["name"]
-        selected = (
-            name == f"alignment_loss/_position_stats_kernel[{dtype},{mode}]"
-            or name == f"alignment_loss/_feature_grad_kernel[{dtype}]"
-            or name == f"alignment_loss/_image_loss_kernel[N={height * width}]"
-        )
-        if selected:
-            moved += spec["bytes_moved"](shape)
-            minimum += spec["bytes_minimum"](shape) if "_image_loss_kernel" not in name else 0
-    return moved, minimum
+    """(HBM bytes the kernels move, minimum bytes) for one forward + backward (fastwsol.kernel_shapes)."""
+    directions = [alignment_traffic(REAL_SHAPES[shape_name], element_size, d) for d in ("forward", "backward")]
+    return sum(t.hbm_bytes for t in directions), sum(t.minimum_bytes for t in directions)
 
 
 def run_subprocess(shape_name: str, variant: str, repeats: int, warmup: int, device: str, timeout: float) -> dict:
@@ -218,25 +201,23 @@ def summarise(records: list[dict]) -> list[dict]:
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    header = (f"{'shape':<16}{'variant':<11}{'median ms':>11}{'min ms':>10}{'peak MiB':>10}{'× faster':>10}"
-              f"{'× less mem':>12}{'target':>9}  {'first step s':>12}")
-    lines = [header, "-" * len(header)]
+def format_rows(rows: list[dict]) -> str:
+    header = ("shape", "variant", "median ms", "min ms", "peak MiB", "× faster", "× less mem", "target", "first step s")
+    cells, traffic = [], []
     for row in rows:
         verdict = ""
         if "speed_target_met" in row:
             verdict = ("ok" if row["speed_target_met"] else "MISS") + "/" + ("ok" if row["memory_target_met"] else "MISS")
-        minimum = "" if row["min_ms"] is None else f"{row['min_ms']:.1f}"
-        lines.append(
-            f"{row['shape']:<16}{row['variant']:<11}{row['median_ms']:>11.1f}{minimum:>10}{row['peak_mib']:>10.1f}"
-            f"{row['speedup_vs_paper'] or 0:>9.2f}×{row['memory_ratio_vs_paper'] or 0:>11.2f}×{verdict:>9}  {row['first_step_s']:>12.2f}"
-        )
+        cells.append((row["shape"], row["variant"], f"{row['median_ms']:.1f}",
+                      "" if row["min_ms"] is None else f"{row['min_ms']:.1f}", f"{row['peak_mib']:.1f}",
+                      f"{row['speedup_vs_paper'] or 0:.2f}×", f"{row['memory_ratio_vs_paper'] or 0:.2f}×", verdict,
+                      f"{row['first_step_s']:.2f}"))
         if "achieved_gbps" in row:
-            lines.append(f"{'':<27}triton: {row['achieved_gbps']:.0f} GB/s achieved on the minimum traffic"
-                         f" (peak {row['peak_gbps'] or 'n/a'} GB/s); moves {row['bytes_moved'] / 1e6:.1f} MB"
-                         f" vs minimum {row['bytes_minimum'] / 1e6:.1f} MB")
-    lines.append("target (speed/memory): compiled ≥ 3× faster than paper fine-grained, ≥ 8× target-only; ≥ 3× less peak memory")
-    return "\n".join(lines)
+            traffic.append(f"{row['shape']} triton: {row['achieved_gbps']:.0f} GB/s achieved on the minimum traffic"
+                           f" (peak {row['peak_gbps'] or 'n/a'} GB/s); moves {row['bytes_moved'] / 1e6:.1f} MB"
+                           f" vs minimum {row['bytes_minimum'] / 1e6:.1f} MB")
+    target = "target (speed/memory): compiled ≥ 3× faster than paper fine-grained, ≥ 8× target-only; ≥ 3× less peak memory"
+    return "\n".join([format_table(header, cells), *traffic, target])
 
 
 def write_results(rows: list[dict], meta: dict, parser, args) -> None:
@@ -285,7 +266,7 @@ def main(argv=None) -> list[dict]:
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
     print(f"alignment loss forward+backward, {args.device} ({device_name}), {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, fp32, median of {args.repeats}")
-    print(format_table(rows))
+    print(format_rows(rows))
     memory_measure = records[0]["memory_measure"] if records else ""
     write_results(rows, {"device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
                          "torch": torch.__version__, "repeats": args.repeats, "memory_measure": memory_measure,

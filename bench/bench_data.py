@@ -19,7 +19,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from common import save_results
+
+from common import format_table, save_results
 
 
 def _tree_cpu_seconds() -> float:
@@ -185,10 +186,10 @@ def run(threads: int = 2, epochs: int = 3, batch_size: int = 32, data: str | Non
 def _print(result: dict) -> None:
     print(f"{result['benchmark']}: {result['images']} train images, {result['threads']} threads, "
           f"batch {result['batch_size']}, load avg at end {result['machine']['load_avg_at_end'][0]:.1f}")
-    print(f"{'what':<24}{'pipeline':<10}{'output':<8}{'images/s':>10}{'min':>9}{'max':>9}{'CPU ms/img':>12}")
-    for row in result["rows"]:
-        print(f"{row['what']:<24}{row['pipeline']:<10}{row['output']:<8}{row['images_per_s']:>10.1f}"
-              f"{row['min']:>9.1f}{row['max']:>9.1f}{row['cpu_ms_per_image']:>12.3f}")
+    print(format_table(("what", "pipeline", "output", "images/s", "min", "max", "CPU ms/img"), [
+        (row["what"], row["pipeline"], row["output"], f"{row['images_per_s']:.1f}", f"{row['min']:.1f}",
+         f"{row['max']:.1f}", f"{row['cpu_ms_per_image']:.3f}") for row in result["rows"]
+    ]))
     print("DALI / fallback images/s: "
           + ", ".join(f"{k} {v:.2f}x" for k, v in result["dali_speedup_over_torch"].items()))
     print("fallback / DALI CPU per image: "

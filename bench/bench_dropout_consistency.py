@@ -23,19 +23,16 @@ import statistics
 import time
 
 import torch
-from common import save_results
 
+from common import save_results
 from fastwsol import ops
-from fastwsol.kernels import attentive_dropout as dropout_kernel
-from fastwsol.kernels import consistency_loss as consistency_kernel
+from fastwsol.kernel_shapes import REAL_SHAPES, TRAFFIC, OpShapes
 
 THRESHOLD, DROP_PROB = 0.8, 0.5  # CUB VGG16 (docs/method.md §6)
 # (op, label, shape); "--quick" divides the batch by 8.
-CASES = [
-    ("attentive_dropout", "VGG16 F' B=64", (64, 512, 28, 28)),
-    ("attentive_dropout", "ResNet50 F' B=32", (32, 2048, 28, 28)),
-    ("consistency_loss", "VGG16 F B=64", (64, 1024, 14, 14)),
-    ("consistency_loss", "ResNet50 F B=32", (32, 2048, 28, 28)),
+CASES = [  # the real shapes (fastwsol.kernel_shapes): the dropout's input, and F
+    *(("attentive_dropout", f"{name} dropout input", REAL_SHAPES[name].dropout_input) for name in ("vgg16-cub", "resnet50-cub")),
+    *(("consistency_loss", f"{name} F", REAL_SHAPES[name].feature) for name in ("vgg16-cub", "resnet50-cub")),
 ]
 
 
@@ -101,11 +98,13 @@ def time_cuda(step, inputs) -> tuple[float, int]:
 
 
 def op_bytes(op: str, shape, backward: bool) -> tuple[int, int]:
-    """(bytes moved, minimum) of forward (+ backward) by the Triton kernels, fp32."""
-    module = dropout_kernel if op == "attentive_dropout" else consistency_kernel
+    """(HBM bytes moved, minimum) of forward (+ backward) by the Triton kernels, fp32 (fastwsol.kernel_shapes)."""
+    b, d, h, w = shape
+    # the traffic model takes a configuration: this shape as F (consistency) or the dropout input
+    shapes = OpShapes("", b, d, h, 1, False, d, h)
     directions = ("forward", "backward") if backward else ("forward",)
-    pairs = [module.OP_BYTES[f"{op} {d} [fp32]"](shape) for d in directions]
-    return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+    traffic = [TRAFFIC[op](shapes, 4, direction) for direction in directions]
+    return sum(t.hbm_bytes for t in traffic), sum(t.minimum_bytes for t in traffic)
 
 
 def run(backends, devices, repeats: int, quick: bool) -> list[dict]:

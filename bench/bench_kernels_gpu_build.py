@@ -1,119 +1,124 @@
-"""GPU readiness of every Triton kernel, measured without a GPU.
+"""The kernels' GPU build and roofline, measured without a GPU.
 
-For each kernel configuration in the kernel modules' ``GPU_BUILD_SPECS`` and each target
-(sm_80 = A100, sm_90 = H100): registers per thread, spill bytes (target 0), shared memory per
-block, theoretical occupancy (and what limits it), and, at the real shapes, the bytes the
-launch moves against the minimum it must move (ratio 1.00 = no extra traffic).
+Build (``bench/gpu_build.py``): every distinct binary the ops' real launches select, compiled with
+those launches' specialisations for sm_80 (A100) and sm_90 (H100): registers per thread, spill
+bytes (target 0), shared memory, theoretical occupancy, vector vs scalar global loads.
+
+Roofline: per op and direction at each real shape (``fastwsol.kernel_shapes``) and dtype, the
+traffic model's bytes from HBM and through L2, FLOPs, and the H100 SXM time they bound:
+max(HBM bytes / 3.35 TB/s, L2 bytes / 10 TB/s, tensor FLOPs / 495 TFLOPS + FLOPs / 67 TFLOPS),
+against the floor (the least HBM traffic / 3.35 TB/s); waves = programs of the op's main launch
+/ (132 SMs × resident blocks per SM from the sm_90 build). HBM, TF32 and FP32 peaks are NVIDIA's
+H100 SXM datasheet figures; the L2 bandwidth is an assumption (no datasheet figure), so L2-bound
+rows are estimates in a second sense. ``fastwsol check-gpu`` measures the real times.
 
     python bench/bench_kernels_gpu_build.py [--arch 80 90]
 
-Prints a table and writes ``bench/results/kernels_gpu_build.{json,csv}`` (``results/quick/`` unless a full run). The build runs
-in-process (or in a TRITON_INTERPRET=0 subprocess if the interpreter is on).
+Writes ``bench/results/kernels_gpu_build.{json,csv}`` and ``bench/results/roofline.{json,csv,md}``
+(``results/quick/`` unless a full run).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import math
 import platform
 
+import gpu_build
 import triton
+
 from common import save_results
+from fastwsol.io import write_text_atomic
+from fastwsol.kernel_shapes import REAL_SHAPES, TRAFFIC
 
-from fastwsol.kernels import gpu_build
-
-# The real F shapes (B, D, H, W), for modules that do not state their own REAL_SHAPES.
-DEFAULT_SHAPES = {"VGG16 F B=64": (64, 1024, 14, 14), "ResNet50 F B=32": (32, 2048, 28, 28)}
-
-
-def spec_shapes() -> dict[str, tuple[dict, dict]]:
-    """kernel name → (spec, {shape label: shape}) for the bytes columns."""
-    table = {}
-    for module_name in gpu_build.kernel_modules():
-        module = importlib.import_module(module_name)
-        shapes = getattr(module, "REAL_SHAPES", DEFAULT_SHAPES)
-        for spec in module.GPU_BUILD_SPECS:
-            table[spec["name"]] = (spec, spec.get("shapes", shapes))
-    return table
+H100 = {"hbm": 3.35e12, "l2": 10e12, "tensor_tf32": 494.7e12, "fp32": 66.9e12, "sms": 132}
+ELEMENT_SIZE = {"fp32": 4, "bf16": 2}
+MAIN_KERNEL = {  # the launch whose grid sets the op's waves
+    ("alignment_loss", "forward"): "_position_stats_kernel", ("alignment_loss", "backward"): "_feature_grad_kernel",
+    ("attentive_dropout", "forward"): "_apply_keep_kernel", ("attentive_dropout", "backward"): "_apply_keep_kernel",
+    ("consistency_loss", "forward"): "_abs_difference_sum_kernel",
+    ("consistency_loss", "backward"): "_abs_difference_backward_kernel",
+}
 
 
-def rows(records: list[dict]) -> list[dict]:
-    specs = spec_shapes()
-    out = []
-    for record in records:
-        spec, shapes = specs[record["kernel"]]
-        base = {
-            "kernel": record["kernel"], "arch": f"sm_{record['arch']}", "num_warps": record["num_warps"],
-            "registers": record["registers"], "spill_bytes": record["spill_store_bytes"] + record["spill_load_bytes"],
-            "shared_memory": record["shared_memory"], "occupancy": round(record["occupancy"], 4),
-            "blocks_per_sm": record["blocks_per_sm"], "limited_by": record["limited_by"],
-        }
-        if "bytes_moved" not in spec:
-            out.append({**base, "shape": "", "bytes_moved": None, "bytes_minimum": None, "bytes_ratio": None})
+def build_rows(records: list[dict]) -> list[dict]:
+    return [{
+        "kernel": r["kernel"], "arch": f"sm_{r['arch']}", "num_warps": r["num_warps"], "registers": r["registers"],
+        "spill_bytes": r["spill_store_bytes"] + r["spill_load_bytes"], "shared_memory": r["shared_memory"],
+        "occupancy": round(r["occupancy"], 4), "blocks_per_sm": r["blocks_per_sm"], "limited_by": r["limited_by"],
+        "vector_loads": r["vector_loads"], "scalar_loads": r["scalar_loads"], "loop_barriers": r["loop_barriers"],
+        "approx_ops": r["approx_ops"],
+        "launches": len(r["launches"]),
+    } for r in records]
+
+
+def _waves(records: list[dict], op: str, direction: str, shape: str, dtype: str) -> float | None:
+    for r in records:
+        if r["arch"] != 90 or MAIN_KERNEL[(op, direction)] not in r["kernel"]:
             continue
-        for label, shape in shapes.items():
-            moved = int(spec["bytes_moved"](shape))
-            minimum = int(spec["bytes_minimum"](shape)) if "bytes_minimum" in spec else None
-            out.append({
-                **base, "shape": f"{label} {tuple(shape)}", "bytes_moved": moved, "bytes_minimum": minimum,
-                "bytes_ratio": round(moved / minimum, 3) if minimum else None,
-            })
-    return out
+        for launch in r["launches"]:
+            if (launch["op"], launch["direction"], launch["shape"], launch["dtype"], launch["layout"]) == (
+                    op, direction, shape, dtype, "channels_last"):
+                return math.prod(launch["grid"]) / (H100["sms"] * r["blocks_per_sm"])
+    return None
 
 
-def op_rows() -> list[dict]:
-    """Whole-op bytes (all launches of one direction) from the modules' optional ``OP_BYTES``."""
-    out = []
-    for module_name in gpu_build.kernel_modules():
-        module = importlib.import_module(module_name)
-        for op, bytes_of in getattr(module, "OP_BYTES", {}).items():
-            for label, shape in getattr(module, "REAL_SHAPES", DEFAULT_SHAPES).items():
-                moved, minimum = bytes_of(shape)
-                out.append({"op": op, "shape": f"{label} {tuple(shape)}", "bytes_moved": int(moved),
-                            "bytes_minimum": int(minimum), "bytes_ratio": round(moved / minimum, 3)})
-    return out
+def roofline_rows(records: list[dict]) -> list[dict]:
+    rows = []
+    for shape_name, shapes in REAL_SHAPES.items():
+        for op, traffic_of in TRAFFIC.items():
+            for dtype, element_size in ELEMENT_SIZE.items():
+                for direction in ("forward", "backward"):
+                    t = traffic_of(shapes, element_size, direction)
+                    bounds = {"HBM": t.hbm_bytes / H100["hbm"], "L2": t.l2_bytes / H100["l2"],
+                              "compute": t.tensor_flops / H100["tensor_tf32"] + t.flops / H100["fp32"]}
+                    bound = max(bounds, key=bounds.get)
+                    floor = t.minimum_bytes / H100["hbm"]
+                    waves = _waves(records, op, direction, shape_name, dtype)
+                    rows.append({
+                        "op": op, "direction": direction, "shape": shape_name, "dtype": dtype,
+                        "hbm_mb": round(t.hbm_bytes / 1e6, 2), "l2_mb": round(t.l2_bytes / 1e6, 2),
+                        "gflop": round((t.flops + t.tensor_flops) / 1e9, 3),
+                        "estimate_us": round(bounds[bound] * 1e6, 1), "bound": bound,
+                        "floor_us": round(floor * 1e6, 1), "estimate_over_floor": round(bounds[bound] / floor, 2),
+                        "waves": round(waves, 2) if waves is not None else None,
+                    })
+    return rows
 
 
-def format_op_table(table: list[dict]) -> str:
-    header = f"{'op':<36} {'shape':<42} {'moved MB':>9} {'min MB':>9} {'ratio':>5}"
-    lines = [header, "-" * len(header)]
-    for r in table:
-        lines.append(f"{r['op']:<36} {r['shape']:<42} {r['bytes_moved'] / 1e6:9.2f} {r['bytes_minimum'] / 1e6:9.2f} {r['bytes_ratio']:5.2f}")
-    return "\n".join(lines)
-
-
-def format_table(table: list[dict]) -> str:
-    header = (f"{'kernel':<60} {'arch':>5} {'warps':>5} {'regs':>4} {'spill':>5} {'smem B':>7} {'occup':>6} "
-              f"{'limit':<13} {'shape':<42} {'moved MB':>9} {'min MB':>9} {'ratio':>5}")
-    lines = [header, "-" * len(header)]
-    for r in table:
-        moved = f"{r['bytes_moved'] / 1e6:9.2f}" if r["bytes_moved"] is not None else f"{'-':>9}"
-        minimum = f"{r['bytes_minimum'] / 1e6:9.2f}" if r["bytes_minimum"] is not None else f"{'-':>9}"
-        ratio = f"{r['bytes_ratio']:5.2f}" if r["bytes_ratio"] is not None else f"{'-':>5}"
-        lines.append(
-            f"{r['kernel']:<60} {r['arch']:>5} {r['num_warps']:>5} {r['registers']:>4} {r['spill_bytes']:>5} "
-            f"{r['shared_memory']:>7} {r['occupancy']:>6.0%} {r['limited_by']:<13} {r['shape']:<42} {moved} {minimum} {ratio}"
-        )
+def format_markdown(rows: list[dict]) -> str:
+    lines = ["| op | dir | shape | dtype | HBM MB | L2 MB | GFLOP | est. H100 µs | bound | floor µs | est./floor "
+             "| waves |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['op']} | {r['direction'][:3]} | {r['shape']} | {r['dtype']} | {r['hbm_mb']:.1f} | "
+                     f"{r['l2_mb']:.1f} | "
+                     f"{r['gflop']:.2f} | {r['estimate_us']:.1f} | {r['bound']} | {r['floor_us']:.1f} | "
+                     f"{r['estimate_over_floor']:.2f} | {r['waves'] if r['waves'] is not None else '-'} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, nargs="+", default=list(gpu_build.ARCHS), choices=sorted(gpu_build.SM_LIMITS))
+    parser.add_argument("--arch", type=int, nargs="+", default=list(gpu_build.ARCHS),
+                        choices=sorted(gpu_build.SM_LIMITS))
     args = parser.parse_args(argv)
-    table = rows(gpu_build.build_all(tuple(args.arch)))
-    print(format_table(table))
-    spilling = sorted({(r["kernel"], r["arch"]) for r in table if r["spill_bytes"]})
-    print(f"\n{len({r['kernel'] for r in table})} kernel configurations; spills (target 0): "
-          f"{', '.join(f'{k} on {a}' for k, a in spilling) if spilling else 'none'}")
-
-    ops_table = op_rows()
-    if ops_table:
-        print("\nWhole ops (all launches of one direction) against the minimum traffic:")
-        print(format_op_table(ops_table))
-
-    meta = {"triton": triton.__version__, "python": platform.python_version(), "machine": platform.machine()}
-    save_results("kernels_gpu_build", {"meta": meta, "rows": table, "ops": ops_table}, table, parser=parser, args=args)
+    records = gpu_build.build_all(tuple(args.arch))
+    builds = build_rows(records)
+    for r in builds:
+        print(f"{r['kernel']:<96} {r['arch']} w{r['num_warps']} regs {r['registers']:>3} spill {r['spill_bytes']} "
+              f"occ {r['occupancy']:.0%} ({r['limited_by']}) ld v/s {r['vector_loads']}/{r['scalar_loads']}")
+    spilling = sorted({(r["kernel"], r["arch"]) for r in builds if r["spill_bytes"]})
+    print(f"\n{len({r['kernel'] for r in builds})} distinct binaries; spills (target 0): {spilling or 'none'}\n")
+    roofline = roofline_rows(records)
+    markdown = format_markdown(roofline)
+    print(markdown)
+    meta = {"triton": triton.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "h100": H100}
+    save_results("kernels_gpu_build", {"meta": meta, "rows": builds, "records": records}, builds,
+                 parser=parser, args=args)
+    path = save_results("roofline", {"meta": meta, "rows": roofline}, roofline, parser=parser, args=args)
+    write_text_atomic(path.with_suffix(".md"), markdown + "\n")
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ import statistics
 import time
 
 import torch
-from common import save_results
 
+from common import save_results
 from fastwsol.config import load_config
 from fastwsol.models import create_model
 from fastwsol.train import TrainStep, build_optimizer
@@ -68,7 +68,6 @@ def build_variant(model_name: str, classes: int, *, compiled: bool, channels_las
     model.load_state_dict(state)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model.ops_backend = config.train.backend
     optimizer = build_optimizer(model, config)
     step = TrainStep(model, model.fc.weight, config, uint8_input=True)
 

@@ -1,4 +1,6 @@
-"""Where benchmark results go, and which run each came from (shared by every bench script).
+"""What the benchmark scripts share: where results go and which run each came from, a plain-text
+table, and the results writer (``<name>.json`` with everything, ``<name>.csv`` with the rows).
+The scripts run as ``python bench/<script>.py``, so this module is imported as ``common``.
 
 A *full* run is a script run with its default arguments and without ``run_all.py --quick``: its
 results go to ``bench/results/`` (committed; the README quotes them). Any other run (``--quick``,
@@ -9,17 +11,50 @@ commit, arguments.
 
 from __future__ import annotations
 
+import csv
 import datetime
+import io
 import json
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+
+from fastwsol.io import write_text_atomic
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 QUICK_RESULTS = RESULTS / "quick"
 QUICK_ENV = "FASTWSOL_BENCH_QUICK"  # set by run_all.py --quick for every script it runs
+_NUMBER = re.compile(r"^[-+]?\d[\d,.]*\s?(×|x|%|ms|s)?$")
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence], indent: str = "") -> str:
+    """Aligned columns under a ruled header: a column of numbers (also formatted ones, e.g.
+    ``"3.30×"``) right-aligned, any other left-aligned. Cells are printed with ``str``."""
+    cells = [[str(c) for c in row] for row in rows]
+    columns = list(zip(*cells)) if cells else [() for _ in header]
+    widths = [max(len(str(h)), *(len(c) for c in column)) for h, column in zip(header, columns)]
+    right = [any(column) and all(_NUMBER.match(c) for c in column if c) for column in columns]
+
+    def line(values):
+        return indent + "  ".join(f"{v:>{w}}" if r else f"{v:<{w}}" for v, w, r in zip(values, widths, right)).rstrip()
+
+    head = line([str(h) for h in header])
+    return "\n".join([head, indent + "-" * (len(head) - len(indent)), *map(line, cells)])
+
+
+def csv_text(rows: list[dict], fields: Sequence[str] | None = None) -> str:
+    """Rows of dicts as CSV; the header is ``fields`` or every key in first-seen order."""
+    if fields is None:
+        fields = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def _git(*args: str) -> str:
@@ -48,13 +83,11 @@ def run_record(full: bool) -> dict:
 def save_results(name: str, payload: dict, rows: list[dict], fields=None, *, parser, args, ignore=()) -> Path:
     """``<name>.json`` (``payload`` + its run record) and ``<name>.csv`` (``rows``) in the folder
     of this kind of run; returns the JSON's path."""
-    from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
-
     full = is_full_run(parser, args, ignore)
     folder = RESULTS if full else QUICK_RESULTS
     path = folder / f"{name}.json"
     write_text_atomic(path, json.dumps({**payload, "run": run_record(full)}, indent=2) + "\n")
-    write_csv_atomic(folder / f"{name}.csv", rows, fields)
+    write_text_atomic(folder / f"{name}.csv", csv_text(rows, fields))
     kind = "a full run" if full else "not the full run, kept apart from the committed results"
     print(f"wrote {path} and .csv ({kind})")
     return path

@@ -21,7 +21,8 @@ import subprocess
 import sys
 import time
 
-from common import BENCH, QUICK_ENV, QUICK_RESULTS, RESULTS, describe_run
+from common import BENCH, QUICK_ENV, QUICK_RESULTS, RESULTS, csv_text, describe_run, format_table
+from fastwsol.io import write_text_atomic
 
 # name → (script, arguments for the full run, arguments for --quick)
 BENCHMARKS = {
@@ -87,15 +88,6 @@ def summary_rows(quick: bool = False) -> list[dict]:
     return rows
 
 
-def print_summary(rows: list[dict]) -> None:
-    widths = [max(len(str(r[k])) for r in rows + [{k: k for k in rows[0]}]) for k in rows[0]]
-    line = "  ".join(f"{k:<{w}}" for k, w in zip(rows[0], widths))
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print("  ".join(f"{v!s:<{w}}" for v, w in zip(r.values(), widths)))
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (minutes, not tens)")
@@ -122,12 +114,10 @@ def main(argv=None) -> int:
     folder = QUICK_RESULTS if args.quick else RESULTS
     print(f"\nsummary ({'quick results where there are any, else ' if args.quick else ''}full results; "
           f"'run' names where each figure comes from):")
-    print_summary(rows)
+    print(format_table(list(rows[0]), [[str(v) for v in r.values()] for r in rows]))
     if not args.summary_only or args.write_summary:
-        from fastwsol.checkpoint import write_csv_atomic, write_text_atomic
-
         write_text_atomic(folder / "summary.json", json.dumps(rows, indent=2) + "\n")
-        write_csv_atomic(folder / "summary.csv", rows)
+        write_text_atomic(folder / "summary.csv", csv_text(rows))
         print(f"wrote {folder / 'summary.json'} and .csv")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

@@ -47,7 +47,6 @@ TOLERANCES = {
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-BACKENDS = ("triton", "reference", "compiled")
 TRAIN_BACKENDS = {"triton": ("triton", True), "compiled": ("compiled", True), "eager": ("reference", False)}
 DEFAULT_BUDGET_S = 480
 
@@ -90,7 +89,8 @@ def _time_ms(settings: Settings, fn) -> float:
     if settings.device == "cuda":
         from triton.testing import do_bench
 
-        return float(do_bench(fn, warmup=10 if settings.quick else 25, rep=30 if settings.quick else 100, return_mode="median"))
+        warmup, rep = (10, 30) if settings.quick else (25, 100)
+        return float(do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
     fn()
     started = time.perf_counter()
     fn()
@@ -195,7 +195,7 @@ def check_alignment(settings: Settings, name: str, shapes: OpShapes, dtype: str,
         row[label] = {"error": error, "eager_error": eager_error, "tolerance": bound, "ok": ok}
         passed &= ok
     row["grad_feature_layout_kept"] = got[1][0].stride() == feature.stride()
-    row["weight_grad_bitwise_repeatable"] = bool(torch.equal(got[1][1], again[1][1]) and torch.equal(got[1][0], again[1][0]))
+    row["weight_grad_bitwise_repeatable"] = all(torch.equal(g, a) for g, a in zip(got[1], again[1]))
     row.update(_alignment_mask_flips(feature, weight, target, fine))
     row["ok"] = passed and row["grad_feature_layout_kept"] and row["weight_grad_bitwise_repeatable"]
     return row
@@ -206,8 +206,8 @@ def check_dropout(settings: Settings, name: str, shapes: OpShapes, dtype: str, l
     from fastwsol import ops
 
     x = _random(shapes.dropout_input, DTYPES[dtype], layout, settings.device, seed=3)
-    uniform = torch.rand((x.shape[0], 1, *x.shape[2:]), generator=torch.Generator(device=settings.device).manual_seed(4),
-                         device=settings.device)
+    generator = torch.Generator(device=settings.device).manual_seed(4)
+    uniform = torch.rand((x.shape[0], 1, *x.shape[2:]), generator=generator, device=settings.device)
     grad_out = _random(shapes.dropout_input, DTYPES[dtype], layout, settings.device, seed=5)
     results = {}
     for backend in ("triton", "reference"):
@@ -215,7 +215,8 @@ def check_dropout(settings: Settings, name: str, shapes: OpShapes, dtype: str, l
         out, keep = ops.attentive_dropout(leaf, GAMMA, DROP_PROB, uniform=uniform, backend=backend)
         out.backward(grad_out)
         results[backend] = (out.detach(), keep, leaf.grad)
-    exact = {label: bool(torch.equal(g, w)) for label, g, w in zip(("out", "keep", "grad"), results["triton"], results["reference"])}
+    labels = ("out", "keep", "grad")
+    exact = {label: bool(torch.equal(g, w)) for label, g, w in zip(labels, results["triton"], results["reference"])}
     dropped = int((results["triton"][1] == 0).sum())
     return {"op": "attentive_dropout", "shape": name, "dtype": dtype, "layout": layout, "exact": exact,
             "dropped_positions": dropped, "ok": all(exact.values()) and 0 < dropped < results["triton"][1].numel()}
@@ -350,7 +351,8 @@ def _train_cases(settings: Settings) -> list[tuple[str, int, int, bool, str]]:
     return [(m, size, batch, cl, backend) for m, size, batch in models for cl in layouts for backend in TRAIN_BACKENDS]
 
 
-def time_train_step(settings: Settings, model_name: str, size: int, batch: int, channels_last: bool, backend: str) -> dict:
+def time_train_step(settings: Settings, model_name: str, size: int, batch: int, channels_last: bool,
+                    backend: str) -> dict:
     from fastwsol.config import load_config
     from fastwsol.models import create_model
     from fastwsol.train import TrainStep, build_optimizer
@@ -364,7 +366,6 @@ def time_train_step(settings: Settings, model_name: str, size: int, batch: int, 
     model = create_model(model_name, classes).to(settings.device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model.ops_backend = ops_backend
     optimizer = build_optimizer(model, config)
     step = TrainStep(model, model.fc.weight, config, uint8_input=True)
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=settings.device)
@@ -391,7 +392,8 @@ def time_train_step(settings: Settings, model_name: str, size: int, batch: int, 
     seconds = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated() if settings.device == "cuda" else None
     return {"model": model_name, "image_size": size, "batch": batch, "channels_last": channels_last, "backend": backend,
-            "compiled": compiled, "first_step_s": first_s, "images_per_s": batch * steps / seconds, "peak_memory_bytes": peak}
+            "compiled": compiled, "first_step_s": first_s, "images_per_s": batch * steps / seconds,
+            "peak_memory_bytes": peak}
 
 
 # -------------------------------------------------------------------------------------- DALI
@@ -513,7 +515,8 @@ def format_markdown(report: dict) -> str:
                      f"{'yes' if row['ok'] else 'NO'} | {text} |")
     copy = report["copy_bandwidth"]
     lines += ["", f"## Timings (device-to-device copy: {copy['gb_per_s']:.0f} GB/s)", "",
-              "| op | shape | dtype | layout | backend | fwd ms | fwd+bwd ms | MB moved | MB min | GB/s | of copy | floor ms |",
+              "| op | shape | dtype | layout | backend | fwd ms | fwd+bwd ms | MB moved | MB min | GB/s | of copy "
+              "| floor ms |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["timings"]:
         if "skipped" in row:
@@ -524,18 +527,21 @@ def format_markdown(report: dict) -> str:
                  f"{row['fraction_of_copy']:.0%} | {row['floor_ms']:.3f}") if "bytes_moved" in row else " | | | | |"
         lines.append(f"| {row['op']} | {row['shape']} | {row['dtype']} | {row['layout']} | {row['backend']} | "
                      f"{row['forward_ms']:.3f} | {row['forward_backward_ms']:.3f} | {extra} |")
-    lines += ["", "## Training step (bf16 autocast)", "", "| model | size | batch | channels_last | backend | img/s | peak GB | first step s |",
+    lines += ["", "## Training step (bf16 autocast)", "",
+              "| model | size | batch | channels_last | backend | img/s | peak GB | first step s |",
               "|---|---|---|---|---|---|---|---|"]
     for row in report["train_step"]:
         if "skipped" in row:
             lines.append(f"| {' | '.join(map(str, row['case']))} | skipped: {row['skipped']} | | |")
             continue
         peak = f"{row['peak_memory_bytes'] / 2**30:.2f}" if row["peak_memory_bytes"] is not None else "-"
-        lines.append(f"| {row['model']} | {row['image_size']} | {row['batch']} | {row['channels_last']} | {row['backend']} | "
+        lines.append(f"| {row['model']} | {row['image_size']} | {row['batch']} | {row['channels_last']} | "
+                     f"{row['backend']} | "
                      f"{row['images_per_s']:.1f} | {peak} | {row['first_step_s']:.1f} |")
     dali = report["dali"]
     lines += ["", "## DALI", "", dali["status"] if dali["status"] != "ran" else
-              f"mixed decode + resize: {dali['images_per_s']:.0f} images/s ({dali['images']} images, {dali['jpeg']})", ""]
+              f"mixed decode + resize: {dali['images_per_s']:.0f} images/s ({dali['images']} images, "
+              f"{dali['jpeg']})", ""]
     return "\n".join(lines)
 
 
@@ -556,7 +562,7 @@ def _prepare_dry_run() -> None:
 def main(out: str, *, quick: bool = False, dry_run: bool = False, force: bool = False,
          budget_s: float = DEFAULT_BUDGET_S) -> int:
     """Run the checks, write ``out/report.json`` and ``out/report.md``; 0 when every correctness row passed."""
-    from fastwsol.checkpoint import write_text_atomic
+    from fastwsol.io import write_text_atomic
 
     out_dir = Path(out)
     targets = [out_dir / "report.json", out_dir / "report.md"]

@@ -28,7 +28,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "vgg16"  # see fastwsol.models.MODEL_NAMES; *_cam = vanilla CAM
+    name: str = "vgg16"  # see fastwsol.models.MODEL_NAMES
+    method: str = "bridging_gap"  # "bridging_gap" | "cam" (vanilla CAM): see fastwsol.objective
     pretrained: str | None = None  # None | "imagenet" | path to a torchvision state dict
     # A fastwsol checkpoint of the same architecture whose backbone initialises this model (new
     # layers fresh, as with ImageNet weights): e.g. the synthetic pretraining run.
@@ -102,13 +103,30 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
-_CHOICES = {
-    ("data", "loader"): ("auto", "dali", "torch"),
-    ("train", "precision"): ("fp32", "bf16"),
-    ("train", "backend"): ("auto", "reference", "compiled", "triton"),
-    ("eval", "map"): ("cam", "norm", "sim"),
-    ("train", "select_metric"): ("max_box_acc_v2", "gt_known_loc", "top1_loc", "max_box_acc_v2_single", "gt_known_loc_single"),
-}
+def _choices() -> dict[tuple[str, str], tuple[str, ...]]:
+    """Each choice list is read from the module that acts on the value (imported here, at
+    validation, so that importing this module stays cheap)."""
+    from fastwsol.data.loader import LOADERS
+    from fastwsol.method import MAP_KINDS
+    from fastwsol.models import MODEL_NAMES
+    from fastwsol.objective import METHODS
+    from fastwsol.ops import BACKENDS
+
+    return {
+        ("model", "name"): MODEL_NAMES,
+        ("model", "method"): METHODS,
+        ("data", "loader"): LOADERS,
+        ("train", "precision"): ("fp32", "bf16"),
+        ("train", "backend"): BACKENDS,
+        ("eval", "map"): MAP_KINDS,
+        ("train", "select_metric"): (
+            "max_box_acc_v2",
+            "gt_known_loc",
+            "top1_loc",
+            "max_box_acc_v2_single",
+            "gt_known_loc_single",
+        ),
+    }
 
 
 class ConfigError(ValueError):
@@ -183,7 +201,9 @@ def _apply(config: ExperimentConfig, values: dict, origin: str) -> list[str]:
     problems = []
     for section, entries in values.items():
         if section not in ExperimentConfig.__dataclass_fields__:
-            problems.append(f"{origin}: unknown section {section!r}; sections are {list(ExperimentConfig.__dataclass_fields__)}")
+            problems.append(
+                f"{origin}: unknown section {section!r}; sections are {list(ExperimentConfig.__dataclass_fields__)}"
+            )
             continue
         if not isinstance(entries, dict):
             problems.append(f"{origin}: section {section!r} must be a mapping")
@@ -226,22 +246,38 @@ def parse_override(text: str) -> dict:
 def config_problems(config: ExperimentConfig) -> list[str]:
     """Impossible values and combinations, each named by its key."""
     problems = []
-    for (section, key), choices in _CHOICES.items():
+    name = config.model.name
+    for (section, key), choices in _choices().items():
         value = getattr(getattr(config, section), key)
-        if value not in choices:
+        if (section, key) == ("model", "name") and name.endswith("_cam"):
+            problems.append(
+                f"model.name: {name!r}: the _cam suffix is gone; vanilla CAM is "
+                f"model.name={name.removesuffix('_cam')} with model.method=cam"
+            )
+        elif value not in choices:
             problems.append(f"{section}.{key}: {value!r} is not one of {choices}")
     o = config.optim
     checks = [
-        ("loss.bg_threshold", config.loss.bg_threshold <= config.loss.fg_threshold,
-         f"τ_bg ({config.loss.bg_threshold}) must not exceed τ_fg ({config.loss.fg_threshold})"),
+        (
+            "loss.bg_threshold",
+            config.loss.bg_threshold <= config.loss.fg_threshold,
+            f"τ_bg ({config.loss.bg_threshold}) must not exceed τ_fg ({config.loss.fg_threshold})",
+        ),
         ("loss.fg_threshold", 0.0 <= config.loss.fg_threshold <= 1.0, "must lie in [0, 1]"),
         ("loss.bg_threshold", 0.0 <= config.loss.bg_threshold <= 1.0, "must lie in [0, 1]"),
-        ("model.init_from", config.model.init_from is None or config.model.pretrained is None,
-         "give either model.pretrained or model.init_from, not both"),
+        (
+            "model.init_from",
+            config.model.init_from is None or config.model.pretrained is None,
+            "give either model.pretrained or model.init_from, not both",
+        ),
         ("model.drop_prob", 0.0 <= config.model.drop_prob <= 1.0, "must lie in [0, 1]"),
         ("model.drop_threshold", 0.0 <= config.model.drop_threshold <= 1.0, "must lie in [0, 1]"),
         ("optim.epochs", config.optim.epochs >= 1, "must be >= 1"),
-        ("optim.warm_epochs", 0 <= o.warm_epochs <= o.epochs, f"{o.warm_epochs} must lie in [0, optim.epochs = {o.epochs}]"),
+        (
+            "optim.warm_epochs",
+            0 <= o.warm_epochs <= o.epochs,
+            f"{o.warm_epochs} must lie in [0, optim.epochs = {o.epochs}]",
+        ),
         ("optim.batch_size", config.optim.batch_size >= 1, "must be >= 1"),
         ("optim.warm_batch_size", config.optim.warm_batch_size >= 1, "must be >= 1"),
         ("optim.lr", config.optim.lr > 0, "must be > 0"),
@@ -252,9 +288,12 @@ def config_problems(config: ExperimentConfig) -> list[str]:
         ("optim.lr_decay_epochs", all(e >= 1 for e in o.lr_decay_epochs), "epochs are 1-based"),
         # every decay past the last epoch: a schedule that silently never applies (a shortened run);
         # some past it is the authors' ImageNet schedule (21 and 31 of 30 epochs), noted by load_config
-        ("optim.lr_decay_epochs", not o.lr_decay_epochs or min(o.lr_decay_epochs) <= o.epochs,
-         f"{o.lr_decay_epochs} lies beyond optim.epochs ({o.epochs}): the learning rate would never decay; "
-         f"use decay epochs within the run (optim.lr_decay_epochs=[] for none)"),
+        (
+            "optim.lr_decay_epochs",
+            not o.lr_decay_epochs or min(o.lr_decay_epochs) <= o.epochs,
+            f"{o.lr_decay_epochs} lies beyond optim.epochs ({o.epochs}): the learning rate would never decay; "
+            f"use decay epochs within the run (optim.lr_decay_epochs=[] for none)",
+        ),
         ("loss.lambda_drop", config.loss.lambda_drop >= 0, "must be >= 0"),
         ("loss.lambda_sim", config.loss.lambda_sim >= 0, "must be >= 0"),
         ("loss.lambda_norm", config.loss.lambda_norm >= 0, "must be >= 0"),
@@ -274,15 +313,21 @@ def file_problems(config: ExperimentConfig) -> list[str]:
 
     problems = []
     metadata_root = resolve_metadata_root(config.data.metadata_root)
-    for key, root in (("data.metadata_root", metadata_root), ("data.data_root", config.data.data_root)):
+    for key, root in (("data.metadata_root", str(metadata_root)), ("data.data_root", config.data.data_root)):
         if not (Path(root) / config.data.dataset).is_dir():
-            made_by = {
-                SYNTHETIC_NAME: f"; `fastwsol make-synthetic {Path(root).parent}` writes it",
-                "CUB": f"; `fastwsol prepare cub CUB_200_2011_DIR --out {root}` lays it out",
-                "ILSVRC": f"; `fastwsol prepare imagenet --train DIR --val DIR --out {root}` lays it out",
-            }.get(config.data.dataset, "") if key == "data.data_root" or config.data.dataset == SYNTHETIC_NAME else ""
-            problems.append(f"{key}: folder {str(Path(root) / config.data.dataset)!r} (data.dataset "
-                            f"{config.data.dataset!r} under {root!r}) does not exist{made_by}")
+            made_by = (
+                {
+                    SYNTHETIC_NAME: f"; `fastwsol make-synthetic {Path(root).parent}` writes it",
+                    "CUB": f"; `fastwsol prepare cub CUB_200_2011_DIR --out {root}` lays it out",
+                    "ILSVRC": f"; `fastwsol prepare imagenet --train DIR --val DIR --out {root}` lays it out",
+                }.get(config.data.dataset, "")
+                if key == "data.data_root" or config.data.dataset == SYNTHETIC_NAME
+                else ""
+            )
+            problems.append(
+                f"{key}: folder {str(Path(root) / config.data.dataset)!r} (data.dataset "
+                f"{config.data.dataset!r} under {root!r}) does not exist{made_by}"
+            )
     pretrained = config.model.pretrained
     if pretrained not in (None, "imagenet") and not Path(pretrained).is_file():
         problems.append(f"model.pretrained: weight file {pretrained!r} does not exist (or use imagenet)")
@@ -299,8 +344,10 @@ def init_from_hint() -> str:
     made = DEFAULT_OUT / PRETRAIN_KEY / "last.pt"
     if made.is_file():
         return f"`fastwsol reproduce` already trained one: model.init_from={made}"
-    return ("train that run first (for configs/synthetic.yaml: fastwsol train --config configs/synthetic_pretrain.yaml, "
-            f"or `fastwsol reproduce`, which writes {made})")
+    return (
+        "train that run first (for configs/synthetic.yaml: fastwsol train --config configs/synthetic_pretrain.yaml, "
+        f"or `fastwsol reproduce`, which writes {made})"
+    )
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -364,20 +411,46 @@ def _config_file(path: str | os.PathLike) -> Path:
     )
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequence[str] = (), *,
-                check_files: bool = False) -> ExperimentConfig:
-    """Defaults ← YAML file ← ``--set`` overrides, then validation (``check_files``: also the
-    data folders and weight files a run reads); every problem is reported in one ConfigError.
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """The file's ``{section: {key: value}}``; a top-level ``extends: other.yaml`` (relative to
+    the file) reads that file first and lets this one override it key by key."""
+    if not path.is_file():
+        origin = f" (extended by {chain[-1]})" if chain else ""
+        raise FileNotFoundError(f"config file {str(path)!r}{origin} does not exist")
+    if path.resolve() in chain:
+        raise ConfigError(f"{path}: extends itself through {' -> '.join(map(str, chain))}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(values, dict):
+        return values  # _apply names the problem
+    base = values.pop("extends", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends: expected a file name, got {base!r}")
+    merged = _read_yaml(path.parent / base, (*chain, path.resolve()))
+    for section, entries in values.items():
+        if isinstance(entries, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **entries}
+        else:
+            merged[section] = entries
+    return merged
+
+
+def load_config(
+    path: str | os.PathLike | None = None, overrides: typing.Sequence[str] = (), *, check_files: bool = False
+) -> ExperimentConfig:
+    """Defaults ← YAML file (and the file it ``extends``) ← ``--set`` overrides, then validation
+    (``check_files``: also the data folders and weight files a run reads); every problem is
+    reported in one ConfigError.
     ``path`` may also name a shipped config (``"cub_vgg16"``, see :func:`config_path`)."""
     config = ExperimentConfig()
     problems = []
     if path is not None:
         path = _config_file(path)
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        problems += _apply(config, values, str(path))
+        problems += _apply(config, _read_yaml(path), str(path))
     for text in overrides:
         try:
             problems += _apply(config, parse_override(text), f"--set {text}")
@@ -389,14 +462,33 @@ def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequenc
     _raise_all(problems)
     beyond = [e for e in config.optim.lr_decay_epochs if e > config.optim.epochs]
     if beyond:
-        print(f"fastwsol: note: optim.lr_decay_epochs {beyond} lie beyond optim.epochs ({config.optim.epochs}) "
-              f"and never apply", file=sys.stderr)
+        print(
+            f"fastwsol: note: optim.lr_decay_epochs {beyond} lie beyond optim.epochs ({config.optim.epochs}) "
+            f"and never apply",
+            file=sys.stderr,
+        )
     return config
 
 
+def _upgrade_checkpoint_config(values: dict) -> dict:
+    """Checkpoints written before ``model.method`` named vanilla CAM ``<backbone>_cam``: the
+    model had no dropped path. With λ_sim = λ_norm = 0 that run was vanilla CAM; otherwise it
+    was the method's ablation row without L_drop (λ_drop = 0 builds no dropped path either)."""
+    model, loss = dict(values.get("model", {})), dict(values.get("loss", {}))
+    name = model.get("name")
+    if not (isinstance(name, str) and name.endswith("_cam") and "method" not in model):
+        return values
+    model["name"] = name.removesuffix("_cam")
+    if loss.get("lambda_sim") or loss.get("lambda_norm"):
+        model["method"], loss["lambda_drop"] = "bridging_gap", 0.0
+    else:
+        model["method"] = "cam"
+    return {**values, "model": model, "loss": loss}
+
+
 def config_from_dict(values: dict) -> ExperimentConfig:
-    """Rebuild a config saved in a checkpoint."""
+    """Rebuild a config saved in a checkpoint (older checkpoints' ``_cam`` names are mapped)."""
     config = ExperimentConfig()
-    apply_values(config, values, "checkpoint config")
+    apply_values(config, _upgrade_checkpoint_config(values), "checkpoint config")
     validate(config)
     return config

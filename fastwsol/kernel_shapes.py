@@ -58,8 +58,9 @@ class Traffic:
 
     hbm_bytes: int
     l2_bytes: int
-    flops: int
+    flops: int  # on CUDA cores
     minimum_bytes: int
+    tensor_flops: int = 0  # on tensor cores (the class dot)
 
 
 def _numel(shape) -> int:
@@ -76,17 +77,20 @@ def alignment_traffic(shapes: OpShapes, element_size: int, direction: str) -> Tr
     batch, channels, height, width = shapes.feature
     positions = batch * height * width
     feature = _numel(shapes.feature) * element_size
-    tiles = batch * math.ceil(height * width / alignment_kernel.POSITION_BLOCK)
+    tiles = batch * math.ceil(height * width / alignment_kernel.BLOCK_POSITIONS)
     if direction == "forward":
-        passes = math.ceil(shapes.classes / alignment_kernel.MAX_BLOCK_C) if shapes.fine_grained else 1
+        passes = math.ceil(shapes.classes / alignment_kernel.MAX_BLOCK_CLASSES) if shapes.fine_grained else 1
         weight = shapes.classes * channels * 4 if shapes.fine_grained else 0
-        maps = 3 * positions * MAP_BYTES + (3 + 2) * positions * MAP_BYTES  # stats writes; image kernel reads 3, writes 2
+        block = alignment_kernel.forward_block_positions(shapes.fine_grained, element_size)
+        programs = batch * math.ceil(height * width / block)
+        # the stats kernel writes 3 maps; the image kernel reads 3, writes 2
+        maps = 3 * positions * MAP_BYTES + (3 + 2) * positions * MAP_BYTES
         hbm = feature + weight + batch * channels * 4 + maps
-        l2 = passes * feature + tiles * (passes * weight + channels * 4) + maps
+        l2 = passes * feature + programs * (weight + channels * 4) + maps  # every program reads all of ŵ
         class_dot = 2 * positions * shapes.classes * channels if shapes.fine_grained else 0
         # fp32 F: the class dot runs as 3 TF32 products (tf32x3)
-        flops = class_dot * (3 if element_size == 4 else 1) + 4 * positions * channels
-        return Traffic(hbm, l2, flops, feature + 2 * batch * 4)
+        tensor_flops = class_dot * (3 if element_size == 4 else 1)
+        return Traffic(hbm, l2, 4 * positions * channels, feature + 2 * batch * 4, tensor_flops)
     partials = tiles * channels * 4
     hbm = 2 * feature + 4 * positions * MAP_BYTES + batch * channels * 4 + partials
     return Traffic(hbm, hbm + tiles * channels * 4, 6 * positions * channels, 2 * feature)
@@ -115,4 +119,8 @@ def consistency_traffic(shapes: OpShapes, element_size: int, direction: str) -> 
     return Traffic(4 * feature, 4 * feature, 3 * _numel(shapes.feature), 4 * feature)
 
 
-TRAFFIC = {"alignment_loss": alignment_traffic, "attentive_dropout": dropout_traffic, "consistency_loss": consistency_traffic}
+TRAFFIC = {
+    "alignment_loss": alignment_traffic,
+    "attentive_dropout": dropout_traffic,
+    "consistency_loss": consistency_traffic,
+}

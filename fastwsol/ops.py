@@ -9,13 +9,12 @@ are checked here, once, so every backend gets the same clear errors.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from fastwsol.kernels import alignment_loss as alignment_loss_kernel
 from fastwsol.kernels import attentive_dropout as attentive_dropout_kernel
 from fastwsol.kernels import consistency_loss as consistency_loss_kernel
+from fastwsol.kernels import runtime as kernel_runtime
 from fastwsol.method import reference
 from fastwsol.method.compiled import compiled
 
@@ -28,11 +27,6 @@ _KERNELS = {
 }
 
 
-def triton_interpreter_enabled() -> bool:
-    """``TRITON_INTERPRET`` as Triton reads it, at call time (kernels on CPU tensors need it)."""
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
-
-
 def _resolve_backend(backend: str, tensor: torch.Tensor) -> str:
     """"auto" → "triton" on CUDA tensors, "compiled" (torch.compile of the reference) otherwise.
 
@@ -43,12 +37,8 @@ def _resolve_backend(backend: str, tensor: torch.Tensor) -> str:
         raise ValueError(f"backend={backend!r} is unknown; choose one of {BACKENDS}")
     if backend == "auto":
         return "triton" if tensor.is_cuda else "compiled"
-    if backend == "triton" and not tensor.is_cuda and not triton_interpreter_enabled():
-        raise ValueError(
-            f"backend='triton' needs CUDA tensors, got a tensor on {tensor.device}; to run the Triton kernels "
-            "on CPU set TRITON_INTERPRET=1 in the environment before importing fastwsol, or use "
-            "backend='compiled' / 'reference' / 'auto'"
-        )
+    if backend == "triton":
+        kernel_runtime.check_runnable(tensor, "kernels (backend='triton')")
     return backend
 
 
@@ -97,7 +87,8 @@ def _check_alignment_args(feature: torch.Tensor, fc_weight: torch.Tensor, target
         int(target.min()) < 0 or int(target.max()) >= fc_weight.shape[0]
     ):
         raise ValueError(
-            f"target values must lie in [0, C) = [0, {fc_weight.shape[0]}), got min {int(target.min())} max {int(target.max())}"
+            f"target values must lie in [0, C) = [0, {fc_weight.shape[0]}), "
+            f"got min {int(target.min())} max {int(target.max())}"
         )
 
 
@@ -133,7 +124,9 @@ def attentive_dropout(
     if uniform is not None:
         expected = (x.shape[0], 1, *x.shape[2:])
         if tuple(uniform.shape) != expected:
-            raise ValueError(f"uniform must have shape {expected} for x shape {tuple(x.shape)}, got {tuple(uniform.shape)}")
+            raise ValueError(
+                f"uniform must have shape {expected} for x shape {tuple(x.shape)}, got {tuple(uniform.shape)}"
+            )
         _check_same_device(x=x, uniform=uniform)
     return _dispatch("attentive_dropout", backend, x)(x, threshold, drop_prob, uniform=uniform)
 

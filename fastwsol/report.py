@@ -29,3 +29,29 @@ def format_metrics(metrics: dict, title: str = "metrics") -> str:
     if isinstance(box_acc, dict):
         lines.append("  BoxAcc@IoU " + "  ".join(f"{k}: {v:.2f}" for k, v in box_acc.items()))
     return "\n".join(lines)
+
+
+# One line per metric of the localisation table (docs/protocol.md §5); the CLI prints them under it.
+METRIC_EXPLANATIONS = (
+    "GT-known Loc: share of images whose box, from the map of the TRUE class, has IoU >= 50 % with a "
+    "ground-truth box (classification ignored; the best of the CAM thresholds).",
+    "MaxBoxAccV2: the same box accuracy at IoU >= 30, 50 and 70 %, each at its own best CAM threshold, averaged.",
+    "Top-1 / Top-5 Loc: GT-known Loc's boxes counted only when the true class is the top-1 / among the top-5 "
+    "predictions, read at the CAM threshold that maximises GT-known Loc.",
+)
+
+BOX_FORMAT = "boxes are x0,y0,x1,y1 in the original image's pixels (inclusive corners, origin top left)"
+
+
+def class_label(label: int, names: dict[int, str]) -> str:
+    """``red triangle (6)`` when the run's metadata names the class, else ``class 6``."""
+    return f"{names[label]} ({label})" if label in names else f"class {label}"
+
+
+def format_localization(result: dict, names: dict[int, str]) -> str:
+    """One ``localize`` result on one line: image, size, box, top classes with scores, picture."""
+    x0, y0, x1, y1 = result["box"]
+    top = ", ".join(f"{class_label(c['class'], names)} {c['score']:.3f}" for c in result["top_classes"])
+    width, height = result["size"]
+    line = f"{result['path']} ({width}x{height}): box {x0},{y0},{x1},{y1}; top-{len(result['top_classes'])}: {top}"
+    return line + (f"; picture {result['picture']}" if "picture" in result else "")

@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastwsol.checkpoint import write_text_atomic
 from fastwsol.config import config_path, load_config
+from fastwsol.io import write_text_atomic
+from fastwsol.method import MAP_KINDS
 
 DEFAULT_CONFIG = config_path("synthetic")
 PRETRAIN_CONFIG = config_path("synthetic_pretrain")
@@ -63,30 +64,21 @@ class Variant:
     overrides: tuple[str, ...]
 
 
-def _variant(key, label, *, drop: bool, sim: bool, norm: bool) -> Variant:
-    """A row of the ablation: which loss terms are on (their λ from the config otherwise 0);
-    without L_drop the dropped path is not built at all (the ``_cam`` model)."""
-    overrides = []
-    if not drop:
-        overrides += ["model.name=vgg_small_cam", "loss.lambda_drop=0"]
-    if not sim:
-        overrides.append("loss.lambda_sim=0")
-    if not norm:
-        overrides.append("loss.lambda_norm=0")
-    if not (drop or sim or norm):
-        overrides.append("optim.warm_epochs=0")  # nothing to warm up for
-    return Variant(key, label, tuple(overrides))
+def _ablation(key, label, *, drop: bool, sim: bool, norm: bool) -> Variant:
+    """A row of the paper's Table 7: the method with the loss terms left out at λ = 0 (without
+    L_drop the dropped path is not built: see fastwsol.objective)."""
+    off = [f"loss.lambda_{term}=0" for term, on in (("drop", drop), ("sim", sim), ("norm", norm)) if not on]
+    return Variant(key, label, tuple(off))
 
 
-VANILLA = _variant("cam", "none (vanilla CAM)", drop=False, sim=False, norm=False)
-METHOD = _variant("all", "L_drop + L_sim + L_norm (the method)", drop=True, sim=True, norm=True)
+VANILLA = Variant("cam", "none (vanilla CAM)", ("model.method=cam",))
+METHOD = Variant("all", "L_drop + L_sim + L_norm (the method)", ("model.method=bridging_gap",))
 ABLATION = (
-    _variant("drop", "L_drop", drop=True, sim=False, norm=False),
-    _variant("sim", "L_sim", drop=False, sim=True, norm=False),
-    _variant("sim_norm", "L_sim + L_norm", drop=False, sim=True, norm=True),
-    _variant("drop_sim", "L_drop + L_sim", drop=True, sim=True, norm=False),
+    _ablation("drop", "L_drop", drop=True, sim=False, norm=False),
+    _ablation("sim", "L_sim", drop=False, sim=True, norm=False),
+    _ablation("sim_norm", "L_sim + L_norm", drop=False, sim=True, norm=True),
+    _ablation("drop_sim", "L_drop + L_sim", drop=True, sim=True, norm=False),
 )
-MAP_KINDS = ("cam", "norm", "sim")
 
 
 def ensure_dataset(config, **make_args) -> None:
@@ -125,7 +117,8 @@ def train_run(config_path: Path, run_dir: Path, overrides, label: str, fresh: bo
             print(f"[{_name(run_dir)}] reusing {metrics_file} (same settings)", flush=True)
             return json.loads(metrics_file.read_text())
     resume = recorded is not None and recorded[0].name == "last.pt"
-    print(f"[{_name(run_dir)}] {'resuming' if resume else 'training'} {label}: {config.model.name}", flush=True)
+    print(f"[{_name(run_dir)}] {'resuming' if resume else 'training'} {label}: {config.model.name}, "
+          f"model.method={config.model.method}", flush=True)
     started = time.perf_counter()
     # no checkpoint to resume from: what is there (a log cut short, a stale best.pt) is replaced
     metrics = Trainer(config, resume=resume, overwrite=not resume).fit()
@@ -145,7 +138,7 @@ def train_variant(variant: Variant, out: Path, seed: int, base_overrides, fresh:
 
 def evaluate_maps(run_dir: Path) -> dict:
     """Test metrics of the run's best checkpoint with each localisation map (Table 5)."""
-    from fastwsol.localize import evaluate_checkpoint, load_trained
+    from fastwsol.evaluate import evaluate_checkpoint, load_trained
 
     trained = load_trained(run_dir / "best.pt")
     return {kind: evaluate_checkpoint(trained, split="test", map_kind=kind, out_dir=run_dir) for kind in MAP_KINDS}
@@ -197,18 +190,24 @@ def margins_table(seeds, diff: dict) -> str:
     lines = [f"| method − vanilla | {' | '.join(f'seed {s}' for s in seeds)} | mean ± sd |",
              "|---|" + "---|" * (len(seeds) + 1)]
     for key, label in labels.items():
-        lines.append(f"| {label} | {' | '.join(f'{v:+.2f}' if key != 'inverted_pct_max' else f'{v:.2f}' for v in diff[key])} "
-                     f"| {_cell(*mean_sd(diff[key]))} |")
+        lines.append(
+            f"| {label} | {' | '.join(f'{v:+.2f}' if key != 'inverted_pct_max' else f'{v:.2f}' for v in diff[key])} "
+            f"| {_cell(*mean_sd(diff[key]))} |"
+        )
     return "\n".join(lines)
 
 
 def maps_table(per_map: dict[str, dict[str, dict]]) -> str:
-    lines = ["| model | map | Top-1 Loc | GT-known Loc (multi / single) | MaxBoxAccV2 (multi / single) | inverted % |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| model | map | Top-1 Loc | GT-known Loc (multi / single) | MaxBoxAccV2 (multi / single) | inverted % |",
+        "|---|---|---|---|---|---|",
+    ]
     for model, maps in per_map.items():
         for kind, m in maps.items():
-            lines.append(f"| {model} | {kind} | {m['top1_loc']:.2f} | {m['gt_known_loc']:.2f} / {m['gt_known_loc_single']:.2f} "
-                         f"| {m['max_box_acc_v2']:.2f} / {m['max_box_acc_v2_single']:.2f} | {m['inverted_pct']:.1f} |")
+            lines.append(
+                f"| {model} | {kind} | {m['top1_loc']:.2f} | {m['gt_known_loc']:.2f} / {m['gt_known_loc_single']:.2f} "
+                f"| {m['max_box_acc_v2']:.2f} / {m['max_box_acc_v2_single']:.2f} | {m['inverted_pct']:.1f} |"
+            )
     return "\n".join(lines)
 
 
@@ -217,17 +216,15 @@ def comparison_figure(run_dirs: dict[str, Path], path: Path, num_images: int = 6
     """Rows: test images; columns: the image with its GT box, then CAM, F̂, S of each model."""
     import cv2
 
-    from fastwsol.data import build_loader, normalize_on_device
-    from fastwsol.evaluate import gt_boxes_224, scoremaps_for
+    from fastwsol.data import loader_from_config, normalize_on_device
+    from fastwsol.evaluate import gt_boxes_224, load_trained, scoremaps_for
     from fastwsol.evaluation.boxes import SCOREMAP_SIZE
-    from fastwsol.localize import load_trained
     from fastwsol.visualize import GT_COLOUR, contact_sheet, draw_boxes, label, localization_picture, write_png
 
     models = {name: load_trained(d / "best.pt") for name, d in run_dirs.items()}
     config = next(iter(models.values())).config
-    d = config.data
-    loader = build_loader(d.data_root, d.metadata_root, d.dataset, "test", train=False, batch_size=256, loader="torch",
-                          num_threads=0, image_size=d.image_size, output="uint8")
+    # one batch of the whole (small) split, read on the CPU where the models are
+    loader = loader_from_config(config, "test", batch_size=256, device="cpu", loader="torch", num_threads=0)
     # evenly spread over the split, so several classes show
     picks = np.linspace(0, loader.num_samples - 1, num_images).astype(int)
     batches = list(loader)  # the whole split (a few hundred small images): picks span every batch
@@ -236,7 +233,9 @@ def comparison_figure(run_dirs: dict[str, Path], path: Path, num_images: int = 6
     gt = gt_boxes_224(loader.metadata, indices)
     tiles = []
     for i in range(num_images):
-        image = cv2.resize(images[i].permute(1, 2, 0).numpy(), (SCOREMAP_SIZE, SCOREMAP_SIZE), interpolation=cv2.INTER_LINEAR)
+        image = cv2.resize(
+            images[i].permute(1, 2, 0).numpy(), (SCOREMAP_SIZE, SCOREMAP_SIZE), interpolation=cv2.INTER_LINEAR
+        )
         tiles.append(label(draw_boxes(image, gt[i], GT_COLOUR), "image + GT"))
         for name, trained in models.items():
             out = trained.model(normalize_on_device(images[i : i + 1]))
@@ -248,8 +247,15 @@ def comparison_figure(run_dirs: dict[str, Path], path: Path, num_images: int = 6
     return write_png(path, contact_sheet(tiles, columns=columns, tile=150))
 
 
-def reproduce(out: str | Path = DEFAULT_OUT, *, seeds: int = 1, ablation: bool = False, fresh: bool = False,
-              overrides=(), pretrain_overrides=()) -> dict:
+def reproduce(
+    out: str | Path = DEFAULT_OUT,
+    *,
+    seeds: int = 1,
+    ablation: bool = False,
+    fresh: bool = False,
+    overrides=(),
+    pretrain_overrides=(),
+) -> dict:
     """``overrides`` apply to every fine-tuning run (``configs/synthetic.yaml``),
     ``pretrain_overrides`` to the pretraining (``configs/synthetic_pretrain.yaml``); ``seeds``
     training seeds (0..seeds-1) per variant, one shared pretrained backbone (module docstring).
@@ -266,8 +272,13 @@ def reproduce(out: str | Path = DEFAULT_OUT, *, seeds: int = 1, ablation: bool =
     ensure_dataset(load_config(DEFAULT_CONFIG, overrides), **WSOL_DATASET)
     new_backbone = fresh or not (out / PRETRAIN_KEY / "test_metrics.json").is_file()
     stage_seconds = {}
-    pretrained = train_run(PRETRAIN_CONFIG, out / PRETRAIN_KEY, pretrain_overrides,
-                           "the backbone on the objects task (the ImageNet stand-in)", fresh)
+    pretrained = train_run(
+        PRETRAIN_CONFIG,
+        out / PRETRAIN_KEY,
+        pretrain_overrides,
+        "the backbone on the objects task (the ImageNet stand-in)",
+        fresh,
+    )
     stage_seconds[PRETRAIN_KEY] = time.perf_counter() - started
     # every fine-tuning starts from the same pretrained backbone (conv6 and fc fresh); a new
     # backbone makes the fine-tuned runs of an older one stale
@@ -284,7 +295,9 @@ def reproduce(out: str | Path = DEFAULT_OUT, *, seeds: int = 1, ablation: bool =
     first = seed_dir(out, seed_list[0])
     t0 = time.perf_counter()
     per_map = {name: evaluate_maps(first / key) for name, key in (("vanilla CAM", VANILLA.key), ("method", METHOD.key))}
-    figure = comparison_figure({"vanilla": first / VANILLA.key, "method": first / METHOD.key}, out / "maps_vanilla_vs_method.png")
+    figure = comparison_figure(
+        {"vanilla": first / VANILLA.key, "method": first / METHOD.key}, out / "maps_vanilla_vs_method.png"
+    )
     stage_seconds["maps_and_figure"] = time.perf_counter() - t0
     diff = margins(results[VANILLA.key], results[METHOD.key])
     elapsed = time.perf_counter() - started
@@ -297,9 +310,15 @@ def reproduce(out: str | Path = DEFAULT_OUT, *, seeds: int = 1, ablation: bool =
         "seeds": seed_list,
         "test_images": test_images,
         "pretrain": {"config": str(PRETRAIN_CONFIG), "overrides": list(pretrain_overrides), "test": pretrained},
-        "variants": {v.key: {"label": v.label, "overrides": list(v.overrides), "test": results[v.key],
-                             "mean_sd": {key: mean_sd([m[key] for m in results[v.key]]) for key, _ in RESULT_METRICS}}
-                     for v in variants},
+        "variants": {
+            v.key: {
+                "label": v.label,
+                "overrides": list(v.overrides),
+                "test": results[v.key],
+                "mean_sd": {key: mean_sd([m[key] for m in results[v.key]]) for key, _ in RESULT_METRICS},
+            }
+            for v in variants
+        },
         "method_minus_vanilla": {key: {"per_seed": values, "mean_sd": mean_sd(values)} for key, values in diff.items()},
         "maps": per_map,
         "figure": str(figure),
@@ -307,10 +326,10 @@ def reproduce(out: str | Path = DEFAULT_OUT, *, seeds: int = 1, ablation: bool =
         "stage_seconds": stage_seconds,
         "train_seconds": train_seconds,
         "note": "Top-1/Top-5 Loc are read at the CAM threshold that maximises GT-known Loc. 'multi': the protocol's "
-                "boxes around every contour; 'single': the box of the largest contour. 'inverted': mean score inside "
-                "the GT boxes below the mean outside.",
+        "boxes around every contour; 'single': the box of the largest contour. 'inverted': mean score inside "
+        "the GT boxes below the mean outside.",
     }
-    seeds_text = f"training seed 0" if seeds == 1 else f"training seeds {', '.join(map(str, seed_list))} (mean ± sd)"
+    seeds_text = "training seed 0" if seeds == 1 else f"training seeds {', '.join(map(str, seed_list))} (mean ± sd)"
     report = (
         f"# fastwsol reproduction on the synthetic dataset\n\n"
         f"Config `configs/{DEFAULT_CONFIG.name}`{' with ' + ', '.join(overrides) if overrides else ''}; "

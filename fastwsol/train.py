@@ -20,15 +20,14 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from fastwsol import ops
-from fastwsol.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_atomic, write_text_atomic
-from fastwsol.config import ExperimentConfig, LossConfig, changed_keys, describe_changes
-from fastwsol.data import build_loader, normalize_on_device
-from fastwsol.models import TwoPathWSOLNet, create_model
-
-LOSS_TERMS = ("ce", "drop", "sim", "norm")
+from fastwsol.checkpoint import load_checkpoint, restore_rng_states, rng_states
+from fastwsol.config import ExperimentConfig, changed_keys, describe_changes
+from fastwsol.data import loader_from_config, normalize_on_device
+from fastwsol.evaluation.metadata import class_names
+from fastwsol.io import save_atomic, write_text_atomic
+from fastwsol.models import TwoPathWSOLNet, model_from_config
+from fastwsol.objective import LOSS_TERMS, Objective
 
 
 class NonFiniteLossError(RuntimeError):
@@ -88,20 +87,7 @@ def default_device(ctx: DistributedContext) -> torch.device:
     return torch.device("cuda", ctx.local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
 
-# ---------------------------------------------------------------------------- the method
-
-
-def build_model(config: ExperimentConfig, num_classes: int) -> TwoPathWSOLNet:
-    m = config.model
-    return create_model(
-        m.name,
-        num_classes,
-        pretrained=m.pretrained,
-        init_from=m.init_from,
-        large_feature_map=m.large_feature_map,
-        drop_threshold=m.drop_threshold,
-        drop_prob=m.drop_prob,
-    )
+# ---------------------------------------------------------------------------- optimisation
 
 
 def build_optimizer(model: TwoPathWSOLNet, config: ExperimentConfig) -> torch.optim.SGD:
@@ -126,105 +112,59 @@ def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
         group["lr"] = group["base_lr"] * factor
 
 
-def is_warm_epoch(epoch: int, config: ExperimentConfig) -> bool:
-    return epoch < config.optim.warm_epochs
-
-
-def method_losses(
-    out: dict[str, torch.Tensor],
-    labels: torch.Tensor,
-    fc_weight: torch.Tensor,
-    loss: LossConfig,
-    *,
-    full: bool,
-    backend: str,
-) -> dict[str, torch.Tensor]:
-    """The loss terms; L_sim and L_norm only after the warm stage (``full``) and when weighted."""
-    terms = {"ce": F.cross_entropy(out["logits"], labels)}
-    zero = terms["ce"].new_zeros(())
-    feature = out["feature"].float()
-    terms["drop"] = (
-        ops.consistency_loss(feature, out["feature_dropped"].float(), backend=backend) if "feature_dropped" in out else zero
-    )
-    if full and (loss.lambda_sim or loss.lambda_norm):
-        terms["sim"], terms["norm"] = ops.alignment_loss(
-            feature,
-            fc_weight.float(),
-            labels,
-            fg_threshold=loss.fg_threshold,
-            bg_threshold=loss.bg_threshold,
-            fine_grained=loss.fine_grained,
-            backend=backend,
-        )
-    else:
-        terms["sim"] = terms["norm"] = zero
-    return terms
-
-
 def plural(count: int, word: str) -> str:
     """``1 epoch``, ``2 epochs``."""
     return f"{count} {word}{'' if count == 1 else 's'}"
-
-
-def describe_objective(config: ExperimentConfig, with_dropped_path: bool) -> str:
-    """The objective a run optimises, in words: a ``_cam`` model keeps the config's λ_sim and
-    λ_norm (it is then the L_sim + L_norm ablation row, not vanilla CAM), so say so up front."""
-    loss = config.loss
-    warm = ["L_CE"] + ([f"{loss.lambda_drop:g}·L_drop"] if with_dropped_path and loss.lambda_drop else [])
-    full = warm + [f"{w:g}·{name}" for w, name in ((loss.lambda_sim, "L_sim"), (loss.lambda_norm, "L_norm")) if w]
-    text = " + ".join(full)
-    if len(full) > len(warm) and config.optim.warm_epochs:
-        text = f"{' + '.join(warm)} for {plural(config.optim.warm_epochs, 'warm epoch')}, then {text}"
-    if len(full) == 1:
-        text += " (vanilla CAM)" if not with_dropped_path else " (the dropped path is built but unused)"
-    elif not with_dropped_path and loss.lambda_drop:
-        text += f" (λ_drop={loss.lambda_drop:g} unused: {config.model.name} has no dropped path)"
-    return text
 
 
 def describe_plan(trainer: Trainer) -> str:
     """What a run will do, where, for how long: printed when it starts (logs have no progress bar)."""
     config, o = trainer.config, trainer.config.optim
     steps = {warm: trainer.steps_per_epoch(o.warm_batch_size if warm else o.batch_size) for warm in (True, False)}
-    warm_epochs = min(o.warm_epochs, o.epochs)
+    warm_epochs = min(trainer.objective.warm_epochs, o.epochs)
     total = warm_epochs * steps[True] + (o.epochs - warm_epochs) * steps[False]
     images = trainer.loader("train", o.batch_size).num_samples
     per_epoch = f"{plural(steps[False], 'step')} of {o.batch_size}"
     if warm_epochs and steps[True] != steps[False]:
         per_epoch = f"{plural(steps[True], 'step')} of {o.warm_batch_size} (warm), then {per_epoch}"
     every = config.train.eval_interval
-    validation = (f"validation after {'every epoch' if every == 1 else f'every {every} epochs'}, "
-                  f"best by val {config.train.select_metric}" if every else "no validation (the last checkpoint is tested)")
-    return "\n".join([
-        f"fastwsol train: {config.model.name} into {trainer.out_dir}",
-        f"  objective: {describe_objective(config, trainer.model.with_dropped_path)}",
-        f"  plan: {plural(o.epochs, 'epoch')} × {per_epoch} = {plural(total, 'step')}, "
-        f"{plural(images, 'training image')} per epoch; {validation}",
-        f"  device: {trainer.device}, backend: {config.train.backend}, "
-        f"compile: {'on' if config.train.compile else 'off'}, precision: {config.train.precision}"
-        + (f", {plural(trainer.ctx.world_size, 'process')}" if trainer.ctx.enabled else ""),
-    ])
+    if every:
+        epochs = "every epoch" if every == 1 else f"every {every} epochs"
+        validation = f"validation after {epochs}, best by val {config.train.select_metric}"
+    else:
+        validation = "no validation (the last checkpoint is tested)"
+    return "\n".join(
+        [
+            f"fastwsol train: {config.model.name} into {trainer.out_dir}",
+            f"  objective: {trainer.objective.describe()}",
+            f"  plan: {plural(o.epochs, 'epoch')} × {per_epoch} = {plural(total, 'step')}, "
+            f"{plural(images, 'training image')} per epoch; {validation}",
+            f"  device: {trainer.device}, backend: {config.train.backend}, "
+            f"compile: {'on' if config.train.compile else 'off'}, precision: {config.train.precision}"
+            + (f", {plural(trainer.ctx.world_size, 'process')}" if trainer.ctx.enabled else ""),
+        ]
+    )
 
 
 def describe_epoch(epoch: int, config: ExperimentConfig, record: dict, best: bool) -> str:
     """One line per epoch: losses, speed and, when validated, the val metrics (both contour modes
     and the map diagnostics of fastwsol.evaluation.diagnostics)."""
     o = config.optim
-    warm = " (warm)" if epoch <= o.warm_epochs else ""
+    warm = " (warm)" if epoch <= Objective.from_config(config).warm_epochs else ""
     losses = " ".join(f"{k} {record[f'loss_{k}']:.3f}" for k in LOSS_TERMS)
-    line = (f"epoch {epoch}/{o.epochs}{warm}: loss {record['loss_total']:.3f} ({losses}), "
-            f"{record['images_per_s']:.1f} img/s, {record['seconds']:.0f} s")
+    line = (
+        f"epoch {epoch}/{o.epochs}{warm}: loss {record['loss_total']:.3f} ({losses}), "
+        f"{record['images_per_s']:.1f} img/s, {record['seconds']:.0f} s"
+    )
     if "val_gt_known_loc" in record:
-        line += (f"; val GT-known {record['val_gt_known_loc']:.1f}/{record['val_gt_known_loc_single']:.1f} "
-                 f"(multi/single contour), MaxBoxAccV2 {record['val_max_box_acc_v2']:.1f}/"
-                 f"{record['val_max_box_acc_v2_single']:.1f}, top-1 {record['val_top1_cls']:.1f}, "
-                 f"inverted {record['val_inverted_pct']:.1f} %, peak in GT {record['val_peak_in_gt_pct']:.1f} %"
-                 + (" [best]" if best else ""))
+        line += (
+            f"; val GT-known {record['val_gt_known_loc']:.1f}/{record['val_gt_known_loc_single']:.1f} "
+            f"(multi/single contour), MaxBoxAccV2 {record['val_max_box_acc_v2']:.1f}/"
+            f"{record['val_max_box_acc_v2_single']:.1f}, top-1 {record['val_top1_cls']:.1f}, "
+            f"inverted {record['val_inverted_pct']:.1f} %, peak in GT {record['val_peak_in_gt_pct']:.1f} %"
+            + (" [best]" if best else "")
+        )
     return line
-
-
-def total_loss(terms: dict[str, torch.Tensor], loss: LossConfig) -> torch.Tensor:
-    return terms["ce"] + loss.lambda_drop * terms["drop"] + loss.lambda_sim * terms["sim"] + loss.lambda_norm * terms["norm"]
 
 
 def compile_options(model: torch.nn.Module, config: ExperimentConfig) -> dict:
@@ -262,6 +202,7 @@ class TrainStep:
 
     def _make(self, full: bool):
         config = self.config
+        objective = Objective.from_config(config)
         autocast = config.train.precision == "bf16"
 
         def forward_losses(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -270,9 +211,9 @@ class TrainStep:
             if config.train.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = self.model(images)
-            terms = method_losses(out, labels, self.fc_weight, config.loss, full=full, backend=config.train.backend)
-            total = total_loss(terms, config.loss)
+                out = self.model(images, backend=config.train.backend)
+            terms = objective.losses(out, labels, self.fc_weight, full=full, backend=config.train.backend)
+            total = objective.total(terms)
             return total, torch.stack([total.detach(), *(terms[k].detach().float() for k in LOSS_TERMS)])
 
         return forward_losses
@@ -334,8 +275,14 @@ class Trainer:
     ``overwrite``, which removes that run's files (and nothing else) first.
     """
 
-    def __init__(self, config: ExperimentConfig, *, resume: bool = False, overwrite: bool = False,
-                 ctx: DistributedContext | None = None):
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        ctx: DistributedContext | None = None,
+    ):
         self.config = config
         self.ctx = ctx or init_distributed()
         self.device = default_device(self.ctx)
@@ -345,8 +292,9 @@ class Trainer:
         if not resume:
             self._refuse_existing_run(overwrite)
         elif not (self.out_dir / "last.pt").is_file():
-            raise FileNotFoundError(f"--resume: {self.out_dir / 'last.pt'} does not exist, so there is no run in "
-                                    f"{self.out_dir} to continue")
+            raise FileNotFoundError(
+                f"--resume: {self.out_dir / 'last.pt'} does not exist, so there is no run in {self.out_dir} to continue"
+            )
         self.log = MetricsLog(self.out_dir, self.ctx.is_main)
         torch.manual_seed(config.train.seed + self.ctx.rank)
         if config.optim.batch_size % self.ctx.world_size or config.optim.warm_batch_size % self.ctx.world_size:
@@ -357,10 +305,11 @@ class Trainer:
         self._loaders: dict[tuple, object] = {}
         train_loader = self.loader("train", config.optim.warm_batch_size)
         self.num_classes = int(train_loader.metadata.labels.max()) + 1
-        self.model = build_model(config, self.num_classes).to(self.device)
+        self.class_names = class_names(config.data.metadata_root, config.data.dataset, train_loader.metadata)
+        self.objective = Objective.from_config(config)
+        self.model = model_from_config(config, self.num_classes).to(self.device)
         if config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.model.ops_backend = config.train.backend
         self.optimizer = build_optimizer(self.model, config)
         self.step_model = self.model
         if self.ctx.enabled:
@@ -381,25 +330,14 @@ class Trainer:
         """Loaders are cached per (split, batch size): the warm/full switch reuses them."""
         key = (split, batch_size)
         if key not in self._loaders:
-            d = self.config.data
-            self._loaders[key] = build_loader(
-                d.data_root,
-                d.metadata_root,
-                d.dataset,
+            self._loaders[key] = loader_from_config(
+                self.config,
                 split,
-                train=split == "train",
                 batch_size=batch_size // self.ctx.world_size if split == "train" else self.config.eval.batch_size,
-                loader=d.loader,
                 device=self.device,
-                num_threads=d.num_threads,
-                seed=self.config.train.seed,
                 shard_id=self.ctx.rank,
                 num_shards=self.ctx.world_size,
-                skip_bad=d.skip_bad,
-                image_size=d.image_size,
-                resize_size=d.resize_size,
-                output="uint8",  # normalised inside the (compiled) step
-            )
+            )  # uint8: normalised inside the (compiled) step
         return self._loaders[key]
 
     def steps_per_epoch(self, batch_size: int) -> int:
@@ -426,8 +364,11 @@ class Trainer:
         events = sorted((self.out_dir / "tensorboard").glob("events.out.tfevents.*"))
         for path in [*(self.out_dir / name for name in existing), *events]:
             path.unlink()
-        print(f"fastwsol train: --overwrite: removed the previous run's {', '.join(existing)}"
-              f"{' and its TensorBoard events' if events else ''} from {self.out_dir}", file=sys.stderr)
+        print(
+            f"fastwsol train: --overwrite: removed the previous run's {', '.join(existing)}"
+            f"{' and its TensorBoard events' if events else ''} from {self.out_dir}",
+            file=sys.stderr,
+        )
 
     def _describe_recorded_run(self) -> str:
         """'; last.pt at epoch E of N, same settings' or '..., other settings: ...' for the refusal."""
@@ -454,6 +395,8 @@ class Trainer:
             "rng": self._all_rng_states(),
             "config": self.config.to_dict(),
             "num_classes": self.num_classes,
+            "class_names": self.class_names,  # shown by evaluate's pictures and localize ({} when unnamed)
+            "workdir": os.getcwd(),  # the config's relative data paths are relative to it
             "lr_factor": lr_factor(self.epoch, self.config),
         }
 
@@ -477,17 +420,26 @@ class Trainer:
         state = load_checkpoint(path)
         changes = changed_keys(state["config"], self.config.to_dict())
         if changes and self.ctx.is_main:
-            print(f"fastwsol train: resuming {path} with changed settings: {describe_changes(changes)}", file=sys.stderr)
+            print(
+                f"fastwsol train: resuming {path} with changed settings: {describe_changes(changes)}", file=sys.stderr
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         self.best = state["best"]
         if len(state["rng"]) != self.ctx.world_size:
-            raise ValueError(f"{path} was written by {len(state['rng'])} process(es); resume it with as many, not {self.ctx.world_size}")
+            raise ValueError(
+                f"{path} was written by {len(state['rng'])} process(es); "
+                f"resume it with as many, not {self.ctx.world_size}"
+            )
         restore_rng_states(state["rng"][self.ctx.rank])
         if self.ctx.is_main:
-            print(f"fastwsol train: resuming from {path} at epoch {self.epoch + 1} step {self.step_in_epoch} "
-                  f"(global step {self.global_step})", file=sys.stderr, flush=True)
+            print(
+                f"fastwsol train: resuming from {path} at epoch {self.epoch + 1} step {self.step_in_epoch} "
+                f"(global step {self.global_step})",
+                file=sys.stderr,
+                flush=True,
+            )
 
     # -- signals
     def _on_signal(self, signum, _frame) -> None:
@@ -515,7 +467,7 @@ class Trainer:
     # -- one epoch
     def _train_epoch(self) -> dict[str, float]:
         config = self.config
-        full = not is_warm_epoch(self.epoch, config)
+        full = not self.objective.is_warm_epoch(self.epoch)
         batch_size = config.optim.batch_size if full else config.optim.warm_batch_size
         loader = self.loader("train", batch_size)
         loader.set_epoch(self.epoch)
@@ -537,7 +489,8 @@ class Trainer:
             if not torch.isfinite(values).all():
                 named = ", ".join(f"L_{k}={v:.4g}" for k, v in zip(("total", *LOSS_TERMS), values.tolist()))
                 raise NonFiniteLossError(
-                    f"non-finite loss at epoch {self.epoch + 1}, step {self.global_step} (step {index} of the epoch): {named}"
+                    f"non-finite loss at epoch {self.epoch + 1}, step {self.global_step} "
+                    f"(step {index} of the epoch): {named}"
                 )
             self.optimizer.step()
             self.step_in_epoch, self.global_step = index + 1, self.global_step + 1
@@ -550,8 +503,13 @@ class Trainer:
                 img_s=f"{rate:.1f}", **{k: f"{v:.3f}" for k, v in zip(("loss", *LOSS_TERMS), (sums / count).tolist())}
             )
             if self.global_step % config.train.log_interval == 0:
-                record = {"type": "train", "epoch": self.epoch + 1, "step": self.global_step, "images_per_s": rate,
-                          "lr": self.optimizer.param_groups[0]["lr"]}
+                record = {
+                    "type": "train",
+                    "epoch": self.epoch + 1,
+                    "step": self.global_step,
+                    "images_per_s": rate,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                }
                 record.update({f"loss_{k}": v for k, v in zip(("total", *LOSS_TERMS), values.tolist())})
                 self.log.write(record, self.global_step)
             if self._stop_requested() and self.step_in_epoch < steps:
@@ -586,7 +544,7 @@ class Trainer:
                         f"of the epoch; checkpoint written to {path}.\nResume with the same command plus --resume.",
                         file=sys.stderr,
                     )
-                    raise SystemExit(128 + self._stop_signal)
+                    raise SystemExit(128 + self._stop_signal) from None
                 self.epoch += 1
                 self.step_in_epoch = 0
                 record = {"type": "epoch", "epoch": self.epoch, **losses}
@@ -627,7 +585,9 @@ class Trainer:
         metrics["checkpoint_epoch"] = self.best["epoch"] or self.epoch
         if self.ctx.is_main:
             write_text_atomic(self.out_dir / "test_metrics.json", json.dumps(metrics, indent=2))
-        self.log.write({"type": "test", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}, self.global_step)
+        self.log.write(
+            {"type": "test", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}, self.global_step
+        )
         return metrics
 
 

@@ -1,5 +1,6 @@
-"""Pictures: a score map as a heat overlay with GT (green) and predicted (red) boxes, and
-contact sheets of such pictures. All images here are RGB uint8 H×W×3."""
+"""Pictures: a score map as a heat overlay with GT (green) and predicted (red) boxes, titled
+tiles, a legend, and contact sheets of such pictures. All images here are RGB uint8 H×W×3, each
+at its own size (pictures keep the original image's aspect ratio)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fastwsol.checkpoint import write_bytes_atomic
+from fastwsol.io import write_bytes_atomic
 
 GT_COLOUR = (40, 220, 40)
 PREDICTED_COLOUR = (235, 40, 40)
+_STRIP = (24, 24, 24)
+_TEXT = (240, 240, 240)
 
 
 def heat_overlay(image: np.ndarray, scoremap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -23,9 +26,10 @@ def heat_overlay(image: np.ndarray, scoremap: np.ndarray, alpha: float = 0.5) ->
     return (image.astype(np.float32) * (1 - alpha) + heat.astype(np.float32) * alpha).astype(np.uint8)
 
 
-def draw_boxes(image: np.ndarray, boxes, colour, thickness: int = 2) -> np.ndarray:
-    """Inclusive x0,y0,x1,y1 boxes in ``image``'s pixel coordinates."""
+def draw_boxes(image: np.ndarray, boxes, colour, thickness: int | None = None) -> np.ndarray:
+    """Inclusive x0,y0,x1,y1 boxes in ``image``'s pixel coordinates (line width grows with the image)."""
     image = np.ascontiguousarray(image).copy()
+    thickness = thickness or max(2, round(max(image.shape[:2]) / 200))
     for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.int64).reshape(-1, 4):
         cv2.rectangle(image, (int(x0), int(y0)), (int(x1), int(y1)), colour, thickness)
     return image
@@ -40,26 +44,110 @@ def localization_picture(image: np.ndarray, scoremap: np.ndarray, gt_boxes=None,
     return picture
 
 
+def enlarge(picture: np.ndarray, min_width: int = 320) -> np.ndarray:
+    """A small picture scaled up (whole factors, nearest neighbour) to at least ``min_width``
+    wide, so a title and legend fit beside it; larger pictures are returned as they are."""
+    factor = -(-min_width // picture.shape[1])
+    if factor <= 1:
+        return picture
+    return cv2.resize(picture, (picture.shape[1] * factor, picture.shape[0] * factor), interpolation=cv2.INTER_NEAREST)
+
+
+def _font_scale(width: int) -> float:
+    return float(np.clip(width / 600, 0.38, 0.9))
+
+
 def label(image: np.ndarray, text: str) -> np.ndarray:
-    """``text`` on a dark strip above the image."""
-    strip = np.full((18, image.shape[1], 3), 24, np.uint8)
-    cv2.putText(strip, text, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (240, 240, 240), 1, cv2.LINE_AA)
+    """``text`` (lines split at newlines, each cut to the image's width) on a dark strip above the image."""
+    width = image.shape[1]
+    scale = _font_scale(width)
+    line_height = int(round(30 * scale)) + 4
+    lines = text.split("\n")
+    strip = np.full((line_height * len(lines) + 2, width, 3), _STRIP, np.uint8)
+    for i, line in enumerate(lines):
+        fitted = line
+        while fitted and cv2.getTextSize(fitted + ("..." if fitted != line else ""), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                                         1)[0][0] > width - 6:
+            fitted = fitted[:-1]
+        text_line = fitted + ("..." if fitted != line else "")  # Hershey fonts are ASCII only
+        cv2.putText(strip, text_line, (3, line_height * (i + 1) - 5), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    _TEXT, 1, cv2.LINE_AA)
     return np.vstack([strip, image])
 
 
-def contact_sheet(pictures: list[np.ndarray], columns: int = 8, tile: int = 160, gap: int = 4) -> np.ndarray:
-    """Pictures resized to ``tile`` wide (height kept proportional to the first) on a grid."""
+def legend(width: int, predicted: str = "predicted box", gt: str | None = "ground-truth box") -> np.ndarray:
+    """A strip naming the colours: the GT box (green), the predicted box (red), and the heat map's
+    scale (blue = low, red = high score); entries wrap onto more lines when ``width`` is small."""
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+    line_height, ramp_width = 20, 50
+    entries = ([("box", GT_COLOUR, gt)] if gt else []) + [
+        ("box", PREDICTED_COLOUR, predicted),
+        ("ramp", None, "map: low"),
+    ]
+    placed, x, row = [], 6, 0
+    for kind, colour, text in entries:
+        size = 24 + cv2.getTextSize(text, font, scale, 1)[0][0] + (ramp_width + 40 if kind == "ramp" else 0)
+        if x > 6 and x + size > width:
+            x, row = 6, row + 1
+        placed.append((kind, colour, text, x, row))
+        x += size + 14
+    strip = np.full(((row + 1) * line_height + 4, width, 3), _STRIP, np.uint8)
+    for kind, colour, text, x, row in placed:
+        middle = row * line_height + line_height // 2 + 2
+        if kind == "box":
+            cv2.rectangle(strip, (x, middle - 6), (x + 18, middle + 6), colour, 2)
+            cv2.putText(strip, text, (x + 24, middle + 5), font, scale, _TEXT, 1, cv2.LINE_AA)
+        else:
+            cv2.putText(strip, text, (x, middle + 5), font, scale, _TEXT, 1, cv2.LINE_AA)
+            x += cv2.getTextSize(text, font, scale, 1)[0][0] + 6
+            ramp = cv2.applyColorMap(
+                np.linspace(0, 255, ramp_width).astype(np.uint8)[None].repeat(10, 0), cv2.COLORMAP_JET
+            )[..., ::-1]
+            strip[middle - 5 : middle + 5, x : x + ramp_width] = ramp[:, : max(0, min(ramp_width, width - x))]
+            cv2.putText(strip, "high", (x + ramp_width + 6, middle + 5), font, scale, _TEXT, 1, cv2.LINE_AA)
+    return strip
+
+
+def with_legend(picture: np.ndarray, **names) -> np.ndarray:
+    """``picture`` with :func:`legend` below it."""
+    return np.vstack([picture, legend(picture.shape[1], **names)])
+
+
+def contact_sheet(
+    pictures: list[np.ndarray],
+    columns: int = 8,
+    tile: int = 160,
+    gap: int = 4,
+    titles: list[str] | None = None,
+    legend_names: dict | None = None,
+) -> np.ndarray:
+    """Pictures fitted into ``tile`` × 1.25·``tile`` boxes, each keeping its own aspect ratio, on a
+    grid; ``titles`` are written above each at the tile's size (readable whatever the picture's
+    size); ``legend_names`` (:func:`legend`'s arguments) put a legend across the top."""
     if not pictures:
         raise ValueError("a contact sheet needs at least one picture")
-    tile_h = int(round(pictures[0].shape[0] * tile / pictures[0].shape[1]))
-    rows = -(-len(pictures) // columns)
-    cols = min(columns, len(pictures))
-    sheet = np.full((rows * (tile_h + gap) + gap, cols * (tile + gap) + gap, 3), 255, np.uint8)
-    for i, picture in enumerate(pictures):
-        r, c = divmod(i, columns)
-        y, x = gap + r * (tile_h + gap), gap + c * (tile + gap)
-        sheet[y : y + tile_h, x : x + tile] = cv2.resize(picture, (tile, tile_h), interpolation=cv2.INTER_AREA)
-    return sheet
+    tiles = []
+    for index, picture in enumerate(pictures):
+        height, width = picture.shape[:2]
+        scale = min(tile / width, 1.25 * tile / height)
+        size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+        fitted = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+        padded = np.full((fitted.shape[0], tile, 3), 255, np.uint8)
+        left = (tile - fitted.shape[1]) // 2
+        padded[:, left : left + fitted.shape[1]] = fitted
+        tiles.append(label(padded, titles[index]) if titles else padded)
+    cols = min(columns, len(tiles))
+    width = cols * (tile + gap) + gap
+    blocks = [legend(width, **legend_names)] if legend_names is not None else []
+    for start in range(0, len(tiles), columns):
+        row = tiles[start : start + columns]
+        block = np.full((max(t.shape[0] for t in row) + gap, width, 3), 255, np.uint8)
+        for c, picture in enumerate(row):
+            x = gap + c * (tile + gap)
+            block[gap : gap + picture.shape[0], x : x + tile] = picture
+        blocks.append(block)
+    blocks.append(np.full((gap, width, 3), 255, np.uint8))
+    return np.vstack(blocks)
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:

@@ -11,8 +11,7 @@ from PIL import Image
 from fastwsol import __version__
 from fastwsol.checkpoint import load_checkpoint
 from fastwsol.cli import main
-from fastwsol.evaluate import scoremaps_for
-from fastwsol.localize import box_to_original
+from fastwsol.evaluate import box_to_original, scoremaps_for
 
 
 def read_png(path):
@@ -39,7 +38,8 @@ def test_evaluate_writes_json_and_pictures(tiny_checkpoint, tmp_path, capsys):
     assert 0 <= metrics["gt_known_loc"] <= 100 and 0 <= metrics["best_threshold"] < 1
     pictures = sorted(p for p in maps_dir.rglob("*.png") if p.name != "contact_sheet.png")
     assert len(pictures) == 6  # one per test image
-    assert read_png(pictures[0]).shape == (224, 224, 3)
+    # the original image (enlarged by a whole factor when small), not the 224² input
+    assert read_png(pictures[0]).shape[2] == 3 and read_png(pictures[0]).shape[:2] != (224, 224)
     assert read_png(maps_dir / "contact_sheet.png").ndim == 3
 
 
@@ -48,6 +48,18 @@ def test_evaluate_map_variants(tiny_checkpoint, tmp_path, kind):
     assert main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--split", "val", "--map", kind, "--out", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / f"metrics_val_{kind}.json").read_text())
     assert metrics["map"] == kind and metrics["num_images"] == 6
+
+
+def test_an_unknown_map_is_refused_before_anything_is_read_or_written(tiny_checkpoint, tmp_path):
+    from fastwsol.evaluate import evaluate_checkpoint, load_trained
+    from fastwsol.localize import localize_images
+
+    trained = load_trained(tiny_checkpoint)
+    with pytest.raises(ValueError, match=r"map must be one of \('cam', 'norm', 'sim'\), got 'heat'"):
+        evaluate_checkpoint(trained, map_kind="heat", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="got 'heat'"):
+        localize_images(trained, [tmp_path / "missing.jpg"], map_kind="heat", out_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def test_similarity_scoremap_is_max_normalised_with_negatives_as_background():
@@ -92,7 +104,9 @@ def test_localize_any_size_and_format_and_a_bad_file_fails_alone(tiny_checkpoint
         x0, y0, x1, y1 = result["box"]
         assert 0 <= x0 <= x1 < width and 0 <= y0 <= y1 < height
         assert len(result["top_classes"]) == 3 and abs(sum(c["score"] for c in result["top_classes"]) - 1) < 1e-5
-        assert read_png(result["picture"]).shape[:2] == (height, width)
+        picture = read_png(result["picture"])  # the image (a small one enlarged), a title above, a legend below
+        scale = picture.shape[1] / width
+        assert scale == max(1, -(-320 // width)) and picture.shape[0] > height * scale
 
 
 def test_box_to_original():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from fastwsol.config import ConfigError, load_config
+from fastwsol.config import ConfigError, config_from_dict, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -83,8 +83,42 @@ def test_every_shipped_config_loads():
         config = load_config(CONFIGS / name)
         if name.startswith("ilsvrc"):
             assert not config.loss.fine_grained  # ImageNet: target-class masks
-        if "_cam" in name:
-            assert config.model.name.endswith("_cam") and config.loss.lambda_sim == config.loss.lambda_norm == 0
+        assert config.model.method == ("cam" if name.endswith("_cam.yaml") else "bridging_gap"), name
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet50"])
+def test_cam_configs_extend_the_method_configs(backbone):
+    """cub_<backbone>_cam.yaml is the method's file with model.method=cam (and its own out_dir)."""
+    method, cam = (load_config(CONFIGS / f"cub_{backbone}{suffix}.yaml").to_dict() for suffix in ("", "_cam"))
+    assert cam["model"].pop("method") == "cam" and method["model"].pop("method") == "bridging_gap"
+    assert cam["train"].pop("out_dir") == f"runs/cub_{backbone}_cam" and method["train"].pop("out_dir") != f"runs/cub_{backbone}_cam"
+    assert cam == method
+
+
+def test_extends_overrides_key_by_key_and_names_a_missing_base(tmp_path):
+    (tmp_path / "base.yaml").write_text("optim:\n  lr: 0.1\n  epochs: 5\n  warm_epochs: 1\n  lr_decay_epochs: []\nmodel:\n  name: vgg_small\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\noptim:\n  epochs: 3\n")
+    config = load_config(tmp_path / "child.yaml")
+    assert (config.optim.lr, config.optim.epochs, config.model.name) == (0.1, 3, "vgg_small")
+    (tmp_path / "orphan.yaml").write_text("extends: gone.yaml\n")
+    with pytest.raises(FileNotFoundError, match=r"gone\.yaml.*extended by .*orphan\.yaml"):
+        load_config(tmp_path / "orphan.yaml")
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "loop.yaml")
+
+
+def test_old_cam_model_names_are_refused_in_configs_and_mapped_in_checkpoints():
+    with pytest.raises(ConfigError, match=r"model\.name: 'vgg16_cam'.*model\.method=cam"):
+        load_config(None, ["model.name=vgg16_cam"])
+    vanilla = {"model": {"name": "vgg16_cam"}, "loss": {"lambda_drop": 0.0, "lambda_sim": 0.0, "lambda_norm": 0.0}}
+    config = config_from_dict(vanilla)
+    assert (config.model.name, config.model.method) == ("vgg16", "cam")
+    # a _cam model with λ_sim kept was the ablation row without L_drop, not vanilla CAM
+    ablation = {"model": {"name": "vgg_small_cam"}, "loss": {"lambda_drop": 3.0, "lambda_sim": 0.5, "lambda_norm": 0.0}}
+    config = config_from_dict(ablation)
+    assert (config.model.name, config.model.method) == ("vgg_small", "bridging_gap")
+    assert (config.loss.lambda_drop, config.loss.lambda_sim) == (0.0, 0.5)
 
 
 def test_overrides_are_typed():
@@ -110,6 +144,10 @@ def test_overrides_are_typed():
         ("model.drop_prob=1.5", "model.drop_prob"),
         ("optim.warm_epochs=100", "optim.warm_epochs"),
         ("eval.map=heat", "eval.map"),
+        ("model.method=grad_cam", "model.method"),
+        ("model.name=alexnet", "model.name"),
+        ("data.loader=ffcv", "data.loader"),
+        ("train.backend=cuda", "train.backend"),
         ("lr=0.1", "section.key=value"),
     ],
 )

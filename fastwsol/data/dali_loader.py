@@ -10,48 +10,30 @@ far less than decoding them; on the CPU, DALI reads them from the paths handed o
 Device: with CUDA, the "mixed" decoder (nvJPEG) and GPU resize; otherwise CPU operators with
 ``device_id=None``.
 
-On the CPU the resize is most of the cost (measured: ~0.85 ms of CPU per 224² output against
-~0.3 ms for the decode; DALI's CPU resampler is scalar float code), so the pipeline resizes
-each pixel once: train resizes the crop's region of interest straight to ``image_size``²
-instead of resizing to ``resize_size``² and cropping (same pixels up to float rounding, 23%
-less resampling at 224/256 and no crop/flip pass), and uint8 output skips the HWC→CHW pass
-(the batch is a B×3×H×W view of HWC memory; :func:`normalize_on_device` transposes it while
-normalising, inside the compiled step). And on the CPU, a sample that is only enlarged (source
-side <= target side on both axes, e.g. every train image of the synthetic set) is resampled by
-``warp_perspective`` (~0.45 ms per 224²) instead: when enlarging, PIL's bilinear is plain
-bilinear interpolation with edge clamping, which is what the warp computes with replicated
-borders (measured against PIL: max |Δ| 1, the same as the resize). Shrinking needs the
-antialiasing filter, so those samples keep the resize (a per-sample DALI conditional), except
-with uint8 output:
-
-With uint8 output on the CPU, DALI only decodes a shrinking sample; the loader resizes it with
-torch's antialiased bilinear (:func:`resize_like_pil`; train: to ``resize_size``², then the
-planned crop and flip, as the fallback does), in the main thread while DALI's threads work on
-the next batches. Torch's uint8 kernel (AVX2, written to match PIL's) took 0.19-0.38 ms per 224²
-output against 1.0-1.15 ms for DALI's resize (the synthetic set's shrinking images, one
-thread), and is closer to PIL: against the fallback on 380–500 px images max |Δ| 1, mean
-0.001, where DALI's resize gives max 8, mean 0.14. Float output keeps DALI's resize
-(normalising in the main thread would cost 0.2-0.3 ms per image), so a shrinking sample's float
-and uint8 pixels can differ by those few levels. Resizing the enlarge-only samples in torch too
-was measured and not kept: eval 2.6x instead of 2.2x the fallback, but train 2.0x instead of
-2.6x (the whole ``resize_size``² resize and the crop in the main thread; at load 2.3).
-Measured with bench_data.py, 5 interleaved runs each with DALI's resize and with this (load
-0.9-4.6 from other jobs): eval uint8 DALI/fallback median 1.58x -> 2.46x, DALI's CPU per image
-1.06-1.35 -> 0.76-0.90 ms; the train and float rows (no shrinking sample, or unchanged code)
-within noise.
+On the CPU the resize dominates a sample's cost, so the pipeline resamples each pixel once:
+train resizes the crop's region of interest straight to ``image_size``² (the same pixels as
+resizing to ``resize_size``² and cropping, up to float rounding, with less resampling and no
+crop/flip pass), and uint8 output skips the HWC→CHW pass (the batch is a B×3×H×W view of HWC
+memory; :func:`normalize_on_device` transposes it while normalising, inside the compiled step).
+A sample that is only enlarged (source side <= target side on both axes) is resampled by
+``warp_perspective``: when enlarging, PIL's bilinear is plain bilinear interpolation with edge
+clamping, which the warp computes with replicated borders. Shrinking needs the antialiasing
+filter, so those samples keep the resize (a per-sample DALI conditional), except with uint8
+output: there DALI only decodes a shrinking sample and the loader resizes it with torch's
+antialiased bilinear (:func:`resize_like_pil`; train: to ``resize_size``², then the planned crop
+and flip, as the fallback does) in the main thread while DALI's threads work on the next
+batches, which is faster and closer to PIL. Float output keeps DALI's resize, so a shrinking
+sample's float and uint8 pixels can differ by a few levels.
 
 Also on the CPU, the pipeline's batch is several planned batches at once (at least
-``cpu_pipeline_batch`` images; the loader hands them out one planned batch at a time, as
-slices of the pipeline's output), and DALI reads the files itself (``fn.io.file.read`` in its
-threads, from the paths the source hands it) unless some file needs re-encoding. DALI runs a
-batch operator by operator, each spread over the threads and waited for; with 32 images of
-uneven cost per operator, and the source reading 32 files in the main thread between batches,
-the two threads idled (at idle, ~1.6 of 2 cores busy in the uint8 eval pipeline). Measured in
-one process, epochs interleaved (load 4-6 from other jobs): the DALI threads' idle time per
-image fell from 0.18-0.28 to 0.05-0.12 ms and the main thread's CPU from ~0.12 to ~0.05 ms per
-image; the threads' own CPU per image rose a little (0-10%: more decoded images in flight),
-the total stayed within the noise. Each planned batch is copied out on its own (one
-allocation per planned batch, as before: a float pipeline batch of 128 would be 77 MB).
+``cpu_pipeline_batch`` images; the loader hands them out one planned batch at a time, as slices
+of the pipeline's output), and DALI reads the files itself (``fn.io.file.read`` in its threads,
+from the paths the source hands it) unless some file needs re-encoding: DALI runs a batch
+operator by operator, each spread over the threads and waited for, so small batches of uneven
+cost left its threads idle. Each planned batch is copied out on its own (one allocation per
+planned batch).
+
+The measurements behind these choices: docs/experiments.md §6.
 """
 
 from __future__ import annotations
@@ -174,7 +156,7 @@ class _PlanSource:
     each) of :meth:`DaliSplitLoader.fields`. DALI calls ``iter()`` on build and after each
     ``reset()``."""
 
-    def __init__(self, loader: "DaliSplitLoader"):
+    def __init__(self, loader: DaliSplitLoader):
         self.loader = loader
         self.current: list[list[BatchPlan]] = []  # plan groups handed to DALI, not yet returned as outputs
 

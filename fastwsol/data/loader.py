@@ -1,4 +1,5 @@
-"""``build_loader``: one entry point for the DALI pipeline and the torchvision fallback."""
+"""``build_loader``: one entry point for the DALI pipeline and the torchvision fallback;
+``loader_from_config``: the one mapping of an experiment config to a split's loader."""
 
 from __future__ import annotations
 
@@ -55,7 +56,9 @@ def build_loader(
     if loader in ("auto", "dali"):
         failure = dali_start_failure(resolve_device(device))
         if failure is not None and loader == "dali":
-            raise DaliUnavailableError(f"loader 'dali': {failure}; use the torchvision loader (data.loader: torch or auto)")
+            raise DaliUnavailableError(
+                f"loader 'dali': {failure}; use the torchvision loader (data.loader: torch or auto)"
+            )
         if failure is not None:
             if failure not in _fallbacks_reported:
                 _fallbacks_reported.add(failure)
@@ -71,4 +74,36 @@ def build_loader(
         data_root, metadata_root, dataset, split, train=train, batch_size=batch_size, device=device,
         num_threads=num_threads, seed=seed, shard_id=shard_id, num_shards=num_shards, skip_bad=skip_bad,
         image_size=image_size, resize_size=resize_size, output=output, verify=verify,
+    )
+
+
+def loader_from_config(
+    config,
+    split: str,
+    *,
+    batch_size: int,
+    device: str | torch.device = "auto",
+    shard_id: int = 0,
+    num_shards: int = 1,
+    **settings,
+) -> SplitLoader:
+    """The loader of ``split`` for an ``ExperimentConfig``: ``data.*``, the train transform for
+    ``"train"`` and the eval transform otherwise, the run's seed, uint8 output (normalised later,
+    inside the step or by the caller). ``settings`` override :func:`build_loader` arguments
+    (e.g. ``loader="torch"``)."""
+    d = config.data
+    arguments = dict(
+        train=split == "train",
+        loader=d.loader,
+        num_threads=d.num_threads,
+        seed=config.train.seed,
+        skip_bad=d.skip_bad,
+        image_size=d.image_size,
+        resize_size=d.resize_size,
+        output="uint8",
+    )
+    arguments.update(settings)
+    return build_loader(
+        d.data_root, d.metadata_root, d.dataset, split, batch_size=batch_size, device=device, shard_id=shard_id,
+        num_shards=num_shards, **arguments,
     )

@@ -28,7 +28,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fastwsol.checkpoint import write_text_atomic
 from fastwsol.data.images import BadImageError, inspect_image
 from fastwsol.evaluation.metadata import (
     CLASS_LABELS,
@@ -37,6 +36,7 @@ from fastwsol.evaluation.metadata import (
     read_split_metadata,
     resolve_metadata_root,
 )
+from fastwsol.io import write_text_atomic
 
 __all__ = ["PrepareReport", "prepare_cub", "prepare_imagenet"]
 
@@ -313,13 +313,21 @@ def prepare_imagenet(
     val_files = _image_files(val_root)
     by_name = {Path(rel).name: (rel, path) for rel, path in val_files.items()}
     listed, listed_names = [], set()
-    for image_id, label, (width, height) in zip(test_meta.image_ids, test_meta.labels.tolist(), test_meta.sizes.tolist()):
-        name = image_id[len(ILSVRC_TEST_PREFIX):]
+    test_sizes = test_meta.sizes.tolist()
+    for image_id, label, (width, height) in zip(test_meta.image_ids, test_meta.labels.tolist(), test_sizes):
+        name = image_id[len(ILSVRC_TEST_PREFIX) :]
         listed_names.add(name)
         rel, path = by_name.get(name, (None, None))
-        if rel is not None and "/" in rel and Path(rel).parent.name in wnids and wnids.index(Path(rel).parent.name) != label:
-            report.bad.append(f"{image_id}: found in folder {Path(rel).parent.name} (class "
-                              f"{wnids.index(Path(rel).parent.name)}), the metadata says class {label}")
+        if (
+            rel is not None
+            and "/" in rel
+            and Path(rel).parent.name in wnids
+            and wnids.index(Path(rel).parent.name) != label
+        ):
+            report.bad.append(
+                f"{image_id}: found in folder {Path(rel).parent.name} (class "
+                f"{wnids.index(Path(rel).parent.name)}), the metadata says class {label}"
+            )
             continue
         listed.append((image_id, path, (width, height)))
     report.extra += sorted(str(p) for rel, p in val_files.items() if Path(rel).name not in listed_names)
@@ -332,14 +340,16 @@ def prepare_imagenet(
         ids = set()
         listed = []
         for image_id, (width, height) in zip(val_meta.image_ids, val_meta.sizes.tolist()):
-            rel = image_id[len(ILSVRC_VAL_PREFIX):]
+            rel = image_id[len(ILSVRC_VAL_PREFIX) :]
             ids.add(rel)
             listed.append((image_id, val2_files.get(rel), (width, height)))
         report.extra += sorted(str(p) for rel, p in val2_files.items() if rel not in ids)
         usable_val = _check_listed(report, listed, "header", workers, progress, "ImageNetV2")
     else:
-        report.notes.append("no --val2: the val split (ImageNetV2, used to select checkpoints) is not laid out; "
-                            "training needs it unless train.eval_interval=0")
+        report.notes.append(
+            "no --val2: the val split (ImageNetV2, used to select checkpoints) is not laid out; "
+            "training needs it unless train.eval_interval=0"
+        )
 
     def lay_out():
         image_dir = report.out / "ILSVRC"
@@ -347,8 +357,10 @@ def prepare_imagenet(
             _lay_out(report, usable_train, image_dir, copy=True)
         else:  # one link for the whole train tree: its layout already is train/<wnid>/<file>
             _place(report, train_root, image_dir / "train", copy=False)
-            report.notes.append(f"train: {image_dir / 'train'} links to {train_root.resolve()} "
-                                f"({len(usable_train)} images listed in the train metadata)")
+            report.notes.append(
+                f"train: {image_dir / 'train'} links to {train_root.resolve()} "
+                f"({len(usable_train)} images listed in the train metadata)"
+            )
         _lay_out(report, usable_test, image_dir, copy)
         _lay_out(report, usable_val, image_dir, copy)
         metadata_dir = report.out / "metadata" / "ILSVRC"
@@ -358,7 +370,8 @@ def prepare_imagenet(
         for split in ("val", "test"):
             for path in sorted((source / split).iterdir()):
                 _write_new_text(report, metadata_dir / split / path.name, path.read_text(encoding="utf-8"))
-        report.notes.append(f"metadata root: {report.out / 'metadata'} (train from your files; val and test "
-                            f"as wsolevaluation's)")
+        report.notes.append(
+            f"metadata root: {report.out / 'metadata'} (train from your files; val and test as wsolevaluation's)"
+        )
 
     return _finish(report, skip_bad, lay_out)

@@ -35,6 +35,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fastwsol.evaluation.metadata import CLASS_NAMES
+from fastwsol.io import write_bytes_atomic
+
 DATASET_NAME = "SYNTHETIC"
 SPLITS = ("train", "val", "test")
 
@@ -42,6 +45,7 @@ SPLITS = ("train", "val", "test")
 # the body and the muted background never use.
 BODY_COLOURS = ((196, 140, 80), (120, 82, 46))
 PART_COLOURS = ((225, 30, 30), (30, 70, 230), (20, 185, 60), (215, 40, 215), (240, 225, 20))
+PART_COLOUR_NAMES = ("red", "blue", "green", "magenta", "yellow")
 PART_SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross", "ring", "hexagon")
 # len(PART_SHAPES) and len(PART_COLOURS) are coprime, so class c ↦ (c mod 8, c mod 5) is a
 # bijection onto all 40 pairs (Chinese remainder theorem) and neighbouring classes differ in both.
@@ -98,6 +102,18 @@ def part_of_class(label: int) -> tuple[str, tuple[int, int, int]]:
 def body_of_class(label: int) -> tuple[str, tuple[tuple[int, int, int], tuple[int, int, int]]]:
     """The (pattern, two RGB colours) of body class ``label`` in the ``"bodies"`` task."""
     return BODY_PATTERNS[label % len(BODY_PATTERNS)], BODY_PALETTE[label % len(BODY_PALETTE)]
+
+
+def class_name(label: int, task: str = "parts") -> str:
+    """What class ``label`` of ``task`` looks like, e.g. "red triangle" (written to the
+    metadata's class_names.txt, shown in pictures and by ``localize``)."""
+    if task == "bodies":
+        pattern, _ = body_of_class(label)
+        return f"{pattern} body {label % len(BODY_PALETTE)}"
+    if task == "objects":
+        body, part = divmod(label, OBJECT_PARTS)
+        return f"{class_name(body, 'bodies')} + {class_name(OBJECT_PART_OFFSET + part)}"
+    return f"{PART_COLOUR_NAMES[label % len(PART_COLOURS)]} {PART_SHAPES[label % len(PART_SHAPES)]}"
 
 
 def body_tint(label: int) -> np.ndarray:
@@ -167,9 +183,13 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
             p1 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
             cv2.line(canvas, p0, p1, colour, int(rng.integers(1, 4)), cv2.LINE_AA)
         elif kind == 1:
-            cv2.circle(canvas, p0, int(rng.integers(3, max(4, width // 8))), colour, int(rng.integers(1, 3)), cv2.LINE_AA)
+            radius = int(rng.integers(3, max(4, width // 8)))
+            cv2.circle(canvas, p0, radius, colour, int(rng.integers(1, 3)), cv2.LINE_AA)
         else:
-            p1 = (p0[0] + int(rng.integers(-width // 6, width // 6)), p0[1] + int(rng.integers(-height // 6, height // 6)))
+            p1 = (
+                p0[0] + int(rng.integers(-width // 6, width // 6)),
+                p0[1] + int(rng.integers(-height // 6, height // 6)),
+            )
             cv2.rectangle(canvas, p0, p1, colour, int(rng.integers(1, 3)))
     return canvas
 
@@ -185,8 +205,9 @@ def _draw_distractors(rng: np.random.Generator, canvas: np.ndarray, count: int) 
         _draw_part(canvas, np.zeros(canvas.shape[:2], np.uint8), shape, colour, centre, radius, rng.uniform(0, np.pi))
 
 
-def _body_texture(rng: np.random.Generator, width: int, height: int, pattern: str = "stripes",
-                  colours=BODY_COLOURS) -> np.ndarray:
+def _body_texture(
+    rng: np.random.Generator, width: int, height: int, pattern: str = "stripes", colours=BODY_COLOURS
+) -> np.ndarray:
     """A two-colour pattern at a random angle/period (RGB float32); the WSOL set's bodies are
     all stripes in ``BODY_COLOURS``."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -207,7 +228,9 @@ def _body_texture(rng: np.random.Generator, width: int, height: int, pattern: st
     return texture * rng.uniform(0.9, 1.1)  # per-image brightness jitter
 
 
-def render_sample(rng: np.random.Generator, label: int, spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_sample(
+    rng: np.random.Generator, label: int, spec: SyntheticSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw one image of class ``label``.
 
     Returns (RGB uint8 H×W×3, object box, part box); boxes are inclusive (x0, y0, x1, y1) in
@@ -229,8 +252,16 @@ def render_sample(rng: np.random.Generator, label: int, spec: SyntheticSpec) -> 
     centre = np.array([rng.uniform(reach + 1, width - reach - 1), rng.uniform(reach + 1, height - reach - 1)])
 
     body_mask = np.zeros((height, width), np.uint8)
-    cv2.ellipse(body_mask, (int(round(centre[0])), int(round(centre[1]))),
-                (int(round(semi_major)), max(2, int(round(semi_minor)))), float(np.degrees(angle)), 0, 360, 255, -1)
+    cv2.ellipse(
+        body_mask,
+        (int(round(centre[0])), int(round(centre[1]))),
+        (int(round(semi_major)), max(2, int(round(semi_minor)))),
+        float(np.degrees(angle)),
+        0,
+        360,
+        255,
+        -1,
+    )
     if spec.task == "bodies":
         pattern, colours = body_of_class(label)
         texture = _body_texture(rng, width, height, pattern, colours)
@@ -263,11 +294,8 @@ def _mask_box(mask: np.ndarray) -> np.ndarray:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    # Rename-only, no fsync (unlike checkpoint.write_bytes_atomic): one fsync per JPEG would
-    # slow generation, and a generation cut short is simply run again.
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    # no fsync: one per JPEG would slow generation, and a generation cut short is run again
+    write_bytes_atomic(path, data, durable=False)
 
 
 def _split_seed(seed: int, split: str, label: int, index: int) -> list[int]:
@@ -288,10 +316,14 @@ def _per_class(spec: SyntheticSpec) -> dict[str, int]:
 
 def _set_files(spec: SyntheticSpec) -> list[Path]:
     """Every file a set of ``spec`` consists of, relative to its root (the manifest last)."""
-    files = [Path("data", DATASET_NAME, _image_id(label, split, index))
-             for split, count in _per_class(spec).items() for label in range(spec.classes) for index in range(count)]
+    files = [
+        Path("data", DATASET_NAME, _image_id(label, split, index))
+        for split, count in _per_class(spec).items()
+        for label in range(spec.classes)
+        for index in range(count)
+    ]
     files += [Path("metadata", DATASET_NAME, split, f"{name}.txt") for split in SPLITS for name in METADATA_FILES]
-    return files + [Path(MANIFEST)]
+    return files + [Path("metadata", DATASET_NAME, CLASS_NAMES), Path(MANIFEST)]
 
 
 def _recorded_spec(root: Path) -> SyntheticSpec | None:
@@ -329,6 +361,8 @@ def _write_set(root: Path, spec: SyntheticSpec) -> None:
         split_dir.mkdir(parents=True, exist_ok=True)
         for name, lines in rows.items():
             _write_atomic(split_dir / f"{name}.txt", ("\n".join(lines) + "\n").encode())
+    names = "".join(f"{label},{class_name(label, spec.task)}\n" for label in range(spec.classes))
+    _write_atomic(root / "metadata" / DATASET_NAME / CLASS_NAMES, names.encode())
     _write_atomic(root / MANIFEST, (json.dumps({"dataset": DATASET_NAME, **asdict(spec)}, indent=2) + "\n").encode())
 
 
@@ -380,8 +414,18 @@ def make_synthetic_dataset(
     set is generated in a temporary sibling folder first, so a generation cut short leaves
     ``out`` as it was.
     """
-    spec = SyntheticSpec(classes, train_per_class, test_per_class if val_per_class is None else val_per_class,
-                         test_per_class, seed, min_size, max_size, max_distractors, task, body_cue)
+    spec = SyntheticSpec(
+        classes,
+        train_per_class,
+        test_per_class if val_per_class is None else val_per_class,
+        test_per_class,
+        seed,
+        min_size,
+        max_size,
+        max_distractors,
+        task,
+        body_cue,
+    )
     if not 0.0 <= body_cue <= 1.0:
         raise ValueError(f"body_cue must lie in [0, 1], got {body_cue}")
     if task not in TASKS:
@@ -404,13 +448,18 @@ def make_synthetic_dataset(
     if root.is_dir() and any(root.iterdir()):
         if recorded is None:
             entries = sorted(p.name for p in root.iterdir())
-            raise ValueError(f"{root} is not empty ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}) "
-                             f"and holds no synthetic set ({MANIFEST}): give a new or empty folder")
+            raise ValueError(
+                f"{root} is not empty ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}) "
+                f"and holds no synthetic set ({MANIFEST}): give a new or empty folder"
+            )
         if not overwrite:
-            changes = ", ".join(f"{k} {v!r} -> {getattr(spec, k)!r}" for k, v in asdict(recorded).items()
-                                if getattr(spec, k) != v)
-            raise ValueError(f"{root} holds a synthetic set of other parameters ({changes}); "
-                             f"pass --overwrite to replace it, or give another folder")
+            changes = ", ".join(
+                f"{k} {v!r} -> {getattr(spec, k)!r}" for k, v in asdict(recorded).items() if getattr(spec, k) != v
+            )
+            raise ValueError(
+                f"{root} holds a synthetic set of other parameters ({changes}); "
+                f"pass --overwrite to replace it, or give another folder"
+            )
 
     root = root.resolve()
     root.parent.mkdir(parents=True, exist_ok=True)

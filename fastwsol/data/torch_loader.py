@@ -60,12 +60,15 @@ class _PlannedImages(Dataset):
 
 
 class _PlanSampler:
-    def __init__(self, loader: "TorchSplitLoader"):
+    def __init__(self, loader: TorchSplitLoader):
         self.loader = loader
 
     def __iter__(self):
         for batch in self.loader.plan():
-            yield [(int(i), int(x), int(y), bool(f)) for i, x, y, f in zip(batch.indices, batch.crop_x, batch.crop_y, batch.flip)]
+            yield [
+                (int(i), int(x), int(y), bool(f))
+                for i, x, y, f in zip(batch.indices, batch.crop_x, batch.crop_y, batch.flip)
+            ]
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -94,8 +97,9 @@ class TorchSplitLoader(SplitLoader):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        dataset = _PlannedImages(self.image_dir, self.metadata.image_ids, self.train,
-                                 self.image_size, self.resize_size, self.output)
+        dataset = _PlannedImages(
+            self.image_dir, self.metadata.image_ids, self.train, self.image_size, self.resize_size, self.output
+        )
         self._loader = DataLoader(
             dataset,
             batch_sampler=_PlanSampler(self),

@@ -107,6 +107,8 @@ def plan_epoch(
     flip = rng.random(count) < 0.5
     starts = range(shard_id * batch_size, count, global_batch)
     return [
-        BatchPlan(order[i : i + batch_size], crop_x[i : i + batch_size], crop_y[i : i + batch_size], flip[i : i + batch_size])
+        BatchPlan(
+            order[i : i + batch_size], crop_x[i : i + batch_size], crop_y[i : i + batch_size], flip[i : i + batch_size]
+        )
         for i in starts
     ]

@@ -10,7 +10,7 @@ from fastwsol.evaluation.boxes import (
     scoremap_to_uint8,
     threshold_levels,
 )
-from fastwsol.evaluation.component_tree import correct_at_thresholds
+from fastwsol.evaluation.component_tree import correct_at_thresholds_component_tree
 from fastwsol.evaluation.diagnostics import MapDiagnostics, inverted_maps, peaks_inside_gt
 from fastwsol.evaluation.evaluator import BACKENDS, BoxEvaluator
 from fastwsol.evaluation.metadata import (
@@ -33,7 +33,7 @@ __all__ = [
     "cam_thresholds",
     "cams_to_scoremaps",
     "contour_boxes_at_thresholds",
-    "correct_at_thresholds",
+    "correct_at_thresholds_component_tree",
     "correct_at_thresholds_opencv",
     "correct_from_boxes",
     "inverted_maps",

@@ -55,7 +55,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["correct_at_thresholds", "quantise_scoremaps", "normalise_and_quantise"]
+__all__ = ["correct_at_thresholds_component_tree", "quantize_scoremaps", "normalize_and_quantize"]
 
 _NOGIL = dict(cache=True, nogil=True)
 
@@ -524,14 +524,20 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
                     if upper2 < best_area2 or (upper2 == best_area2 and first[r] < first[best]):
                         continue
                 if area_size[r] != size[r]:
-                    area2[r] = _fill_area2(r, parent, added, box[r, 0], box[r, 1], box[r, 2], box[r, 3], pw, grid, stack)
+                    area2[r] = _fill_area2(
+                        r, parent, added, box[r, 0], box[r, 1], box[r, 2], box[r, 3], pw, grid, stack
+                    )
                     area_size[r] = size[r]
                 if area2[r] > best_area2 or (area2[r] == best_area2 and first[r] > first[best]):
                     best = r
                     best_area2 = area2[r]
             out[k] |= _hit_mask(
-                box[best, 0], box[best, 1], min(box[best, 2] + 1, width - 1), min(box[best, 3] + 1, height - 1),
-                gt, iou_thresholds,
+                box[best, 0],
+                box[best, 1],
+                min(box[best, 2] + 1, width - 1),
+                min(box[best, 3] + 1, height - 1),
+                gt,
+                iou_thresholds,
             )
 
 
@@ -629,8 +635,12 @@ def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out
             mask[d] = 0
             if box[d, 2] - box[d, 0] + box[d, 3] - box[d, 1] + 8 >= least_sum:  # ≥ w + h of the box
                 mask[d] = _hit_mask(
-                    box[d, 0] - 1, box[d, 1] - 1, min(box[d, 2] + 2, width - 1), min(box[d, 3] + 2, height - 1),
-                    gt, iou_thresholds,
+                    box[d, 0] - 1,
+                    box[d, 1] - 1,
+                    min(box[d, 2] + 2, width - 1),
+                    min(box[d, 3] + 2, height - 1),
+                    gt,
+                    iou_thresholds,
                 )
             _add_mask(counts, mask[d], 1)
         num_dirty = 0
@@ -680,13 +690,23 @@ def _correct_batch(q, maxima, level_table, gt_flat, gt_offsets, iou_thresholds, 
         hole_reach = np.zeros(num_thresholds, np.int64)
         for i in range(c * num_images // num_chunks, (c + 1) * num_images // num_chunks):
             levels = level_table[:, maxima[i]].copy()
-            gt = gt_flat[gt_offsets[i]:gt_offsets[i + 1]]
+            gt = gt_flat[gt_offsets[i] : gt_offsets[i + 1]]
             flat = q[i].ravel()
             hole_reach[:] = 0
             starts = _pixels_by_value(flat, height, width, order)
             _foreground_sweep(
-                flat, order, starts, height, width, levels, gt, iou_thresholds, multi_contour,
-                out[i], hole_reach, ws,
+                flat,
+                order,
+                starts,
+                height,
+                width,
+                levels,
+                gt,
+                iou_thresholds,
+                multi_contour,
+                out[i],
+                hole_reach,
+                ws,
             )
             if multi_contour:
                 # The hole sweep is needed only where a hole could still add a δ that the
@@ -701,7 +721,7 @@ def _correct_batch(q, maxima, level_table, gt_flat, gt_offsets, iou_thresholds, 
 
 
 @nb.njit(parallel=True, **_NOGIL)
-def _quantise(maps, scale, out, flags):
+def _quantize(maps, scale, out, flags):
     """out = trunc(maps · 255) in the maps' dtype; flags[i] bit 0: NaN, bit 1: outside [0, 1]."""
     for i in nb.prange(maps.shape[0]):
         m = maps[i]
@@ -719,7 +739,7 @@ def _quantise(maps, scale, out, flags):
         flags[i] = flag
 
 
-def quantise_scoremaps(maps: np.ndarray) -> np.ndarray:
+def quantize_scoremaps(maps: np.ndarray) -> np.ndarray:
     """(N, H, W) float score maps → uint8(score · 255), in one compiled pass; same result and
     same errors as :func:`fastwsol.evaluation.boxes.scoremap_to_uint8`."""
     maps = np.asarray(maps)
@@ -730,7 +750,7 @@ def quantise_scoremaps(maps: np.ndarray) -> np.ndarray:
     maps = np.ascontiguousarray(maps)
     out = np.zeros(maps.shape, np.uint8)
     flags = np.zeros(maps.shape[0], np.int64)
-    _quantise(maps, maps.dtype.type(255), out, flags)
+    _quantize(maps, maps.dtype.type(255), out, flags)
     if (flags & 1).any():
         raise ValueError("the score map contains NaN (normalise it first: NaN maps become zeros)")
     if (flags & 2).any():
@@ -739,7 +759,7 @@ def quantise_scoremaps(maps: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(parallel=True, **_NOGIL)
-def _normalise_and_quantise(maps, out):
+def _normalize_and_quantize(maps, out):
     for i in nb.prange(maps.shape[0]):
         m = maps[i]
         low = m[0, 0]
@@ -763,9 +783,9 @@ def _normalise_and_quantise(maps, out):
                 o[y, x] = np.uint8(((m[y, x] - low) / peak) * scale)
 
 
-def normalise_and_quantise(maps: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def normalize_and_quantize(maps: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """(N, H, W) float32 upsampled CAMs → uint8 score maps in one compiled pass: bit-for-bit
-    ``quantise_scoremaps(normalize_scoremaps(maps))`` (same float32 operations: subtract the
+    ``quantize_scoremaps(normalize_scoremaps(maps))`` (same float32 operations: subtract the
     minimum, divide by the new maximum, × 255, truncate; NaN or constant → zeros) without
     materialising the float score maps. ``out``: an optional C-contiguous uint8 (N, H, W)
     array to write into."""
@@ -776,11 +796,11 @@ def normalise_and_quantise(maps: np.ndarray, out: np.ndarray | None = None) -> n
         out = np.empty(maps.shape, np.uint8)
     elif out.shape != maps.shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous uint8 array of shape {maps.shape}")
-    _normalise_and_quantise(maps, out)
+    _normalize_and_quantize(maps, out)
     return out
 
 
-def correct_at_thresholds(
+def correct_at_thresholds_component_tree(
     q: np.ndarray,
     gt_boxes: list[np.ndarray],
     level_table: np.ndarray,
@@ -811,9 +831,14 @@ def correct_at_thresholds(
     maxima = q.reshape(q.shape[0], -1).max(axis=1).astype(np.int64) if q.size else np.zeros(0, np.int64)
     ious = np.array([delta / 100 for delta in iou_thresholds], dtype=np.float64)
     masks = _correct_batch(
-        q, maxima, np.ascontiguousarray(level_table, dtype=np.int64), gt_flat, gt_offsets,
-        ious, bool(multi_contour), min(len(q), 4 * nb.get_num_threads()),
+        q,
+        maxima,
+        np.ascontiguousarray(level_table, dtype=np.int64),
+        gt_flat,
+        gt_offsets,
+        ious,
+        bool(multi_contour),
+        min(len(q), 4 * nb.get_num_threads()),
     )
     bits = np.arange(len(iou_thresholds), dtype=np.int64)
     return ((masks[:, None, :] >> bits[None, :, None]) & 1).astype(bool)
-

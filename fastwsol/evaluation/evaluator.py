@@ -14,15 +14,15 @@ from fastwsol.evaluation.boxes import (
     threshold_levels,
 )
 from fastwsol.evaluation.component_tree import (
-    correct_at_thresholds,
-    normalise_and_quantise,
-    quantise_scoremaps,
+    correct_at_thresholds_component_tree,
+    normalize_and_quantize,
+    quantize_scoremaps,
 )
 from fastwsol.evaluation.scoremap import normalize_scoremaps, upsample_cams
 
 __all__ = ["BoxEvaluator", "BACKENDS"]
 
-BACKENDS = ("fast", "opencv")
+BACKENDS = ("component_tree", "opencv")
 GT_KNOWN_IOU = 50
 CAM_CHUNK = 128  # CAMs upsampled and quantised at a time by accumulate_cams
 
@@ -37,7 +37,7 @@ class BoxEvaluator:
     """Accumulates, per IoU threshold δ and CAM threshold t, how many images have a candidate
     box with IoU ≥ δ against one of their GT boxes (docs/protocol.md).
 
-    ``backend="fast"`` computes all thresholds from one component-tree pass per image
+    ``backend="component_tree"`` computes all thresholds from one component-tree pass per image
     (:mod:`~fastwsol.evaluation.component_tree`); ``"opencv"`` is the literal wsolevaluation
     loop. Both give the same counts. Counts are plain integer arrays: evaluators of disjoint
     shards :meth:`merge`, and :meth:`state_vector` / :meth:`add_state_vector` let a
@@ -49,7 +49,7 @@ class BoxEvaluator:
         iou_thresholds: Sequence[int] = (30, 50, 70),
         cam_curve_interval: float = 0.005,
         multi_contour: bool = True,
-        backend: str = "fast",
+        backend: str = "component_tree",
     ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -86,8 +86,8 @@ class BoxEvaluator:
                 )
                 for m, b in zip(maps, boxes)
             ])
-        quantised = quantise_scoremaps(maps)
-        return correct_at_thresholds(
+        quantised = quantize_scoremaps(maps)
+        return correct_at_thresholds_component_tree(
             quantised, boxes, self._levels, self.iou_thresholds, self.multi_contour
         )
 
@@ -116,9 +116,9 @@ class BoxEvaluator:
         quantised = np.empty((len(cams), SCOREMAP_SIZE, SCOREMAP_SIZE), np.uint8)
         for start in range(0, len(cams), CAM_CHUNK):
             stop = min(start + CAM_CHUNK, len(cams))
-            normalise_and_quantise(upsample_cams(cams[start:stop]).cpu().numpy(), quantised[start:stop])
+            normalize_and_quantize(upsample_cams(cams[start:stop]).cpu().numpy(), quantised[start:stop])
         boxes = [np.asarray(_as_numpy(b), dtype=np.int64).reshape(-1, 4) for b in gt_boxes]
-        correct = correct_at_thresholds(
+        correct = correct_at_thresholds_component_tree(
             quantised, boxes, self._levels, self.iou_thresholds, self.multi_contour
         )
         self._add(correct, top1_correct, top5_correct)

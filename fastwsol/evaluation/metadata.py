@@ -6,6 +6,7 @@ Layout (docs/protocol.md)::
                                       class_labels.txt  image_id,label
                                       image_sizes.txt   image_id,width,height
                                       localization.txt  image_id,x0,y0,x1,y1   (one line per box)
+    <metadata_root>/<DATASET>/class_names.txt           label,name  (optional; fastwsol's addition)
 
 ``metadata_root="builtin"`` is the wsolevaluation metadata shipped in the package
 (``fastwsol/metadata``: CUB train/val/test, ILSVRC val/test; terms in its NOTICE).
@@ -16,6 +17,7 @@ Boxes use inclusive corners in original pixels, so a box inside a W×H image sat
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ __all__ = [
     "BUILTIN",
     "BUILTIN_METADATA_ROOT",
     "SplitMetadata",
+    "class_names",
     "read_split_metadata",
     "read_split_dir",
     "resize_boxes",
@@ -38,6 +41,7 @@ IMAGE_IDS = "image_ids.txt"
 CLASS_LABELS = "class_labels.txt"
 IMAGE_SIZES = "image_sizes.txt"
 LOCALIZATION = "localization.txt"
+CLASS_NAMES = "class_names.txt"
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,34 @@ def read_split_metadata(
             f"metadata_root=builtin has no {dataset}/{split}; it ships {', '.join(shipped)}{hint}"
         )
     return read_split_dir(split_dir, require_boxes=require_boxes)
+
+
+def class_names(metadata_root: str | Path, dataset: str, split: SplitMetadata | None = None) -> dict[int, str]:
+    """Class label → name, from ``<metadata_root>/<dataset>/class_names.txt`` when there is one
+    (the synthetic set writes it), else from the image ids' class folders when they are named
+    like CUB's ``001.Black_footed_Albatross`` (→ "Black footed Albatross"), one per class;
+    ``{}`` when neither names the classes (then labels are shown as numbers)."""
+    path = resolve_metadata_root(metadata_root) / dataset / CLASS_NAMES
+    if path.is_file():
+        names = {}
+        for lineno, line in enumerate(_read_lines(path), 1):
+            label, _, name = line.partition(",")
+            if not label.strip().isdigit() or not name.strip():
+                raise ValueError(f"{path}:{lineno}: malformed line {line!r}: expected label,name")
+            names[int(label)] = name.strip()
+        return names
+    if split is None:
+        return {}
+    folders: dict[int, set[str]] = {}
+    for image_id, label in zip(split.image_ids, split.labels.tolist()):
+        folders.setdefault(label, set()).add(image_id.split("/")[0] if "/" in image_id else "")
+    names = {}
+    for label, found in folders.items():
+        match = re.fullmatch(r"\d+\.(.+)", next(iter(found))) if len(found) == 1 else None
+        if match is None:
+            return {}
+        names[label] = match.group(1).replace("_", " ")
+    return names
 
 
 def resize_boxes(boxes: np.ndarray, width: int, height: int, size: int = 224) -> np.ndarray:

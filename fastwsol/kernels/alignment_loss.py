@@ -40,13 +40,19 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton import knobs
+
+from fastwsol.kernels import runtime
+from fastwsol.kernels.addressing import in_image, layout_constants, tile_offsets
 
 NORM_CLAMP = 1e-12  # F.normalize's eps (the kernels spell it, and ε = 1e-15, as literals)
-MAX_BLOCK_C = 128  # class-tile width; 256 makes ptxas spill (CUB's C=200 takes 2 class passes, the 2nd L2-hot)
-FORWARD_WARPS, FORWARD_STAGES = 8, 2  # zero spills on sm_80 and sm_90 at these blocks (GPU_BUILD_SPECS)
-POSITION_BLOCK = 32
-CHANNEL_BLOCK = 32
+MAX_BLOCK_CLASSES = 128  # class-tile width; 256 makes ptxas spill (CUB's C=200 takes 2 class passes, the 2nd L2-hot)
+FORWARD_WARPS, FORWARD_STAGES = 8, 2  # zero spills on sm_80 and sm_90 at these blocks (bench/gpu_build.py)
+BLOCK_POSITIONS = 32
+# Fine-grained forward on 16-bit F: every program reads all of ŵ (C×D fp32, from L2), so 64
+# positions per program halve that traffic against 32 (ResNet50-CUB: 1.31 → 0.68 GB). fp32 F
+# keeps 32: at 64 its tf32x3 dot spills on sm_80 (and it is compute-bound, not L2-bound).
+BLOCK_POSITIONS_FINE_16BIT = 64
+BLOCK_CHANNELS = 32
 
 
 @triton.jit
@@ -54,33 +60,35 @@ def _position_stats_kernel(
     feature_ptr, w_target_ptr, w_unit_ptr, norm_ptr, sim_ptr, max_sim_ptr,
     D, N, W, C,
     stride_b, stride_d, stride_h, stride_w,
-    FINE_GRAINED: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_U: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
+    FINE_GRAINED: tl.constexpr, DOT_PRECISION: tl.constexpr, FLAT_HW: tl.constexpr, ALIGN: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """n_u = ‖F_u‖, S_u = ⟨ŵ_y, F_u⟩/max(n_u, 1e-12), S*_u = max_c ⟨ŵ_c, F_u⟩/max(n_u, 1e-12)."""
     b = tl.program_id(0)
-    u = tl.program_id(1) * BLOCK_U + tl.arange(0, BLOCK_U)
-    u_mask = u < N
-    position = (u // W) * stride_h + (u % W) * stride_w
+    u = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+    u_mask = in_image(u, N, ALIGN)
     image = feature_ptr + b.to(tl.int64) * stride_b
-    sumsq = tl.zeros([BLOCK_U], dtype=tl.float32)
-    dot_target = tl.zeros([BLOCK_U], dtype=tl.float32)
+    # Channel sums accumulated as [BLOCK_D, BLOCK_P] tiles and reduced once after the loop: a
+    # reduction over channels crosses warps (shared memory and a barrier), so not per iteration.
+    sumsq_tile = tl.zeros([BLOCK_D, BLOCK_P], dtype=tl.float32)
+    dot_target_tile = tl.zeros([BLOCK_D, BLOCK_P], dtype=tl.float32)
     classes = tl.arange(0, BLOCK_C)
-    best = tl.full([BLOCK_U], float("-inf"), dtype=tl.float32)
+    best = tl.full([BLOCK_P], float("-inf"), dtype=tl.float32)
     # One pass over F when C ≤ BLOCK_C; else one more per class tile (re-reading this program's F tile, cache-hot).
     class_passes = tl.cdiv(C, BLOCK_C) if FINE_GRAINED else 1
     for class_pass in range(class_passes):
         tile_classes = class_pass * BLOCK_C + classes
-        class_dot = tl.zeros([BLOCK_C, BLOCK_U], dtype=tl.float32)
+        class_dot = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
         for d0 in range(0, D, BLOCK_D):
             d = d0 + tl.arange(0, BLOCK_D)
             d_mask = d < D
-            f = tl.load(image + d[:, None] * stride_d + position[None, :], mask=d_mask[:, None] & u_mask[None, :], other=0.0)
+            offsets = tile_offsets(d, u, W, stride_d, stride_h, stride_w, FLAT_HW, ALIGN)
+            f = tl.load(image + offsets, mask=d_mask[:, None] & u_mask[None, :], other=0.0)
             if class_pass == 0:
                 f32 = f.to(tl.float32)
-                sumsq += tl.sum(f32 * f32, axis=0)
+                sumsq_tile += f32 * f32
                 w_target = tl.load(w_target_ptr + b * D + d, mask=d_mask, other=0.0)
-                dot_target += tl.sum(f32 * w_target[:, None], axis=0)
+                dot_target_tile += f32 * w_target[:, None]
             if FINE_GRAINED:
                 w_tile = tl.load(
                     w_unit_ptr + tile_classes[:, None] * D + d[None, :],
@@ -94,6 +102,8 @@ def _position_stats_kernel(
             best = tl.maximum(best, tl.max(tl.where(tile_classes[:, None] < C, class_dot, float("-inf")), axis=0))
     # IEEE sqrt and division: on a GPU `tl.sqrt` and `/` compile to sqrt.approx.ftz / div.full
     # (≤ 2 ulp), and n, S* decide the strict masks of the image kernel.
+    sumsq = tl.sum(sumsq_tile, axis=0)
+    dot_target = tl.sum(dot_target_tile, axis=0)
     norm = tl.sqrt_rn(sumsq)
     clamped = tl.maximum(norm, 1e-12)
     tl.store(norm_ptr + b * N + u, norm, mask=u_mask)
@@ -106,22 +116,22 @@ def _position_stats_kernel(
 def _image_loss_kernel(
     norm_ptr, sim_ptr, mask_source_ptr, loss_sim_ptr, loss_norm_ptr, norm_coef_ptr, sim_coef_ptr,
     N, inv_batch, fg_threshold, bg_threshold,
-    BLOCK_N: tl.constexpr,
+    BLOCK_P: tl.constexpr,
 ):
     """Per image: F̂ from the first-index min/max, the four strict masks, the masked means
     (ε = 1e-15), L_sim_b, L_norm_b, and ∂L/∂n_u, ∂L/∂S_u for unit upstream gradients."""
     b = tl.program_id(0)
-    u = tl.arange(0, BLOCK_N)
+    u = tl.arange(0, BLOCK_P)
     valid = u < N
     n = tl.load(norm_ptr + b * N + u, mask=valid, other=0.0)
     s = tl.load(sim_ptr + b * N + u, mask=valid, other=0.0)
     source = tl.load(mask_source_ptr + b * N + u, mask=valid, other=0.0)
 
     n_min = tl.min(tl.where(valid, n, float("inf")), axis=0)
-    i_min = tl.min(tl.where(valid & (n == n_min), u, BLOCK_N), axis=0)
+    i_min = tl.min(tl.where(valid & (n == n_min), u, BLOCK_P), axis=0)
     shifted = n - n_min
     spread = tl.max(tl.where(valid, shifted, float("-inf")), axis=0)
-    i_max = tl.min(tl.where(valid & (shifted == spread), u, BLOCK_N), axis=0)
+    i_max = tl.min(tl.where(valid & (shifted == spread), u, BLOCK_P), axis=0)
     denominator = spread + 1e-15
     normalized = tl.div_rn(shifted, denominator)  # IEEE division: F̂ decides the strict τ masks
 
@@ -155,13 +165,13 @@ def _feature_grad_kernel(
     D, N, W,
     stride_b, stride_d, stride_h, stride_w,
     grad_stride_b, grad_stride_d, grad_stride_h, grad_stride_w,
-    BLOCK_U: tl.constexpr, BLOCK_D: tl.constexpr,
+    FLAT_HW: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """∂L/∂F_u = a_u F_u + b_u ŵ_y (module docstring), and Σ_u∈tile b_u F_u for ∂L/∂ŵ_y."""
     b = tl.program_id(0)
     tile = tl.program_id(1)
-    u = tile * BLOCK_U + tl.arange(0, BLOCK_U)
-    u_mask = u < N
+    u = tile * BLOCK_P + tl.arange(0, BLOCK_P)
+    u_mask = in_image(u, N, ALIGN)
     grad_sim = tl.load(grad_sim_ptr).to(tl.float32)
     grad_norm = tl.load(grad_norm_ptr).to(tl.float32)
     n = tl.load(norm_ptr + b * N + u, mask=u_mask, other=0.0)
@@ -171,8 +181,6 @@ def _feature_grad_kernel(
     safe_n = tl.where(n > 0, n, 1.0)
     coef_f = tl.where(n > 0, dn / safe_n, 0.0) - tl.where(n >= 1e-12, coef_w * s / safe_n, 0.0)
 
-    position = (u // W) * stride_h + (u % W) * stride_w
-    grad_position = (u // W) * grad_stride_h + (u % W) * grad_stride_w
     image = feature_ptr + b.to(tl.int64) * stride_b
     grad_image = grad_feature_ptr + b.to(tl.int64) * grad_stride_b
     partial = w_grad_partial_ptr + (b * tl.num_programs(1) + tile).to(tl.int64) * D
@@ -180,23 +188,28 @@ def _feature_grad_kernel(
         d = d0 + tl.arange(0, BLOCK_D)
         d_mask = d < D
         mask = d_mask[:, None] & u_mask[None, :]
-        f = tl.load(image + d[:, None] * stride_d + position[None, :], mask=mask, other=0.0).to(tl.float32)
+        offsets = tile_offsets(d, u, W, stride_d, stride_h, stride_w, FLAT_HW, ALIGN)
+        f = tl.load(image + offsets, mask=mask, other=0.0).to(tl.float32)
         w_target = tl.load(w_target_ptr + b * D + d, mask=d_mask, other=0.0)
         grad = coef_f[None, :] * f + coef_w[None, :] * w_target[:, None]
-        tl.store(grad_image + d[:, None] * grad_stride_d + grad_position[None, :],
-                 grad.to(grad_feature_ptr.dtype.element_ty), mask=mask)
+        grad_offsets = tile_offsets(d, u, W, grad_stride_d, grad_stride_h, grad_stride_w, FLAT_HW, ALIGN)
+        tl.store(grad_image + grad_offsets, grad.to(grad_feature_ptr.dtype.element_ty), mask=mask)
         tl.store(partial + d, tl.sum(f * coef_w[None, :], axis=1), mask=d_mask)
 
 
 # ---------------------------------------------------------------------------------------------
-# Launch configuration (one source of truth, also used by GPU_BUILD_SPECS).
+# Launch configuration (one source of truth; bench/gpu_build.py builds what these launches select).
 
 
-def _block_c(num_classes: int) -> int:
-    return min(max(16, triton.next_power_of_2(num_classes)), MAX_BLOCK_C)
+def forward_block_positions(fine_grained: bool, element_size: int) -> int:
+    return BLOCK_POSITIONS_FINE_16BIT if fine_grained and element_size == 2 else BLOCK_POSITIONS
 
 
-def _block_n(num_positions: int) -> int:
+def _block_classes(num_classes: int) -> int:
+    return min(max(16, triton.next_power_of_2(num_classes)), MAX_BLOCK_CLASSES)
+
+
+def _block_all_positions(num_positions: int) -> int:
     return max(16, triton.next_power_of_2(num_positions))
 
 
@@ -207,14 +220,6 @@ def _dot_precision(dtype: torch.dtype) -> str:
     return "tf32x3" if dtype == torch.float32 else "tf32"
 
 
-def _check_runnable(feature: torch.Tensor) -> None:
-    if feature.device.type != "cuda" and not knobs.runtime.interpret:
-        raise RuntimeError(
-            "the Triton alignment loss needs CUDA tensors, or TRITON_INTERPRET=1 in the environment "
-            f"before fastwsol.kernels is imported to run on {feature.device.type} (got feature on {feature.device})"
-        )
-
-
 def _unit_weight(fc_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(ŵ = w / max(‖w‖, 1e-12), ‖w‖), C×D and C, in fp32."""
     weight = fc_weight.float()
@@ -223,7 +228,7 @@ def _unit_weight(fc_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_grained):
-    _check_runnable(feature)
+    runtime.check_runnable(feature, "alignment_loss")
     batch, channels, height, width = feature.shape
     positions = height * width
     num_classes = fc_weight.shape[0]
@@ -239,19 +244,20 @@ def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_graine
         torch.empty(batch, device=feature.device, dtype=torch.float32) for _ in range(2)
     )
     if batch and positions:
-        grid = (batch, triton.cdiv(positions, POSITION_BLOCK))
+        block_positions = forward_block_positions(fine_grained, feature.element_size())
+        grid = (batch, triton.cdiv(positions, block_positions))
         _position_stats_kernel[grid](
             feature, w_target, w_dot, norm, sim, max_sim,
             channels, positions, width, num_classes,
             *feature.stride(),
-            FINE_GRAINED=fine_grained, DOT_PRECISION=_dot_precision(feature.dtype),
-            BLOCK_U=POSITION_BLOCK, BLOCK_D=CHANNEL_BLOCK, BLOCK_C=_block_c(num_classes),
+            FINE_GRAINED=fine_grained, DOT_PRECISION=_dot_precision(feature.dtype), **layout_constants(feature),
+            BLOCK_P=block_positions, BLOCK_D=BLOCK_CHANNELS, BLOCK_C=_block_classes(num_classes),
             num_warps=FORWARD_WARPS if fine_grained else 4, num_stages=FORWARD_STAGES,
         )
         _image_loss_kernel[(batch,)](
             norm, sim, max_sim, loss_sim_per_image, loss_norm_per_image, norm_coef, sim_coef,
             positions, 1.0 / batch, float(fg_threshold), float(bg_threshold),
-            BLOCK_N=_block_n(positions), num_warps=4,
+            BLOCK_P=_block_all_positions(positions), num_warps=4,
         )
     loss_sim = loss_sim_per_image.mean().to(feature.dtype)
     loss_norm = loss_norm_per_image.mean().to(feature.dtype)
@@ -259,21 +265,21 @@ def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_graine
 
 
 def _backward(grad_sim, grad_norm, feature, fc_weight, target, norm, sim, norm_coef, sim_coef):
-    _check_runnable(feature)
+    runtime.check_runnable(feature, "alignment_loss")
     batch, channels, height, width = feature.shape
     positions = height * width
     w_unit, w_norm = _unit_weight(fc_weight)
     w_target = w_unit[target].contiguous()
     grad_feature = torch.empty_like(feature)  # keeps channels_last when the input is
-    tiles = triton.cdiv(positions, POSITION_BLOCK)
+    tiles = triton.cdiv(positions, BLOCK_POSITIONS)
     partial = torch.zeros((batch, tiles, channels), device=feature.device, dtype=torch.float32)
     if batch and positions:
         _feature_grad_kernel[(batch, tiles)](
             feature, w_target, norm, sim, norm_coef, sim_coef,
             grad_sim.float().contiguous(), grad_norm.float().contiguous(), grad_feature, partial,
             channels, positions, width,
-            *feature.stride(), *grad_feature.stride(),
-            BLOCK_U=POSITION_BLOCK, BLOCK_D=CHANNEL_BLOCK, num_warps=4,
+            *feature.stride(), *grad_feature.stride(), **layout_constants(feature, grad_feature),
+            BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=4,
         )
     # ∂L/∂ŵ_c sums the images of class c (a class may repeat in a batch), then F.normalize's backward.
     # A one-hot product, not index_add_ (atomic adds on CUDA: not reproducible run to run).
@@ -354,96 +360,3 @@ def alignment_loss(
         feature, fc_weight, target, float(fg_threshold), float(bg_threshold), bool(fine_grained)
     )
     return loss_sim, loss_norm
-
-
-# ---------------------------------------------------------------------------------------------
-# Ahead-of-time GPU build (fastwsol/kernels/gpu_build.py): every constexpr configuration the real shapes
-# select — VGG16-CUB (64, 1024, 14×14, C=200, fine), ResNet50-CUB (32, 2048, 28×28, C=200, fine),
-# VGG16-ImageNet (64, 1024, 14×14, C=1000, target-only) — in fp32 and bf16.
-
-_STRIDES = {name: "i32" for name in ("stride_b", "stride_d", "stride_h", "stride_w")}
-_GRAD_STRIDES = {name: "i32" for name in ("grad_stride_b", "grad_stride_d", "grad_stride_h", "grad_stride_w")}
-_MAP_BYTES = 4  # the B×HW per-position maps are fp32
-
-
-def _feature_bytes(shape, element_size):
-    batch, channels, height, width = shape
-    return batch * channels * height * width * element_size
-
-
-def _forward_bytes(shape, element_size, num_classes, fine_grained):
-    """F once per class pass (⌈C/128⌉ passes fine-grained: the 2nd and later re-read the program's
-    own F tile, normally from L2), the target rows of ŵ, ŵ for the class max (L2-resident after
-    the first program reads it), the three B×HW maps written."""
-    batch, channels, height, width = shape
-    class_passes = triton.cdiv(num_classes, MAX_BLOCK_C) if fine_grained else 1
-    weight = num_classes * channels * 4 if fine_grained else 0  # ŵ is fp32
-    return (class_passes * _feature_bytes(shape, element_size) + batch * channels * 4 + weight
-            + 3 * batch * height * width * _MAP_BYTES)
-
-
-def _backward_bytes(shape, element_size):
-    """One read of F and one write of dF, the 4 maps, ŵ_y and the per-tile ∂ŵ partials."""
-    batch, channels, height, width = shape
-    tiles = triton.cdiv(height * width, POSITION_BLOCK)
-    return (2 * _feature_bytes(shape, element_size) + 4 * batch * height * width * _MAP_BYTES
-            + batch * channels * 4 + batch * tiles * channels * 4)
-
-
-def _gpu_build_specs() -> list[dict]:
-    specs = []
-    for dtype, element_size, torch_dtype in (("fp32", 4, torch.float32), ("bf16", 2, torch.bfloat16)):
-        for fine_grained, num_classes in ((True, 200), (False, 1000)):
-            specs.append({
-                "name": f"alignment_loss/_position_stats_kernel[{dtype},{'fine' if fine_grained else 'target'}]",
-                "fn": _position_stats_kernel,
-                "signature": {
-                    "feature_ptr": f"*{dtype}", "w_target_ptr": "*fp32", "w_unit_ptr": "*fp32",
-                    "norm_ptr": "*fp32", "sim_ptr": "*fp32", "max_sim_ptr": "*fp32",
-                    "D": "i32", "N": "i32", "W": "i32", "C": "i32", **_STRIDES,
-                    "FINE_GRAINED": "constexpr", "DOT_PRECISION": "constexpr",
-                    "BLOCK_U": "constexpr", "BLOCK_D": "constexpr", "BLOCK_C": "constexpr",
-                },
-                "constexprs": {
-                    "FINE_GRAINED": fine_grained, "DOT_PRECISION": _dot_precision(torch_dtype),
-                    "BLOCK_U": POSITION_BLOCK, "BLOCK_D": CHANNEL_BLOCK, "BLOCK_C": _block_c(num_classes),
-                },
-                "num_warps": FORWARD_WARPS if fine_grained else 4, "num_stages": FORWARD_STAGES,
-                "bytes_moved": lambda shape, e=element_size, c=num_classes, fg=fine_grained: _forward_bytes(shape, e, c, fg),
-                "bytes_minimum": lambda shape, e=element_size: _feature_bytes(shape, e),  # one read of F
-            })
-        specs.append({
-            "name": f"alignment_loss/_feature_grad_kernel[{dtype}]",
-            "fn": _feature_grad_kernel,
-            "signature": {
-                "feature_ptr": f"*{dtype}", "w_target_ptr": "*fp32", "norm_ptr": "*fp32", "sim_ptr": "*fp32",
-                "norm_coef_ptr": "*fp32", "sim_coef_ptr": "*fp32", "grad_sim_ptr": "*fp32", "grad_norm_ptr": "*fp32",
-                "grad_feature_ptr": f"*{dtype}", "w_grad_partial_ptr": "*fp32",
-                "D": "i32", "N": "i32", "W": "i32", **_STRIDES, **_GRAD_STRIDES,
-                "BLOCK_U": "constexpr", "BLOCK_D": "constexpr",
-            },
-            "constexprs": {"BLOCK_U": POSITION_BLOCK, "BLOCK_D": CHANNEL_BLOCK},
-            "num_warps": 4,
-            "bytes_moved": lambda shape, e=element_size: _backward_bytes(shape, e),
-            "bytes_minimum": lambda shape, e=element_size: 2 * _feature_bytes(shape, e),  # read F, write dF
-        })
-    for positions in (14 * 14, 28 * 28):
-        specs.append({
-            "name": f"alignment_loss/_image_loss_kernel[N={positions}]",
-            "fn": _image_loss_kernel,
-            "signature": {
-                "norm_ptr": "*fp32", "sim_ptr": "*fp32", "mask_source_ptr": "*fp32", "loss_sim_ptr": "*fp32",
-                "loss_norm_ptr": "*fp32", "norm_coef_ptr": "*fp32", "sim_coef_ptr": "*fp32",
-                "N": "i32", "inv_batch": "fp32", "fg_threshold": "fp32", "bg_threshold": "fp32",
-                "BLOCK_N": "constexpr",
-            },
-            "constexprs": {"BLOCK_N": _block_n(positions)},
-            "num_warps": 4,
-            # reads 3 maps, writes 2 maps and 2 per-image losses (F is not touched)
-            "bytes_moved": lambda shape: 5 * shape[0] * shape[2] * shape[3] * _MAP_BYTES + 2 * shape[0] * 4,
-            "bytes_minimum": lambda shape: 5 * shape[0] * shape[2] * shape[3] * _MAP_BYTES + 2 * shape[0] * 4,
-        })
-    return specs
-
-
-GPU_BUILD_SPECS = _gpu_build_specs()

@@ -14,39 +14,41 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton import knobs
 
+from fastwsol.kernels import runtime
+from fastwsol.kernels.addressing import in_image, layout_constants, tile_offsets
 from fastwsol.kernels.rounding import round_to_dtype
 
 # Tiles: positions × channels.
 BLOCK_POSITIONS = 64
 BLOCK_CHANNELS = 32
 NUM_WARPS = 8  # 2048-element tiles: 8 values per thread keeps registers low
-BLOCK_MASK = 256  # positions per step of the per-image mask program
+BLOCK_MASK_POSITIONS = 256  # positions per step of the per-image mask program
 SEED_HIGH = 2**31 - 1
 
 
 @triton.jit
 def _channel_mean_kernel(
-    x_ptr, mean_ptr, D, H, W,
+    x_ptr, mean_ptr, D, HW, W,
     stride_xb, stride_xd, stride_xh, stride_xw,
-    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+    FLAT_HW: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """mean[b, u] = round_to_x_dtype(Σ_c x[b, c, u] / D), fp32 accumulation."""
     b = tl.program_id(0).to(tl.int64)
     positions = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
-    in_image = positions < H * W
-    spatial = (positions // W) * stride_xh + (positions % W) * stride_xw
+    inside = in_image(positions, HW, ALIGN)
     channels = tl.arange(0, BLOCK_D)
-    total = tl.zeros((BLOCK_P,), dtype=tl.float32)
+    # Accumulated as a [BLOCK_D, BLOCK_P] tile, reduced over channels once after the loop (the
+    # reduction crosses warps: shared memory and a barrier, so not per iteration).
+    total = tl.zeros((BLOCK_D, BLOCK_P), dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
         d = d0 + channels
-        ptrs = x_ptr + b * stride_xb + (d[:, None] * stride_xd + spatial[None, :])
-        tile = tl.load(ptrs, mask=(d[:, None] < D) & in_image[None, :], other=0.0)
-        total += tl.sum(tile.to(tl.float32), axis=0)
+        offsets = tile_offsets(d, positions, W, stride_xd, stride_xh, stride_xw, FLAT_HW, ALIGN)
+        tile = tl.load(x_ptr + b * stride_xb + offsets, mask=(d[:, None] < D) & inside[None, :], other=0.0)
+        total += tile.to(tl.float32)
     # div_rn: '/' compiles to the approximate div.full.f32 on a GPU, and m feeds the strict m > γ·max.
-    mean = round_to_dtype(tl.div_rn(total, D.to(tl.float32)), x_ptr.dtype.element_ty)
-    tl.store(mean_ptr + b * H * W + positions, mean, mask=in_image)
+    mean = round_to_dtype(tl.div_rn(tl.sum(total, axis=0), D.to(tl.float32)), x_ptr.dtype.element_ty)
+    tl.store(mean_ptr + b * HW + positions, mean, mask=inside)
 
 
 @triton.jit
@@ -58,14 +60,14 @@ def _max_keeping_nan(a, b):
 def _keep_mask_kernel(
     mean_ptr, keep_ptr, uniform_ptr, seed_ptr, HW, threshold, drop_prob,
     stride_ub, stride_uu,
-    HAS_UNIFORM: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_UNIFORM: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
     """keep[b, u] = 0 iff mean[b, u] > γ·max_u mean[b] and r[b, u] <= p (one program per image)."""
     b = tl.program_id(0).to(tl.int64)
     row = mean_ptr + b * HW
-    offsets = tl.arange(0, BLOCK)
-    image_max = tl.full((BLOCK,), float("-inf"), tl.float32)
-    for u0 in range(0, HW, BLOCK):
+    offsets = tl.arange(0, BLOCK_P)
+    image_max = tl.full((BLOCK_P,), float("-inf"), tl.float32)
+    for u0 in range(0, HW, BLOCK_P):
         u = u0 + offsets
         image_max = _max_keeping_nan(image_max, tl.load(row + u, mask=u < HW, other=float("-inf")))
     # γ·max in x's dtype, as the reference's `threshold * image_max` is. A NaN mean makes the
@@ -73,7 +75,7 @@ def _keep_mask_kernel(
     limit = round_to_dtype(threshold * tl.reduce(image_max, 0, _max_keeping_nan), keep_ptr.dtype.element_ty)
     if not HAS_UNIFORM:
         seed = tl.load(seed_ptr)
-    for u0 in range(0, HW, BLOCK):
+    for u0 in range(0, HW, BLOCK_P):
         u = u0 + offsets
         in_image = u < HW
         mean = tl.load(row + u, mask=in_image, other=0.0)
@@ -88,24 +90,29 @@ def _keep_mask_kernel(
 
 @triton.jit
 def _apply_keep_kernel(
-    x_ptr, keep_ptr, out_ptr, D, H, W,
+    x_ptr, keep_ptr, out_ptr, D, HW, W,
     stride_xb, stride_xd, stride_xh, stride_xw,
     stride_ob, stride_od, stride_oh, stride_ow,
-    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+    FLAT_HW: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """out[b, c, u] = x[b, c, u] · keep[b, u] (forward: x = input; backward: x = dout)."""
     b = tl.program_id(0).to(tl.int64)
     positions = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
-    in_image = positions < H * W
-    mask = (d[:, None] < D) & in_image[None, :]
-    h = positions // W
-    w = positions % W
-    keep = tl.load(keep_ptr + b * H * W + positions, mask=in_image, other=0.0)
-    # int32 offsets inside one image; the image's int64 offset goes into the base pointer.
-    x = tl.load(x_ptr + b * stride_xb + (d[:, None] * stride_xd + (h * stride_xh + w * stride_xw)[None, :]), mask=mask)
-    out_ptrs = out_ptr + b * stride_ob + (d[:, None] * stride_od + (h * stride_oh + w * stride_ow)[None, :])
-    tl.store(out_ptrs, (x.to(tl.float32) * keep.to(tl.float32)[None, :]).to(out_ptr.dtype.element_ty), mask=mask)
+    inside = in_image(positions, HW, ALIGN)
+    mask = (d[:, None] < D) & inside[None, :]
+    keep = tl.load(keep_ptr + b * HW + positions, mask=inside, other=0.0)
+    x_offsets = tile_offsets(d, positions, W, stride_xd, stride_xh, stride_xw, FLAT_HW, ALIGN)
+    x = tl.load(x_ptr + b * stride_xb + x_offsets, mask=mask)
+    out_offsets = tile_offsets(d, positions, W, stride_od, stride_oh, stride_ow, FLAT_HW, ALIGN)
+    out = (x.to(tl.float32) * keep.to(tl.float32)[None, :]).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + b * stride_ob + out_offsets, out, mask=mask)
+
+
+def _sizes(x: torch.Tensor) -> tuple[int, int, int]:
+    """(D, HW, W): H×W is passed as one integer so Triton sees its divisibility (the position mask)."""
+    _, d, h, w = x.shape
+    return d, h * w, w
 
 
 def _grid_positions_channels(shape) -> tuple[int, int, int]:
@@ -116,8 +123,8 @@ def _grid_positions_channels(shape) -> tuple[int, int, int]:
 def _apply_keep(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(x)  # keeps x's memory format (NCHW or channels_last)
     _apply_keep_kernel[_grid_positions_channels(x.shape)](
-        x, keep, out, x.shape[1], x.shape[2], x.shape[3], *x.stride(), *out.stride(),
-        BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
+        x, keep, out, *_sizes(x), *x.stride(), *out.stride(),
+        **layout_constants(x, out), BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
     )
     return out
 
@@ -126,7 +133,8 @@ def _keep_mask(x: torch.Tensor, threshold: float, drop_prob: float, seed, unifor
     b, d, h, w = x.shape
     mean = torch.empty((b, h * w), device=x.device, dtype=torch.float32)
     _channel_mean_kernel[(b, triton.cdiv(h * w, BLOCK_POSITIONS))](
-        x, mean, d, h, w, *x.stride(), BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
+        x, mean, *_sizes(x), *x.stride(), **layout_constants(x),
+        BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
     )
     keep = torch.empty((b, 1, h, w), device=x.device, dtype=x.dtype)
     if uniform is not None:
@@ -138,18 +146,9 @@ def _keep_mask(x: torch.Tensor, threshold: float, drop_prob: float, seed, unifor
         flat_uniform, strides = keep, (0, 0)  # unused pointer
     _keep_mask_kernel[(b,)](
         mean, keep, flat_uniform, seed if seed is not None else keep, h * w, threshold, drop_prob, *strides,
-        HAS_UNIFORM=uniform is not None, BLOCK=BLOCK_MASK,
+        HAS_UNIFORM=uniform is not None, BLOCK_P=BLOCK_MASK_POSITIONS,
     )
     return keep
-
-
-def check_runnable(tensor: torch.Tensor) -> None:
-    """The kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter."""
-    if tensor.device.type != "cuda" and not knobs.runtime.interpret:
-        raise RuntimeError(
-            f"the Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 in the environment before "
-            f"fastwsol.kernels is imported, to run on {tensor.device}"
-        )
 
 
 @torch.library.custom_op("fastwsol::attentive_dropout", mutates_args=())
@@ -160,7 +159,7 @@ def attentive_dropout_op(
     (B×1×H×W) replaces the draw when given."""
     if seed is None and uniform is None:
         raise ValueError("attentive_dropout needs a seed tensor or a uniform tensor")
-    check_runnable(x)
+    runtime.check_runnable(x, "attentive_dropout")
     keep = _keep_mask(x, threshold, drop_prob, seed, uniform)
     return _apply_keep(x, keep), keep
 
@@ -173,7 +172,7 @@ def _(x, threshold, drop_prob, seed, uniform):
 @torch.library.custom_op("fastwsol::attentive_dropout_backward", mutates_args=())
 def attentive_dropout_backward_op(grad_out: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """dx = dout · keep (keep broadcast over channels)."""
-    check_runnable(grad_out)
+    runtime.check_runnable(grad_out, "attentive_dropout")
     return _apply_keep(grad_out, keep)
 
 
@@ -204,98 +203,3 @@ def attentive_dropout(
     if uniform is None:
         seed = torch.randint(0, SEED_HIGH, (1,), device=x.device, dtype=torch.int64)
     return attentive_dropout_op(x, float(threshold), float(drop_prob), seed, uniform)
-
-
-def _bytes(kernel: str, shape, element_size: int) -> tuple[int, int]:
-    """(bytes moved, minimum bytes) of one launch for x of ``shape`` (B, D, H, W).
-
-    The op as a whole reads x twice (mean, apply) and writes out once; its minimum would be one
-    read and one write, which needs all of an image's x on chip (28×28×512 fp32 = 1.6 MB: no).
-    """
-    b, d, h, w = shape
-    x_bytes, means = b * d * h * w * element_size, b * h * w * 4
-    keep = b * h * w * element_size
-    return {
-        "_channel_mean_kernel": (x_bytes + means, x_bytes + means),
-        "_keep_mask_kernel": (2 * means + keep, means + keep),
-        "_apply_keep_kernel": (2 * x_bytes + keep, 2 * x_bytes + keep),
-    }[kernel]
-
-
-def _op_bytes(direction: str, shape, element_size: int) -> tuple[int, int]:
-    """(bytes moved, minimum) of the whole op: forward = mean + mask + apply launches against one
-    read of x and one write of out; backward = one apply launch against read dout, write dx."""
-    if direction == "backward":
-        return _bytes("_apply_keep_kernel", shape, element_size)
-    launches = [_bytes(k, shape, element_size)[0] for k in ("_channel_mean_kernel", "_keep_mask_kernel", "_apply_keep_kernel")]
-    b, d, h, w = shape
-    return sum(launches), 2 * b * d * h * w * element_size
-
-
-# Bytes of the whole op at a shape, per direction and dtype (for bench/bench_kernels_gpu_build.py).
-OP_BYTES = {
-    f"attentive_dropout {direction} [{dtype}]": (lambda shape, d=direction, e=size: _op_bytes(d, shape, e))
-    for direction in ("forward", "backward") for dtype, size in (("fp32", 4), ("bf16", 2))
-}
-
-# Shapes of the real dropout inputs (F' before the dropout point).
-REAL_SHAPES = {"VGG16 conv4_3 B=64": (64, 512, 28, 28), "ResNet50 layer4.0 B=32": (32, 2048, 28, 28)}
-
-# Signatures for the AOT GPU build (fastwsol/kernels/gpu_build.py); pointer dtypes vary per spec.
-_MEAN_SIGNATURE = {
-    "x_ptr": "*fp32", "mean_ptr": "*fp32", "D": "i32", "H": "i32", "W": "i32",
-    "stride_xb": "i32", "stride_xd": "i32", "stride_xh": "i32", "stride_xw": "i32",
-    "BLOCK_P": "constexpr", "BLOCK_D": "constexpr",
-}
-_MASK_SIGNATURE = {
-    "mean_ptr": "*fp32", "keep_ptr": "*fp32", "uniform_ptr": "*fp32", "seed_ptr": "*i64", "HW": "i32",
-    "threshold": "fp32", "drop_prob": "fp32", "stride_ub": "i32", "stride_uu": "i32",
-    "HAS_UNIFORM": "constexpr", "BLOCK": "constexpr",
-}
-_APPLY_SIGNATURE = {
-    "x_ptr": "*fp32", "keep_ptr": "*fp32", "out_ptr": "*fp32", "D": "i32", "H": "i32", "W": "i32",
-    "stride_xb": "i32", "stride_xd": "i32", "stride_xh": "i32", "stride_xw": "i32",
-    "stride_ob": "i32", "stride_od": "i32", "stride_oh": "i32", "stride_ow": "i32",
-    "BLOCK_P": "constexpr", "BLOCK_D": "constexpr",
-}
-
-
-def _with_dtype(signature: dict[str, str], dtype: str, pointers: tuple[str, ...]) -> dict[str, str]:
-    return {k: (f"*{dtype}" if k in pointers else v) for k, v in signature.items()}
-
-
-def _specs() -> list[dict]:
-    specs = []
-    for dtype, size in (("fp32", 4), ("bf16", 2)):
-        specs.append({
-            "name": f"attentive_dropout/_channel_mean_kernel[{dtype}]",
-            "fn": _channel_mean_kernel,
-            "signature": _with_dtype(_MEAN_SIGNATURE, dtype, ("x_ptr",)),
-            "constexprs": {"BLOCK_P": BLOCK_POSITIONS, "BLOCK_D": BLOCK_CHANNELS},
-            "num_warps": NUM_WARPS,
-            "bytes_moved": lambda shape, e=size: _bytes("_channel_mean_kernel", shape, e)[0],
-            "bytes_minimum": lambda shape, e=size: _bytes("_channel_mean_kernel", shape, e)[1],
-        })
-        for has_uniform in (False, True):
-            specs.append({
-                "name": f"attentive_dropout/_keep_mask_kernel[{dtype},uniform={has_uniform}]",
-                "fn": _keep_mask_kernel,
-                "signature": _with_dtype(_MASK_SIGNATURE, dtype, ("keep_ptr",)),
-                "constexprs": {"HAS_UNIFORM": has_uniform, "BLOCK": BLOCK_MASK},
-                "bytes_moved": lambda shape, e=size: _bytes("_keep_mask_kernel", shape, e)[0],
-                "bytes_minimum": lambda shape, e=size: _bytes("_keep_mask_kernel", shape, e)[1],
-            })
-        specs.append({
-            "name": f"attentive_dropout/_apply_keep_kernel[{dtype}]",
-            "fn": _apply_keep_kernel,
-            "signature": _with_dtype(_APPLY_SIGNATURE, dtype, ("x_ptr", "keep_ptr", "out_ptr")),
-            "constexprs": {"BLOCK_P": BLOCK_POSITIONS, "BLOCK_D": BLOCK_CHANNELS},
-            "num_warps": NUM_WARPS,
-            "bytes_moved": lambda shape, e=size: _bytes("_apply_keep_kernel", shape, e)[0],
-            "bytes_minimum": lambda shape, e=size: _bytes("_apply_keep_kernel", shape, e)[1],
-        })
-    return specs
-
-
-# Every constexpr configuration the real shapes select (blocks are fixed, so one per dtype and mode).
-GPU_BUILD_SPECS = _specs()

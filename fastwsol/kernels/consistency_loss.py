@@ -10,13 +10,12 @@ strides (NCHW, channels_last, or one of each).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
-from triton import knobs
 
+from fastwsol.kernels import runtime
+from fastwsol.kernels.addressing import in_image, layout_constants, tile_offsets
 from fastwsol.kernels.rounding import round_to_dtype
 
 BLOCK_POSITIONS = 64
@@ -25,25 +24,21 @@ NUM_WARPS = 8  # 2048-element tiles: 8 values per thread keeps registers low
 
 
 @triton.jit
-def _tile_offsets(positions, d, W, stride_d, stride_h, stride_w):
-    # int32 offsets inside one image; the image's int64 offset goes into the base pointer.
-    return d[:, None] * stride_d + ((positions // W) * stride_h + (positions % W) * stride_w)[None, :]
-
-
-@triton.jit
 def _abs_difference_sum_kernel(
-    f_ptr, g_ptr, partial_ptr, D, H, W,
+    f_ptr, g_ptr, partial_ptr, D, HW, W,
     stride_fb, stride_fd, stride_fh, stride_fw,
     stride_gb, stride_gd, stride_gh, stride_gw,
-    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+    FLAT_HW: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """partial[tile] = Σ_tile |round_dtype(F − G)|, fp32 accumulation."""
     b = tl.program_id(0).to(tl.int64)
     positions = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask = (d[:, None] < D) & (positions < H * W)[None, :]
-    f = tl.load(f_ptr + b * stride_fb + _tile_offsets(positions, d, W, stride_fd, stride_fh, stride_fw), mask=mask, other=0.0)
-    g = tl.load(g_ptr + b * stride_gb + _tile_offsets(positions, d, W, stride_gd, stride_gh, stride_gw), mask=mask, other=0.0)
+    mask = (d[:, None] < D) & in_image(positions, HW, ALIGN)[None, :]
+    f_offsets = tile_offsets(d, positions, W, stride_fd, stride_fh, stride_fw, FLAT_HW, ALIGN)
+    g_offsets = tile_offsets(d, positions, W, stride_gd, stride_gh, stride_gw, FLAT_HW, ALIGN)
+    f = tl.load(f_ptr + b * stride_fb + f_offsets, mask=mask, other=0.0)
+    g = tl.load(g_ptr + b * stride_gb + g_offsets, mask=mask, other=0.0)
     # torch subtracts in the input dtype: round the difference the same way.
     difference = round_to_dtype(f.to(tl.float32) - g.to(tl.float32), f_ptr.dtype.element_ty)
     tile = (tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)) * tl.num_programs(2) + tl.program_id(2)
@@ -52,27 +47,35 @@ def _abs_difference_sum_kernel(
 
 @triton.jit
 def _abs_difference_backward_kernel(
-    f_ptr, g_ptr, scale_ptr, df_ptr, dg_ptr, D, H, W,
+    f_ptr, g_ptr, scale_ptr, df_ptr, dg_ptr, D, HW, W,
     stride_fb, stride_fd, stride_fh, stride_fw,
     stride_gb, stride_gd, stride_gh, stride_gw,
     stride_dfb, stride_dfd, stride_dfh, stride_dfw,
     stride_dgb, stride_dgd, stride_dgh, stride_dgw,
-    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+    FLAT_HW: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """dF = scale·sign(F − G), dG = −dF, with scale = g/N (each gradient written with its own strides)."""
     b = tl.program_id(0).to(tl.int64)
     positions = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask = (d[:, None] < D) & (positions < H * W)[None, :]
-    f = tl.load(f_ptr + b * stride_fb + _tile_offsets(positions, d, W, stride_fd, stride_fh, stride_fw), mask=mask, other=0.0)
-    g = tl.load(g_ptr + b * stride_gb + _tile_offsets(positions, d, W, stride_gd, stride_gh, stride_gw), mask=mask, other=0.0)
+    mask = (d[:, None] < D) & in_image(positions, HW, ALIGN)[None, :]
+    f_offsets = tile_offsets(d, positions, W, stride_fd, stride_fh, stride_fw, FLAT_HW, ALIGN)
+    g_offsets = tile_offsets(d, positions, W, stride_gd, stride_gh, stride_gw, FLAT_HW, ALIGN)
+    f = tl.load(f_ptr + b * stride_fb + f_offsets, mask=mask, other=0.0)
+    g = tl.load(g_ptr + b * stride_gb + g_offsets, mask=mask, other=0.0)
     difference = f.to(tl.float32) - g.to(tl.float32)
     sign = tl.where(difference > 0, 1.0, tl.where(difference < 0, -1.0, 0.0))
     grad = sign * tl.load(scale_ptr)
-    df_offsets = _tile_offsets(positions, d, W, stride_dfd, stride_dfh, stride_dfw)
-    dg_offsets = _tile_offsets(positions, d, W, stride_dgd, stride_dgh, stride_dgw)
+    df_offsets = tile_offsets(d, positions, W, stride_dfd, stride_dfh, stride_dfw, FLAT_HW, ALIGN)
+    dg_offsets = tile_offsets(d, positions, W, stride_dgd, stride_dgh, stride_dgw, FLAT_HW, ALIGN)
     tl.store(df_ptr + b * stride_dfb + df_offsets, grad.to(df_ptr.dtype.element_ty), mask=mask)
     tl.store(dg_ptr + b * stride_dgb + dg_offsets, (-grad).to(dg_ptr.dtype.element_ty), mask=mask)
+
+
+def _sizes(feature: torch.Tensor) -> tuple[int, int, int]:
+    """(D, HW, W): H×W is passed as one integer so Triton sees its divisibility (the position mask)."""
+    _, d, h, w = feature.shape
+    return d, h * w, w
 
 
 def _grid(shape) -> tuple[int, int, int]:
@@ -80,24 +83,16 @@ def _grid(shape) -> tuple[int, int, int]:
     return b, triton.cdiv(h * w, BLOCK_POSITIONS), triton.cdiv(d, BLOCK_CHANNELS)
 
 
-def check_runnable(tensor: torch.Tensor) -> None:
-    """The kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter."""
-    if tensor.device.type != "cuda" and not knobs.runtime.interpret:
-        raise RuntimeError(
-            f"the Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 in the environment before "
-            f"fastwsol.kernels is imported, to run on {tensor.device}"
-        )
-
-
 @torch.library.custom_op("fastwsol::consistency_loss", mutates_args=())
 def consistency_loss_op(feature: torch.Tensor, feature_dropped: torch.Tensor) -> torch.Tensor:
     """mean |F − F_drop| as a 0-dim tensor of F's dtype."""
-    check_runnable(feature)
+    runtime.check_runnable(feature, "consistency_loss")
     grid = _grid(feature.shape)
     partial = torch.empty(grid[0] * grid[1] * grid[2], device=feature.device, dtype=torch.float32)
     _abs_difference_sum_kernel[grid](
-        feature, feature_dropped, partial, *feature.shape[1:], *feature.stride(), *feature_dropped.stride(),
-        BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
+        feature, feature_dropped, partial, *_sizes(feature), *feature.stride(), *feature_dropped.stride(),
+        **layout_constants(feature, feature_dropped), BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS,
+        num_warps=NUM_WARPS,
     )
     return (partial.sum() / feature.numel()).to(feature.dtype)
 
@@ -112,16 +107,16 @@ def consistency_loss_backward_op(
     grad_loss: torch.Tensor, feature: torch.Tensor, feature_dropped: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(dF, dF_drop) = (g/N·sign(F − F_drop), −g/N·sign(F − F_drop))."""
-    check_runnable(feature)
+    runtime.check_runnable(feature, "consistency_loss")
     # g/N in the loss dtype, as torch's mean backward rounds it.
     scale = (grad_loss / feature.numel()).to(torch.float32).reshape(1)
     # empty_like keeps a dense input's strides (NCHW or channels_last) and gives a non-dense one
     # (expanded, sliced) dense strides; the kernel writes each gradient with its own strides.
     grad_feature, grad_dropped = torch.empty_like(feature), torch.empty_like(feature_dropped)
+    tensors = (feature, feature_dropped, grad_feature, grad_dropped)
     _abs_difference_backward_kernel[_grid(feature.shape)](
-        feature, feature_dropped, scale, grad_feature, grad_dropped, *feature.shape[1:],
-        *feature.stride(), *feature_dropped.stride(), *grad_feature.stride(), *grad_dropped.stride(),
-        BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
+        *tensors[:2], scale, *tensors[2:], *_sizes(feature), *(s for t in tensors for s in t.stride()),
+        **layout_constants(*tensors), BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
     )
     return grad_feature, grad_dropped
 
@@ -146,65 +141,3 @@ consistency_loss_op.register_autograd(_backward, setup_context=_setup_context)
 def consistency_loss(feature: torch.Tensor, feature_dropped: torch.Tensor) -> torch.Tensor:
     """L_drop = mean |F − F_drop| over all elements (gradient to both)."""
     return consistency_loss_op(feature, feature_dropped)
-
-
-def _bytes_forward(shape, element_size: int = 4) -> int:
-    b, d, h, w = shape
-    return 2 * b * d * h * w * element_size + 4 * b * triton.cdiv(h * w, BLOCK_POSITIONS) * triton.cdiv(d, BLOCK_CHANNELS)
-
-
-def _bytes_backward(shape, element_size: int = 4) -> int:
-    b, d, h, w = shape
-    return 4 * b * d * h * w * element_size + 4
-
-
-# Bytes of the whole op at a shape: (moved, minimum) per direction and dtype (one launch each).
-OP_BYTES = {
-    f"consistency_loss {direction} [{dtype}]": (
-        lambda shape, f=moved, e=size: (f(shape, e), (2 if f is _bytes_forward else 4) * e * math.prod(shape))
-    )
-    for direction, moved in (("forward", _bytes_forward), ("backward", _bytes_backward))
-    for dtype, size in (("fp32", 4), ("bf16", 2))
-}
-
-# Shapes of the real F (the consistency loss input).
-REAL_SHAPES = {"VGG16 F B=64": (64, 1024, 14, 14), "ResNet50 F B=32": (32, 2048, 28, 28)}
-
-_STRIDES = {f"stride_{t}{a}": "i32" for t in "fg" for a in "bdhw"}
-_GRAD_STRIDES = {f"stride_d{t}{a}": "i32" for t in "fg" for a in "bdhw"}
-
-
-def _specs() -> list[dict]:
-    specs = []
-    for dtype, size in (("fp32", 4), ("bf16", 2)):
-        constexprs = {"BLOCK_P": BLOCK_POSITIONS, "BLOCK_D": BLOCK_CHANNELS}
-        specs.append({
-            "name": f"consistency_loss/_abs_difference_sum_kernel[{dtype}]",
-            "fn": _abs_difference_sum_kernel,
-            "signature": {"f_ptr": f"*{dtype}", "g_ptr": f"*{dtype}", "partial_ptr": "*fp32",
-                          "D": "i32", "H": "i32", "W": "i32", **_STRIDES,
-                          "BLOCK_P": "constexpr", "BLOCK_D": "constexpr"},
-            "constexprs": constexprs,
-            "num_warps": NUM_WARPS,
-            "bytes_moved": lambda shape, e=size: _bytes_forward(shape, e),
-            # minimum: one read of F and of F_drop
-            "bytes_minimum": lambda shape, e=size: 2 * e * shape[0] * shape[1] * shape[2] * shape[3],
-        })
-        specs.append({
-            "name": f"consistency_loss/_abs_difference_backward_kernel[{dtype}]",
-            "fn": _abs_difference_backward_kernel,
-            "signature": {"f_ptr": f"*{dtype}", "g_ptr": f"*{dtype}", "scale_ptr": "*fp32",
-                          "df_ptr": f"*{dtype}", "dg_ptr": f"*{dtype}",
-                          "D": "i32", "H": "i32", "W": "i32", **_STRIDES, **_GRAD_STRIDES,
-                          "BLOCK_P": "constexpr", "BLOCK_D": "constexpr"},
-            "constexprs": constexprs,
-            "num_warps": NUM_WARPS,
-            "bytes_moved": lambda shape, e=size: _bytes_backward(shape, e),
-            # minimum: read F, F_drop; write dF, dF_drop
-            "bytes_minimum": lambda shape, e=size: 4 * e * shape[0] * shape[1] * shape[2] * shape[3],
-        })
-    return specs
-
-
-# Blocks are fixed (no autotune), so one configuration per kernel and dtype covers the real shapes.
-GPU_BUILD_SPECS = _specs()

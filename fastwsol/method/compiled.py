@@ -7,7 +7,7 @@ outer compile already fuses it, and nesting a second compiled callable would onl
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

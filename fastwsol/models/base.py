@@ -48,19 +48,18 @@ class TwoPathWSOLNet(nn.Module):
         self.drop_prob = drop_prob
         self.batch_tail_paths = batch_tail_paths
         self.new_layers = new_layers  # module paths of the freshly initialised layers
-        self.ops_backend = "auto"  # which fastwsol.ops backend the dropout uses
 
     def classify(self, feature: torch.Tensor) -> torch.Tensor:
         return self.fc(feature.mean(dim=(2, 3)))
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, *, backend: str = "auto") -> dict[str, torch.Tensor]:
+        """``backend``: the ``fastwsol.ops`` backend of the attentive dropout (training only), as
+        the losses take it."""
         before_drop = self.head(x)
         if not (self.training and self.with_dropped_path):
             feature = self.tail(before_drop)
             return {"logits": self.classify(feature), "feature": feature}
-        dropped, _ = ops.attentive_dropout(
-            before_drop, self.drop_threshold, self.drop_prob, backend=self.ops_backend
-        )
+        dropped, _ = ops.attentive_dropout(before_drop, self.drop_threshold, self.drop_prob, backend=backend)
         if self.batch_tail_paths:
             feature, feature_dropped = self.tail(torch.cat([before_drop, dropped])).chunk(2)
         else:

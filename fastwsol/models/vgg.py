@@ -22,7 +22,9 @@ def _conv_relu(layers: OrderedDict, name: str, c_in: int, c_out: int, batch_norm
     layers[f"relu{name}"] = nn.ReLU(inplace=True)
 
 
-def _vgg_layers(blocks, conv6_channels: int, large_feature_map: bool, batch_norm: bool) -> tuple[OrderedDict, OrderedDict]:
+def _vgg_layers(
+    blocks, conv6_channels: int, large_feature_map: bool, batch_norm: bool
+) -> tuple[OrderedDict, OrderedDict]:
     head, tail = OrderedDict(), OrderedDict()
     c_in = 3
     for b, widths in enumerate(blocks, start=1):
@@ -53,7 +55,7 @@ def torchvision_vgg16_key_map() -> dict[str, str]:
 def _remap_torchvision_vgg16(key: str) -> str | None:
     for old, new in torchvision_vgg16_key_map().items():
         if key.startswith(old):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     return None  # the classifier: replaced by conv6 + GAP + fc
 
 
@@ -86,7 +88,5 @@ def build_vgg(
         if blocks != VGG16_BLOCKS or batch_norm:
             raise ValueError("pretrained weights exist only for the full VGG16 without BatchNorm")
         state = read_state_dict(pretrained, "VGG16_Weights.IMAGENET1K_V1")
-        load_remapped(
-            model, state, _remap_torchvision_vgg16, origin=f"VGG16 weights {pretrained}"
-        )
+        load_remapped(model, state, _remap_torchvision_vgg16, origin=f"VGG16 weights {pretrained}")
     return model

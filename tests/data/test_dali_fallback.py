@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastwsol.data import dali_loader, loader as loader_module
+from fastwsol.data import dali_loader
+from fastwsol.data import loader as loader_module
 from fastwsol.data.loader import DaliUnavailableError, build_loader
 from fastwsol.data.torch_loader import TorchSplitLoader
 

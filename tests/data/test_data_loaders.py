@@ -14,8 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fastwsol.data import IMAGENET_MEAN, IMAGENET_STD, build_loader, normalize_on_device
-from fastwsol.data import dali_loader
+from fastwsol.data import IMAGENET_MEAN, IMAGENET_STD, build_loader, dali_loader, normalize_on_device
 from fastwsol.data.dali_loader import crop_rois, resize_like_pil, warp_matrices
 from fastwsol.data.transforms import plan_epoch, shard_range
 

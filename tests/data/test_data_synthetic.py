@@ -86,7 +86,9 @@ def test_cli_make_synthetic(tmp_path, capsys):
     meta = read_split_metadata(tmp_path / "s" / "metadata", "SYNTHETIC", "test")
     assert len(meta) == 4
     assert "SYNTHETIC" in capsys.readouterr().out
-    assert cli_main(["make-synthetic", str(tmp_path / "t"), "--classes", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # argparse: "argument --classes: '0': must be >= 1"
+        cli_main(["make-synthetic", str(tmp_path / "t"), "--classes", "0"])
+    assert exit_info.value.code == 2
 
 
 def test_ensure_reuses_a_complete_dataset_with_the_same_parameters(tmp_path):
@@ -133,8 +135,13 @@ def test_bodies_task_class_is_the_body_and_the_part_is_random(tmp_path):
 def test_objects_task_class_is_the_body_and_the_part_together(tmp_path):
     """The other pretraining stand-in: class = (body class, part) with parts outside the WSOL
     set's default classes, so neither the body nor the part alone gives the class."""
-    from fastwsol.data.synthetic import (BODY_PALETTE, MAX_CLASSES_OF_TASK, OBJECT_PART_OFFSET, OBJECT_PARTS,
-                                         part_of_class)
+    from fastwsol.data.synthetic import (
+        BODY_PALETTE,
+        MAX_CLASSES_OF_TASK,
+        OBJECT_PART_OFFSET,
+        OBJECT_PARTS,
+        part_of_class,
+    )
 
     assert OBJECT_PART_OFFSET >= 10  # disjoint from the default WSOL classes 0..9
     classes = 2 * OBJECT_PARTS  # two bodies × every part
@@ -161,7 +168,7 @@ def test_objects_task_class_is_the_body_and_the_part_together(tmp_path):
 def test_body_cue_tints_the_body_with_the_class_colour_that_often(tmp_path):
     """``body_cue=q``: a body wears its own class's tint with probability q (else a random
     class's), a weak class cue; ``body_cue=0`` leaves every body in the shared colours."""
-    from fastwsol.data.synthetic import render_sample, SyntheticSpec, body_tint
+    from fastwsol.data.synthetic import SyntheticSpec, body_tint, render_sample
 
     def body_mean(spec, label, index):
         rng = np.random.default_rng([spec.seed, 0, label, index])

@@ -16,8 +16,8 @@ from fastwsol.evaluation import (
     boxes_at_thresholds,
     cam_thresholds,
     cams_to_scoremaps,
-    correct_at_thresholds,
     contour_boxes_at_thresholds,
+    correct_at_thresholds_component_tree,
     correct_at_thresholds_opencv,
     correct_from_boxes,
     multiple_iou,
@@ -215,7 +215,7 @@ def test_fast_equals_opencv_image_by_image(zoo, multi_contour):
     assert len(maps) >= 2000
     assert sum(len(g) > 1 for g in gts) > 100  # multi-box images are represented
     q = np.stack([scoremap_to_uint8(m) for m in maps])
-    fast = correct_at_thresholds(q, gts, LEVELS, (30, 50, 70), multi_contour)
+    fast = correct_at_thresholds_component_tree(q, gts, LEVELS, (30, 50, 70), multi_contour)
     # the zoo must exercise both outcomes at every IoU threshold
     assert reference.any(axis=(0, 2)).all() and not reference.all(axis=(0, 2)).any()
     mismatched = np.flatnonzero((fast != reference).any(axis=(1, 2)))
@@ -223,9 +223,9 @@ def test_fast_equals_opencv_image_by_image(zoo, multi_contour):
 
 
 def _fast_and_opencv(m, gt, iou, multi_contour):
-    """correct_at_thresholds of the fast path and of OpenCV for one map and its GT boxes."""
+    """correct_at_thresholds_component_tree and of OpenCV for one map and its GT boxes."""
     gt = np.array(gt)
-    fast = correct_at_thresholds(scoremap_to_uint8(m)[None], [gt], LEVELS, (iou,), multi_contour)[0]
+    fast = correct_at_thresholds_component_tree(scoremap_to_uint8(m)[None], [gt], LEVELS, (iou,), multi_contour)[0]
     return fast, correct_at_thresholds_opencv(m, gt, THRESHOLDS, (iou,), multi_contour)
 
 
@@ -302,7 +302,7 @@ def test_no_foreground_gives_zero_box():
     m = np.zeros((SIZE, SIZE), np.float32)
     assert boxes_at_thresholds(m, THRESHOLDS[:2])[1].tolist() == [[0, 0, 0, 0]]
     gt = np.array([[0, 0, 0, 0]])
-    fast = correct_at_thresholds(scoremap_to_uint8(m)[None], [gt], LEVELS, (50,), True)[0]
+    fast = correct_at_thresholds_component_tree(scoremap_to_uint8(m)[None], [gt], LEVELS, (50,), True)[0]
     assert fast.all()  # IoU((0,0,0,0), (0,0,0,0)) = 1 at every threshold, as in the reference
 
 

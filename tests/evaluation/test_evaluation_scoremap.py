@@ -61,8 +61,8 @@ def test_normalisation_matches_wsolevaluation_bit_for_bit():
         assert np.array_equal(m, o)
 
 
-def test_fused_normalise_and_quantise_is_bit_identical():
-    from fastwsol.evaluation.component_tree import normalise_and_quantise, quantise_scoremaps
+def test_fused_normalize_and_quantize_is_bit_identical():
+    from fastwsol.evaluation.component_tree import normalize_and_quantize, quantize_scoremaps
 
     rng = np.random.default_rng(3)
     cams = torch.from_numpy(rng.standard_normal((40, 14, 14)).astype(np.float32))
@@ -70,8 +70,8 @@ def test_fused_normalise_and_quantise_is_bit_identical():
     cams[2, 4, 4] = float("nan")
     cams[3:20] = cams[3:20].relu() ** 2
     upsampled = upsample_cams(cams)
-    fused = normalise_and_quantise(upsampled.numpy())
-    assert np.array_equal(fused, quantise_scoremaps(normalize_scoremaps(upsampled).numpy()))
+    fused = normalize_and_quantize(upsampled.numpy())
+    assert np.array_equal(fused, quantize_scoremaps(normalize_scoremaps(upsampled).numpy()))
     assert np.array_equal(fused, scoremap_to_uint8(cams_to_scoremaps(cams).numpy()))
     assert (fused[1] == 0).all() and (fused[2] == 0).all()
 

@@ -32,11 +32,11 @@ import pytest
 import torch
 
 from fastwsol.kernels import alignment_loss as kernel
+from fastwsol.kernels.runtime import TritonUnavailableError, interpreter_enabled
 from fastwsol.method import reference
-from fastwsol.ops import triton_interpreter_enabled
 
 # The kernels run on CUDA when there is a GPU and the interpreter is off; the reference on CPU.
-DEVICE = "cpu" if triton_interpreter_enabled() or not torch.cuda.is_available() else "cuda"
+DEVICE = "cpu" if interpreter_enabled() or not torch.cuda.is_available() else "cuda"
 
 FG, BG = 0.6, 0.2  # the CUB config's τ_fg, τ_bg region (any values in (0, 1) exercise the same code)
 UPSTREAM_SIM, UPSTREAM_NORM = 0.7, 1.3
@@ -190,7 +190,7 @@ def test_more_classes_than_one_class_tile(channels_last):
     """C = 200 (CUB) > the 128-class tile: the class max spans two class passes over F. Positive
     features against negative rows 0-127 make the first tile's similarities all negative, so the
     sign of S* (the norm masks) is decided by the random rows 128-199 of the second tile."""
-    assert kernel.MAX_BLOCK_C == 128, "the case is built around a 128-class tile"
+    assert kernel.MAX_BLOCK_CLASSES == 128, "the case is built around a 128-class tile"
     generator = torch.Generator().manual_seed(12)
     feature = torch.rand(2, 16, 7, 7, generator=generator) - 0.1
     weight = torch.cat([-torch.rand(128, 16, generator=generator) - 1, torch.randn(72, 16, generator=generator)])
@@ -248,8 +248,8 @@ def test_compiles_without_graph_break():
 
 def test_cpu_without_interpreter_is_a_clear_error(monkeypatch):
     feature, weight, target = _inputs(1, 7, (7, 7), 5, torch.float32, False)
-    monkeypatch.setattr(kernel.knobs.runtime, "interpret", False)
-    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # read at call time
+    with pytest.raises(TritonUnavailableError, match="TRITON_INTERPRET=1"):
         kernel.alignment_loss(feature, weight, target, fg_threshold=FG, bg_threshold=BG, fine_grained=True)
 
 

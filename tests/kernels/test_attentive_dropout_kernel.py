@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from fastwsol.kernels.attentive_dropout import attentive_dropout, attentive_dropout_backward_op, attentive_dropout_op
+from fastwsol.kernels.runtime import interpreter_enabled
 from fastwsol.method import reference
-from fastwsol.ops import triton_interpreter_enabled
 
 # CPU under the interpreter (the default test run); the GPU with TRITON_INTERPRET=0.
-DEVICE = "cpu" if triton_interpreter_enabled() or not torch.cuda.is_available() else "cuda"
+DEVICE = "cpu" if interpreter_enabled() or not torch.cuda.is_available() else "cuda"
 
 # (shape, γ, p): tails in every block dimension (D = 7, 37, 300; 13×17), and the real 14×14 map.
 CASES = [((1, 7, 7, 7), 0.8, 0.5), ((3, 37, 13, 17), 0.3, 0.9), ((2, 300, 7, 7), 0.8, 0.5), ((3, 64, 14, 14), 0.5, 0.2)]

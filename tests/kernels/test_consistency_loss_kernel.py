@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from fastwsol.kernels.consistency_loss import consistency_loss, consistency_loss_backward_op, consistency_loss_op
+from fastwsol.kernels.runtime import interpreter_enabled
 from fastwsol.method import reference
-from fastwsol.ops import triton_interpreter_enabled
 
 # CPU under the interpreter (the default test run); the GPU with TRITON_INTERPRET=0.
-DEVICE = "cpu" if triton_interpreter_enabled() or not torch.cuda.is_available() else "cuda"
+DEVICE = "cpu" if interpreter_enabled() or not torch.cuda.is_available() else "cuda"
 
 SHAPES = [(1, 7, 7, 7), (3, 64, 14, 14), (3, 37, 13, 17), (2, 300, 7, 7)]
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}

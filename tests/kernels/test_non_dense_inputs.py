@@ -14,10 +14,10 @@ import torch
 from fastwsol.kernels import alignment_loss as alignment_kernel
 from fastwsol.kernels import attentive_dropout as dropout_kernel
 from fastwsol.kernels import consistency_loss as consistency_kernel
+from fastwsol.kernels.runtime import interpreter_enabled
 from fastwsol.method import reference
-from fastwsol.ops import triton_interpreter_enabled
 
-DEVICE = "cpu" if triton_interpreter_enabled() or not torch.cuda.is_available() else "cuda"
+DEVICE = "cpu" if interpreter_enabled() or not torch.cuda.is_available() else "cuda"
 SHAPE = (2, 6, 5, 6)
 
 

@@ -32,16 +32,16 @@ def test_output_shapes_at_224(name, large, dim, size):
     assert eval_out["feature"].shape == (1, dim, size, size)
 
 
-@pytest.mark.parametrize("name, dim, size", [("vgg_small_cam", 256, 14), ("resnet50_cam", 2048, 28)])
-def test_cam_variants_have_no_dropped_path(name, dim, size):
-    model = create_model(name, num_classes=3).train()
+@pytest.mark.parametrize("name, dim, size", [("vgg_small", 256, 14), ("resnet50", 2048, 28)])
+def test_without_dropped_path_only_one_path_runs(name, dim, size):
+    model = create_model(name, num_classes=3, with_dropped_path=False).train()
     with torch.no_grad():
         out = model(torch.randn(1, 3, 224, 224))
     assert set(out) == {"logits", "feature"} and out["feature"].shape == (1, dim, size, size)
 
 
 def test_model_names_and_bad_arguments():
-    assert {"vgg16", "resnet50", "vgg16_cam", "resnet50_cam"} <= set(MODEL_NAMES)
+    assert {"vgg16", "resnet50", "vgg_small", "vgg_small_nobn"} == set(MODEL_NAMES)
     with pytest.raises(ValueError, match="'alexnet' is unknown"):
         create_model("alexnet", 10)
     with pytest.raises(ValueError, match="num_classes"):
@@ -121,10 +121,10 @@ def test_pretrained_file_errors(tmp_path):
 def test_init_from_a_run_copies_the_backbone_and_keeps_new_layers_fresh(tmp_path):
     """``init_from``: the synthetic pretraining run's backbone starts the WSOL runs (the paper's
     ImageNet initialisation); conv6/bn6/fc are new layers, and the class count may differ."""
-    from fastwsol.checkpoint import save_atomic
+    from fastwsol.io import save_atomic
 
     torch.manual_seed(0)
-    source = create_model("vgg_small_cam", 21)
+    source = create_model("vgg_small", 21, with_dropped_path=False)
     with torch.no_grad():
         for tensor in source.state_dict().values():  # parameters and BatchNorm statistics
             tensor.add_(1)  # nothing a fresh initialisation could produce

@@ -23,7 +23,6 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["demo", "--seed", "x"], "argument --seed: 'x' is not an integer"),
         (["make-synthetic", "{tmp}/s", "--classes", "0"], "argument --classes: '0': must be >= 1"),
         (["make-synthetic", "{tmp}/s", "--seed", "-1"], "argument --seed: '-1': must be >= 0"),
         (["make-synthetic", "{tmp}/s", "--task", "wings"], "argument --task: invalid choice: 'wings'"),
@@ -38,6 +37,7 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
          "--resume: {tmp}/none/last.pt does not exist"),
         (["evaluate", "--checkpoint", "{tmp}/missing.pt"], "checkpoint '{tmp}/missing.pt' does not exist"),
         (["evaluate", "--checkpoint", "{tmp}/afile"], "is not readable"),
+        (["evaluate", "--checkpoint", "{tmp}"], "is a folder; give a checkpoint file"),
         pytest.param(["evaluate", "--checkpoint", "x.pt", "--device", "cuda"],
                      "argument --device: 'cuda': CUDA is not available on this machine; use cpu", marks=NO_CUDA),
         (["evaluate", "--checkpoint", "x.pt", "--device", "gpu0"], "argument --device: 'gpu0' is not a device; use cpu, cuda or cuda:N"),

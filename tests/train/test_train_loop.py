@@ -18,8 +18,9 @@ import torch
 
 from fastwsol.checkpoint import load_checkpoint
 from fastwsol.config import load_config
-from fastwsol.models import create_model
-from fastwsol.train import NonFiniteLossError, Trainer, build_optimizer, describe_objective, lr_factor
+from fastwsol.models import create_model, model_from_config
+from fastwsol.objective import LOSS_TERMS, Objective
+from fastwsol.train import NonFiniteLossError, Trainer, build_optimizer, lr_factor
 
 
 def test_lr_schedule_and_parameter_groups():
@@ -88,19 +89,33 @@ def uninterrupted_run(tiny_run_overrides, tmp_path_factory):
     "overrides, with_dropped_path, expected",
     [
         ((), True, "L_CE + 3·L_drop for 6 warm epochs, then L_CE + 3·L_drop + 0.5·L_sim + 0.15·L_norm"),
-        # a _cam model keeps the config's λ_sim, λ_norm: the L_sim + L_norm row, not vanilla CAM
-        (("model.name=vgg_small_cam",), False,
-         "L_CE for 6 warm epochs, then L_CE + 0.5·L_sim + 0.15·L_norm (λ_drop=3 unused: vgg_small_cam has no dropped path)"),
-        (("model.name=vgg_small_cam", "loss.lambda_drop=0", "loss.lambda_sim=0", "loss.lambda_norm=0"), False,
-         "L_CE (vanilla CAM)"),
+        # the ablation row without L_drop: no dropped path, the warm stage kept
+        (("loss.lambda_drop=0",), False, "L_CE for 6 warm epochs, then L_CE + 0.5·L_sim + 0.15·L_norm"),
+        # vanilla CAM ignores the config's λ and warm epochs
+        (("model.method=cam",), False, "L_CE (vanilla CAM: model.method=cam)"),
         (("loss.lambda_sim=0", "optim.warm_epochs=0"), True, "L_CE + 3·L_drop + 0.15·L_norm"),
         (("optim.warm_epochs=1",), True, "L_CE + 3·L_drop for 1 warm epoch, then L_CE + 3·L_drop + 0.5·L_sim + 0.15·L_norm"),
     ],
 )
-def test_the_objective_is_described_as_run(overrides, with_dropped_path, expected):
+def test_the_objective_is_described_and_built_as_run(overrides, with_dropped_path, expected):
     # the paper's CUB λ (the defaults), a 6-epoch warm stage
     config = load_config(None, ["model.name=vgg_small", "optim.warm_epochs=6", *overrides])
-    assert describe_objective(config, with_dropped_path) == expected
+    objective = Objective.from_config(config)
+    assert objective.describe() == expected
+    assert model_from_config(config, 3, load_weights=False).with_dropped_path == with_dropped_path
+    assert objective.warm_epochs == (0 if config.model.method == "cam" else config.optim.warm_epochs)
+
+
+def test_vanilla_cam_optimises_cross_entropy_only():
+    config = load_config(None, ["model.name=vgg_small_nobn", "model.method=cam"])
+    objective = Objective.from_config(config)
+    torch.manual_seed(0)
+    model = model_from_config(config, 3, load_weights=False).train()
+    out, labels = model(torch.randn(2, 3, 64, 64)), torch.tensor([0, 2])
+    terms = objective.losses(out, labels, model.fc.weight, full=True, backend="reference")
+    assert set(terms) == set(LOSS_TERMS) and "feature_dropped" not in out
+    assert terms["drop"] == terms["sim"] == terms["norm"] == 0
+    assert objective.total(terms) == terms["ce"]
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tiny_run_overrides, uninterrupted_run, tmp_path):

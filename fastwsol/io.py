@@ -1,0 +1,52 @@
+"""Writing files atomically: into a temporary sibling, then renamed over the target, so a kill
+during a write never leaves a half-written file nor destroys the previous one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb", *, durable: bool = True):
+    """Open a temporary sibling of ``path`` for writing; on success rename it over ``path``, on
+    any failure remove it (``path`` keeps its old content). ``durable``: fsync before the rename,
+    so the new content also survives a power loss (checkpoints, results); ``False`` for many
+    small files that are simply written again if lost (the synthetic dataset's JPEGs)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make every output private
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_atomic(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` that never leaves a half-written file at ``path``."""
+    import torch
+
+    with atomic_file(path) as handle:
+        torch.save(obj, handle)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
+    with atomic_file(path, durable=durable) as handle:
+        handle.write(data)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
