@@ -91,4 +91,4 @@ class MapDiagnostics:
         inverted, peak_inside, images = self.counts
         if images == 0:
             raise ValueError("no image accumulated")
-        return {"inverted_pct": 100.0 * inverted / images, "peak_in_gt_pct": 100.0 * peak_inside / images}
+        return {"inverted_pct": float(100.0 * inverted / images), "peak_in_gt_pct": float(100.0 * peak_inside / images)}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastwsol.evaluation import BoxEvaluator, MapDiagnostics, inverted_maps, peaks_inside_gt
+from fastwsol.evaluation import BACKENDS, BoxEvaluator, MapDiagnostics, inverted_maps, peaks_inside_gt
 from fastwsol.evaluation.diagnostics import gt_masks
 
 BOX = np.array([[80, 60, 159, 139]])  # x0, y0, x1, y1, inclusive: 80×80 pixels
@@ -60,7 +60,7 @@ def test_map_diagnostics_accumulates_and_sums_states():
         first.accumulate(np.stack([_correct_map()]), [BOX, BOX])
 
 
-@pytest.mark.parametrize("backend", ["component_tree", "opencv"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_ring_map_scores_with_multi_contour_but_not_single(backend):
     """The hole's contour outlines the GT box, so multi-contour evaluation counts the inverted
     map as a hit; the largest contour is the background frame, so single-contour does not."""
