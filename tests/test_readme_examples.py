@@ -29,7 +29,6 @@ def user_side(tmp_path, monkeypatch):
 
     from fastwsol.data import make_synthetic_dataset
     from fastwsol.evaluation import BoxEvaluator
-    from fastwsol.evaluation.metadata import BUILTIN_METADATA_ROOT
 
     # ImageNet weights: torchvision's download replaced by random weights of the same layout.
     class RandomWeights:
@@ -42,13 +41,10 @@ def user_side(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.models, "get_weight", RandomWeights)
     # the dataset folder of the examples (OUT/data, OUT/metadata: `fastwsol make-synthetic OUT`),
-    # 36 train images so that one batch of 32 is read, and a shared/data/wsol-metadata sibling folder
-    # (the builtin metadata) where the README still looks for it (until it reads "builtin")
+    # 36 train images so that one batch of 32 is read
     work = tmp_path / "work"
     make_synthetic_dataset(work / "OUT", classes=3, train_per_class=12, test_per_class=1, seed=0,
                            min_size=64, max_size=96)
-    (tmp_path / "shared" / "data").mkdir(parents=True)
-    (tmp_path / "shared" / "data" / "wsol-metadata").symlink_to(BUILTIN_METADATA_ROOT)
     monkeypatch.chdir(work)
     n = 4
     return {
