@@ -23,20 +23,26 @@ PAPER_CUB = {
 }
 
 
+def assert_published_settings(config, published: dict, dataset: str) -> None:
+    """The settings both the CUB and the ImageNet configs must carry from their published source."""
+    assert config.model.name in ("vgg16", "resnet50") and config.data.dataset == dataset
+    assert config.model.large_feature_map == (published["feature"] == "28x28")
+    for key in ("epochs", "warm_epochs", "batch_size", "warm_batch_size", "lr", "new_layer_lr_multiplier", "weight_decay"):
+        assert getattr(config.optim, key) == pytest.approx(published[key]), key
+    for key in ("lambda_sim", "fg_threshold", "bg_threshold", "lambda_norm", "lambda_drop"):
+        assert getattr(config.loss, key) == pytest.approx(published[key]), key
+    assert (config.model.drop_threshold, config.model.drop_prob) == (published["drop_threshold"], published["drop_prob"])
+    assert config.optim.momentum == 0.9 and config.optim.nesterov
+    assert (config.data.resize_size, config.data.image_size) == (256, 224)
+
+
 @pytest.mark.parametrize("backbone", ["vgg16", "resnet50"])
 def test_cub_configs_match_the_method(backbone):
     config = load_config(CONFIGS / f"cub_{backbone}.yaml")
-    paper = PAPER_CUB[backbone]
-    assert config.model.name == backbone and config.data.dataset == "CUB"
-    assert config.model.large_feature_map == (paper["feature"] == "28x28")
-    for key in ("epochs", "warm_epochs", "batch_size", "warm_batch_size", "lr", "new_layer_lr_multiplier", "weight_decay"):
-        assert getattr(config.optim, key) == pytest.approx(paper[key]), key
-    for key in ("lambda_sim", "fg_threshold", "bg_threshold", "lambda_norm", "lambda_drop"):
-        assert getattr(config.loss, key) == pytest.approx(paper[key]), key
-    assert (config.model.drop_threshold, config.model.drop_prob) == (paper["drop_threshold"], paper["drop_prob"])
-    assert config.optim.momentum == 0.9 and config.optim.nesterov
+    assert config.model.name == backbone
+    assert_published_settings(config, PAPER_CUB[backbone], "CUB")
     assert config.optim.lr_decay_epochs == [41, 61] and config.optim.lr_decay_factor == 0.2
-    assert config.loss.fine_grained and (config.data.resize_size, config.data.image_size) == (256, 224)
+    assert config.loss.fine_grained
 
 
 # The authors' ImageNet settings (github.com/ejkim47/bridging-gap-wsol issue #1; docs/method.md §6);
@@ -58,17 +64,11 @@ AUTHORS_ILSVRC = {
 @pytest.mark.parametrize("backbone", ["vgg16", "resnet50"])
 def test_ilsvrc_configs_match_the_authors(backbone):
     config = load_config(CONFIGS / f"ilsvrc_{backbone}.yaml")
+    assert config.model.name == backbone
+    assert_published_settings(config, AUTHORS_ILSVRC[backbone], "ILSVRC")
     authors = AUTHORS_ILSVRC[backbone]
-    assert config.model.name == backbone and config.data.dataset == "ILSVRC"
-    assert config.model.large_feature_map == (authors["feature"] == "28x28")
-    for key in ("epochs", "warm_epochs", "batch_size", "warm_batch_size", "lr", "new_layer_lr_multiplier", "weight_decay"):
-        assert getattr(config.optim, key) == pytest.approx(authors[key]), key
-    for key in ("lambda_sim", "fg_threshold", "bg_threshold", "lambda_norm", "lambda_drop"):
-        assert getattr(config.loss, key) == pytest.approx(authors[key]), key
-    assert (config.model.drop_threshold, config.model.drop_prob) == (authors["drop_threshold"], authors["drop_prob"])
-    assert config.optim.momentum == 0.9 and config.optim.nesterov
     assert config.optim.lr_decay_epochs == authors["lr_decay_epochs"] and config.optim.lr_decay_factor == 0.1
-    assert not config.loss.fine_grained and (config.data.resize_size, config.data.image_size) == (256, 224)
+    assert not config.loss.fine_grained
 
 
 @pytest.mark.parametrize("name", ["cub_vgg16", "cub_vgg16_cam", "cub_resnet50", "cub_resnet50_cam"])
