@@ -24,13 +24,13 @@ NUM_WARPS = 8  # 2048-element tiles: 8 values per thread keeps registers low
 
 
 @triton.jit
-def _abs_difference_sum_kernel(
-    f_ptr, g_ptr, partial_ptr, D, HW, W,
+def _load_tile_pair(
+    f_ptr, g_ptr, D, HW, W,
     stride_fb, stride_fd, stride_fh, stride_fw,
     stride_gb, stride_gd, stride_gh, stride_gw,
     FLAT_HW: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    """partial[tile] = Σ_tile |round_dtype(F − G)|, fp32 accumulation."""
+    """This program's [BLOCK_D × BLOCK_P] tile of F and of G (image, positions, channels, mask)."""
     b = tl.program_id(0).to(tl.int64)
     positions = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -39,6 +39,21 @@ def _abs_difference_sum_kernel(
     g_offsets = tile_offsets(d, positions, W, stride_gd, stride_gh, stride_gw, FLAT_HW, ALIGN)
     f = tl.load(f_ptr + b * stride_fb + f_offsets, mask=mask, other=0.0)
     g = tl.load(g_ptr + b * stride_gb + g_offsets, mask=mask, other=0.0)
+    return b, positions, d, mask, f, g
+
+
+@triton.jit
+def _abs_difference_sum_kernel(
+    f_ptr, g_ptr, partial_ptr, D, HW, W,
+    stride_fb, stride_fd, stride_fh, stride_fw,
+    stride_gb, stride_gd, stride_gh, stride_gw,
+    FLAT_HW: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """partial[tile] = Σ_tile |round_dtype(F − G)|, fp32 accumulation."""
+    b, positions, d, mask, f, g = _load_tile_pair(
+        f_ptr, g_ptr, D, HW, W, stride_fb, stride_fd, stride_fh, stride_fw,
+        stride_gb, stride_gd, stride_gh, stride_gw, FLAT_HW, ALIGN, BLOCK_P, BLOCK_D,
+    )
     # torch subtracts in the input dtype: round the difference the same way.
     difference = round_to_dtype(f.to(tl.float32) - g.to(tl.float32), f_ptr.dtype.element_ty)
     tile = (tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)) * tl.num_programs(2) + tl.program_id(2)
@@ -55,14 +70,10 @@ def _abs_difference_backward_kernel(
     FLAT_HW: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """dF = scale·sign(F − G), dG = −dF, with scale = g/N (each gradient written with its own strides)."""
-    b = tl.program_id(0).to(tl.int64)
-    positions = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
-    d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask = (d[:, None] < D) & in_image(positions, HW, ALIGN)[None, :]
-    f_offsets = tile_offsets(d, positions, W, stride_fd, stride_fh, stride_fw, FLAT_HW, ALIGN)
-    g_offsets = tile_offsets(d, positions, W, stride_gd, stride_gh, stride_gw, FLAT_HW, ALIGN)
-    f = tl.load(f_ptr + b * stride_fb + f_offsets, mask=mask, other=0.0)
-    g = tl.load(g_ptr + b * stride_gb + g_offsets, mask=mask, other=0.0)
+    b, positions, d, mask, f, g = _load_tile_pair(
+        f_ptr, g_ptr, D, HW, W, stride_fb, stride_fd, stride_fh, stride_fw,
+        stride_gb, stride_gd, stride_gh, stride_gw, FLAT_HW, ALIGN, BLOCK_P, BLOCK_D,
+    )
     difference = f.to(tl.float32) - g.to(tl.float32)
     sign = tl.where(difference > 0, 1.0, tl.where(difference < 0, -1.0, 0.0))
     grad = sign * tl.load(scale_ptr)
