@@ -9,7 +9,8 @@ import sys
 from fastwsol import __version__
 from fastwsol.method import MAP_KINDS
 
-TASK_CHOICES = ("parts", "bodies", "objects")  # fastwsol.data.synthetic.TASKS, likewise
+# fastwsol.data.synthetic.TASKS, copied so that `--help` does not import OpenCV (a test keeps them equal)
+TASK_CHOICES = ("parts", "bodies", "objects")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -144,3 +144,10 @@ def test_reproduce_end_to_end_on_a_tiny_set(tiny_run_overrides, tmp_path):
         assert text in report
     figure = read_png(out / "maps_vanilla_vs_method.png")
     assert figure.shape[0] > 200 and figure.shape[1] > 1000  # 6 rows × (1 + 2×3) columns
+
+
+def test_make_synthetic_task_choices_are_the_generators():
+    from fastwsol.cli import TASK_CHOICES
+    from fastwsol.data.synthetic import TASKS
+
+    assert TASK_CHOICES == TASKS
