@@ -146,11 +146,11 @@ def describe_plan(trainer: Trainer) -> str:
     )
 
 
-def describe_epoch(epoch: int, config: ExperimentConfig, record: dict, best: bool) -> str:
+def describe_epoch(epoch: int, config: ExperimentConfig, objective: Objective, record: dict, best: bool) -> str:
     """One line per epoch: losses, speed and, when validated, the val metrics (both contour modes
     and the map diagnostics of fastwsol.evaluation.diagnostics)."""
     o = config.optim
-    warm = " (warm)" if epoch <= Objective.from_config(config).warm_epochs else ""
+    warm = " (warm)" if epoch <= objective.warm_epochs else ""
     losses = " ".join(f"{k} {record[f'loss_{k}']:.3f}" for k in LOSS_TERMS)
     line = (
         f"epoch {epoch}/{o.epochs}{warm}: loss {record['loss_total']:.3f} ({losses}), "
@@ -565,7 +565,8 @@ class Trainer:
                         self.save("best.pt")
                 self.log.write(record, self.global_step)
                 if self.ctx.is_main:  # a line per epoch whether or not stderr is a terminal
-                    print(describe_epoch(self.epoch, config, record, improved), file=sys.stderr, flush=True)
+                    line = describe_epoch(self.epoch, config, self.objective, record, improved)
+                    print(line, file=sys.stderr, flush=True)
                 self.save("last.pt")
                 if self._stop_requested():
                     print(f"fastwsol train: stopped after epoch {self.epoch}; resume with --resume.", file=sys.stderr)
