@@ -37,6 +37,9 @@ class ModelConfig:
     large_feature_map: bool | None = None  # None = the backbone's default
     drop_threshold: float = 0.8  # γ
     drop_prob: float = 0.5  # p
+    # Fine-tuning: the pretrained backbone's BatchNorm normalises with its pretraining statistics
+    # (the new layers' with batch statistics); see TwoPathWSOLNet.train.
+    freeze_backbone_bn: bool = False
 
 
 @dataclass
@@ -77,6 +80,10 @@ class TrainConfig:
     # best checkpoint criterion on val: wsolevaluation's MaxBoxAccV2 (eval.multi_contour's), or
     # a "_single" metric (one contour: an inverted map cannot score through its hole's contour)
     select_metric: str = "max_box_acc_v2"
+    # the first epoch whose checkpoint may become best.pt (earlier ones are validated and printed
+    # only): 1 = any, as the authors' code; a later one skips the epochs in which a fine-tuned model
+    # still localises with its pretrained features before it classifies (configs/synthetic.yaml)
+    select_from_epoch: int = 1
     max_steps_per_epoch: int | None = None  # cap for smoke runs; None = the whole epoch
     progress: bool = True
 
@@ -300,6 +307,11 @@ def config_problems(config: ExperimentConfig) -> list[str]:
         ("data.image_size", config.data.image_size >= 32, "must be >= 32"),
         ("data.resize_size", config.data.resize_size >= config.data.image_size, "must be >= data.image_size"),
         ("train.eval_interval", config.train.eval_interval >= 0, "must be >= 0"),
+        (
+            "train.select_from_epoch",
+            1 <= config.train.select_from_epoch <= config.optim.epochs,
+            f"must lie in [1, optim.epochs = {config.optim.epochs}]",
+        ),
         ("train.log_interval", config.train.log_interval >= 1, "must be >= 1"),
         ("eval.cam_curve_interval", 0 < config.eval.cam_curve_interval < 1, "must lie in (0, 1)"),
     ]

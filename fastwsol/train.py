@@ -131,6 +131,8 @@ def describe_plan(trainer: Trainer) -> str:
     if every:
         epochs = "every epoch" if every == 1 else f"every {every} epochs"
         validation = f"validation after {epochs}, best by val {config.train.select_metric}"
+        if config.train.select_from_epoch > 1:
+            validation += f" from epoch {config.train.select_from_epoch} on"
     else:
         validation = "no validation (the last checkpoint is tested)"
     return "\n".join(
@@ -555,7 +557,8 @@ class Trainer:
                 if validate_now:
                     metrics = self.evaluate("val")
                     record.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
-                    if metrics[config.train.select_metric] > self.best["metric"]:
+                    selectable = self.epoch >= config.train.select_from_epoch
+                    if selectable and metrics[config.train.select_metric] > self.best["metric"]:
                         improved = True
                         self.best = {
                             "metric": metrics[config.train.select_metric],

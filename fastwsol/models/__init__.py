@@ -41,6 +41,7 @@ def create_model(
     drop_threshold: float = 0.8,
     drop_prob: float = 0.5,
     with_dropped_path: bool = True,
+    freeze_backbone_bn: bool = False,
 ) -> TwoPathWSOLNet:
     """Build a WSOL network. ``pretrained``: None, ``"imagenet"`` (torchvision's weights) or a
     path to a torchvision-format state dict. ``init_from``: a fastwsol checkpoint of the same
@@ -63,6 +64,7 @@ def create_model(
     )
     if init_from is not None:
         load_backbone_from_run(model, init_from)
+    model.freeze_backbone_bn = freeze_backbone_bn
     return model
 
 
@@ -81,6 +83,7 @@ def model_from_config(config, num_classes: int, *, load_weights: bool = True) ->
         large_feature_map=m.large_feature_map,
         drop_threshold=m.drop_threshold,
         drop_prob=m.drop_prob,
+        freeze_backbone_bn=m.freeze_backbone_bn,
         with_dropped_path=Objective.from_config(config).with_dropped_path,
     )
 

@@ -34,6 +34,7 @@ class TwoPathWSOLNet(nn.Module):
         drop_prob: float,
         batch_tail_paths: bool,
         new_layers: tuple[str, ...] = ("fc",),
+        freeze_backbone_bn: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= drop_prob <= 1.0:
@@ -48,6 +49,18 @@ class TwoPathWSOLNet(nn.Module):
         self.drop_prob = drop_prob
         self.batch_tail_paths = batch_tail_paths
         self.new_layers = new_layers  # module paths of the freshly initialised layers
+        self.freeze_backbone_bn = freeze_backbone_bn
+
+    def train(self, mode: bool = True):
+        """``freeze_backbone_bn``: the pretrained layers' BatchNorm keeps normalising with the
+        pretraining's running statistics while training (its scale and shift still learn); the
+        new layers' BatchNorm uses batch statistics as usual."""
+        super().train(mode)
+        if mode and self.freeze_backbone_bn:
+            for name, module in self.named_modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not self.is_new_parameter(f"{name}.weight"):
+                    module.eval()
+        return self
 
     def classify(self, feature: torch.Tensor) -> torch.Tensor:
         return self.fc(feature.mean(dim=(2, 3)))

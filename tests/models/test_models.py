@@ -172,3 +172,28 @@ def test_dropout_sits_between_head_and_tail(monkeypatch, name, last_head_layer):
         torch.testing.assert_close(out["feature"], model.tail(head_out))
         torch.testing.assert_close(out["feature_dropped"], model.tail(recorded["out"]))
     assert not torch.allclose(out["feature"], out["feature_dropped"])
+
+
+def test_freeze_backbone_bn_keeps_the_pretrained_statistics_and_trains_the_rest():
+    """``model.freeze_backbone_bn``: in training mode the backbone's BatchNorm normalises with
+    its running statistics (which stay as they were) while its scale/shift still get gradients;
+    the new layers' BatchNorm (bn6) uses and updates batch statistics as usual."""
+    torch.manual_seed(0)
+    model = create_model("vgg_small", 5, freeze_backbone_bn=True).train()
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    frozen = {n for n in bns if not model.is_new_parameter(f"{n}.weight")}
+    assert frozen and "tail.bn6" in set(bns) - frozen
+    assert all(not bns[n].training for n in frozen) and bns["tail.bn6"].training
+    before = {n: bns[n].running_mean.clone() for n in bns}
+    out = model(torch.randn(4, 3, 64, 64) * 3 + 1)
+    out["logits"].sum().backward()
+    for n in frozen:
+        assert torch.equal(bns[n].running_mean, before[n]), n
+        assert bns[n].weight.grad is not None and bns[n].weight.grad.abs().sum() > 0, n
+    assert not torch.equal(bns["tail.bn6"].running_mean, before["tail.bn6"])
+    model.eval()
+    assert not any(m.training for m in bns.values())
+    model.train()  # train() again re-applies the freeze
+    assert all(not bns[n].training for n in frozen) and bns["tail.bn6"].training
+    plain = create_model("vgg_small", 5).train()
+    assert all(m.training for m in plain.modules() if isinstance(m, nn.BatchNorm2d))
