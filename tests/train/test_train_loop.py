@@ -214,3 +214,31 @@ def test_bf16_autocast_and_channels_last_steps_match_fp32(precision, channels_la
     tolerance = dict(rtol=5e-2, atol=5e-3) if precision == "bf16" else dict(rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(values, base_values, **tolerance)
     torch.testing.assert_close(grad, base_grad, rtol=tolerance["rtol"] * 4, atol=tolerance["atol"] * 4)
+
+
+@pytest.mark.parametrize("select_from_epoch, best_epoch", [(1, 1), (2, 2)])
+def test_best_checkpoint_is_chosen_from_select_from_epoch_on(tiny_run_overrides, tmp_path, select_from_epoch, best_epoch):
+    """``train.select_from_epoch``: earlier epochs are validated (and logged) but never become
+    best.pt. The val metric is made to fall with the epoch, so epoch 1 wins unless excluded."""
+    out_dir = tmp_path / f"from{select_from_epoch}"
+    config = load_config(None, tiny_run_overrides(out_dir, f"train.select_from_epoch={select_from_epoch}"))
+    trainer = Trainer(config)
+    evaluate = trainer.evaluate
+
+    def falling(split):
+        metrics = evaluate(split)
+        if split == "val":
+            metrics[config.train.select_metric] = 100.0 - trainer.epoch
+        return metrics
+
+    trainer.evaluate = falling
+    trainer.fit()
+    assert load_checkpoint(out_dir / "best.pt")["epoch"] == best_epoch
+    records = (out_dir / "metrics.jsonl").read_text()
+    assert records.count('"val_gt_known_loc"') == 2  # both epochs validated
+
+
+@pytest.mark.parametrize("value", [0, 3])
+def test_select_from_epoch_outside_the_run_is_an_error_naming_the_key(value):
+    with pytest.raises(ValueError, match=r"train.select_from_epoch: must lie in \[1, optim.epochs = 2\]"):
+        load_config(None, ["optim.epochs=2", "optim.lr_decay_epochs=[]", f"train.select_from_epoch={value}"])
