@@ -106,7 +106,7 @@ OBJECTIVE_PATHS = {"float": ".float() copies (before)", "upcast": "upcast (now)"
 
 def format_objective_markdown(rows: list[dict]) -> str:
     lines = ["Training objective on a bf16 F (F and F_drop into L_drop and the alignment losses): HBM MB per step "
-             "added to the kernels' 16-bit traffic, and its time at 3.35 TB/s.", "",
+             "added to the kernels' 16-bit traffic (negative: less than it), and its time at 3.35 TB/s.", "",
              "| shape | path | casts MB | kernels' extra MB | dF add MB | total MB | est. H100 µs |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
