@@ -29,10 +29,10 @@ import triton
 
 from common import save_results
 from fastwsol.io import write_text_atomic
-from fastwsol.kernel_shapes import REAL_SHAPES, TRAFFIC
+from fastwsol.kernel_shapes import REAL_SHAPES, TRAFFIC, objective_feature_traffic
 
 H100 = {"hbm": 3.35e12, "l2": 10e12, "tensor_tf32": 494.7e12, "fp32": 66.9e12, "sms": 132}
-ELEMENT_SIZE = {"fp32": 4, "bf16": 2}
+ELEMENT_SIZE = {"fp32": 4, "bf16": 2, gpu_build.UPCAST_DTYPE: 2}
 MAIN_KERNEL = {  # the launch whose grid sets the op's waves
     ("alignment_loss", "forward"): "_position_stats_kernel", ("alignment_loss", "backward"): "_feature_grad_kernel",
     ("attentive_dropout", "forward"): "_apply_keep_kernel", ("attentive_dropout", "backward"): "_apply_keep_kernel",
@@ -68,8 +68,12 @@ def roofline_rows(records: list[dict]) -> list[dict]:
     for shape_name, shapes in REAL_SHAPES.items():
         for op, traffic_of in TRAFFIC.items():
             for dtype, element_size in ELEMENT_SIZE.items():
+                upcast = dtype == gpu_build.UPCAST_DTYPE
+                if upcast and op not in gpu_build.UPCAST_OPS:
+                    continue
                 for direction in ("forward", "backward"):
-                    t = traffic_of(shapes, element_size, direction)
+                    # only the alignment's arithmetic changes with upcast (tf32x3 and its blocking)
+                    t = traffic_of(shapes, element_size, direction, **({"upcast": True} if upcast and op == "alignment_loss" else {}))
                     bounds = {"HBM": t.hbm_bytes / H100["hbm"], "L2": t.l2_bytes / H100["l2"],
                               "compute": t.tensor_flops / H100["tensor_tf32"] + t.flops / H100["fp32"]}
                     bound = max(bounds, key=bounds.get)
@@ -84,6 +88,31 @@ def roofline_rows(records: list[dict]) -> list[dict]:
                         "waves": round(waves, 2) if waves is not None else None,
                     })
     return rows
+
+
+def objective_rows() -> list[dict]:
+    """Per real shape: HBM bytes the objective's handling of a bf16 F adds per step (#16 row 10)."""
+    rows = []
+    for shape_name, shapes in REAL_SHAPES.items():
+        for path in ("float", "upcast", "fused"):
+            t = objective_feature_traffic(shapes, path)
+            rows.append({"shape": shape_name, "path": path, **{k: round(v / 1e6, 1) for k, v in t.items()},
+                         "estimate_us": round(t["total"] / H100["hbm"] * 1e6, 1)})
+    return rows
+
+
+OBJECTIVE_PATHS = {"float": ".float() copies (before)", "upcast": "upcast (now)", "fused": "one fused backward (not done)"}
+
+
+def format_objective_markdown(rows: list[dict]) -> str:
+    lines = ["Training objective on a bf16 F (F and F_drop into L_drop and the alignment losses): HBM MB per step "
+             "added to the kernels' 16-bit traffic (negative: less than it), and its time at 3.35 TB/s.", "",
+             "| shape | path | casts MB | kernels' extra MB | dF add MB | total MB | est. H100 µs |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['shape']} | {OBJECTIVE_PATHS[r['path']]} | {r['copies']:.1f} | {r['kernel_excess']:.1f} | "
+                     f"{r['gradient_sum']:.1f} | {r['total']:.1f} | {r['estimate_us']:.1f} |")
+    return "\n".join(lines)
 
 
 def format_markdown(rows: list[dict]) -> str:
@@ -111,13 +140,14 @@ def main(argv=None) -> None:
     spilling = sorted({(r["kernel"], r["arch"]) for r in builds if r["spill_bytes"]})
     print(f"\n{len({r['kernel'] for r in builds})} distinct binaries; spills (target 0): {spilling or 'none'}\n")
     roofline = roofline_rows(records)
-    markdown = format_markdown(roofline)
+    markdown = format_markdown(roofline) + "\n\n" + format_objective_markdown(objective_rows())
     print(markdown)
     meta = {"triton": triton.__version__, "python": platform.python_version(), "machine": platform.machine(),
             "h100": H100}
     save_results("kernels_gpu_build", {"meta": meta, "rows": builds, "records": records}, builds,
                  parser=parser, args=args)
-    path = save_results("roofline", {"meta": meta, "rows": roofline}, roofline, parser=parser, args=args)
+    path = save_results("roofline", {"meta": meta, "rows": roofline, "objective": objective_rows()}, roofline,
+                        parser=parser, args=args)
     write_text_atomic(path.with_suffix(".md"), markdown + "\n")
 
 

@@ -2,7 +2,8 @@
 without a GPU.
 
 The specs are not written by hand: each op (forward and backward, fp32 and bf16, NCHW and
-channels_last, every shape of ``fastwsol.kernel_shapes.REAL_SHAPES``) is called on CPU tensors
+channels_last, every shape of ``fastwsol.kernel_shapes.REAL_SHAPES``; and the losses on a bf16 F
+read as its fp32 upcast, the training objective's calls: dtype ``bf16-upcast``) is called on CPU tensors
 of the real shape with every ``@triton.jit`` kernel's launcher replaced by a recorder. Each
 recorded launch is bound and specialised exactly as Triton's launcher does on a GPU (integer
 arguments equal to 1 become constants, divisibility by 16 of integers and pointers becomes an
@@ -35,6 +36,8 @@ ARCHS = (80, 90)
 THREADS_PER_WARP = 32
 SM_COUNT = {80: 108, 90: 132}  # A100 SXM, H100 SXM
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# The training objective's calls (#16 row 10): a bf16 F read as F.float() by the two losses (fp32 weight).
+UPCAST_DTYPE, UPCAST_OPS = "bf16-upcast", ("alignment_loss", "consistency_loss")
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
@@ -107,13 +110,14 @@ def _empty(shape, dtype, layout):
     return torch.empty(shape, dtype=dtype).contiguous(memory_format=LAYOUTS[layout])
 
 
-def _op_calls(shapes, dtype, layout):
+def _op_calls(shapes, dtype, layout, upcast=False):
     """(op, direction, call) for every launch path of the three ops at ``shapes``: uninitialised
-    CPU tensors of the real shape (never touched: the kernels are recorded, not run)."""
+    CPU tensors of the real shape (never touched: the kernels are recorded, not run). ``upcast``:
+    the losses' calls from the training objective (fp32 weight, F read as F.float())."""
     from fastwsol.kernels import alignment_loss, attentive_dropout, consistency_loss
 
     feature = _empty(shapes.feature, dtype, layout)
-    weight = torch.empty((shapes.classes, shapes.channels), dtype=dtype)
+    weight = torch.empty((shapes.classes, shapes.channels), dtype=torch.float32 if upcast else dtype)
     target = torch.zeros(shapes.batch, dtype=torch.int64)
     maps = [torch.empty((shapes.batch, shapes.size * shapes.size)) for _ in range(4)]
     x = _empty(shapes.dropout_input, dtype, layout)
@@ -122,6 +126,16 @@ def _op_calls(shapes, dtype, layout):
     scalar = torch.ones(())
     seed = torch.ones(1, dtype=torch.int64)
     fine = shapes.fine_grained
+    if upcast:
+        return [
+            ("alignment_loss", "forward",
+             lambda: alignment_loss._forward(feature, weight, target, 0.6, 0.1, fine, upcast=True)),
+            ("alignment_loss", "backward",
+             lambda: alignment_loss._backward(scalar, scalar, feature, weight, target, *maps)),
+            ("consistency_loss", "forward", lambda: consistency_loss.consistency_loss_op(feature, feature, True)),
+            ("consistency_loss", "backward",
+             lambda: consistency_loss.consistency_loss_backward_op(scalar, feature, feature)),
+        ]
     return [
         ("alignment_loss", "forward", lambda: alignment_loss._forward(feature, weight, target, 0.6, 0.1, fine)),
         ("alignment_loss", "backward", lambda: alignment_loss._backward(scalar, scalar, feature, weight, target, *maps)),
@@ -140,9 +154,10 @@ def record_launches(shapes_table=None) -> list[Launch]:
 
     launches: list[Launch] = []
     for shape_name, shapes in (shapes_table or REAL_SHAPES).items():
-        for dtype_name, dtype in DTYPES.items():
+        for dtype_name, dtype, upcast in [*((n, t, False) for n, t in DTYPES.items()),
+                                          (UPCAST_DTYPE, torch.bfloat16, True)]:
             for layout in LAYOUTS:
-                for op, direction, call in _op_calls(shapes, dtype, layout):
+                for op, direction, call in _op_calls(shapes, dtype, layout, upcast):
                     context = {"op": op, "direction": direction, "shape": shape_name, "dtype": dtype_name,
                                "layout": layout}
                     with recording(launches, context):

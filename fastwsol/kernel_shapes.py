@@ -67,10 +67,11 @@ def _numel(shape) -> int:
     return math.prod(shape)
 
 
-def alignment_traffic(shapes: OpShapes, element_size: int, direction: str) -> Traffic:
+def alignment_traffic(shapes: OpShapes, element_size: int, direction: str, upcast: bool = False) -> Traffic:
     """Forward: F read once from HBM (a second class pass re-reads the program's F tile from L2),
     ŵ (fp32, C×D) re-read by every program from L2, the three maps written, the per-image kernel
-    reading three maps and writing two. Backward: F read, dF written, four maps, the per-tile ∂ŵ partials."""
+    reading three maps and writing two. Backward: F read, dF written, four maps, the per-tile ∂ŵ partials.
+    ``upcast``: a 16-bit F read as F.float() (the fp32 kernel's tf32x3 dot and blocking)."""
     # Imported here: Triton picks interpreter or compiler when the kernels are defined.
     from fastwsol.kernels import alignment_loss as alignment_kernel
 
@@ -81,15 +82,16 @@ def alignment_traffic(shapes: OpShapes, element_size: int, direction: str) -> Tr
     if direction == "forward":
         passes = math.ceil(shapes.classes / alignment_kernel.MAX_BLOCK_CLASSES) if shapes.fine_grained else 1
         weight = shapes.classes * channels * 4 if shapes.fine_grained else 0
-        block = alignment_kernel.forward_block_positions(shapes.fine_grained, element_size)
+        precision = "tf32x3" if element_size == 4 or upcast else "tf32"
+        block = alignment_kernel.forward_launch(shapes.fine_grained, precision, batch, height * width)["BLOCK_P"]
         programs = batch * math.ceil(height * width / block)
         # the stats kernel writes 3 maps; the image kernel reads 3, writes 2
         maps = 3 * positions * MAP_BYTES + (3 + 2) * positions * MAP_BYTES
         hbm = feature + weight + batch * channels * 4 + maps
         l2 = passes * feature + programs * (weight + channels * 4) + maps  # every program reads all of ŵ
         class_dot = 2 * positions * shapes.classes * channels if shapes.fine_grained else 0
-        # fp32 F: the class dot runs as 3 TF32 products (tf32x3)
-        tensor_flops = class_dot * (3 if element_size == 4 else 1)
+        # fp32 F (or upcast): the class dot runs as 3 TF32 products (tf32x3)
+        tensor_flops = class_dot * (3 if precision == "tf32x3" else 1)
         return Traffic(hbm, l2, 4 * positions * channels, feature + 2 * batch * 4, tensor_flops)
     partials = tiles * channels * 4
     hbm = 2 * feature + 4 * positions * MAP_BYTES + batch * channels * 4 + partials
@@ -124,3 +126,35 @@ TRAFFIC = {
     "attentive_dropout": dropout_traffic,
     "consistency_loss": consistency_traffic,
 }
+
+
+def objective_feature_traffic(shapes: OpShapes, path: str) -> dict[str, int]:
+    """HBM bytes per training step that the losses' handling of a bf16 F and F_drop adds to the
+    kernels' own reads and writes at 16 bits (#16 row 10), by ``path``:
+
+    - ``"float"``: the objective's ``.float()`` copies: F and F_drop cast to fp32 (read 2, write 4
+      bytes an element each), the kernels then read 4-byte elements and write 4-byte gradients, autograd
+      adds the two fp32 dF (read 8, write 4) and casts dF and dF_drop back (read 4, write 2 each);
+    - ``"upcast"``: the kernels read the bf16 tensors and write bf16 gradients; autograd adds the two
+      bf16 dF (read 4, write 2 bytes an element);
+    - ``"fused"``: one backward writing dF once (L_drop's and the alignment's gradient added in
+      fp32; it would also read F once for both): nothing added, and one F read fewer.
+
+    Returns {"copies", "kernel_excess", "gradient_sum", "total"}: bytes of the casts, the kernels'
+    traffic beyond their bf16 form, and the autograd add of the two dF (the fused path's saved F
+    read counts negative in kernel_excess)."""
+    n = _numel(shapes.feature)
+    if path == "float":
+        copies = 2 * n * (2 + 4) + 2 * n * (4 + 2)  # forward casts of F, F_drop; backward casts of dF, dF_drop
+        # extra 2 bytes an element: alignment fwd reads F, bwd reads F and writes dF; L_drop fwd reads
+        # F, F_drop, bwd reads both and writes both
+        kernel_excess = 2 * n * (3 + 2 + 4)
+        gradient_sum = n * (8 + 4)
+    elif path == "upcast":
+        copies, kernel_excess, gradient_sum = 0, 0, n * (2 + 2 + 2)
+    elif path == "fused":
+        copies, kernel_excess, gradient_sum = 0, -(n * 2 + n * 2), 0  # one F read and one dF write fewer
+    else:
+        raise ValueError(f"path must be 'float', 'upcast' or 'fused', got {path!r}")
+    return {"copies": copies, "kernel_excess": kernel_excess, "gradient_sum": gradient_sum,
+            "total": copies + kernel_excess + gradient_sum}

@@ -5,9 +5,16 @@ backends keep these signatures and are tested against it: ``"compiled"`` (``torc
 the reference, ``fastwsol.method.compiled``), ``"triton"`` (the kernels in ``fastwsol/kernels/``, as
 ``fastwsol::*`` custom ops) and ``"auto"`` (Triton on CUDA tensors, compiled on CPU). Arguments
 are checked here, once, so every backend gets the same clear errors.
+
+The two losses take ``upcast=True`` from the training objective: the loss of ``F.float()`` (fp32
+results; gradients reach F in its own dtype, as through ``.float()``'s backward). The reference
+and compiled backends apply ``.float()`` literally; the Triton kernels read a 16-bit F directly and
+compute in fp32 as they always do, so no fp32 copy of F is written and read back (#16 row 10).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -42,14 +49,27 @@ def _resolve_backend(backend: str, tensor: torch.Tensor) -> str:
     return backend
 
 
-def _dispatch(op: str, backend: str, tensor: torch.Tensor):
-    """The function implementing ``op`` for ``backend`` (already checked arguments)."""
+def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
+    """The backend ``backend`` runs as for ``tensor``: "reference", "compiled" or "triton"."""
+    return _resolve_backend(backend, tensor)
+
+
+def _dispatch(op: str, backend: str, tensor: torch.Tensor, upcast: bool = False):
+    """The function implementing ``op`` for ``backend`` (already checked arguments); ``upcast``:
+    on the fp32 upcast of its floating-point tensor arguments (the Triton kernels do it as they read)."""
     resolved = _resolve_backend(backend, tensor)
     if resolved == "triton":
-        return getattr(_KERNELS[op], op)
-    if resolved == "compiled":
-        return compiled(op)
-    return getattr(reference, op)
+        kernel = getattr(_KERNELS[op], op)
+        return functools.partial(kernel, upcast=True) if upcast else kernel
+    function = compiled(op) if resolved == "compiled" else getattr(reference, op)
+    if not upcast:
+        return function
+
+    def on_float(*args, **kwargs):
+        return function(*(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args),
+                        **kwargs)
+
+    return on_float
 
 
 def _check_feature(name: str, feature: torch.Tensor) -> None:
@@ -66,14 +86,16 @@ def _check_same_device(**tensors: torch.Tensor) -> None:
         raise ValueError(f"arguments are on different devices: {', '.join(f'{k}={v}' for k, v in devices.items())}")
 
 
-def _check_alignment_args(feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor) -> None:
+def _check_alignment_args(
+    feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor, *, upcast: bool = False
+) -> None:
     _check_feature("feature", feature)
     if fc_weight.dim() != 2 or fc_weight.shape[1] != feature.shape[1]:
         raise ValueError(
             f"fc_weight must be C×D with D = feature.shape[1] = {feature.shape[1]}, "
             f"got fc_weight shape {tuple(fc_weight.shape)} for feature shape {tuple(feature.shape)}"
         )
-    if fc_weight.dtype != feature.dtype:
+    if fc_weight.dtype != feature.dtype and not upcast:
         raise ValueError(f"fc_weight dtype {fc_weight.dtype} differs from feature dtype {feature.dtype}")
     if target.dim() != 1 or target.shape[0] != feature.shape[0]:
         raise ValueError(
@@ -101,10 +123,12 @@ def alignment_loss(
     bg_threshold: float,
     fine_grained: bool,
     backend: str = "auto",
+    upcast: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L_sim, L_norm) of docs/method.md §5, batch means."""
-    _check_alignment_args(feature, fc_weight, target)
-    return _dispatch("alignment_loss", backend, feature)(
+    """(L_sim, L_norm) of docs/method.md §5, batch means. ``upcast``: those of ``feature.float()``
+    and ``fc_weight.float()`` (the dtypes may then differ), fp32 (module docstring)."""
+    _check_alignment_args(feature, fc_weight, target, upcast=upcast)
+    return _dispatch("alignment_loss", backend, feature, upcast)(
         feature, fc_weight, target, fg_threshold=fg_threshold, bg_threshold=bg_threshold, fine_grained=fine_grained
     )
 
@@ -131,8 +155,10 @@ def attentive_dropout(
     return _dispatch("attentive_dropout", backend, x)(x, threshold, drop_prob, uniform=uniform)
 
 
-def consistency_loss(feature: torch.Tensor, feature_dropped: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
-    """L_drop = mean |F − F_drop| over all elements."""
+def consistency_loss(
+    feature: torch.Tensor, feature_dropped: torch.Tensor, *, backend: str = "auto", upcast: bool = False
+) -> torch.Tensor:
+    """L_drop = mean |F − F_drop| over all elements (``upcast``: of their fp32 upcasts, fp32)."""
     _check_feature("feature", feature)
     _check_feature("feature_dropped", feature_dropped)
     if feature.shape != feature_dropped.shape or feature.dtype != feature_dropped.dtype:
@@ -141,7 +167,7 @@ def consistency_loss(feature: torch.Tensor, feature_dropped: torch.Tensor, *, ba
             f"{tuple(feature_dropped.shape)} {feature_dropped.dtype} must match in shape and dtype"
         )
     _check_same_device(feature=feature, feature_dropped=feature_dropped)
-    return _dispatch("consistency_loss", backend, feature)(feature, feature_dropped)
+    return _dispatch("consistency_loss", backend, feature, upcast)(feature, feature_dropped)
 
 
 def localization_maps(feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:

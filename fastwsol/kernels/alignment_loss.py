@@ -43,16 +43,24 @@ import triton.language as tl
 
 from fastwsol.kernels import runtime
 from fastwsol.kernels.addressing import in_image, layout_constants, tile_offsets
+from fastwsol.kernels.rounding import round_to_dtype
 
 NORM_CLAMP = 1e-12  # F.normalize's eps (the kernels spell it, and ε = 1e-15, as literals)
-MAX_BLOCK_CLASSES = 128  # class-tile width; 256 makes ptxas spill (CUB's C=200 takes 2 class passes, the 2nd L2-hot)
-FORWARD_WARPS, FORWARD_STAGES = 8, 2  # zero spills on sm_80 and sm_90 at these blocks (bench/gpu_build.py)
+MAX_BLOCK_CLASSES = 128  # class-tile width; 256 spills on sm_80 at the blockings below (CUB: 2 class passes)
 BLOCK_POSITIONS = 32
-# Fine-grained forward on 16-bit F: every program reads all of ŵ (C×D fp32, from L2), so 64
-# positions per program halve that traffic against 32 (ResNet50-CUB: 1.31 → 0.68 GB). fp32 F
-# keeps 32: at 64 its tf32x3 dot spills on sm_80 (and it is compute-bound, not L2-bound).
-BLOCK_POSITIONS_FINE_16BIT = 64
 BLOCK_CHANNELS = 32
+# Fine-grained forward (#16 row 6). Every program reads all of ŵ (C×D fp32) from L2, so L2 traffic
+# falls with the positions per program; 16-channel steps free the registers for twice the
+# positions at 8 warps with zero spills on sm_80 and sm_90 (bench/results/alignment_forward_blocking.md):
+# 128 positions for a one-pass TF32 dot (16-bit F), 64 for tf32x3 (fp32 F, or 16-bit F read as fp32).
+# Three 16-channel stages keep 48 channels of ŵ and F in flight.
+FINE_BLOCK_CHANNELS = 16
+FINE_BLOCK_POSITIONS = {"tf32": (128, 64), "tf32x3": (64,)}  # largest first
+FINE_WARPS, FINE_STAGES = 8, 3
+# A grid of fewer programs than half an H100's 132 SMs leaves most SMs idle (VGG16-CUB: 32 images of
+# 196 positions make 64 programs of 128): the largest block giving at least this many programs is
+# taken, else the smallest.
+FILL_PROGRAMS = 66
 
 
 @triton.jit
@@ -193,6 +201,8 @@ def _feature_grad_kernel(
         w_target = tl.load(w_target_ptr + b * D + d, mask=d_mask, other=0.0)
         grad = coef_f[None, :] * f + coef_w[None, :] * w_target[:, None]
         grad_offsets = tile_offsets(d, u, W, grad_stride_d, grad_stride_h, grad_stride_w, FLAT_HW, ALIGN)
+        # Rounded as torch's cast of an fp32 gradient rounds (round_to_dtype: the interpreter truncates bf16).
+        grad = round_to_dtype(grad, grad_feature_ptr.dtype.element_ty)
         tl.store(grad_image + grad_offsets, grad.to(grad_feature_ptr.dtype.element_ty), mask=mask)
         tl.store(partial + d, tl.sum(f * coef_w[None, :], axis=1), mask=d_mask)
 
@@ -201,8 +211,15 @@ def _feature_grad_kernel(
 # Launch configuration (one source of truth; bench/gpu_build.py builds what these launches select).
 
 
-def forward_block_positions(fine_grained: bool, element_size: int) -> int:
-    return BLOCK_POSITIONS_FINE_16BIT if fine_grained and element_size == 2 else BLOCK_POSITIONS
+def forward_launch(fine_grained: bool, dot_precision: str, batch: int, positions: int) -> dict:
+    """BLOCK_P, BLOCK_D, num_warps and num_stages of ``_position_stats_kernel``. Per position the
+    arithmetic does not depend on them (each position's channel sums and class dots run over the
+    same channel steps in the same order)."""
+    if not fine_grained:
+        return {"BLOCK_P": BLOCK_POSITIONS, "BLOCK_D": BLOCK_CHANNELS, "num_warps": 4, "num_stages": 2}
+    candidates = FINE_BLOCK_POSITIONS[dot_precision]
+    block = next((p for p in candidates if batch * triton.cdiv(positions, p) >= FILL_PROGRAMS), candidates[-1])
+    return {"BLOCK_P": block, "BLOCK_D": FINE_BLOCK_CHANNELS, "num_warps": FINE_WARPS, "num_stages": FINE_STAGES}
 
 
 def _block_classes(num_classes: int) -> int:
@@ -213,11 +230,12 @@ def _block_all_positions(num_positions: int) -> int:
     return max(16, triton.next_power_of_2(num_positions))
 
 
-def _dot_precision(dtype: torch.dtype) -> str:
+def dot_precision(dtype: torch.dtype, upcast: bool) -> str:
     # The class dot takes fp32 operands. fp32 F: 3-pass TF32 (≈ fp32 accuracy on tensor cores) so
     # the class-max sign matches the fp32 reference; a 16-bit F is exact in TF32, so one pass
-    # rounds only ŵ (to 10 mantissa bits, against bf16's 7).
-    return "tf32x3" if dtype == torch.float32 else "tf32"
+    # rounds only ŵ (to 10 mantissa bits, against bf16's 7). ``upcast`` (a 16-bit F standing for
+    # F.float()) takes the fp32 choice, so the result is the fp32 kernel's on F.float().
+    return "tf32x3" if dtype == torch.float32 or upcast else "tf32"
 
 
 def _unit_weight(fc_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,7 +245,7 @@ def _unit_weight(fc_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return weight / norm.clamp_min(NORM_CLAMP)[:, None], norm
 
 
-def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_grained):
+def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_grained, upcast=False):
     runtime.check_runnable(feature, "alignment_loss")
     batch, channels, height, width = feature.shape
     positions = height * width
@@ -244,23 +262,24 @@ def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_graine
         torch.empty(batch, device=feature.device, dtype=torch.float32) for _ in range(2)
     )
     if batch and positions:
-        block_positions = forward_block_positions(fine_grained, feature.element_size())
-        grid = (batch, triton.cdiv(positions, block_positions))
+        precision = dot_precision(feature.dtype, upcast)
+        launch = forward_launch(fine_grained, precision, batch, positions)
+        grid = (batch, triton.cdiv(positions, launch["BLOCK_P"]))
         _position_stats_kernel[grid](
             feature, w_target, w_dot, norm, sim, max_sim,
             channels, positions, width, num_classes,
             *feature.stride(),
-            FINE_GRAINED=fine_grained, DOT_PRECISION=_dot_precision(feature.dtype), **layout_constants(feature),
-            BLOCK_P=block_positions, BLOCK_D=BLOCK_CHANNELS, BLOCK_C=_block_classes(num_classes),
-            num_warps=FORWARD_WARPS if fine_grained else 4, num_stages=FORWARD_STAGES,
+            FINE_GRAINED=fine_grained, DOT_PRECISION=precision, **layout_constants(feature),
+            BLOCK_C=_block_classes(num_classes), **launch,
         )
         _image_loss_kernel[(batch,)](
             norm, sim, max_sim, loss_sim_per_image, loss_norm_per_image, norm_coef, sim_coef,
             positions, 1.0 / batch, float(fg_threshold), float(bg_threshold),
             BLOCK_P=_block_all_positions(positions), num_warps=4,
         )
-    loss_sim = loss_sim_per_image.mean().to(feature.dtype)
-    loss_norm = loss_norm_per_image.mean().to(feature.dtype)
+    loss_dtype = torch.float32 if upcast else feature.dtype
+    loss_sim = loss_sim_per_image.mean().to(loss_dtype)
+    loss_norm = loss_norm_per_image.mean().to(loss_dtype)
     return loss_sim, loss_norm, norm, sim, norm_coef, sim_coef
 
 
@@ -299,15 +318,15 @@ def _backward(grad_sim, grad_norm, feature, fc_weight, target, norm, sim, norm_c
 @torch.library.custom_op("fastwsol::alignment_loss", mutates_args=())
 def _alignment_loss_op(
     feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor,
-    fg_threshold: float, bg_threshold: float, fine_grained: bool,
+    fg_threshold: float, bg_threshold: float, fine_grained: bool, upcast: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_grained)
+    return _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_grained, upcast)
 
 
 @_alignment_loss_op.register_fake
-def _(feature, fc_weight, target, fg_threshold, bg_threshold, fine_grained):
+def _(feature, fc_weight, target, fg_threshold, bg_threshold, fine_grained, upcast=False):
     batch, _, height, width = feature.shape
-    loss = feature.new_empty((), dtype=feature.dtype)
+    loss = feature.new_empty((), dtype=torch.float32 if upcast else feature.dtype)
     position_map = feature.new_empty((batch, height * width), dtype=torch.float32)
     return loss, loss.clone(), position_map, position_map.clone(), position_map.clone(), position_map.clone()
 
@@ -339,7 +358,7 @@ def _autograd_backward(ctx, grad_sim, grad_norm, *_):
         zero if grad_sim is None else grad_sim, zero if grad_norm is None else grad_norm,
         feature, fc_weight, target, norm, sim, norm_coef, sim_coef,
     )
-    return grad_feature, grad_weight, None, None, None, None
+    return grad_feature, grad_weight, None, None, None, None, None
 
 
 _alignment_loss_op.register_autograd(_autograd_backward, setup_context=_setup_context)
@@ -353,10 +372,15 @@ def alignment_loss(
     fg_threshold: float,
     bg_threshold: float,
     fine_grained: bool,
+    upcast: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(L_sim, L_norm) of docs/method.md §5 by the fused kernels; same semantics as
-    ``fastwsol.method.reference.alignment_loss`` (see the module docstring for the math)."""
+    ``fastwsol.method.reference.alignment_loss`` (see the module docstring for the math).
+
+    ``upcast``: the result for ``feature.float()`` and ``fc_weight.float()`` (fp32 losses, the
+    fp32 kernel's dot precision), with gradients in the inputs' dtypes, without the fp32 copy:
+    the kernels read a 16-bit F directly and compute in fp32 as they always do."""
     loss_sim, loss_norm, *_ = _alignment_loss_op(
-        feature, fc_weight, target, float(fg_threshold), float(bg_threshold), bool(fine_grained)
+        feature, fc_weight, target, float(fg_threshold), float(bg_threshold), bool(fine_grained), bool(upcast)
     )
     return loss_sim, loss_norm

@@ -47,15 +47,16 @@ def _abs_difference_sum_kernel(
     f_ptr, g_ptr, partial_ptr, D, HW, W,
     stride_fb, stride_fd, stride_fh, stride_fw,
     stride_gb, stride_gd, stride_gh, stride_gw,
-    FLAT_HW: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+    UPCAST: tl.constexpr, FLAT_HW: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    """partial[tile] = Σ_tile |round_dtype(F − G)|, fp32 accumulation."""
+    """partial[tile] = Σ_tile |round_dtype(F − G)|, fp32 accumulation (UPCAST: no rounding, as on F.float())."""
     b, positions, d, mask, f, g = _load_tile_pair(
         f_ptr, g_ptr, D, HW, W, stride_fb, stride_fd, stride_fh, stride_fw,
         stride_gb, stride_gd, stride_gh, stride_gw, FLAT_HW, ALIGN, BLOCK_P, BLOCK_D,
     )
-    # torch subtracts in the input dtype: round the difference the same way.
-    difference = round_to_dtype(f.to(tl.float32) - g.to(tl.float32), f_ptr.dtype.element_ty)
+    difference = f.to(tl.float32) - g.to(tl.float32)
+    if not UPCAST:  # torch subtracts in the input dtype: round the difference the same way
+        difference = round_to_dtype(difference, f_ptr.dtype.element_ty)
     tile = (tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)) * tl.num_programs(2) + tl.program_id(2)
     tl.store(partial_ptr + tile, tl.sum(tl.sum(tl.abs(difference), axis=1), axis=0))
 
@@ -79,8 +80,11 @@ def _abs_difference_backward_kernel(
     grad = sign * tl.load(scale_ptr)
     df_offsets = tile_offsets(d, positions, W, stride_dfd, stride_dfh, stride_dfw, FLAT_HW, ALIGN)
     dg_offsets = tile_offsets(d, positions, W, stride_dgd, stride_dgh, stride_dgw, FLAT_HW, ALIGN)
-    tl.store(df_ptr + b * stride_dfb + df_offsets, grad.to(df_ptr.dtype.element_ty), mask=mask)
-    tl.store(dg_ptr + b * stride_dgb + dg_offsets, (-grad).to(dg_ptr.dtype.element_ty), mask=mask)
+    # Rounded as torch's cast of an fp32 gradient rounds (round_to_dtype: the interpreter truncates bf16).
+    df = round_to_dtype(grad, df_ptr.dtype.element_ty)
+    dg = round_to_dtype(-grad, dg_ptr.dtype.element_ty)
+    tl.store(df_ptr + b * stride_dfb + df_offsets, df.to(df_ptr.dtype.element_ty), mask=mask)
+    tl.store(dg_ptr + b * stride_dgb + dg_offsets, dg.to(dg_ptr.dtype.element_ty), mask=mask)
 
 
 def _sizes(feature: torch.Tensor) -> tuple[int, int, int]:
@@ -95,22 +99,22 @@ def _grid(shape) -> tuple[int, int, int]:
 
 
 @torch.library.custom_op("fastwsol::consistency_loss", mutates_args=())
-def consistency_loss_op(feature: torch.Tensor, feature_dropped: torch.Tensor) -> torch.Tensor:
-    """mean |F − F_drop| as a 0-dim tensor of F's dtype."""
+def consistency_loss_op(feature: torch.Tensor, feature_dropped: torch.Tensor, upcast: bool = False) -> torch.Tensor:
+    """mean |F − F_drop| as a 0-dim tensor of F's dtype (``upcast``: of F.float(), fp32)."""
     runtime.check_runnable(feature, "consistency_loss")
     grid = _grid(feature.shape)
     partial = torch.empty(grid[0] * grid[1] * grid[2], device=feature.device, dtype=torch.float32)
     _abs_difference_sum_kernel[grid](
         feature, feature_dropped, partial, *_sizes(feature), *feature.stride(), *feature_dropped.stride(),
-        **layout_constants(feature, feature_dropped), BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS,
+        UPCAST=upcast, **layout_constants(feature, feature_dropped), BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS,
         num_warps=NUM_WARPS,
     )
-    return (partial.sum() / feature.numel()).to(feature.dtype)
+    return (partial.sum() / feature.numel()).to(torch.float32 if upcast else feature.dtype)
 
 
 @consistency_loss_op.register_fake
-def _(feature, feature_dropped):
-    return feature.new_empty(())
+def _(feature, feature_dropped, upcast=False):
+    return feature.new_empty((), dtype=torch.float32 if upcast else feature.dtype)
 
 
 @torch.library.custom_op("fastwsol::consistency_loss_backward", mutates_args=())
@@ -138,17 +142,20 @@ def _(grad_loss, feature, feature_dropped):
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
+    feature, feature_dropped, _ = inputs
+    ctx.save_for_backward(feature, feature_dropped)
 
 
 def _backward(ctx, grad_loss):
     feature, feature_dropped = ctx.saved_tensors
-    return consistency_loss_backward_op(grad_loss, feature, feature_dropped)
+    # upcast: grad_loss is fp32, so g/N is the fp32 path's; the gradients are written in F's dtype.
+    return (*consistency_loss_backward_op(grad_loss, feature, feature_dropped), None)
 
 
 consistency_loss_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def consistency_loss(feature: torch.Tensor, feature_dropped: torch.Tensor) -> torch.Tensor:
-    """L_drop = mean |F − F_drop| over all elements (gradient to both)."""
-    return consistency_loss_op(feature, feature_dropped)
+def consistency_loss(feature: torch.Tensor, feature_dropped: torch.Tensor, upcast: bool = False) -> torch.Tensor:
+    """L_drop = mean |F − F_drop| over all elements (gradient to both). ``upcast``: the result for
+    F.float() and F_drop.float() (fp32, gradients in the inputs' dtype) without the fp32 copies."""
+    return consistency_loss_op(feature, feature_dropped, upcast)

@@ -31,7 +31,9 @@ def test_every_real_launch_is_built_for_both_archs_without_spills(records):
     launched = {(launch["op"], launch["direction"], launch["shape"], launch["dtype"], launch["layout"])
                 for r in records for launch in r["launches"]}
     assert launched == {(op, d, s, t, layout) for op in OPS for d in ("forward", "backward") for s in REAL_SHAPES
-                        for t in ("fp32", "bf16") for layout in ("nchw", "channels_last")}
+                        for t in ("fp32", "bf16") for layout in ("nchw", "channels_last")} | {
+        (op, d, s, gpu_build.UPCAST_DTYPE, layout) for op in gpu_build.UPCAST_OPS for d in ("forward", "backward")
+        for s in REAL_SHAPES for layout in ("nchw", "channels_last")}
     assert {(r["kernel"], r["arch"]) for r in records} == {(r["kernel"], a) for r in records for a in gpu_build.ARCHS}
     for r in records:
         assert 0 < r["registers"] <= 255, r["kernel"]
