@@ -121,7 +121,7 @@ def test_reproduce_end_to_end_on_a_tiny_set(tiny_run_overrides, tmp_path):
     overrides = [o for o in tiny_run_overrides(tmp_path / "unused") if not o.startswith("train.out_dir")]
     pretrain = [o for o in overrides if not o.startswith("model.name")]
     out = tmp_path / "reproduce"
-    summary = reproduce(out, seeds=2, overrides=[*overrides, "optim.epochs=1", "optim.warm_epochs=0"],
+    summary = reproduce(out, seeds=2, overrides=[*overrides, "optim.epochs=1", "optim.warm_epochs=0", "train.select_from_epoch=1"],
                         pretrain_overrides=[*pretrain, "optim.epochs=1"])
     assert set(summary["variants"]) == {"cam", "all"} and summary["seeds"] == [0, 1]
     # every fine-tuning of every seed starts from the one pretraining's backbone, with its own seed

@@ -19,7 +19,7 @@ def test_a_copied_config_reports_every_problem_at_once(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as info:
         load_config(copy, ["optim.epochs=1", "optim.lr=fast"], check_files=True)
     message = str(info.value)
-    for key in ("optim.lr", "optim.warm_epochs", "optim.lr_decay_epochs", "data.metadata_root", "data.data_root",
+    for key in ("optim.lr", "train.select_from_epoch", "optim.lr_decay_epochs", "data.metadata_root", "data.data_root",
                 "model.init_from"):
         assert f"{key}:" in message, key
     assert message.startswith("6 problems")
@@ -48,7 +48,7 @@ def test_train_prints_all_problems_without_traceback(tmp_path, monkeypatch, caps
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--config", str(CONFIGS / "synthetic.yaml"), "--set", "optim.epochs=1"]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "optim.warm_epochs" in err and "model.init_from" in err
+    assert "Traceback" not in err and "train.select_from_epoch" in err and "model.init_from" in err
 
 
 def test_imagenet_weights_without_network(monkeypatch):
