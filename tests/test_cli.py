@@ -139,8 +139,17 @@ def test_reproduce_end_to_end_on_a_tiny_set(tiny_run_overrides, tmp_path):
     assert gt_known == [m["gt_known_loc_single"] - v["gt_known_loc_single"]
                         for v, m in zip(summary["variants"]["cam"]["test"], method["test"])]
     assert set(summary["maps"]["method"]) == {"cam", "norm", "sim"}
+    # per class: the tiny set's 3 classes have 2 test images each, so their mean is the run's figure
+    for name, key in (("vanilla CAM", "cam"), ("method", "all")):
+        for seed in (0, 1):
+            classes = summary["per_class"][name][seed]
+            assert len(classes["gt_known_loc_single"]) == len(classes["top1_cls"]) == 3
+            run = summary["variants"][key]["test"][seed]
+            assert sum(classes["gt_known_loc_single"]) / 3 == pytest.approx(run["gt_known_loc_single"])
+            assert sum(classes["top1_cls"]) / 3 == pytest.approx(run["top1_cls"])
     report = (out / "results.md").read_text()
-    for text in ("vanilla CAM", "the method", "GT-known Loc (single)", "inverted maps %", "## Every seed", " ± "):
+    for text in ("vanilla CAM", "the method", "GT-known Loc (single)", "inverted maps %", "## Every seed", " ± ",
+                 "## Per class"):
         assert text in report
     figure = read_png(out / "maps_vanilla_vs_method.png")
     assert figure.shape[0] > 200 and figure.shape[1] > 1000  # 6 rows × (1 + 2×3) columns

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["gt_masks", "inverted_maps", "peaks_inside_gt", "MapDiagnostics"]
+__all__ = ["gt_masks", "inverted_maps", "peaks_inside_gt", "per_class_gt_known", "MapDiagnostics"]
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -63,6 +63,25 @@ def peaks_inside_gt(scoremaps, gt_boxes) -> np.ndarray:
     maps, inside = _checked(scoremaps, gt_boxes)
     peak = maps.reshape(len(maps), -1).argmax(axis=1)
     return inside.reshape(len(maps), -1)[np.arange(len(maps)), peak]
+
+
+def per_class_gt_known(correct: np.ndarray, labels, num_classes: int) -> tuple[int, np.ndarray]:
+    """GT-known Loc (%) of each class at the threshold that maximises it over all images.
+
+    ``correct``: bool (N, T), image n's box at CAM threshold t has IoU ≥ 50 with a GT box (a
+    ``BoxEvaluator.correct_at_thresholds`` row); ``labels`` (N,). Returns (the threshold index,
+    the first if tied, as the evaluator picks it; float (num_classes,), NaN for a class with no
+    image). Equal class sizes: the classes' mean is the split's GT-known Loc. A split-level
+    figure can hide that a method wins in a few classes only."""
+    correct = np.asarray(correct, bool)
+    labels = np.asarray(_as_numpy(labels), np.int64).reshape(-1)
+    if correct.ndim != 2 or len(correct) != len(labels):
+        raise ValueError(f"correct must be (N, T) with N = {len(labels)} labels, got shape {correct.shape}")
+    best = int(np.argmax(correct.sum(axis=0)))
+    hits = np.bincount(labels, weights=correct[:, best], minlength=num_classes)
+    counts = np.bincount(labels, minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return best, np.where(counts > 0, 100.0 * hits / counts, np.nan)
 
 
 class MapDiagnostics:

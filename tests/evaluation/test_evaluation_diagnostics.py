@@ -71,3 +71,21 @@ def test_ring_map_scores_with_multi_contour_but_not_single(backend):
         results[multi] = evaluator.compute()["gt_known_loc"]
     assert results[True] == 100.0  # ring and blob both localised
     assert results[False] == 50.0  # only the blob
+
+
+def test_per_class_gt_known_reads_every_class_at_the_splits_best_threshold():
+    from fastwsol.evaluation.diagnostics import per_class_gt_known
+
+    # rows: images; columns: CAM thresholds. Class 0 is boxed at threshold 1 only, class 1 at 0 and 2
+    # in one image each; the split's best threshold is 1 (3 of 5), not a per-class optimum.
+    correct = np.array(
+        [[0, 1, 0], [0, 1, 0], [1, 1, 0], [1, 0, 0], [0, 0, 1]], bool
+    )
+    labels = np.array([0, 0, 0, 1, 1])
+    best, per_class = per_class_gt_known(correct, labels, num_classes=3)
+    assert best == 1
+    assert per_class[0] == 100.0 and per_class[1] == 0.0 and np.isnan(per_class[2])  # no image of class 2
+    # a tie picks the first threshold, as BoxEvaluator does
+    assert per_class_gt_known(np.array([[1, 1], [0, 0]], bool), np.array([0, 1]), 2)[0] == 0
+    with pytest.raises(ValueError, match=r"correct must be \(N, T\) with N = 3"):
+        per_class_gt_known(correct, np.array([0, 1, 2]), 3)
