@@ -147,9 +147,10 @@ def evaluate_maps(run_dir: Path) -> dict:
 def class_figures(run_dir: Path) -> dict:
     """Per class, on the test split at the run's best checkpoint: GT-known Loc with a single
     contour at the split's GT-known-optimal threshold (so the classes' mean is the split's figure
-    when classes are equal in size) and top-1 classification."""
-    from fastwsol.data import loader_from_config, normalize_on_device
-    from fastwsol.evaluate import box_evaluator, gt_boxes_224, load_trained, locate_data, scoremaps_for
+    when classes are equal in size) and top-1 classification. The maps are those of
+    ``evaluate_model``'s pass (its ``on_batch``)."""
+    from fastwsol.data import loader_from_config
+    from fastwsol.evaluate import box_evaluator, evaluate_model, gt_boxes_224, load_trained, locate_data
     from fastwsol.evaluation.diagnostics import per_class_gt_known
     from fastwsol.evaluation.evaluator import GT_KNOWN_IOU
 
@@ -159,16 +160,14 @@ def class_figures(run_dir: Path) -> dict:
     evaluator = box_evaluator(config.eval, multi_contour=False)
     row = evaluator.iou_thresholds.index(GT_KNOWN_IOU)
     correct, labels, right = [], [], []
-    with torch.no_grad():
-        for batch in loader:
-            images = batch["images"]
-            out = trained.model(normalize_on_device(images) if images.dtype == torch.uint8 else images)
-            weight = trained.model.fc.weight.float()
-            maps = scoremaps_for(out["feature"].float(), weight, batch["labels"], config.eval.map)
-            gt = gt_boxes_224(loader.metadata, batch["indices"].numpy())
-            correct.append(evaluator.correct_at_thresholds(maps, gt)[:, row])
-            labels.append(batch["labels"].numpy())
-            right.append((out["logits"].argmax(dim=1) == batch["labels"]).numpy())
+
+    def per_batch(batch, scoremaps, logits):
+        gt = gt_boxes_224(loader.metadata, batch["indices"].cpu().numpy())
+        correct.append(evaluator.correct_at_thresholds(scoremaps, gt)[:, row])
+        labels.append(batch["labels"].cpu().numpy())
+        right.append((logits.argmax(dim=1) == batch["labels"]).cpu().numpy())
+
+    evaluate_model(trained.model, loader, config, on_batch=per_batch)
     labels = np.concatenate(labels)
     classes = trained.model.num_classes
     _, gt_known = per_class_gt_known(np.concatenate(correct), labels, classes)

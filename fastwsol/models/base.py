@@ -34,7 +34,6 @@ class TwoPathWSOLNet(nn.Module):
         drop_prob: float,
         batch_tail_paths: bool,
         new_layers: tuple[str, ...] = ("fc",),
-        freeze_backbone_bn: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= drop_prob <= 1.0:
@@ -49,7 +48,7 @@ class TwoPathWSOLNet(nn.Module):
         self.drop_prob = drop_prob
         self.batch_tail_paths = batch_tail_paths
         self.new_layers = new_layers  # module paths of the freshly initialised layers
-        self.freeze_backbone_bn = freeze_backbone_bn
+        self.freeze_backbone_bn = False  # set by create_model (model.freeze_backbone_bn)
 
     def train(self, mode: bool = True):
         """``freeze_backbone_bn``: the pretrained layers' BatchNorm keeps normalising with the
