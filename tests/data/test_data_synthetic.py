@@ -105,6 +105,39 @@ def test_ensure_reuses_a_complete_dataset_with_the_same_parameters(tmp_path):
     assert json.loads((tmp_path / "s" / "synthetic.json").read_text())["seed"] == 5
 
 
+def test_a_set_drawn_by_older_code_is_told_apart(tmp_path, capsys):
+    """A manifest without ``generator`` (written before the high-contrast bodies) is version 1:
+    the same parameters do not make it the current set; make_synthetic_dataset refuses to mix
+    them and reproduce's ensure_dataset names the difference when it uses such a set."""
+    from fastwsol.data.synthetic import GENERATOR_VERSION, SyntheticSpec, recorded_set_changes
+    from fastwsol.reproduce import ensure_dataset
+
+    kw = dict(classes=2, train_per_class=2, val_per_class=1, test_per_class=1, seed=4)
+    paths = make_synthetic_dataset(tmp_path / "s", **kw)
+    assert recorded_set_changes(paths.root, SyntheticSpec(**kw)) == ""
+    manifest = paths.root / "synthetic.json"
+    saved = json.loads(manifest.read_text())
+    assert saved["generator"] == GENERATOR_VERSION == 2
+    del saved["generator"]
+    manifest.write_text(json.dumps(saved))
+    assert recorded_set_changes(paths.root, SyntheticSpec(**kw)) == "generator 1 -> 2"
+    with pytest.raises(ValueError, match="generator 1 -> 2"):
+        make_synthetic_dataset(tmp_path / "s", **kw)
+
+    class Data:  # the part of a config ensure_dataset reads
+        metadata_root, dataset = str(paths.metadata_root), paths.dataset
+
+    class Config:
+        data = Data
+
+    ensure_dataset(Config, **{**kw, "classes": 3})
+    note = capsys.readouterr().out
+    assert "holds a synthetic set other than the default (classes 2 -> 3, generator 1 -> 2)" in note
+    ensure_dataset(Config, **kw)  # used as it is either way: nothing regenerated
+    assert "generator 1 -> 2" in capsys.readouterr().out
+    assert "generator" not in json.loads(manifest.read_text())
+
+
 def test_bodies_task_class_is_the_body_and_the_part_is_random(tmp_path):
     """The pretraining stand-in: each class has its own body colours; the part does not follow
     the class (any part on any body)."""
