@@ -78,7 +78,9 @@ class TrainConfig:
     eval_interval: int = 1  # epochs between validations (0 = only the final test)
     log_interval: int = 20  # steps between JSON-lines records
     # best checkpoint criterion on val: wsolevaluation's MaxBoxAccV2 (eval.multi_contour's), or
-    # a "_single" metric (one contour: an inverted map cannot score through its hole's contour)
+    # a "_single" metric (one contour: an inverted map cannot score through its hole's contour);
+    # top1_loc* also needs the class right, so it never prefers a model that localises but
+    # misclassifies
     select_metric: str = "max_box_acc_v2"
     # the first epoch whose checkpoint may become best.pt (earlier ones are validated and printed
     # only): 1 = any, as the authors' code; a later one skips the epochs in which a fine-tuned model
@@ -132,6 +134,7 @@ def _choices() -> dict[tuple[str, str], tuple[str, ...]]:
             "top1_loc",
             "max_box_acc_v2_single",
             "gt_known_loc_single",
+            "top1_loc_single",
         ),
     }
 

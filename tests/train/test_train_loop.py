@@ -238,6 +238,27 @@ def test_best_checkpoint_is_chosen_from_select_from_epoch_on(tiny_run_overrides,
     assert records.count('"val_gt_known_loc"') == 2  # both epochs validated
 
 
+def test_best_checkpoint_by_single_contour_top1_loc(tiny_run_overrides, tmp_path):
+    """``train.select_metric=top1_loc_single`` is a key the evaluator really reports, and it
+    alone decides: made to rise with the epoch while MaxBoxAccV2 falls, the last epoch wins."""
+    out_dir = tmp_path / "t1l"
+    config = load_config(None, tiny_run_overrides(out_dir, "train.select_metric=top1_loc_single", "optim.epochs=3"))
+    trainer = Trainer(config)
+    evaluate = trainer.evaluate
+
+    def rising(split):
+        metrics = evaluate(split)
+        if split == "val":
+            assert "top1_loc_single" in metrics
+            metrics["top1_loc_single"] = float(trainer.epoch)
+            metrics["max_box_acc_v2"] = 100.0 - trainer.epoch
+        return metrics
+
+    trainer.evaluate = rising
+    trainer.fit()
+    assert load_checkpoint(out_dir / "best.pt")["epoch"] == 3
+
+
 @pytest.mark.parametrize("value", [0, 3])
 def test_select_from_epoch_outside_the_run_is_an_error_naming_the_key(value):
     with pytest.raises(ValueError, match=r"train.select_from_epoch: must lie in \[1, optim.epochs = 2\]"):
