@@ -37,7 +37,7 @@ from fastwsol.method import MAP_KINDS
 DEFAULT_CONFIG = config_path("synthetic")
 PRETRAIN_CONFIG = config_path("synthetic_pretrain")
 # `make-synthetic` arguments of the pretraining set (its config names where it lives)
-PRETRAIN_DATASET = {"task": "objects", "classes": 40, "train_per_class": 40, "val_per_class": 5, "test_per_class": 5}
+PRETRAIN_DATASET = {"task": "objects", "classes": 40, "train_per_class": 40, "test_per_class": 5}
 PRETRAIN_KEY = "pretrain"
 DEFAULT_OUT = Path("runs/reproduce")
 # `make-synthetic` arguments of the WSOL set: five classes, one per part colour (with two shapes

@@ -81,7 +81,7 @@ class SyntheticSpec:
 
     classes: int = 10
     train_per_class: int = 80
-    val_per_class: int = 20
+    val_per_class: int | None = None  # None: test_per_class (as make_synthetic_dataset)
     test_per_class: int = 20
     seed: int = 0
     min_size: int = 160  # image width/height drawn uniformly from [min_size, max_size]
@@ -92,6 +92,10 @@ class SyntheticSpec:
     # weak, non-discriminative class cue (0 = bodies carry no class information).
     body_cue: float = 0.0
     generator: int = GENERATOR_VERSION
+
+    def __post_init__(self) -> None:
+        if self.val_per_class is None:
+            object.__setattr__(self, "val_per_class", self.test_per_class)
 
 
 @dataclass(frozen=True)
@@ -439,7 +443,7 @@ def make_synthetic_dataset(
     spec = SyntheticSpec(
         classes,
         train_per_class,
-        test_per_class if val_per_class is None else val_per_class,
+        val_per_class,
         test_per_class,
         seed,
         min_size,

@@ -115,6 +115,8 @@ def test_a_set_drawn_by_older_code_is_told_apart(tmp_path, capsys):
     kw = dict(classes=2, train_per_class=2, val_per_class=1, test_per_class=1, seed=4)
     paths = make_synthetic_dataset(tmp_path / "s", **kw)
     assert recorded_set_changes(paths.root, SyntheticSpec(**kw)) == ""
+    # val_per_class defaults to test_per_class, as in make_synthetic_dataset
+    assert recorded_set_changes(paths.root, SyntheticSpec(**{k: v for k, v in kw.items() if k != "val_per_class"})) == ""
     manifest = paths.root / "synthetic.json"
     saved = json.loads(manifest.read_text())
     assert saved["generator"] == GENERATOR_VERSION == 2
