@@ -159,7 +159,7 @@ def class_figures(run_dir: Path) -> dict:
     ``evaluate_model``'s pass (its ``on_batch``)."""
     from fastwsol.data import loader_from_config
     from fastwsol.evaluate import box_evaluator, evaluate_model, gt_boxes_224, load_trained, locate_data
-    from fastwsol.evaluation.diagnostics import per_class_gt_known
+    from fastwsol.evaluation.diagnostics import per_class_gt_known, per_class_percent
     from fastwsol.evaluation.evaluator import GT_KNOWN_IOU
 
     trained = load_trained(run_dir / "best.pt")
@@ -179,9 +179,7 @@ def class_figures(run_dir: Path) -> dict:
     labels = np.concatenate(labels)
     classes = trained.model.num_classes
     _, gt_known = per_class_gt_known(np.concatenate(correct), labels, classes)
-    top1 = 100.0 * np.bincount(labels, weights=np.concatenate(right), minlength=classes) / np.maximum(
-        np.bincount(labels, minlength=classes), 1
-    )
+    top1 = per_class_percent(np.concatenate(right), labels, classes)
     names = [trained.class_names.get(c, str(c)) for c in range(classes)]
     return {"class_names": names, "gt_known_loc_single": gt_known.tolist(), "top1_cls": top1.tolist()}
 

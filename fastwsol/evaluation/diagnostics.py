@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["gt_masks", "inverted_maps", "peaks_inside_gt", "per_class_gt_known", "MapDiagnostics"]
+__all__ = ["gt_masks", "inverted_maps", "peaks_inside_gt", "per_class_gt_known", "per_class_percent", "MapDiagnostics"]
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -78,10 +78,17 @@ def per_class_gt_known(correct: np.ndarray, labels, num_classes: int) -> tuple[i
     if correct.ndim != 2 or len(correct) != len(labels):
         raise ValueError(f"correct must be (N, T) with N = {len(labels)} labels, got shape {correct.shape}")
     best = int(np.argmax(correct.sum(axis=0)))
-    hits = np.bincount(labels, weights=correct[:, best], minlength=num_classes)
+    return best, per_class_percent(correct[:, best], labels, num_classes)
+
+
+def per_class_percent(hits, labels, num_classes: int) -> np.ndarray:
+    """Share (%) of each class's images whose ``hits`` entry is true; NaN for a class with no
+    image."""
+    labels = np.asarray(_as_numpy(labels), np.int64).reshape(-1)
+    hit = np.bincount(labels, weights=np.asarray(_as_numpy(hits), bool).reshape(-1), minlength=num_classes)
     counts = np.bincount(labels, minlength=num_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return best, np.where(counts > 0, 100.0 * hits / counts, np.nan)
+        return np.where(counts > 0, 100.0 * hit / counts, np.nan)
 
 
 class MapDiagnostics:

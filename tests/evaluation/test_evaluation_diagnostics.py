@@ -74,7 +74,7 @@ def test_ring_map_scores_with_multi_contour_but_not_single(backend):
 
 
 def test_per_class_gt_known_reads_every_class_at_the_splits_best_threshold():
-    from fastwsol.evaluation.diagnostics import per_class_gt_known
+    from fastwsol.evaluation.diagnostics import per_class_gt_known, per_class_percent
 
     # rows: images; columns: CAM thresholds. Class 0 is boxed at threshold 1 only, class 1 at 0 and 2
     # in one image each; the split's best threshold is 1 (3 of 5), not a per-class optimum.
@@ -87,5 +87,8 @@ def test_per_class_gt_known_reads_every_class_at_the_splits_best_threshold():
     assert per_class[0] == 100.0 and per_class[1] == 0.0 and np.isnan(per_class[2])  # no image of class 2
     # a tie picks the first threshold, as BoxEvaluator does
     assert per_class_gt_known(np.array([[1, 1], [0, 0]], bool), np.array([0, 1]), 2)[0] == 0
+    # the per-class share of any per-image flag (reproduce: top-1), NaN for an empty class
+    shares = per_class_percent(np.array([True, False, True, True]), np.array([0, 0, 1, 1]), 3)
+    assert shares[0] == 50.0 and shares[1] == 100.0 and np.isnan(shares[2])
     with pytest.raises(ValueError, match=r"correct must be \(N, T\) with N = 3"):
         per_class_gt_known(correct, np.array([0, 1, 2]), 3)
