@@ -75,7 +75,7 @@ def _count(text: str) -> int:
     return _number(text, int, 1, None, ">= 1")
 
 
-def _seed(text: str) -> int:
+def _non_negative_int(text: str) -> int:
     return _number(text, int, 0, None, ">= 0")
 
 
@@ -178,6 +178,7 @@ def _make_synthetic(args: argparse.Namespace) -> int:
         val_per_class=args.val_per_class,
         task=args.task,
         body_cue=args.body_cue,
+        body_groups=args.body_groups,
         overwrite=args.overwrite,
     )
     done = "reused the identical set already in" if paths.reused else "wrote"
@@ -343,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument(
         "--val-per-class", type=_count, default=None, help="val images per class (default: --test-per-class)"
     )
-    synth.add_argument("--seed", type=_seed, default=0, help="generation seed (each image has its own RNG from it)")
+    synth.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="generation seed (each image has its own RNG from it)"
+    )
     synth.add_argument(
         "--task",
         default="parts",
@@ -357,6 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_fraction,
         default=0.0,
         help="parts task: probability that a body wears its class's tint (a weak class cue); 0 = none",
+    )
+    synth.add_argument(
+        "--body-groups",
+        type=_non_negative_int,
+        default=0,
+        help="parts task: bodies wear their class group's tint (group = class mod N), so the body "
+        "tells the group and only the part the class; 0 = one body colour for all",
     )
     synth.add_argument(
         "--overwrite",

@@ -4,7 +4,8 @@ layout (docs/protocol.md) so every loader and the evaluator read it like CUB.
 Each image holds one object on a cluttered background with a few distractor shapes:
 
 * a **large body** (a rotated ellipse with a striped texture in two fixed colours) that is the
-  same for every class, so it carries no class information;
+  same for every class, so it carries no class information, or (``body_groups``) tinted by the
+  class's group, so it tells the group but not the class;
 * a **small class-specific part** (a shape × colour pair, e.g. a red triangle) attached at one
   end of the body's major axis, like a bird's head.
 
@@ -91,6 +92,10 @@ class SyntheticSpec:
     # Probability that a body wears its own class's tint (else another class's): the body's
     # weak, non-discriminative class cue (0 = bodies carry no class information).
     body_cue: float = 0.0
+    # Classes share their body's tint by group (group = class mod body_groups): the body tells
+    # the group, only the part tells the class, as a bird's plumage is shared by related species
+    # while its head tells them apart. 0 = every body in the same colours.
+    body_groups: int = 0
     generator: int = GENERATOR_VERSION
 
     def __post_init__(self) -> None:
@@ -289,6 +294,8 @@ def render_sample(
         if spec.body_cue > 0:
             tint_class = label if rng.random() < spec.body_cue else int(rng.integers(0, spec.classes))
             texture = texture + body_tint(tint_class)
+        if spec.body_groups > 0:
+            texture = texture + body_tint(label % spec.body_groups)
         shape, colour = part_of_class(label)
     inside = body_mask > 0
     canvas[inside] = np.clip(texture[inside], 0, 255).astype(np.uint8)
@@ -426,6 +433,7 @@ def make_synthetic_dataset(
     max_distractors: int = 4,
     task: str = "parts",
     body_cue: float = 0.0,
+    body_groups: int = 0,
     overwrite: bool = False,
 ) -> SyntheticPaths:
     """Write the synthetic dataset under ``out`` (see the module docstring for the layout).
@@ -451,9 +459,16 @@ def make_synthetic_dataset(
         max_distractors,
         task,
         body_cue,
+        body_groups,
     )
     if not 0.0 <= body_cue <= 1.0:
         raise ValueError(f"body_cue must lie in [0, 1], got {body_cue}")
+    if not 0 <= body_groups <= classes:
+        raise ValueError(f"body_groups must lie in [0, classes = {classes}], got {body_groups}")
+    if body_cue > 0 and body_groups > 0:
+        raise ValueError("give body_cue or body_groups, not both: each tints the body its own way")
+    if (body_cue > 0 or body_groups > 0) and task != "parts":
+        raise ValueError(f"body_cue and body_groups tint the WSOL set's bodies (task 'parts'), not task {task!r}")
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if not 1 <= spec.classes <= MAX_CLASSES_OF_TASK[task]:

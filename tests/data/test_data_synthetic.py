@@ -200,17 +200,43 @@ def test_objects_task_class_is_the_body_and_the_part_together(tmp_path):
         make_synthetic_dataset(tmp_path / "y", classes=MAX_CLASSES_OF_TASK["objects"] + 1, task="objects")
 
 
+def _body_mean(spec, label, index):
+    """Mean colour of a 7×7 patch at the object's centre (body pixels only) of one drawn image."""
+    from fastwsol.data.synthetic import render_sample
+
+    rng = np.random.default_rng([spec.seed, 0, label, index])
+    image, box, part = render_sample(rng, label, spec)
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    return image[cy - 3 : cy + 4, cx - 3 : cx + 4].reshape(-1, 3).mean(0)
+
+
+def test_body_groups_give_every_class_of_a_group_the_same_body_tint(tmp_path):
+    """``body_groups=G``: a class's body wears the tint of its group (class mod G), so the body
+    tells the group and not the class; classes of different groups differ in it."""
+    from fastwsol.data.synthetic import SyntheticSpec, body_tint
+
+    classes, groups = 5, 2
+    grouped, plain = SyntheticSpec(classes=classes, body_groups=groups), SyntheticSpec(classes=classes)
+    tints = np.stack([body_tint(g) for g in range(groups)])
+    for label in range(classes):
+        for index in range(6):
+            shift = _body_mean(grouped, label, index) - _body_mean(plain, label, index)  # same scene otherwise
+            # every pixel moves by the tint (up to JPEG-free rounding and clipping at 0/255)
+            assert int(np.argmin(np.abs(tints - shift).sum(1))) == label % groups, (label, index, shift)
+            assert np.abs(shift - tints[label % groups]).max() < 6, (label, index, shift)
+    with pytest.raises(ValueError, match="body_groups must lie in"):
+        make_synthetic_dataset(tmp_path / "a", classes=3, body_groups=4)
+    with pytest.raises(ValueError, match="not both"):
+        make_synthetic_dataset(tmp_path / "b", classes=3, body_groups=2, body_cue=0.5)
+    with pytest.raises(ValueError, match="task 'parts'"):
+        make_synthetic_dataset(tmp_path / "c", classes=3, body_groups=2, task="bodies")
+
+
 def test_body_cue_tints_the_body_with_the_class_colour_that_often(tmp_path):
     """``body_cue=q``: a body wears its own class's tint with probability q (else a random
     class's), a weak class cue; ``body_cue=0`` leaves every body in the shared colours."""
-    from fastwsol.data.synthetic import SyntheticSpec, body_tint, render_sample
-
-    def body_mean(spec, label, index):
-        rng = np.random.default_rng([spec.seed, 0, label, index])
-        image, box, part = render_sample(rng, label, spec)
-        x0, y0, x1, y1 = box
-        cx, cy = (x0 + x1) // 2, (y0 + y1) // 2  # the body's centre: body pixels only
-        return image[cy - 3 : cy + 4, cx - 3 : cx + 4].reshape(-1, 3).mean(0)
+    from fastwsol.data.synthetic import SyntheticSpec, body_tint
 
     classes = 6
     cued, plain = SyntheticSpec(classes=classes, body_cue=0.7), SyntheticSpec(classes=classes)
@@ -218,7 +244,7 @@ def test_body_cue_tints_the_body_with_the_class_colour_that_often(tmp_path):
     hits = total = 0
     for label in range(classes):
         for index in range(20):
-            shift = body_mean(cued, label, index) - body_mean(plain, label, index)  # same scene, same stripes
+            shift = _body_mean(cued, label, index) - _body_mean(plain, label, index)  # same scene, same stripes
             nearest = int(np.argmin(np.abs(tints - shift).sum(1)))
             hits += nearest == label
             total += 1

@@ -27,6 +27,8 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
         (["make-synthetic", "{tmp}/s", "--seed", "-1"], "argument --seed: '-1': must be >= 0"),
         (["make-synthetic", "{tmp}/s", "--task", "wings"], "argument --task: invalid choice: 'wings'"),
         (["make-synthetic", "{tmp}/s", "--body-cue", "2"], "argument --body-cue: '2': must be in [0, 1]"),
+        (["make-synthetic", "{tmp}/s", "--body-groups", "-1"], "argument --body-groups: '-1': must be >= 0"),
+        (["make-synthetic", "{tmp}/s", "--classes", "3", "--body-groups", "4"], "body_groups must lie in [0, classes = 3]"),
         (["make-synthetic", "{tmp}/afile"], "is a file, not a folder"),
         (["make-synthetic", "{tmp}/s", "--classes", "41"], "classes must be in [1, 40]"),
         (["train", "--config", "{tmp}/missing.yaml"], "config file '{tmp}/missing.yaml' does not exist"),
