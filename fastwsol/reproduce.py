@@ -46,7 +46,7 @@ DEFAULT_OUT = Path("runs/reproduce")
 # group's tint (two groups: red/green/yellow, blue/magenta), so the body is less discriminative
 # than the part, not void of class information: on bodies that carry none the method held them
 # only until its classifier converged (16 epochs: val GT-known 5.5), on grouped bodies it keeps
-# them (78.6 test; docs/experiments.md §1). 100 test images per class (500), so that a seed's
+# them in several classes (docs/experiments.md §1). 100 test images per class (500), so that a seed's
 # GT-known Loc has a standard error of about ±2 points (200 images: ±3.5); 40 per class for
 # validation (model selection, every epoch), 160 for training.
 WSOL_DATASET = {"classes": 5, "train_per_class": 160, "val_per_class": 40, "test_per_class": 100, "body_groups": 2}
