@@ -2,7 +2,7 @@
 
 ``backend="reference"`` is the plain-PyTorch spec (``fastwsol.method.reference``); the other
 backends keep these signatures and are tested against it: ``"compiled"`` (``torch.compile`` of
-the reference, ``fastwsol.method.compiled``), ``"triton"`` (the kernels in ``fastwsol/kernels/``, as
+the reference, ``fastwsol.method.compiled``), ``"triton"`` (the kernels in ``kernels/``, as
 ``fastwsol::*`` custom ops) and ``"auto"`` (Triton on CUDA tensors, compiled on CPU). Arguments
 are checked here, once, so every backend gets the same clear errors.
 

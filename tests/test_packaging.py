@@ -43,6 +43,9 @@ def test_wheel_carries_configs_and_metadata(wheel):
         for file in ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt"):
             assert f"fastwsol/metadata/{split}/{file}" in names
     assert {"fastwsol/metadata/NOTICE", "fastwsol/data/prepare.py", "fastwsol/kernels/alignment_loss.py"} <= names
+    # the top-level kernels/ installs only as fastwsol.kernels: no top-level `kernels` package (a
+    # PyPI package of that name exists)
+    assert not any(name.startswith("kernels/") for name in names)
 
 
 def test_installed_wheel_finds_configs_and_metadata(wheel, tmp_path):
@@ -52,15 +55,26 @@ def test_installed_wheel_finds_configs_and_metadata(wheel, tmp_path):
     script = (
         "import fastwsol, pathlib\n"
         "from fastwsol.config import load_config, config_path\n"
-        "from fastwsol.evaluation import read_split_metadata\n"
+        "from fastwsol.data import read_split_metadata\n"
         f"site = pathlib.Path({str(site)!r}).resolve()\n"
         "assert pathlib.Path(fastwsol.__file__).resolve().is_relative_to(site), fastwsol.__file__\n"
         "assert len(read_split_metadata('builtin', 'CUB', 'test')) == 5794\n"
         "assert config_path('cub_vgg16').resolve().is_relative_to(site)\n"
         "assert load_config('configs/cub_vgg16.yaml').data.metadata_root == 'builtin'\n"
         "assert load_config('ilsvrc_resnet50').loss.lambda_sim == 8.0\n"
+        "import fastwsol.kernels.alignment_loss as kernel\n"
+        "assert pathlib.Path(kernel.__file__).resolve().is_relative_to(site / 'fastwsol' / 'kernels'), kernel.__file__\n"
+        "assert callable(kernel.alignment_loss)\n"
         "print('ok')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_the_source_checkout_serves_the_top_level_kernels_as_fastwsol_kernels():
+    """The editable install (the README's `pip install -e`) maps fastwsol.kernels to kernels/."""
+    import fastwsol.kernels.alignment_loss as kernel
+
+    assert Path(kernel.__file__).resolve().parent == REPO / "kernels"
+    assert not (REPO / "fastwsol" / "kernels").exists()

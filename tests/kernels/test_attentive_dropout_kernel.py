@@ -1,4 +1,4 @@
-"""Triton attentive dropout (fastwsol/kernels/attentive_dropout.py) against the reference (docs/method.md §3).
+"""Triton attentive dropout (kernels/attentive_dropout.py) against the reference (docs/method.md §3).
 
 Runs under TRITON_INTERPRET=1 (tests/conftest.py), so shapes are small. With ``uniform`` given
 the kernel must equal the reference exactly (mask, output and gradient). With the internal

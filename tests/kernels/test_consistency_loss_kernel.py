@@ -1,4 +1,4 @@
-"""Triton consistency loss (fastwsol/kernels/consistency_loss.py) against the reference, forward and both
+"""Triton consistency loss (kernels/consistency_loss.py) against the reference, forward and both
 gradients, under TRITON_INTERPRET=1 (small shapes).
 
 Tolerances: fp32 forward rtol 1e-5 (only the summation order differs); bf16 forward one bf16

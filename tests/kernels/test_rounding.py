@@ -1,4 +1,4 @@
-"""``round_to_dtype`` (fastwsol/kernels/rounding.py) against torch's own fp32 → bf16 → fp32
+"""``round_to_dtype`` (kernels/rounding.py) against torch's own fp32 → bf16 → fp32
 rounding, on the bit patterns that matter: ties, the largest finite value, infinities and NaNs
 (NVIDIA's canonical NaN 0x7FFFFFFF is what GPU arithmetic produces, e.g. inf − inf)."""
 
