@@ -111,7 +111,7 @@ def _pil_decode(files: list[str], pool: ThreadPoolExecutor):
 
 def run(threads: int = 2, epochs: int = 3, batch_size: int = 32, data: str | None = None) -> dict:
     from fastwsol.data import build_loader, make_synthetic_dataset
-    from fastwsol.evaluation.metadata import read_split_metadata
+    from fastwsol.data.metadata import read_split_metadata
 
     tmp = None
     if data is None:

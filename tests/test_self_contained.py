@@ -66,8 +66,8 @@ def test_no_tracked_file_refers_outside_the_repository():
         ("tests/conftest.py", 'SHARED = Path(__file__).resolve().parents[1].parent / "shared"', True),
         ("tests/conftest.py", "ROOT = Path(__file__).resolve().parents[1]", False),
         ("fastwsol/cli.py", "Path(__file__).resolve().parents[2]", True),
-        ("fastwsol/evaluation/metadata.py", 'Path(__file__).resolve().parent.parent / "metadata"', False),
-        ("fastwsol/evaluation/metadata.py", "Path(__file__).parent.parent.parent.parent", True),
+        ("fastwsol/data/metadata.py", 'Path(__file__).resolve().parent.parent / "metadata"', False),
+        ("fastwsol/data/metadata.py", "Path(__file__).parent.parent.parent.parent", True),
         ("configs/cub.yaml", "  metadata_root: ../shared/data/wsol-metadata", True),
         ("bench/b.py", 'open("/work/shared/x")', True),
         ("configs/cub.yaml", "  metadata_root: builtin", False),
@@ -79,7 +79,7 @@ def test_outside_reference_detector(relative, line, escapes):
 
 
 def test_builtin_metadata_reads():
-    from fastwsol.evaluation import BUILTIN_METADATA_ROOT, read_split_metadata
+    from fastwsol.data import BUILTIN_METADATA_ROOT, read_split_metadata
 
     assert BUILTIN_METADATA_ROOT.is_relative_to(Path(__import__("fastwsol").__file__).parent)
     for dataset, split, count in [("CUB", "train", 5994), ("CUB", "val", 1000), ("CUB", "test", 5794),
@@ -90,7 +90,7 @@ def test_builtin_metadata_reads():
 
 
 def test_builtin_names_the_missing_split():
-    from fastwsol.evaluation import read_split_metadata
+    from fastwsol.data import read_split_metadata
 
     with pytest.raises(FileNotFoundError, match=r"builtin has no ILSVRC/train.*fastwsol prepare imagenet"):
         read_split_metadata("builtin", "ILSVRC", "train")

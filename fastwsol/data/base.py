@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from fastwsol.data.images import check_split_images
+from fastwsol.data.metadata import read_split_metadata
 from fastwsol.data.transforms import BatchPlan, plan_epoch, shard_range, train_batches_per_epoch
-from fastwsol.evaluation.metadata import read_split_metadata
 
 OUTPUTS = ("float", "uint8")
 

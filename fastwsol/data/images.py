@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fastwsol.evaluation.metadata import SplitMetadata
+from fastwsol.data.metadata import SplitMetadata
 
 __all__ = ["BadImageError", "CheckedSplit", "check_split_images", "inspect_image", "read_rgb_pil"]
 

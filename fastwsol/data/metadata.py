@@ -30,7 +30,6 @@ __all__ = [
     "class_names",
     "read_split_metadata",
     "read_split_dir",
-    "resize_boxes",
     "resolve_metadata_root",
 ]
 
@@ -242,16 +241,3 @@ def class_names(metadata_root: str | Path, dataset: str, split: SplitMetadata | 
             return {}
         names[label] = match.group(1).replace("_", " ")
     return names
-
-
-def resize_boxes(boxes: np.ndarray, width: int, height: int, size: int = 224) -> np.ndarray:
-    """Rescale (k, 4) boxes from a width×height image to size×size with the protocol's
-    truncation: x' = int(x · size / width), y' = int(y · size / height).
-
-    """
-    boxes = np.asarray(boxes)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must have shape (k, 4), got {boxes.shape}")
-    # wsolevaluation's resize_bbox: float(x) * size / width (multiply first), then int().
-    divisors = np.array([width, height, width, height], dtype=np.float64)
-    return (boxes.astype(np.float64) * size / divisors).astype(np.int64)

@@ -29,7 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fastwsol.data.images import BadImageError, inspect_image
-from fastwsol.evaluation.metadata import (
+from fastwsol.data.metadata import (
     CLASS_LABELS,
     IMAGE_IDS,
     IMAGE_SIZES,

@@ -36,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fastwsol.evaluation.metadata import CLASS_NAMES
+from fastwsol.data.metadata import CLASS_NAMES
 from fastwsol.io import write_bytes_atomic
 
 DATASET_NAME = "SYNTHETIC"

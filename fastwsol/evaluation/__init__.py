@@ -1,4 +1,5 @@
-"""The wsolevaluation protocol (docs/protocol.md): metadata, score maps, boxes, BoxEvaluator."""
+"""The wsolevaluation protocol (docs/protocol.md): score maps, boxes, BoxEvaluator. It consumes
+the metadata that :mod:`fastwsol.data.metadata` reads."""
 
 from fastwsol.evaluation.boxes import (
     boxes_at_thresholds,
@@ -7,28 +8,19 @@ from fastwsol.evaluation.boxes import (
     correct_at_thresholds_opencv,
     correct_from_boxes,
     multiple_iou,
+    resize_boxes,
     scoremap_to_uint8,
     threshold_levels,
 )
 from fastwsol.evaluation.component_tree import correct_at_thresholds_component_tree
 from fastwsol.evaluation.diagnostics import MapDiagnostics, inverted_maps, peaks_inside_gt
 from fastwsol.evaluation.evaluator import BACKENDS, BoxEvaluator
-from fastwsol.evaluation.metadata import (
-    BUILTIN_METADATA_ROOT,
-    SplitMetadata,
-    read_split_dir,
-    read_split_metadata,
-    resize_boxes,
-    resolve_metadata_root,
-)
 from fastwsol.evaluation.scoremap import cams_to_scoremaps, normalize_scoremaps, upsample_cams
 
 __all__ = [
     "BACKENDS",
-    "BUILTIN_METADATA_ROOT",
     "BoxEvaluator",
     "MapDiagnostics",
-    "SplitMetadata",
     "boxes_at_thresholds",
     "cam_thresholds",
     "cams_to_scoremaps",
@@ -40,10 +32,7 @@ __all__ = [
     "multiple_iou",
     "normalize_scoremaps",
     "peaks_inside_gt",
-    "read_split_dir",
-    "read_split_metadata",
     "resize_boxes",
-    "resolve_metadata_root",
     "scoremap_to_uint8",
     "threshold_levels",
     "upsample_cams",

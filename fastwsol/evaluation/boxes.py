@@ -21,6 +21,7 @@ __all__ = [
     "boxes_at_thresholds",
     "correct_from_boxes",
     "correct_at_thresholds_opencv",
+    "resize_boxes",
 ]
 
 SCOREMAP_SIZE = 224
@@ -174,3 +175,16 @@ def correct_at_thresholds_opencv(
     """Bool (len(iou_thresholds), len(thresholds)): is the best candidate box's IoU with any
     GT box ≥ δ/100 at this CAM threshold — the reference the fast path must equal."""
     return correct_from_boxes(boxes_at_thresholds(scoremap, thresholds, multi_contour), gt_boxes, iou_thresholds)
+
+
+def resize_boxes(boxes: np.ndarray, width: int, height: int, size: int = 224) -> np.ndarray:
+    """Rescale (k, 4) boxes from a width×height image to size×size with the protocol's
+    truncation: x' = int(x · size / width), y' = int(y · size / height).
+
+    """
+    boxes = np.asarray(boxes)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (k, 4), got {boxes.shape}")
+    # wsolevaluation's resize_bbox: float(x) * size / width (multiply first), then int().
+    divisors = np.array([width, height, width, height], dtype=np.float64)
+    return (boxes.astype(np.float64) * size / divisors).astype(np.int64)

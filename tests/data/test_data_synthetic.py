@@ -7,8 +7,8 @@ import pytest
 
 from fastwsol.cli import main as cli_main
 from fastwsol.data import make_synthetic_dataset
+from fastwsol.data.metadata import read_split_metadata
 from fastwsol.data.synthetic import MAX_CLASSES, part_of_class
-from fastwsol.evaluation.metadata import read_split_metadata
 
 
 def _digest(root):

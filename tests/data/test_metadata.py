@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from fastwsol.evaluation import read_split_dir, read_split_metadata, resize_boxes
+from fastwsol.data.metadata import read_split_dir, read_split_metadata
 
 
 @pytest.mark.parametrize(
@@ -32,16 +32,6 @@ def test_real_ilsvrc_alignment(wsol_metadata_root):
     assert meta.sizes[1].tolist() == [500, 375]
     assert meta.boxes[1].tolist() == [[45, 49, 499, 162], [2, 69, 437, 207]]
     assert meta.labels.min() == 0 and meta.labels.max() == 999
-
-
-def test_resize_boxes_truncates_like_wsolevaluation():
-    boxes = np.array([[45, 49, 499, 162], [0, 0, 1, 1]])
-    expected = [[int(x * 224 / 500), int(y * 224 / 375), int(x1 * 224 / 500), int(y1 * 224 / 375)]
-                for x, y, x1, y1 in boxes.tolist()]
-    assert resize_boxes(boxes, 500, 375).tolist() == expected == [[20, 29, 223, 96], [0, 0, 0, 0]]
-    assert resize_boxes(boxes, 500, 375).dtype == np.int64
-    with pytest.raises(ValueError, match="shape"):
-        resize_boxes(np.zeros(4), 10, 10)
 
 
 GOOD = {

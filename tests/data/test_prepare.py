@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from fastwsol.cli import main
-from fastwsol.evaluation import BUILTIN_METADATA_ROOT, read_split_metadata
+from fastwsol.data import BUILTIN_METADATA_ROOT, read_split_metadata
 
 FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
 FIELDS_AFTER_ID = {"image_ids.txt": 0, "class_labels.txt": 1, "image_sizes.txt": 2, "localization.txt": 4}

@@ -354,3 +354,13 @@ def test_evaluator_rejects_bad_input():
         BoxEvaluator(backend="gpu")
     with pytest.raises(ValueError, match="different setups"):
         ev.merge(BoxEvaluator(multi_contour=False))
+
+
+def test_resize_boxes_truncates_like_wsolevaluation():
+    boxes = np.array([[45, 49, 499, 162], [0, 0, 1, 1]])
+    expected = [[int(x * 224 / 500), int(y * 224 / 375), int(x1 * 224 / 500), int(y1 * 224 / 375)]
+                for x, y, x1, y1 in boxes.tolist()]
+    assert resize_boxes(boxes, 500, 375).tolist() == expected == [[20, 29, 223, 96], [0, 0, 0, 0]]
+    assert resize_boxes(boxes, 500, 375).dtype == np.int64
+    with pytest.raises(ValueError, match="shape"):
+        resize_boxes(np.zeros(4), 10, 10)

@@ -77,7 +77,8 @@ def test_fused_normalize_and_quantize_is_bit_identical():
 
 
 def test_accumulate_cams_equals_accumulate_scoremaps(wsol_metadata_root):
-    from fastwsol.evaluation import BoxEvaluator, read_split_metadata, resize_boxes
+    from fastwsol.data import read_split_metadata
+    from fastwsol.evaluation import BoxEvaluator, resize_boxes
 
     meta = read_split_metadata(wsol_metadata_root, "CUB", "test")
     gt = [resize_boxes(meta.boxes[i], int(meta.sizes[i, 0]), int(meta.sizes[i, 1])) for i in range(32)]
