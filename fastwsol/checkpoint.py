@@ -1,35 +1,46 @@
-"""Checkpoints: reading one back with clear errors, and the RNG states a resumed run restores.
-They are written with ``fastwsol.io.save_atomic`` (a kill during a save never destroys the
-previous checkpoint)."""
+"""Checkpoints: the trained model and config one holds, the settings two runs differ in, and the
+RNG states a resumed run restores. They are written with ``fastwsol.io.save_atomic`` (a kill
+during a save never destroys the previous checkpoint) and read with ``fastwsol.io.load_checkpoint``."""
 
 from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REQUIRED_KEYS = ("model", "config", "epoch")
+from fastwsol.config import ExperimentConfig, apply_values, validate
+from fastwsol.io import load_checkpoint
+from fastwsol.models import model_from_config
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by ``fastwsol.io.save_atomic``; clear errors for a missing or foreign file."""
-    path = Path(path)
-    if path.is_dir():
-        found = [name for name in ("best.pt", "last.pt") if (path / name).is_file()]
-        raise FileNotFoundError(f"checkpoint {str(path)!r} is a folder; give a checkpoint file"
-                                + (f", e.g. {path / found[0]}" if found else " (RUN/best.pt or RUN/last.pt)"))
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+@dataclass
+class TrainedModel:
+    model: torch.nn.Module
+    config: object  # ExperimentConfig of the run
+    threshold: float | None  # the CAM threshold validated with the checkpoint (GT-known-optimal), if any
+    path: Path
+    class_names: dict[int, str]  # label -> name ({} when the run's metadata names none)
+    workdir: Path | None  # where the run was made: its config's relative data paths start there
+
+
+def load_trained(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
+    """The model of a ``fastwsol train`` checkpoint, in eval mode (no weights are downloaded)."""
+    state = load_checkpoint(checkpoint)
+    config = config_from_dict(state["config"])
+    model = model_from_config(config, state["num_classes"], load_weights=False)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ValueError(f"checkpoint {str(path)!r} is not readable: {exc}") from exc
-    if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
-        raise ValueError(f"checkpoint {str(path)!r} is not a fastwsol checkpoint (needs keys {REQUIRED_KEYS})")
-    return state
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint {checkpoint}: weights do not fit {config.model.name}: {exc}") from exc
+    threshold = state.get("best", {}).get("threshold")
+    workdir = Path(state["workdir"]) if state.get("workdir") else None
+    return TrainedModel(
+        model.to(device).eval(), config, threshold, Path(checkpoint), state.get("class_names") or {}, workdir
+    )
 
 
 def rng_states() -> dict:
@@ -45,3 +56,51 @@ def restore_rng_states(states: dict) -> None:
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# Settings that say where or how visibly a run is made, not what it trains: two runs that
+# differ only in these are the same run (a moved folder, another terminal).
+RUN_ONLY_KEYS = frozenset({"train.out_dir", "train.progress", "train.log_interval", "data.num_threads"})
+
+
+def changed_keys(recorded: dict, current: dict, ignore=RUN_ONLY_KEYS) -> dict[str, tuple]:
+    """``{"section.key": (recorded value, current value)}`` for every setting that differs
+    between two ``ExperimentConfig.to_dict()`` (a key missing on one side counts as ``None``),
+    sorted by key; the one comparison behind resume, reuse and overwrite decisions."""
+    differ = {}
+    for section in sorted(set(recorded) | set(current)):
+        old, new = recorded.get(section) or {}, current.get(section) or {}
+        for key in sorted(set(old) | set(new)):
+            dotted = f"{section}.{key}"
+            if dotted not in ignore and old.get(key) != new.get(key):
+                differ[dotted] = (old.get(key), new.get(key))
+    return differ
+
+
+def describe_changes(changes: dict[str, tuple]) -> str:
+    """``changed_keys``' result on one line: ``optim.lr 0.01 -> 0.004, ...``."""
+    return ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
+
+
+def _upgrade_checkpoint_config(values: dict) -> dict:
+    """Checkpoints written before ``model.method`` named vanilla CAM ``<backbone>_cam``: the
+    model had no dropped path. With λ_sim = λ_norm = 0 that run was vanilla CAM; otherwise it
+    was the method's ablation row without L_drop (λ_drop = 0 builds no dropped path either)."""
+    model, loss = dict(values.get("model", {})), dict(values.get("loss", {}))
+    name = model.get("name")
+    if not (isinstance(name, str) and name.endswith("_cam") and "method" not in model):
+        return values
+    model["name"] = name.removesuffix("_cam")
+    if loss.get("lambda_sim") or loss.get("lambda_norm"):
+        model["method"], loss["lambda_drop"] = "bridging_gap", 0.0
+    else:
+        model["method"] = "cam"
+    return {**values, "model": model, "loss": loss}
+
+
+def config_from_dict(values: dict) -> ExperimentConfig:
+    """Rebuild a config saved in a checkpoint (older checkpoints' ``_cam`` names are mapped)."""
+    config = ExperimentConfig()
+    apply_values(config, _upgrade_checkpoint_config(values), "checkpoint config")
+    validate(config)
+    return config

@@ -101,7 +101,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from fastwsol.evaluate import evaluate_checkpoint, load_trained, locate_data
+    from fastwsol.checkpoint import load_trained
+    from fastwsol.evaluate import evaluate_checkpoint, locate_data
     from fastwsol.report import METRIC_EXPLANATIONS, format_metrics
 
     trained = load_trained(args.checkpoint, device=args.device)
@@ -121,7 +122,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _localize(args: argparse.Namespace) -> int:
     import json
 
-    from fastwsol.evaluate import load_trained
+    from fastwsol.checkpoint import load_trained
     from fastwsol.localize import localize_images
 
     trained = load_trained(args.checkpoint, device=args.device)

@@ -10,8 +10,24 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
+
+# The choices of each enumerated setting. The modules that act on a value keep their own tuple
+# (fastwsol.models.MODEL_NAMES, ...); tests/test_config.py checks each equals its type here, so
+# this leaf imports none of them.
+ModelName = Literal["resnet50", "vgg16", "vgg_small", "vgg_small_nobn"]
+Method = Literal["bridging_gap", "cam"]  # the paper's losses | vanilla CAM (fastwsol.objective)
+Loader = Literal["auto", "dali", "torch"]
+Precision = Literal["fp32", "bf16"]
+Backend = Literal["auto", "reference", "compiled", "triton"]  # fastwsol.ops backends
+MapKind = Literal["cam", "norm", "sim"]  # docs/method.md Table 5
+# val metrics a run may select its best checkpoint by (the evaluator's keys); "_single": the box
+# of the largest contour only
+SelectMetric = Literal[
+    "max_box_acc_v2", "gt_known_loc", "top1_loc", "max_box_acc_v2_single", "gt_known_loc_single", "top1_loc_single"
+]
 
 
 @dataclass
@@ -21,15 +37,15 @@ class DataConfig:
     metadata_root: str = "data/synthetic/metadata"  # <metadata_root>/<dataset>/<split>/*.txt
     image_size: int = 224  # train crop / eval resize
     resize_size: int = 256  # train: resize to this square, then random crop image_size
-    loader: str = "auto"  # "dali" | "torch" | "auto"
+    loader: Loader = "auto"
     num_threads: int = 2
     skip_bad: bool = False
 
 
 @dataclass
 class ModelConfig:
-    name: str = "vgg16"  # see fastwsol.models.MODEL_NAMES
-    method: str = "bridging_gap"  # "bridging_gap" | "cam" (vanilla CAM): see fastwsol.objective
+    name: ModelName = "vgg16"
+    method: Method = "bridging_gap"
     pretrained: str | None = None  # None | "imagenet" | path to a torchvision state dict
     # A fastwsol checkpoint of the same architecture whose backbone initialises this model (new
     # layers fresh, as with ImageNet weights): e.g. the synthetic pretraining run.
@@ -72,8 +88,8 @@ class TrainConfig:
     seed: int = 0
     out_dir: str = "runs/default"
     compile: bool = True  # torch.compile the step; False = the eager reference step
-    backend: str = "auto"  # fastwsol.ops backend for the method's ops
-    precision: str = "fp32"  # "fp32" | "bf16" (autocast)
+    backend: Backend = "auto"  # fastwsol.ops backend for the method's ops
+    precision: Precision = "fp32"  # bf16: autocast
     channels_last: bool = False
     eval_interval: int = 1  # epochs between validations (0 = only the final test)
     log_interval: int = 20  # steps between JSON-lines records
@@ -81,7 +97,7 @@ class TrainConfig:
     # a "_single" metric (one contour: an inverted map cannot score through its hole's contour);
     # top1_loc* also needs the class right, so it never prefers a model that localises but
     # misclassifies
-    select_metric: str = "max_box_acc_v2"
+    select_metric: SelectMetric = "max_box_acc_v2"
     # the first epoch whose checkpoint may become best.pt (earlier ones are validated and printed
     # only): 1 = any, as the authors' code; a later one skips the epochs in which a fine-tuned model
     # still localises with its pretrained features before it classifies (configs/synthetic.yaml)
@@ -92,7 +108,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    map: str = "cam"  # "cam" | "norm" | "sim" (docs/method.md Table 5)
+    map: MapKind = "cam"
     iou_thresholds: list[int] = field(default_factory=lambda: [30, 50, 70])
     cam_curve_interval: float = 0.005
     multi_contour: bool = True
@@ -110,33 +126,6 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _choices() -> dict[tuple[str, str], tuple[str, ...]]:
-    """Each choice list is read from the module that acts on the value (imported here, at
-    validation, so that importing this module stays cheap)."""
-    from fastwsol.data.loader import LOADERS
-    from fastwsol.method import MAP_KINDS
-    from fastwsol.models import MODEL_NAMES
-    from fastwsol.objective import METHODS
-    from fastwsol.ops import BACKENDS
-
-    return {
-        ("model", "name"): MODEL_NAMES,
-        ("model", "method"): METHODS,
-        ("data", "loader"): LOADERS,
-        ("train", "precision"): ("fp32", "bf16"),
-        ("train", "backend"): BACKENDS,
-        ("eval", "map"): MAP_KINDS,
-        ("train", "select_metric"): (
-            "max_box_acc_v2",
-            "gt_known_loc",
-            "top1_loc",
-            "max_box_acc_v2_single",
-            "gt_known_loc_single",
-            "top1_loc_single",
-        ),
-    }
 
 
 class ConfigError(ValueError):
@@ -192,7 +181,7 @@ def _coerce(key: str, value, annotation):
             except ValueError:
                 pass
         raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if annotation is str:
+    if annotation is str or origin is Literal:  # a Literal's choices are checked by config_problems
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -253,11 +242,21 @@ def parse_override(text: str) -> dict:
     return {section: {key: value}}
 
 
+def literal_choices() -> dict[tuple[str, str], tuple[str, ...]]:
+    """``{(section, key): choices}`` of every enumerated setting, read off its ``Literal`` type."""
+    return {
+        (section, key): typing.get_args(annotation)
+        for section, section_field in ExperimentConfig.__dataclass_fields__.items()
+        for key, annotation in _section_types(section_field.default_factory).items()
+        if typing.get_origin(annotation) is Literal
+    }
+
+
 def config_problems(config: ExperimentConfig) -> list[str]:
     """Impossible values and combinations, each named by its key."""
     problems = []
     name = config.model.name
-    for (section, key), choices in _choices().items():
+    for (section, key), choices in literal_choices().items():
         value = getattr(getattr(config, section), key)
         if (section, key) == ("model", "name") and name.endswith("_cam"):
             problems.append(
@@ -323,8 +322,8 @@ def config_problems(config: ExperimentConfig) -> list[str]:
 
 def file_problems(config: ExperimentConfig) -> list[str]:
     """Files and folders a training run reads that do not exist, each named by its key."""
+    from fastwsol.data.metadata import resolve_metadata_root
     from fastwsol.data.synthetic import DATASET_NAME as SYNTHETIC_NAME
-    from fastwsol.evaluation.metadata import resolve_metadata_root
 
     problems = []
     metadata_root = resolve_metadata_root(config.data.metadata_root)
@@ -367,30 +366,6 @@ def init_from_hint() -> str:
 
 def validate(config: ExperimentConfig) -> None:
     _raise_all(config_problems(config))
-
-
-# Settings that say where or how visibly a run is made, not what it trains: two runs that
-# differ only in these are the same run (a moved folder, another terminal).
-RUN_ONLY_KEYS = frozenset({"train.out_dir", "train.progress", "train.log_interval", "data.num_threads"})
-
-
-def changed_keys(recorded: dict, current: dict, ignore=RUN_ONLY_KEYS) -> dict[str, tuple]:
-    """``{"section.key": (recorded value, current value)}`` for every setting that differs
-    between two ``ExperimentConfig.to_dict()`` (a key missing on one side counts as ``None``),
-    sorted by key; the one comparison behind resume, reuse and overwrite decisions."""
-    differ = {}
-    for section in sorted(set(recorded) | set(current)):
-        old, new = recorded.get(section) or {}, current.get(section) or {}
-        for key in sorted(set(old) | set(new)):
-            dotted = f"{section}.{key}"
-            if dotted not in ignore and old.get(key) != new.get(key):
-                differ[dotted] = (old.get(key), new.get(key))
-    return differ
-
-
-def describe_changes(changes: dict[str, tuple]) -> str:
-    """``changed_keys``' result on one line: ``optim.lr 0.01 -> 0.004, ...``."""
-    return ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
 
 
 # The shipped configs: ``configs/`` in a source checkout; a wheel installs the same files as
@@ -482,28 +457,4 @@ def load_config(
             f"and never apply",
             file=sys.stderr,
         )
-    return config
-
-
-def _upgrade_checkpoint_config(values: dict) -> dict:
-    """Checkpoints written before ``model.method`` named vanilla CAM ``<backbone>_cam``: the
-    model had no dropped path. With λ_sim = λ_norm = 0 that run was vanilla CAM; otherwise it
-    was the method's ablation row without L_drop (λ_drop = 0 builds no dropped path either)."""
-    model, loss = dict(values.get("model", {})), dict(values.get("loss", {}))
-    name = model.get("name")
-    if not (isinstance(name, str) and name.endswith("_cam") and "method" not in model):
-        return values
-    model["name"] = name.removesuffix("_cam")
-    if loss.get("lambda_sim") or loss.get("lambda_norm"):
-        model["method"], loss["lambda_drop"] = "bridging_gap", 0.0
-    else:
-        model["method"] = "cam"
-    return {**values, "model": model, "loss": loss}
-
-
-def config_from_dict(values: dict) -> ExperimentConfig:
-    """Rebuild a config saved in a checkpoint (older checkpoints' ``_cam`` names are mapped)."""
-    config = ExperimentConfig()
-    apply_values(config, _upgrade_checkpoint_config(values), "checkpoint config")
-    validate(config)
     return config

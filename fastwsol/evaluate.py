@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,7 @@ import torch
 import torch.distributed as dist
 
 from fastwsol import ops
-from fastwsol.checkpoint import load_checkpoint
-from fastwsol.config import config_from_dict
+from fastwsol.checkpoint import TrainedModel, config_from_dict
 from fastwsol.data import loader_from_config, normalize_on_device
 from fastwsol.data.images import read_rgb_pil
 from fastwsol.evaluation import (
@@ -34,7 +32,6 @@ from fastwsol.evaluation import (
 from fastwsol.evaluation.boxes import SCOREMAP_SIZE, boxes_at_thresholds
 from fastwsol.io import write_text_atomic
 from fastwsol.method import MAP_KINDS
-from fastwsol.models import model_from_config
 from fastwsol.report import class_label
 from fastwsol.visualize import (
     contact_sheet,
@@ -141,32 +138,6 @@ def evaluate_model(model, loader, config, ctx=None, *, map_kind: str | None = No
     return metrics
 
 
-@dataclass
-class TrainedModel:
-    model: torch.nn.Module
-    config: object  # ExperimentConfig of the run
-    threshold: float | None  # the CAM threshold validated with the checkpoint (GT-known-optimal), if any
-    path: Path
-    class_names: dict[int, str]  # label -> name ({} when the run's metadata names none)
-    workdir: Path | None  # where the run was made: its config's relative data paths start there
-
-
-def load_trained(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
-    """The model of a ``fastwsol train`` checkpoint, in eval mode (no weights are downloaded)."""
-    state = load_checkpoint(checkpoint)
-    config = config_from_dict(state["config"])
-    model = model_from_config(config, state["num_classes"], load_weights=False)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise ValueError(f"checkpoint {checkpoint}: weights do not fit {config.model.name}: {exc}") from exc
-    threshold = state.get("best", {}).get("threshold")
-    workdir = Path(state["workdir"]) if state.get("workdir") else None
-    return TrainedModel(
-        model.to(device).eval(), config, threshold, Path(checkpoint), state.get("class_names") or {}, workdir
-    )
-
-
 def predicted_box(scoremap: np.ndarray, threshold: float) -> np.ndarray:
     """The box of the largest contour at ``threshold`` (224² coordinates), the protocol's way."""
     return boxes_at_thresholds(np.asarray(scoremap, np.float32), np.array([threshold]), multi_contour=False)[0][0]
@@ -192,7 +163,7 @@ def locate_data(
     in (its checkpoint records it), else (older checkpoints) from the current folder or the
     first folder above the checkpoint that holds the dataset."""
     from fastwsol.config import apply_values, parse_override, validate
-    from fastwsol.evaluation.metadata import BUILTIN
+    from fastwsol.data.metadata import BUILTIN
 
     config = config_from_dict(trained.config.to_dict())
     for text in overrides:

@@ -1,5 +1,6 @@
-"""Writing files atomically: into a temporary sibling, then renamed over the target, so a kill
-during a write never leaves a half-written file nor destroys the previous one."""
+"""Files: writing atomically (into a temporary sibling, then renamed over the target, so a kill
+during a write never leaves a half-written file nor destroys the previous one), and reading a
+checkpoint back with clear errors."""
 
 from __future__ import annotations
 
@@ -50,3 +51,26 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(path, text.encode())
+
+
+CHECKPOINT_KEYS = ("model", "config", "epoch")  # what every fastwsol checkpoint holds
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint written by :func:`save_atomic`; clear errors for a missing or foreign file."""
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        found = [name for name in ("best.pt", "last.pt") if (path / name).is_file()]
+        raise FileNotFoundError(f"checkpoint {str(path)!r} is a folder; give a checkpoint file"
+                                + (f", e.g. {path / found[0]}" if found else " (RUN/best.pt or RUN/last.pt)"))
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ValueError(f"checkpoint {str(path)!r} is not readable: {exc}") from exc
+    if not isinstance(state, dict) or any(key not in state for key in CHECKPOINT_KEYS):
+        raise ValueError(f"checkpoint {str(path)!r} is not a fastwsol checkpoint (needs keys {CHECKPOINT_KEYS})")
+    return state

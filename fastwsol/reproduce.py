@@ -114,7 +114,7 @@ def train_run(config_path: Path, run_dir: Path, overrides, label: str, fresh: bo
     """Train one run into ``run_dir`` and return its test metrics. A finished run is reused and
     an interrupted one resumed only when its recorded config (the checkpoint's) matches this
     one; otherwise the differing settings are an error. ``fresh`` retrains (replacing the run)."""
-    from fastwsol.config import changed_keys, describe_changes
+    from fastwsol.checkpoint import changed_keys, describe_changes
     from fastwsol.train import Trainer, recorded_checkpoint
 
     config = load_config(config_path, [*overrides, f"train.out_dir={run_dir}"])
@@ -150,7 +150,8 @@ def train_variant(variant: Variant, out: Path, seed: int, base_overrides, fresh:
 
 def evaluate_maps(run_dir: Path) -> dict:
     """Test metrics of the run's best checkpoint with each localisation map (Table 5)."""
-    from fastwsol.evaluate import evaluate_checkpoint, load_trained
+    from fastwsol.checkpoint import load_trained
+    from fastwsol.evaluate import evaluate_checkpoint
 
     trained = load_trained(run_dir / "best.pt")
     return {kind: evaluate_checkpoint(trained, split="test", map_kind=kind, out_dir=run_dir) for kind in MAP_KINDS}
@@ -161,8 +162,9 @@ def class_figures(run_dir: Path) -> dict:
     contour at the split's GT-known-optimal threshold (so the classes' mean is the split's figure
     when classes are equal in size) and top-1 classification. The maps are those of
     ``evaluate_model``'s pass (its ``on_batch``)."""
+    from fastwsol.checkpoint import load_trained
     from fastwsol.data import loader_from_config
-    from fastwsol.evaluate import box_evaluator, evaluate_model, gt_boxes_224, load_trained, locate_data
+    from fastwsol.evaluate import box_evaluator, evaluate_model, gt_boxes_224, locate_data
     from fastwsol.evaluation.diagnostics import per_class_gt_known, per_class_percent
     from fastwsol.evaluation.evaluator import GT_KNOWN_IOU
 
@@ -271,8 +273,9 @@ def comparison_figure(run_dirs: dict[str, Path], path: Path, num_images: int = 6
     """Rows: test images; columns: the image with its GT box, then CAM, F̂, S of each model."""
     import cv2
 
+    from fastwsol.checkpoint import load_trained
     from fastwsol.data import loader_from_config, normalize_on_device
-    from fastwsol.evaluate import gt_boxes_224, load_trained, scoremaps_for
+    from fastwsol.evaluate import gt_boxes_224, scoremaps_for
     from fastwsol.evaluation.boxes import SCOREMAP_SIZE
     from fastwsol.visualize import GT_COLOUR, contact_sheet, draw_boxes, label, localization_picture, write_png
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from fastwsol.checkpoint import load_checkpoint, restore_rng_states, rng_states
-from fastwsol.config import ExperimentConfig, changed_keys, describe_changes
+from fastwsol.checkpoint import changed_keys, describe_changes, restore_rng_states, rng_states
+from fastwsol.config import ExperimentConfig
 from fastwsol.data import loader_from_config, normalize_on_device
-from fastwsol.evaluation.metadata import class_names
-from fastwsol.io import save_atomic, write_text_atomic
+from fastwsol.data.metadata import class_names
+from fastwsol.io import load_checkpoint, save_atomic, write_text_atomic
 from fastwsol.models import TwoPathWSOLNet, model_from_config
 from fastwsol.objective import LOSS_TERMS, Objective
 

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from fastwsol import __version__
-from fastwsol.checkpoint import load_checkpoint
 from fastwsol.cli import main
 from fastwsol.evaluate import box_to_original, scoremaps_for
+from fastwsol.io import load_checkpoint
 
 
 def read_png(path):
@@ -51,7 +51,8 @@ def test_evaluate_map_variants(tiny_checkpoint, tmp_path, kind):
 
 
 def test_an_unknown_map_is_refused_before_anything_is_read_or_written(tiny_checkpoint, tmp_path):
-    from fastwsol.evaluate import evaluate_checkpoint, load_trained
+    from fastwsol.checkpoint import load_trained
+    from fastwsol.evaluate import evaluate_checkpoint
     from fastwsol.localize import localize_images
 
     trained = load_trained(tiny_checkpoint)

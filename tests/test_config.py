@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from fastwsol.config import ConfigError, config_from_dict, load_config
+from fastwsol.checkpoint import config_from_dict
+from fastwsol.config import ConfigError, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import torch
 
+from fastwsol.io import load_checkpoint
+
 
 def read_state_dict(source: str | os.PathLike, torchvision_weights: str) -> dict[str, torch.Tensor]:
     """``"imagenet"`` → torchvision's standard weights (downloaded on the user's machine);
@@ -74,14 +76,10 @@ def load_backbone_from_run(model, checkpoint: str | os.PathLike) -> None:
     """Copy the backbone of a fastwsol training checkpoint into ``model`` (same architecture;
     the classifier may have another number of classes). The new layers keep their fresh
     initialisation, as when starting from ImageNet weights."""
-    from fastwsol.checkpoint import load_checkpoint
-
     try:
         state = load_checkpoint(checkpoint)["model"]
-    except FileNotFoundError as exc:  # say which setting named it and what produces it
-        from fastwsol.config import init_from_hint
-
-        raise FileNotFoundError(f"model.init_from: {exc}; {init_from_hint()}") from exc
+    except FileNotFoundError as exc:  # say which setting named it
+        raise FileNotFoundError(f"model.init_from: {exc}") from exc
     load_remapped(
         model, state, lambda key: None if model.is_new_parameter(key) else key,
         origin=f"backbone of the run checkpoint {os.fspath(checkpoint)!r}",

@@ -143,7 +143,7 @@ def test_init_from_a_run_copies_the_backbone_and_keeps_new_layers_fresh(tmp_path
         create_model("vgg_small_nobn", 10, init_from=path)  # another architecture: no BatchNorm keys
     with pytest.raises(ValueError, match="not both"):
         create_model("vgg_small", 10, init_from=path, pretrained="imagenet")
-    with pytest.raises(FileNotFoundError, match=r"model.init_from: .*absent.pt.* train that run first"):
+    with pytest.raises(FileNotFoundError, match=r"model.init_from: .*absent.pt.* does not exist"):
         create_model("vgg_small", 10, init_from=tmp_path / "absent.pt")
 
 

@@ -1,7 +1,7 @@
 """Class names for pictures and `localize`: the synthetic set writes them, CUB's folders give
 them, and a dataset without either shows numbers."""
 
-from fastwsol.evaluation.metadata import class_names, read_split_metadata
+from fastwsol.data.metadata import class_names, read_split_metadata
 
 
 def test_synthetic_set_names_its_classes(tiny_dataset):
@@ -15,10 +15,8 @@ def test_cub_names_come_from_its_folders_and_imagenet_has_none():
     assert class_names("builtin", "ILSVRC", read_split_metadata("builtin", "ILSVRC", "test")) == {}
 
 
-def test_checkpoints_carry_the_names_and_where_the_run_was_made(tiny_checkpoint):
-    import os
+def test_checkpoints_carry_the_names_and_where_the_run_was_made(tiny_checkpoint, session_working_directory):
+    from fastwsol.io import load_checkpoint
 
-    from fastwsol.checkpoint import load_checkpoint
-
-    state = load_checkpoint(tiny_checkpoint)
-    assert state["class_names"][2] == "green triangle" and state["workdir"] == os.getcwd()
+    state = load_checkpoint(tiny_checkpoint)  # trained in the session fixtures' working directory
+    assert state["class_names"][2] == "green triangle" and state["workdir"] == str(session_working_directory)

@@ -7,11 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from fastwsol.checkpoint import load_checkpoint
+from fastwsol.checkpoint import load_trained
 from fastwsol.cli import main
+from fastwsol.data.metadata import read_split_metadata
 from fastwsol.evaluate import sheet_picks
-from fastwsol.evaluation.metadata import read_split_metadata
-from fastwsol.io import save_atomic
+from fastwsol.io import load_checkpoint, save_atomic
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_contact_sheet_shows_the_worst_cases(tiny_checkpoint, tmp_path, monkeypa
         return original(tiles, titles=titles, **kwargs)
 
     monkeypatch.setattr(evaluate, "contact_sheet", sheet)
-    trained = evaluate.load_trained(tiny_checkpoint)
+    trained = load_trained(tiny_checkpoint)
     evaluate.evaluate_checkpoint(trained, save_maps=tmp_path / "maps", out_dir=tmp_path, sheet_size=6)
     worst = [t for t in seen["titles"] if t.startswith("worst: ")]
     assert len(worst) == 3

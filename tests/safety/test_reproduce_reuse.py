@@ -2,7 +2,7 @@
 
 import pytest
 
-from fastwsol.checkpoint import load_checkpoint
+from fastwsol.io import load_checkpoint
 from fastwsol.reproduce import train_run
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastwsol.checkpoint import load_checkpoint
 from fastwsol.config import load_config
+from fastwsol.io import load_checkpoint
 from fastwsol.models import create_model, model_from_config
 from fastwsol.objective import LOSS_TERMS, Objective
 from fastwsol.train import NonFiniteLossError, Trainer, build_optimizer, lr_factor
