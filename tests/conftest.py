@@ -11,10 +11,28 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_working_directory(tmp_path_factory) -> Path:
+    """Session fixtures (a tiny run, a tiny set) are made in an empty folder of their own, not in
+    the folder pytest was started from."""
+    folder = tmp_path_factory.mktemp("session_cwd")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        yield folder
+
+
+@pytest.fixture(autouse=True)
+def _test_working_directory(tmp_path, monkeypatch):
+    """Every test runs in its own empty working directory, so what the user's folder holds (a
+    finished `fastwsol reproduce`, a runs/ or data/ folder) cannot change its outcome; tests find
+    the repository's files from their own ``__file__``."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def wsol_metadata_root() -> Path:
     """The real wsolevaluation metadata shipped in the package (``metadata_root: builtin``)."""
-    from fastwsol.evaluation import BUILTIN_METADATA_ROOT
+    from fastwsol.data import BUILTIN_METADATA_ROOT
 
     return BUILTIN_METADATA_ROOT
 
