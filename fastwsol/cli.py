@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from fastwsol import __version__
 from fastwsol.method import MAP_KINDS
@@ -79,6 +80,51 @@ def _non_negative_int(text: str) -> int:
     return _number(text, int, 0, None, ">= 0")
 
 
+def file_problems(config) -> list[str]:
+    """Files and folders a training run reads that do not exist, each named by its key and by the
+    command that makes it."""
+    from fastwsol.data.metadata import resolve_metadata_root
+    from fastwsol.data.synthetic import DATASET_NAME as SYNTHETIC_NAME
+
+    problems = []
+    metadata_root = resolve_metadata_root(config.data.metadata_root)
+    for key, root in (("data.metadata_root", str(metadata_root)), ("data.data_root", config.data.data_root)):
+        if not (Path(root) / config.data.dataset).is_dir():
+            made_by = (
+                {
+                    SYNTHETIC_NAME: f"; `fastwsol make-synthetic {Path(root).parent}` writes it",
+                    "CUB": f"; `fastwsol prepare cub CUB_200_2011_DIR --out {root}` lays it out",
+                    "ILSVRC": f"; `fastwsol prepare imagenet --train DIR --val DIR --out {root}` lays it out",
+                }.get(config.data.dataset, "")
+                if key == "data.data_root" or config.data.dataset == SYNTHETIC_NAME
+                else ""
+            )
+            problems.append(
+                f"{key}: folder {str(Path(root) / config.data.dataset)!r} (data.dataset "
+                f"{config.data.dataset!r} under {root!r}) does not exist{made_by}"
+            )
+    pretrained = config.model.pretrained
+    if pretrained not in (None, "imagenet") and not Path(pretrained).is_file():
+        problems.append(f"model.pretrained: weight file {pretrained!r} does not exist (or use imagenet)")
+    if config.model.init_from is not None and not Path(config.model.init_from).is_file():
+        problems.append(f"model.init_from: checkpoint {config.model.init_from!r} does not exist; {init_from_hint()}")
+    return problems
+
+
+def init_from_hint() -> str:
+    """What makes the backbone checkpoint ``model.init_from`` names: a reproduction's, when
+    there is one already, else the pretraining run."""
+    from fastwsol.reproduce import DEFAULT_OUT, PRETRAIN_KEY
+
+    made = DEFAULT_OUT / PRETRAIN_KEY / "last.pt"
+    if made.is_file():
+        return f"`fastwsol reproduce` already trained one: model.init_from={made}"
+    return (
+        "train that run first (for configs/synthetic.yaml: fastwsol train --config configs/synthetic_pretrain.yaml, "
+        f"or `fastwsol reproduce`, which writes {made})"
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
     from fastwsol.config import load_config
     from fastwsol.train import NonFiniteLossError, Trainer
@@ -88,7 +134,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides += ["train.compile=false", "train.backend=reference"]
     if args.out_dir:
         overrides.append(f"train.out_dir={args.out_dir}")
-    config = load_config(args.config, overrides, check_files=True)
+    config = load_config(args.config, overrides, checks=[file_problems])
     try:
         metrics = Trainer(config, resume=args.resume, overwrite=args.overwrite).fit()
     except NonFiniteLossError as exc:

@@ -320,50 +320,6 @@ def config_problems(config: ExperimentConfig) -> list[str]:
     return problems + [f"{key}: {message}" for key, ok, message in checks if not ok]
 
 
-def file_problems(config: ExperimentConfig) -> list[str]:
-    """Files and folders a training run reads that do not exist, each named by its key."""
-    from fastwsol.data.metadata import resolve_metadata_root
-    from fastwsol.data.synthetic import DATASET_NAME as SYNTHETIC_NAME
-
-    problems = []
-    metadata_root = resolve_metadata_root(config.data.metadata_root)
-    for key, root in (("data.metadata_root", str(metadata_root)), ("data.data_root", config.data.data_root)):
-        if not (Path(root) / config.data.dataset).is_dir():
-            made_by = (
-                {
-                    SYNTHETIC_NAME: f"; `fastwsol make-synthetic {Path(root).parent}` writes it",
-                    "CUB": f"; `fastwsol prepare cub CUB_200_2011_DIR --out {root}` lays it out",
-                    "ILSVRC": f"; `fastwsol prepare imagenet --train DIR --val DIR --out {root}` lays it out",
-                }.get(config.data.dataset, "")
-                if key == "data.data_root" or config.data.dataset == SYNTHETIC_NAME
-                else ""
-            )
-            problems.append(
-                f"{key}: folder {str(Path(root) / config.data.dataset)!r} (data.dataset "
-                f"{config.data.dataset!r} under {root!r}) does not exist{made_by}"
-            )
-    pretrained = config.model.pretrained
-    if pretrained not in (None, "imagenet") and not Path(pretrained).is_file():
-        problems.append(f"model.pretrained: weight file {pretrained!r} does not exist (or use imagenet)")
-    if config.model.init_from is not None and not Path(config.model.init_from).is_file():
-        problems.append(f"model.init_from: checkpoint {config.model.init_from!r} does not exist; {init_from_hint()}")
-    return problems
-
-
-def init_from_hint() -> str:
-    """What makes the backbone checkpoint ``model.init_from`` names: a reproduction's, when
-    there is one already, else the pretraining run."""
-    from fastwsol.reproduce import DEFAULT_OUT, PRETRAIN_KEY
-
-    made = DEFAULT_OUT / PRETRAIN_KEY / "last.pt"
-    if made.is_file():
-        return f"`fastwsol reproduce` already trained one: model.init_from={made}"
-    return (
-        "train that run first (for configs/synthetic.yaml: fastwsol train --config configs/synthetic_pretrain.yaml, "
-        f"or `fastwsol reproduce`, which writes {made})"
-    )
-
-
 def validate(config: ExperimentConfig) -> None:
     _raise_all(config_problems(config))
 
@@ -430,11 +386,14 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
 
 
 def load_config(
-    path: str | os.PathLike | None = None, overrides: typing.Sequence[str] = (), *, check_files: bool = False
+    path: str | os.PathLike | None = None,
+    overrides: typing.Sequence[str] = (),
+    *,
+    checks: typing.Sequence[typing.Callable[[ExperimentConfig], list[str]]] = (),
 ) -> ExperimentConfig:
     """Defaults ← YAML file (and the file it ``extends``) ← ``--set`` overrides, then validation
-    (``check_files``: also the data folders and weight files a run reads); every problem is
-    reported in one ConfigError.
+    and the caller's ``checks`` (e.g. that the files a run reads exist); every problem is reported
+    in one ConfigError.
     ``path`` may also name a shipped config (``"cub_vgg16"``, see :func:`config_path`)."""
     config = ExperimentConfig()
     problems = []
@@ -447,8 +406,8 @@ def load_config(
         except ConfigError as exc:
             problems.append(str(exc))
     problems += config_problems(config)
-    if check_files:
-        problems += file_problems(config)
+    for check in checks:
+        problems += check(config)
     _raise_all(problems)
     beyond = [e for e in config.optim.lr_decay_epochs if e > config.optim.epochs]
     if beyond:

@@ -187,3 +187,39 @@ def test_shipped_configs_by_name(tmp_path, monkeypatch):
         config_path("cub_vgg19")
     with pytest.raises(FileNotFoundError, match=r"'elsewhere/cub_vgg16.yaml' does not exist"):
         load_config("elsewhere/cub_vgg16.yaml")  # a path with another folder is never replaced
+
+
+def test_each_choice_type_equals_the_list_of_the_module_that_acts_on_it():
+    """config.py is a leaf: its Literal choice types are copies, checked here against their owners."""
+    import typing
+
+    from fastwsol import config, objective, ops
+    from fastwsol.data.loader import LOADERS
+    from fastwsol.method import MAP_KINDS
+    from fastwsol.models import MODEL_NAMES
+
+    owners = {
+        config.ModelName: MODEL_NAMES,
+        config.Method: objective.METHODS,
+        config.Loader: LOADERS,
+        config.Backend: ops.BACKENDS,
+        config.MapKind: MAP_KINDS,
+    }
+    for literal, owned in owners.items():
+        assert set(typing.get_args(literal)) == set(owned), (literal, owned)
+    assert len(config.literal_choices()) == 7  # the five above, precision and select_metric
+
+
+def test_every_select_metric_is_a_metric_the_run_records(tiny_checkpoint):
+    import json
+    import typing
+
+    from fastwsol.config import SelectMetric
+
+    recorded = json.loads((tiny_checkpoint.parent / "test_metrics.json").read_text())
+    assert set(typing.get_args(SelectMetric)) <= set(recorded)
+
+
+def test_an_unknown_choice_names_the_key_and_the_choices():
+    with pytest.raises(ConfigError, match=r"data\.loader: 'fast' is not one of \('auto', 'dali', 'torch'\)"):
+        load_config(None, ["data.loader=fast"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fastwsol.cli import main
+from fastwsol.cli import file_problems, main
 from fastwsol.config import ConfigError, load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -17,7 +17,7 @@ def test_a_copied_config_reports_every_problem_at_once(tmp_path, monkeypatch):
     shutil.copyfile(CONFIGS / "synthetic.yaml", copy)
     monkeypatch.chdir(tmp_path)  # no data, no pretraining run here
     with pytest.raises(ConfigError) as info:
-        load_config(copy, ["optim.epochs=1", "optim.lr=fast"], check_files=True)
+        load_config(copy, ["optim.epochs=1", "optim.lr=fast"], checks=[file_problems])
     message = str(info.value)
     for key in ("optim.lr", "train.select_from_epoch", "optim.lr_decay_epochs", "data.metadata_root", "data.data_root",
                 "model.init_from"):
@@ -30,7 +30,7 @@ def test_a_copied_config_reports_every_problem_at_once(tmp_path, monkeypatch):
     (tmp_path / "runs" / "reproduce" / "pretrain").mkdir(parents=True)
     (tmp_path / "runs" / "reproduce" / "pretrain" / "last.pt").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"`fastwsol reproduce` already trained one: model.init_from=runs/reproduce/pretrain/last.pt"):
-        load_config(copy, check_files=True)
+        load_config(copy, checks=[file_problems])
 
 
 def test_lr_decay_beyond_the_last_epoch(capsys):
