@@ -6,7 +6,7 @@ with other (positions, classes, channels per step, warps, stages) and dot precis
 spill bytes, shared memory and blocks per SM from ``ptxas -v``; ŵ's L2 bytes (every program reads
 all of ŵ, C×D fp32, once per class pass) and F's (once per class pass) follow from the blocking.
 
-    python bench/bench_alignment_forward_blocking.py
+    python -m bench.bench_alignment_forward_blocking
 
 Writes ``bench/results/alignment_forward_blocking.{json,csv,md}`` (``results/quick/`` unless a full run).
 """
@@ -19,7 +19,7 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "0")  # compiled kernels: this script builds them
 
-from common import save_results  # noqa: E402
+from bench.common import save_results  # noqa: E402
 from fastwsol import kernel_build  # noqa: E402
 from fastwsol.io import write_text_atomic  # noqa: E402
 from fastwsol.kernel_shapes import REAL_SHAPES  # noqa: E402

@@ -12,7 +12,7 @@ against the floor (the least HBM traffic / 3.35 TB/s); waves = programs of the o
 H100 SXM datasheet figures; the L2 bandwidth is an assumption (no datasheet figure), so L2-bound
 rows are estimates in a second sense. ``fastwsol check-gpu`` measures the real times.
 
-    python bench/bench_kernels_gpu_build.py [--arch 80 90]
+    python -m bench.bench_kernels_gpu_build [--arch 80 90]
 
 Writes ``bench/results/kernels_gpu_build.{json,csv}`` and ``bench/results/roofline.{json,csv,md}``
 (``results/quick/`` unless a full run).
@@ -26,7 +26,7 @@ import platform
 
 import triton
 
-from common import save_results
+from bench.common import save_results
 from fastwsol import kernel_build
 from fastwsol.io import write_text_atomic
 from fastwsol.kernel_shapes import REAL_SHAPES, TRAFFIC, objective_feature_traffic

@@ -288,31 +288,24 @@ def _bench(args: argparse.Namespace) -> int:
     import subprocess
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "bench" / "run_all.py"
-    if not script.is_file():
-        raise FileNotFoundError(f"{script} is missing: `fastwsol bench` runs the benchmarks of a source checkout")
+    root = Path(__file__).resolve().parents[1]  # `python -m bench.<name>` runs from the repository root
+    if not (root / "bench" / "run_all.py").is_file():
+        raise FileNotFoundError(
+            f"{root / 'bench' / 'run_all.py'} is missing: `fastwsol bench` runs the benchmarks of a source checkout"
+        )
     if args.only:  # checked here, so the error is this command's, before anything runs
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("fastwsol_bench_run_all", script)
-        run_all = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(script.parent))  # run_all imports bench/common.py, as when run as a script
-        try:
-            spec.loader.exec_module(run_all)
-        finally:
-            sys.path.remove(str(script.parent))
-        unknown = [name for name in args.only if name not in run_all.BENCHMARKS]
+        listing = [sys.executable, "-c", "from bench.run_all import BENCHMARKS; print(*BENCHMARKS)"]
+        names = subprocess.run(listing, cwd=root, stdout=subprocess.PIPE, text=True, check=True).stdout.split()
+        unknown = [name for name in args.only if name not in names]
         if unknown:
-            raise ValueError(
-                f"--only: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(run_all.BENCHMARKS)}"
-            )
+            raise ValueError(f"--only: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(names)}")
     flags = (
         ["--quick"] * args.quick
         + ["--summary-only"] * args.summary_only
         + ["--write-summary"] * args.write_summary
         + (["--only", *args.only] if args.only else [])
     )
-    return subprocess.run([sys.executable, str(script), *flags]).returncode
+    return subprocess.run([sys.executable, "-m", "bench.run_all", *flags], cwd=root).returncode
 
 
 def _with_formatter(add_parser):
