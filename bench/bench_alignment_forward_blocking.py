@@ -1,12 +1,12 @@
 """Blockings of the fine-grained alignment forward (``_position_stats_kernel``, #16 row 6), built
 for sm_80 and sm_90 without a GPU, with the traffic each implies at ResNet50-CUB.
 
-The recorded ResNet50-CUB launch (bench/gpu_build.py: real shape, real specialisations) is rebuilt
+The recorded ResNet50-CUB launch (fastwsol/kernel_build.py: real shape, real specialisations) is rebuilt
 with other (positions, classes, channels per step, warps, stages) and dot precisions: registers,
 spill bytes, shared memory and blocks per SM from ``ptxas -v``; ŵ's L2 bytes (every program reads
 all of ŵ, C×D fp32, once per class pass) and F's (once per class pass) follow from the blocking.
 
-    python bench/bench_alignment_forward_blocking.py
+    python -m bench.bench_alignment_forward_blocking
 
 Writes ``bench/results/alignment_forward_blocking.{json,csv,md}`` (``results/quick/`` unless a full run).
 """
@@ -19,9 +19,8 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "0")  # compiled kernels: this script builds them
 
-import gpu_build  # noqa: E402
-
-from common import save_results  # noqa: E402
+from bench.common import save_results  # noqa: E402
+from fastwsol import kernel_build  # noqa: E402
 from fastwsol.io import write_text_atomic  # noqa: E402
 from fastwsol.kernel_shapes import REAL_SHAPES  # noqa: E402
 from fastwsol.kernels import alignment_loss  # noqa: E402
@@ -39,13 +38,13 @@ VARIANTS = [
 DTYPES = {"bf16": ("bf16", 2), "fp32": ("fp32", 4), "bf16-upcast": ("bf16", 2)}
 
 
-def _recorded_launch(dtype_label: str, layout: str) -> gpu_build.Launch:
+def _recorded_launch(dtype_label: str, layout: str) -> kernel_build.Launch:
     shapes = REAL_SHAPES[SHAPE]
     upcast = dtype_label == "bf16-upcast"
-    launches: list[gpu_build.Launch] = []
-    _, _, call = gpu_build._op_calls(shapes, gpu_build.DTYPES[DTYPES[dtype_label][0]], layout, upcast)[0]
+    launches: list[kernel_build.Launch] = []
+    _, _, call = kernel_build._op_calls(shapes, kernel_build.DTYPES[DTYPES[dtype_label][0]], layout, upcast)[0]
     context = {"op": "alignment_loss", "direction": "forward", "shape": SHAPE, "dtype": dtype_label, "layout": layout}
-    with gpu_build.recording(launches, context):
+    with kernel_build.recording(launches, context):
         call()
     return next(launch for launch in launches if launch.fn is alignment_loss._position_stats_kernel)
 
@@ -71,15 +70,15 @@ def main(argv=None) -> None:
                                 launch["num_warps"], launch["num_stages"])
     rows = []
     for dtype_label, precision, blockings in VARIANTS:
-        for layout in gpu_build.LAYOUTS:
+        for layout in kernel_build.LAYOUTS:
             base = _recorded_launch(dtype_label, layout)
             for block_p, block_c, block_d, warps, stages in blockings:
                 kwargs = {**base.kwargs, "BLOCK_P": block_p, "BLOCK_C": block_c, "BLOCK_D": block_d,
                           "num_warps": warps, "num_stages": stages, "DOT_PRECISION": precision}
-                launch = gpu_build.Launch(base.fn, base.grid, base.args, kwargs, "alignment_loss", "forward", SHAPE,
+                launch = kernel_build.Launch(base.fn, base.grid, base.args, kwargs, "alignment_loss", "forward", SHAPE,
                                           dtype_label, layout)
-                for arch in gpu_build.ARCHS:
-                    r = gpu_build.build("_position_stats_kernel", launch, [], arch)
+                for arch in kernel_build.ARCHS:
+                    r = kernel_build.build("_position_stats_kernel", launch, [], arch)
                     rows.append({
                         "dtype": dtype_label, "dot": precision, "layout": layout, "arch": f"sm_{arch}",
                         "block_p": block_p, "block_c": block_c, "block_d": block_d, "warps": warps, "stages": stages,

@@ -8,7 +8,7 @@ Variants, on the real runs' shapes (fp32):
   compiled  — the ``"compiled"`` backend: ``torch.compile`` of the reference;
   triton    — the fused kernels (``fastwsol.kernels.alignment_loss``), CUDA only.
 
-    python bench/bench_alignment_loss.py [--repeats 5] [--shapes vgg16-cub ...] [--variants ...]
+    python -m bench.bench_alignment_loss [--repeats 5] [--shapes vgg16-cub ...] [--variants ...]
     python -m pytest bench/bench_alignment_loss.py --benchmark-json=bench/results/alignment_loss_pytest.json
 
 Each (shape, variant) runs in a fresh subprocess: warm-up steps (the compile happens there),
@@ -38,7 +38,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import format_table
+from bench.common import ROOT, format_table
 from fastwsol.kernel_shapes import REAL_SHAPES, alignment_traffic
 
 FG_THRESHOLD, BG_THRESHOLD = 0.6, 0.2
@@ -163,9 +163,9 @@ def _triton_traffic(shape_name: str, element_size: int) -> tuple[int, int]:
 
 def run_subprocess(shape_name: str, variant: str, repeats: int, warmup: int, device: str, timeout: float) -> dict:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "TRITON_INTERPRET": "0"}
-    command = [sys.executable, __file__, "--worker", shape_name, variant, "--repeats", str(repeats),
-               "--warmup", str(warmup), "--device", device]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    command = [sys.executable, "-m", "bench.bench_alignment_loss", "--worker", shape_name, variant,
+               "--repeats", str(repeats), "--warmup", str(warmup), "--device", device]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"{shape_name}/{variant} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -221,7 +221,7 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def write_results(rows: list[dict], meta: dict, parser, args) -> None:
-    from common import save_results
+    from bench.common import save_results
 
     fields = sorted({key for row in rows for key in row}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
     save_results("alignment_loss", {**meta, "rows": rows}, rows, fields, parser=parser, args=args,

@@ -2,7 +2,7 @@
 uint8 output), against the limit: decode-only throughput of the same files on the same
 threads, measured in the same run. Synthetic dataset (default size), 224 px, 2 threads/workers.
 
-    python bench/bench_data.py [--threads 2] [--rounds 3]   # bench/results/data.{json,csv} (bench/common.py)
+    python -m bench.bench_data [--threads 2] [--rounds 3]   # bench/results/data.{json,csv} (bench/common.py)
 
 Prints a table and writes ``<out>.json`` and ``<out>.csv``. Besides images/s, each row has the
 CPU time spent per image by this process and its children (the fallback's workers), read from
@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from common import format_table, save_results
+from bench.common import format_table, save_results
 
 
 def _tree_cpu_seconds() -> float:

@@ -8,7 +8,7 @@ fp32. Each row is forward and forward+backward time, median of the repeats after
 Triton rows add achieved GB/s from the bytes the kernels move (kernels' ``OP_BYTES``) and peak
 memory.
 
-    python bench/bench_dropout_consistency.py [--repeats 5] [--quick]
+    python -m bench.bench_dropout_consistency [--repeats 5] [--quick]
     python -m pytest bench/bench_dropout_consistency.py --benchmark-json=bench/results/dropout_consistency_pytest.json
 
 Prints a table and writes ``bench/results/dropout_consistency.{json,csv}`` (``results/quick/`` unless a full run: bench/common.py).
@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from common import save_results
+from bench.common import save_results
 from fastwsol import ops
 from fastwsol.kernel_shapes import REAL_SHAPES, TRAFFIC, OpShapes
 

@@ -7,7 +7,7 @@ with the fast path (BoxEvaluator(backend="component_tree")). The OpenCV referenc
 wsolevaluation's loop) runs on a subset only; its full-set time is EXTRAPOLATED from that
 subset's images/s. The subset's counts are checked equal between the two paths.
 
-    python bench/bench_evaluator.py [--num-images 50000] [--reference-images 300]
+    python -m bench.bench_evaluator [--num-images 50000] [--reference-images 300]
 
 Prints a table and writes bench/results/evaluator.{json,csv} (results/quick/ unless a full run: bench/common.py).
 """
@@ -24,7 +24,7 @@ import numba
 import numpy as np
 import torch
 
-from common import format_table, save_results
+from bench.common import format_table, save_results
 from fastwsol.evaluation import (
     BoxEvaluator,
     read_split_metadata,

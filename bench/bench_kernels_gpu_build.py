@@ -1,6 +1,6 @@
 """The kernels' GPU build and roofline, measured without a GPU.
 
-Build (``bench/gpu_build.py``): every distinct binary the ops' real launches select, compiled with
+Build (``fastwsol/kernel_build.py``): every distinct binary the ops' real launches select, compiled with
 those launches' specialisations for sm_80 (A100) and sm_90 (H100): registers per thread, spill
 bytes (target 0), shared memory, theoretical occupancy, vector vs scalar global loads.
 
@@ -12,7 +12,7 @@ against the floor (the least HBM traffic / 3.35 TB/s); waves = programs of the o
 H100 SXM datasheet figures; the L2 bandwidth is an assumption (no datasheet figure), so L2-bound
 rows are estimates in a second sense. ``fastwsol check-gpu`` measures the real times.
 
-    python bench/bench_kernels_gpu_build.py [--arch 80 90]
+    python -m bench.bench_kernels_gpu_build [--arch 80 90]
 
 Writes ``bench/results/kernels_gpu_build.{json,csv}`` and ``bench/results/roofline.{json,csv,md}``
 (``results/quick/`` unless a full run).
@@ -24,15 +24,15 @@ import argparse
 import math
 import platform
 
-import gpu_build
 import triton
 
-from common import save_results
+from bench.common import save_results
+from fastwsol import kernel_build
 from fastwsol.io import write_text_atomic
 from fastwsol.kernel_shapes import REAL_SHAPES, TRAFFIC, objective_feature_traffic
 
 H100 = {"hbm": 3.35e12, "l2": 10e12, "tensor_tf32": 494.7e12, "fp32": 66.9e12, "sms": 132}
-ELEMENT_SIZE = {"fp32": 4, "bf16": 2, gpu_build.UPCAST_DTYPE: 2}
+ELEMENT_SIZE = {"fp32": 4, "bf16": 2, kernel_build.UPCAST_DTYPE: 2}
 MAIN_KERNEL = {  # the launch whose grid sets the op's waves
     ("alignment_loss", "forward"): "_position_stats_kernel", ("alignment_loss", "backward"): "_feature_grad_kernel",
     ("attentive_dropout", "forward"): "_apply_keep_kernel", ("attentive_dropout", "backward"): "_apply_keep_kernel",
@@ -68,8 +68,8 @@ def roofline_rows(records: list[dict]) -> list[dict]:
     for shape_name, shapes in REAL_SHAPES.items():
         for op, traffic_of in TRAFFIC.items():
             for dtype, element_size in ELEMENT_SIZE.items():
-                upcast = dtype == gpu_build.UPCAST_DTYPE
-                if upcast and op not in gpu_build.UPCAST_OPS:
+                upcast = dtype == kernel_build.UPCAST_DTYPE
+                if upcast and op not in kernel_build.UPCAST_OPS:
                     continue
                 for direction in ("forward", "backward"):
                     # only the alignment's arithmetic changes with upcast (tf32x3 and its blocking)
@@ -129,10 +129,10 @@ def format_markdown(rows: list[dict]) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, nargs="+", default=list(gpu_build.ARCHS),
-                        choices=sorted(gpu_build.SM_LIMITS))
+    parser.add_argument("--arch", type=int, nargs="+", default=list(kernel_build.ARCHS),
+                        choices=sorted(kernel_build.SM_LIMITS))
     args = parser.parse_args(argv)
-    records = gpu_build.build_all(tuple(args.arch))
+    records = kernel_build.build_all(tuple(args.arch))
     builds = build_rows(records)
     for r in builds:
         print(f"{r['kernel']:<96} {r['arch']} w{r['num_warps']} regs {r['registers']:>3} spill {r['spill_bytes']} "

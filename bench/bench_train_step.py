@@ -19,7 +19,7 @@ batch / median step time; a speedup is the median over the rounds of the within-
 step times (robust to load drifting between rounds). The 1-minute load average is printed and
 saved before and after each case.
 
-    python bench/bench_train_step.py [--quick] [--repeats 9]
+    python -m bench.bench_train_step [--quick] [--repeats 9]
 
 Prints a table and writes ``bench/results/train_step.{json,csv}`` (``results/quick/`` unless a full run: bench/common.py).
 """
@@ -34,7 +34,7 @@ import time
 
 import torch
 
-from common import save_results
+from bench.common import save_results
 from fastwsol.config import load_config
 from fastwsol.models import create_model
 from fastwsol.train import TrainStep, build_optimizer

@@ -1,6 +1,7 @@
 """What the benchmark scripts share: where results go and which run each came from, a plain-text
 table, and the results writer (``<name>.json`` with everything, ``<name>.csv`` with the rows).
-The scripts run as ``python bench/<script>.py``, so this module is imported as ``common``.
+The scripts are modules of the ``bench`` package, run from the repository root as
+``python -m bench.<script>``.
 
 A *full* run is a script run with its default arguments and without ``run_all.py --quick``: its
 results go to ``bench/results/`` (committed; the README quotes them). Any other run (``--quick``,
@@ -25,6 +26,7 @@ from pathlib import Path
 from fastwsol.io import write_text_atomic
 
 BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent  # the repository root, where ``python -m bench.<script>`` runs
 RESULTS = BENCH / "results"
 QUICK_RESULTS = RESULTS / "quick"
 QUICK_ENV = "FASTWSOL_BENCH_QUICK"  # set by run_all.py --quick for every script it runs

@@ -1,7 +1,7 @@
 """Run every benchmark of bench/ and print one summary table (kernels, evaluator, data, training
 step). ``fastwsol bench`` calls this.
 
-    python bench/run_all.py [--quick] [--only NAME ...] [--summary-only [--write-summary]]
+    python -m bench.run_all [--quick] [--only NAME ...] [--summary-only [--write-summary]]
 
 Each benchmark runs as its own process (as a user would run it) and writes its own results
 file; the summary is read back from those files, so it only shows figures that were measured,
@@ -21,17 +21,17 @@ import subprocess
 import sys
 import time
 
-from common import BENCH, QUICK_ENV, QUICK_RESULTS, RESULTS, csv_text, describe_run, format_table
+from bench.common import QUICK_ENV, QUICK_RESULTS, RESULTS, ROOT, csv_text, describe_run, format_table
 from fastwsol.io import write_text_atomic
 
-# name → (script, arguments for the full run, arguments for --quick)
+# name → (module, arguments for the full run, arguments for --quick)
 BENCHMARKS = {
-    "kernels_gpu_build": ("bench_kernels_gpu_build.py", [], []),
-    "alignment_loss": ("bench_alignment_loss.py", [], ["--repeats", "3", "--shapes", "vgg16-cub", "vgg16-imagenet"]),
-    "dropout_consistency": ("bench_dropout_consistency.py", [], ["--quick", "--repeats", "3"]),
-    "evaluator": ("bench_evaluator.py", [], ["--num-images", "5000", "--reference-images", "100"]),
-    "data": ("bench_data.py", [], []),
-    "train_step": ("bench_train_step.py", [], ["--quick", "--repeats", "3"]),
+    "kernels_gpu_build": ("bench.bench_kernels_gpu_build", [], []),
+    "alignment_loss": ("bench.bench_alignment_loss", [], ["--repeats", "3", "--shapes", "vgg16-cub", "vgg16-imagenet"]),
+    "dropout_consistency": ("bench.bench_dropout_consistency", [], ["--quick", "--repeats", "3"]),
+    "evaluator": ("bench.bench_evaluator", [], ["--num-images", "5000", "--reference-images", "100"]),
+    "data": ("bench.bench_data", [], []),
+    "train_step": ("bench.bench_train_step", [], ["--quick", "--repeats", "3"]),
 }
 
 
@@ -100,11 +100,11 @@ def main(argv=None) -> int:
     if not args.summary_only:
         env = {**os.environ, QUICK_ENV: "1"} if args.quick else None
         for name in args.only or BENCHMARKS:
-            script, full, quick = BENCHMARKS[name]
-            command = [sys.executable, str(BENCH / script), *(quick if args.quick else full)]
+            module, full, quick = BENCHMARKS[name]
+            command = [sys.executable, "-m", module, *(quick if args.quick else full)]
             print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
             started = time.perf_counter()
-            if subprocess.run(command, env=env, check=False).returncode != 0:
+            if subprocess.run(command, env=env, cwd=ROOT, check=False).returncode != 0:
                 failed.append(name)
             print(f"=== {name}: {time.perf_counter() - started:.0f} s", flush=True)
     rows = summary_rows(args.quick)

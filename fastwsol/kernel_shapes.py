@@ -1,6 +1,6 @@
 """The shapes the method's ops run at in the paper's configurations, and the memory traffic and
-arithmetic of each op at a shape: one table for ``fastwsol check-gpu`` and the benchmarks in
-``bench/`` (the GPU build, the roofline).
+arithmetic of each op at a shape: one table for ``fastwsol check-gpu``, the GPU build
+(``fastwsol.kernel_build``) and the benchmarks in ``bench/`` (the roofline).
 
 A configuration names the feature map F (B×D×H×W, the input of the alignment and consistency
 losses) and the attentive dropout's input (where the model applies it, docs/method.md §3).

@@ -6,7 +6,7 @@ is ``u·stride_w``; the general ``(u // W)·stride_h + (u % W)·stride_w`` compi
 load per element. With unit stride_w (NCHW) the launch also states ``ALIGN``, the largest power
 of two (≤ 16) dividing H·W and the channel and batch strides: runs of ALIGN positions are then
 contiguous, start aligned, and are all in or all out of the image, which Triton cannot infer for
-H·W = 196 (not a multiple of 16) — so the loads become vector loads (bench/gpu_build.py counts them).
+H·W = 196 (not a multiple of 16) — so the loads become vector loads (fastwsol/kernel_build.py counts them).
 """
 
 from __future__ import annotations

@@ -208,7 +208,7 @@ def _feature_grad_kernel(
 
 
 # ---------------------------------------------------------------------------------------------
-# Launch configuration (one source of truth; bench/gpu_build.py builds what these launches select).
+# Launch configuration (one source of truth; fastwsol/kernel_build.py builds what these launches select).
 
 
 def forward_launch(fine_grained: bool, dot_precision: str, batch: int, positions: int) -> dict:

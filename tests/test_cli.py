@@ -157,7 +157,7 @@ def test_reproduce_end_to_end_on_a_tiny_set(tiny_run_overrides, tmp_path):
 
 
 def test_make_synthetic_task_choices_are_the_generators():
-    from fastwsol.cli import TASK_CHOICES
+    from fastwsol.cli.make_synthetic import TASK_CHOICES
     from fastwsol.data.synthetic import TASKS
 
     assert TASK_CHOICES == TASKS

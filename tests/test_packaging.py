@@ -43,6 +43,10 @@ def test_wheel_carries_configs_and_metadata(wheel):
         for file in ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt"):
             assert f"fastwsol/metadata/{split}/{file}" in names
     assert {"fastwsol/metadata/NOTICE", "fastwsol/data/prepare.py", "fastwsol/kernels/alignment_loss.py"} <= names
+    # every package of the source tree is in the wheel (pyproject lists them one by one)
+    for init in [*(REPO / "fastwsol").rglob("__init__.py"), *(REPO / "kernels").rglob("__init__.py")]:
+        relative = init.relative_to(REPO).as_posix()
+        assert (f"fastwsol/{relative}" if relative.startswith("kernels/") else relative) in names, relative
     # the top-level kernels/ installs only as fastwsol.kernels: no top-level `kernels` package (a
     # PyPI package of that name exists)
     assert not any(name.startswith("kernels/") for name in names)

@@ -1,4 +1,4 @@
-"""Every kernel binary the ops' real launches select (bench/gpu_build.py: launches recorded at the
+"""Every kernel binary the ops' real launches select (fastwsol.kernel_build: launches recorded at the
 real shapes and specialised as Triton's launcher does) builds for sm_80 and sm_90 without a GPU,
 with no register spills and IEEE sqrt/division where a strict mask depends on the result.
 
@@ -8,23 +8,17 @@ a TRITON_INTERPRET=0 subprocess (about 1-2 min for all binaries on this machine)
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-import gpu_build  # noqa: E402
-
-from fastwsol.kernel_shapes import REAL_SHAPES  # noqa: E402
+from fastwsol import kernel_build
+from fastwsol.kernel_shapes import REAL_SHAPES
 
 OPS = ("alignment_loss", "attentive_dropout", "consistency_loss")
 
 
 @pytest.fixture(scope="module")
 def records() -> list[dict]:
-    return gpu_build.build_all()
+    return kernel_build.build_all()
 
 
 def test_every_real_launch_is_built_for_both_archs_without_spills(records):
@@ -32,9 +26,9 @@ def test_every_real_launch_is_built_for_both_archs_without_spills(records):
                 for r in records for launch in r["launches"]}
     assert launched == {(op, d, s, t, layout) for op in OPS for d in ("forward", "backward") for s in REAL_SHAPES
                         for t in ("fp32", "bf16") for layout in ("nchw", "channels_last")} | {
-        (op, d, s, gpu_build.UPCAST_DTYPE, layout) for op in gpu_build.UPCAST_OPS for d in ("forward", "backward")
+        (op, d, s, kernel_build.UPCAST_DTYPE, layout) for op in kernel_build.UPCAST_OPS for d in ("forward", "backward")
         for s in REAL_SHAPES for layout in ("nchw", "channels_last")}
-    assert {(r["kernel"], r["arch"]) for r in records} == {(r["kernel"], a) for r in records for a in gpu_build.ARCHS}
+    assert {(r["kernel"], r["arch"]) for r in records} == {(r["kernel"], a) for r in records for a in kernel_build.ARCHS}
     for r in records:
         assert 0 < r["registers"] <= 255, r["kernel"]
         assert r["cubin_bytes"] > 0 and 0 < r["occupancy"] <= 1, r["kernel"]
@@ -59,7 +53,7 @@ MASK_KERNELS = ("_position_stats_kernel", "_image_loss_kernel", "_channel_mean_k
 
 def test_mask_kernels_use_ieee_sqrt_and_division(records):
     checked = [r for r in records if any(name in r["kernel"] for name in MASK_KERNELS)]
-    assert len(checked) >= len(MASK_KERNELS) * len(gpu_build.ARCHS)
+    assert len(checked) >= len(MASK_KERNELS) * len(kernel_build.ARCHS)
     for r in checked:
         assert r["approx_ops"] == 0, f"{r['kernel']} on sm_{r['arch']}: {r['approx_ops']} approximate sqrt/div"
 
@@ -71,11 +65,11 @@ def test_parse_ptxas_log():
         "    8 bytes stack frame, 12 bytes spill stores, 16 bytes spill loads\n"
         "ptxas info    : Used 40 registers, used 1 barriers, 512 bytes smem, 400 bytes cmem[0]\n"
     )
-    assert gpu_build.parse_ptxas_log(log) == {
+    assert kernel_build.parse_ptxas_log(log) == {
         "registers": 40, "spill_store_bytes": 12, "spill_load_bytes": 16, "static_shared": 512,
     }
     with pytest.raises(ValueError, match="no register count"):
-        gpu_build.parse_ptxas_log("garbage")
+        kernel_build.parse_ptxas_log("garbage")
 
 
 @pytest.mark.parametrize(
@@ -89,7 +83,7 @@ def test_parse_ptxas_log():
     ],
 )
 def test_theoretical_occupancy(registers, shared, warps, arch, expected):
-    assert gpu_build.theoretical_occupancy(registers, shared, warps, gpu_build.SM_LIMITS[arch]) == expected
+    assert kernel_build.theoretical_occupancy(registers, shared, warps, kernel_build.SM_LIMITS[arch]) == expected
 
 
 STREAMING_KERNELS = ("_abs_difference_sum_kernel", "_abs_difference_backward_kernel", "_channel_mean_kernel", "_apply_keep_kernel")
@@ -118,4 +112,4 @@ def test_channel_loops_reduce_once(records):
 
 def test_loop_barriers_counts_only_loop_bodies():
     ptx = "bar.sync 0;\n$L__BB0_2:  // loop\nadd.s32 %r1, %r1, 1;\nbar.sync 0;\n@%p1 bra $L__BB0_2;\nbar.sync 0;\n"
-    assert gpu_build.loop_barriers(ptx) == 1
+    assert kernel_build.loop_barriers(ptx) == 1

@@ -2,22 +2,17 @@
 nothing, and the summary names the run each figure comes from."""
 
 import argparse
-import importlib
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from bench import common, run_all
 
 
 @pytest.fixture
 def bench(monkeypatch, tmp_path):
     """bench/common.py and bench/run_all.py, their results folders moved to ``tmp_path``."""
-    monkeypatch.syspath_prepend(str(BENCH))
-    common = importlib.import_module("common")
-    run_all = importlib.import_module("run_all")
     results = tmp_path / "results"
     results.mkdir()
     for module in (common, run_all):
@@ -75,8 +70,6 @@ def test_summary_only_rewrites_nothing_unless_asked(bench, hashes, capsys):
     assert json.loads((results / "summary.json").read_text())[0]["run"].startswith("full ")
 
 
-def test_committed_results_without_a_run_record_name_their_commit(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    common = importlib.import_module("common")
-    label = common.describe_run(BENCH / "results" / "data.json", {"rows": []})
+def test_committed_results_without_a_run_record_name_their_commit():
+    label = common.describe_run(common.RESULTS / "data.json", {"rows": []})
     assert re.fullmatch(r"full \d{4}-\d\d-\d\d [0-9a-f]{7,} \(committed\)", label), label

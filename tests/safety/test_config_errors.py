@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fastwsol.cli import file_problems, main
+from fastwsol.cli import main
+from fastwsol.cli.train import file_problems
 from fastwsol.config import ConfigError, load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -14,7 +14,7 @@ which the theoretical occupancy follows.
 The kernels must be compiled functions (``TRITON_INTERPRET=0``); :func:`build_all` runs the
 build in such a subprocess when the interpreter is on.
 
-    python bench/gpu_build.py [--arch 80 90] [--json]
+    python -m fastwsol.kernel_build [--arch 80 90] [--json]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -138,7 +139,8 @@ def _op_calls(shapes, dtype, layout, upcast=False):
         ]
     return [
         ("alignment_loss", "forward", lambda: alignment_loss._forward(feature, weight, target, 0.6, 0.1, fine)),
-        ("alignment_loss", "backward", lambda: alignment_loss._backward(scalar, scalar, feature, weight, target, *maps)),
+        ("alignment_loss", "backward",
+         lambda: alignment_loss._backward(scalar, scalar, feature, weight, target, *maps)),
         ("attentive_dropout", "forward", lambda: attentive_dropout.attentive_dropout_op(x, 0.8, 0.5, seed, None)),
         ("attentive_dropout", "forward", lambda: attentive_dropout.attentive_dropout_op(x, 0.8, 0.5, None, uniform)),
         ("attentive_dropout", "backward", lambda: attentive_dropout.attentive_dropout_backward_op(x, keep)),
@@ -241,7 +243,9 @@ def loop_barriers(ptx: str) -> int:
     return sum(1 for i in in_loop if re.search(r"\b(?:bar|barrier)\.sync\b", lines[i]))
 
 
-def theoretical_occupancy(registers: int, shared_memory: int, num_warps: int, limits: SMLimits) -> tuple[float, int, str]:
+def theoretical_occupancy(
+    registers: int, shared_memory: int, num_warps: int, limits: SMLimits
+) -> tuple[float, int, str]:
     """(occupancy, blocks per SM, limiting resource) from per-thread registers and per-block shared memory."""
     warp_registers = math.ceil(max(registers, 1) * THREADS_PER_WARP / limits.register_unit) * limits.register_unit
     bounds = {
@@ -250,7 +254,9 @@ def theoretical_occupancy(registers: int, shared_memory: int, num_warps: int, li
         "registers": (limits.registers // warp_registers) // num_warps,
     }
     if shared_memory:
-        block_shared = math.ceil((shared_memory + limits.shared_reserved_per_block) / limits.shared_unit) * limits.shared_unit
+        block_shared = (
+            math.ceil((shared_memory + limits.shared_reserved_per_block) / limits.shared_unit) * limits.shared_unit
+        )
         bounds["shared memory"] = limits.shared_memory // block_shared
     limited_by = min(bounds, key=bounds.get)
     blocks = bounds[limited_by]
@@ -362,8 +368,10 @@ def build_all(archs=ARCHS, timeout: float = 900) -> list[dict]:
     if os.environ.get("TRITON_INTERPRET", "0") == "0" and _compilable():
         return build_in_process(archs)
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    command = [sys.executable, os.path.abspath(__file__), "--json", "--arch", *map(str, archs)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    command = [sys.executable, "-m", "fastwsol.kernel_build", "--json", "--arch", *map(str, archs)]
+    # run from the folder holding this fastwsol, so the subprocess builds these same kernels
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout,
+                          cwd=Path(__file__).resolve().parents[1])
     if done.returncode != 0:
         raise RuntimeError(f"the GPU build subprocess failed ({done.returncode}):\n{done.stderr[-4000:]}")
     return json.loads(done.stdout)
@@ -385,5 +393,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository's fastwsol
     main()

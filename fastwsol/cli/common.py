@@ -1,0 +1,92 @@
+"""What the sub-commands share: their parser class (help that shows defaults), the argument
+types, and the options several of them take."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: X)" after an option's help, unless the help already says its
+    default or there is none to show (None, off, an empty list)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        nothing = (
+            action.default is None
+            or action.default is False
+            or action.default == []
+            or action.default == argparse.SUPPRESS
+        )
+        if "(default" in text or nothing or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class SubcommandParser(argparse.ArgumentParser):
+    """A sub-command's parser: its help is laid out by :class:`HelpFormatter`, and so is that of
+    the sub-commands it adds (argparse makes them of its parent's class)."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
+# ---------------------------------------------------------------------------- argument types
+# Each names what it accepts, so argparse prints "argument --x: ..." and exits with status 2.
+
+
+def device(text: str) -> str:
+    """cpu, cuda or cuda:N, and CUDA only where there is one."""
+    if text == "cpu":
+        return text
+    import torch
+
+    try:
+        parsed = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use cpu, cuda or cuda:N") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{text!r}: fastwsol runs on cpu or cuda (cuda:N)")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine; use cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+            )
+    return text
+
+
+def _number(text: str, kind, low=None, high=None, what: str = ""):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be {what}")
+    return value
+
+
+def fraction(text: str) -> float:
+    return _number(text, float, 0.0, 1.0, "in [0, 1]")
+
+
+def count(text: str) -> int:
+    return _number(text, int, 1, None, ">= 1")
+
+
+def non_negative_int(text: str) -> int:
+    return _number(text, int, 0, None, ">= 0")
+
+
+# ------------------------------------------------------------------------- shared options
+
+
+def add_set_option(parser: argparse.ArgumentParser, help: str, flag: str = "--set") -> None:
+    """A repeatable ``flag SECTION.KEY=VALUE`` config override; the values arrive as a list."""
+    parser.add_argument(flag, action="append", default=[], metavar="SECTION.KEY=VALUE", help=help)
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")

@@ -1,0 +1,56 @@
+"""``fastwsol evaluate``: the protocol's metrics of a checkpoint on a split."""
+
+from __future__ import annotations
+
+import argparse
+
+from fastwsol.cli.common import add_device_option, add_set_option
+from fastwsol.method import MAP_KINDS
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="the protocol's metrics of a checkpoint on a split (table + JSON, pictures)"
+    )
+    parser.add_argument("--checkpoint", required=True, help="a fastwsol train checkpoint (RUN/best.pt or RUN/last.pt)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="the split to evaluate")
+    parser.add_argument(
+        "--map", choices=MAP_KINDS, help="localisation map: cam, norm (F̂) or sim (S) (default: the run's eval.map)"
+    )
+    parser.add_argument("--save-maps", metavar="DIR", help="per-image overlay PNGs and a contact sheet")
+    parser.add_argument(
+        "--out", metavar="DIR", help="where metrics_<split>_<map>.json goes (default: the checkpoint's folder)"
+    )
+    add_device_option(parser)
+    parser.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="the images (DIR/<dataset>/<image_id>) (default: the run's data.data_root, relative "
+        "paths taken from the folder the run was trained in)",
+    )
+    parser.add_argument(
+        "--metadata-root",
+        metavar="DIR",
+        help="the metadata (DIR/<dataset>/<split>/, or builtin) (default: the run's data.metadata_root, likewise)",
+    )
+    add_set_option(parser, help="override the run's config, e.g. --set data.dataset=CUB or --set eval.batch_size=16")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastwsol.checkpoint import load_trained
+    from fastwsol.evaluate import evaluate_checkpoint, locate_data
+    from fastwsol.report import METRIC_EXPLANATIONS, format_metrics
+
+    trained = load_trained(args.checkpoint, device=args.device)
+    config, used = locate_data(trained, data_root=args.data_root, metadata_root=args.metadata_root, overrides=args.set)
+    print("data: " + "; ".join(used))
+    metrics = evaluate_checkpoint(
+        trained, split=args.split, map_kind=args.map, save_maps=args.save_maps, out_dir=args.out, config=config
+    )
+    print(format_metrics(metrics, title=f"{args.split} split, map={metrics['map']} ({args.checkpoint})"))
+    print("\n".join(METRIC_EXPLANATIONS))
+    print(f"wrote {metrics['json']}")
+    if args.save_maps:
+        print(f"pictures: {metrics['pictures']} PNGs (one per image) and contact_sheet.png in {args.save_maps}")
+    return 0
