@@ -1,4 +1,4 @@
-"""Blockings of the fine-grained alignment forward (``_position_stats_kernel``, #16 row 6), built
+"""Blockings of the fine-grained alignment forward (``_position_stats_kernel``), built
 for sm_80 and sm_90 without a GPU, with the traffic each implies at ResNet50-CUB.
 
 The recorded ResNet50-CUB launch (fastwsol/kernel_build.py: real shape, real specialisations) is rebuilt

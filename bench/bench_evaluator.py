@@ -1,4 +1,4 @@
-"""Evaluator benchmark at ImageNet-validation scale (issue 4).
+"""Evaluator benchmark at ImageNet-validation scale.
 
 The 50,000 ILSVRC test images with their real GT boxes (the builtin wsolevaluation metadata), and
 synthetic 14×14 CAMs (1–3 ReLU'd Gaussian bumps near a GT box plus noise, seeded), evaluated

@@ -91,7 +91,7 @@ def roofline_rows(records: list[dict]) -> list[dict]:
 
 
 def objective_rows() -> list[dict]:
-    """Per real shape: HBM bytes the objective's handling of a bf16 F adds per step (#16 row 10)."""
+    """Per real shape: HBM bytes the objective's handling of a bf16 F adds per step."""
     rows = []
     for shape_name, shapes in REAL_SHAPES.items():
         for path in ("float", "upcast", "fused"):

@@ -37,7 +37,7 @@ ARCHS = (80, 90)
 THREADS_PER_WARP = 32
 SM_COUNT = {80: 108, 90: 132}  # A100 SXM, H100 SXM
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# The training objective's calls (#16 row 10): a bf16 F read as F.float() by the two losses (fp32 weight).
+# The training objective's calls: a bf16 F read as F.float() by the two losses (fp32 weight).
 UPCAST_DTYPE, UPCAST_OPS = "bf16-upcast", ("alignment_loss", "consistency_loss")
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 

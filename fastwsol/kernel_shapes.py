@@ -130,7 +130,7 @@ TRAFFIC = {
 
 def objective_feature_traffic(shapes: OpShapes, path: str) -> dict[str, int]:
     """HBM bytes per training step that the losses' handling of a bf16 F and F_drop adds to the
-    kernels' own reads and writes at 16 bits (#16 row 10), by ``path``:
+    kernels' own reads and writes at 16 bits, by ``path``:
 
     - ``"float"``: the objective's ``.float()`` copies: F and F_drop cast to fp32 (read 2, write 4
       bytes an element each), the kernels then read 4-byte elements and write 4-byte gradients, autograd

@@ -72,7 +72,7 @@ class Objective:
         zero = terms["ce"].new_zeros(())
         # The losses of F.float() (fp32) under bf16 autocast. Triton: ``upcast`` — the kernels read the
         # 16-bit F and compute in fp32, so no fp32 copy of F and F_drop is written, read back and its
-        # gradient cast again (ResNet50-CUB bf16: ≈ 1.2 GB per step, #16 row 10). The other backends
+        # gradient cast again (ResNet50-CUB bf16: ≈ 1.2 GB per step). The other backends
         # keep the literal .float() (one copy, whose backward adds L_drop's and the alignment's fp32
         # gradients before one cast). With upcast each loss writes its own 16-bit dF and autograd adds
         # the two: rounded twice (≤ 2 bf16 ulps of the larger term apart, tests/test_objective_upcast.py).

@@ -9,7 +9,7 @@ are checked here, once, so every backend gets the same clear errors.
 The two losses take ``upcast=True`` from the training objective: the loss of ``F.float()`` (fp32
 results; gradients reach F in its own dtype, as through ``.float()``'s backward). The reference
 and compiled backends apply ``.float()`` literally; the Triton kernels read a 16-bit F directly and
-compute in fp32 as they always do, so no fp32 copy of F is written and read back (#16 row 10).
+compute in fp32 as they always do, so no fp32 copy of F is written and read back.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ NORM_CLAMP = 1e-12  # F.normalize's eps (the kernels spell it, and ε = 1e-15, a
 MAX_BLOCK_CLASSES = 128  # class-tile width; 256 spills on sm_80 at the blockings below (CUB: 2 class passes)
 BLOCK_POSITIONS = 32
 BLOCK_CHANNELS = 32
-# Fine-grained forward (#16 row 6). Every program reads all of ŵ (C×D fp32) from L2, so L2 traffic
+# Fine-grained forward. Every program reads all of ŵ (C×D fp32) from L2, so L2 traffic
 # falls with the positions per program; 16-channel steps free the registers for twice the
 # positions at 8 warps with zero spills on sm_80 and sm_90 (bench/results/alignment_forward_blocking.md):
 # 128 positions for a one-pass TF32 dot (16-bit F), 64 for tf32x3 (fp32 F, or 16-bit F read as fp32).

@@ -1,4 +1,4 @@
-"""The training objective's losses on a 16-bit F without an fp32 copy (#16 row 10), under
+"""The training objective's losses on a 16-bit F without an fp32 copy, under
 TRITON_INTERPRET=1 at small shapes.
 
 ``upcast=True`` asks an op for its result on ``F.float()`` (and ``fc_weight.float()``): the Triton
@@ -85,7 +85,7 @@ def _objective(fine_grained=True):
 
 
 def _old_losses(objective, out, labels, fc_weight, backend):
-    """The objective before #16 row 10: .float() copies of F, F_drop and the weight, then the ops."""
+    """The objective with literal .float() copies of F, F_drop and the weight, then the ops."""
     feature = out["feature"].float()
     terms = {"ce": torch.nn.functional.cross_entropy(out["logits"], labels)}
     terms["drop"] = ops.consistency_loss(feature, out["feature_dropped"].float(), backend=backend)

@@ -33,7 +33,7 @@ operator by operator, each spread over the threads and waited for, so small batc
 cost left its threads idle. Each planned batch is copied out on its own (one allocation per
 planned batch).
 
-The measurements behind these choices: docs/experiments.md §7.
+The measurements behind these choices: docs/experiments.md#why-does-the-dali-pipeline-resize-as-it-does-on-the-cpu.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ class TwoPathWSOLNet(nn.Module):
         dropped, _ = ops.attentive_dropout(before_drop, self.drop_threshold, self.drop_prob, backend=backend)
         if self.batch_tail_paths:
             # The cat copies both paths (VGG16-CUB bf16: 2 × 25.7 MB read and written; chunk's backward
-            # joins the two 12.8 MB dF): ≈ 0.15 GB a step, ≈ 46 µs at 3.35 TB/s. Kept (#16 row 10): one
+            # joins the two 12.8 MB dF): ≈ 0.15 GB a step, ≈ 46 µs at 3.35 TB/s. Kept: one
             # tail pass over 2B images instead of two over B; avoiding the copy would need the head and
             # the dropout to write into one shared buffer. ResNet runs the tail twice: no cat.
             feature, feature_dropped = self.tail(torch.cat([before_drop, dropped])).chunk(2)

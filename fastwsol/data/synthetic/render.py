@@ -31,7 +31,7 @@ import numpy as np
 # the earlier muted brown ones (196,140,80)/(120,82,46) the pretrained backbone's norm map F̂ did
 # not cover the bodies of the classes with yellow or green parts (test GT-known of F̂ at the
 # fine-tuning's start 22-80 in those, 92-100 in the others); with these it covers 96-100 in every
-# class (docs/experiments.md §1).
+# class (docs/experiments.md#which-synthetic-set-shows-the-papers-phenomenon).
 BODY_COLOURS = ((235, 150, 40), (60, 35, 20))
 # What the drawing code draws, recorded in a set's manifest so that a set drawn by older code is
 # told apart from a new one of the same parameters: 2 = the stripes above; a manifest without
