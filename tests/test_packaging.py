@@ -42,7 +42,8 @@ def test_wheel_carries_configs_and_metadata(wheel):
     for split in ("CUB/train", "CUB/val", "CUB/test", "ILSVRC/val", "ILSVRC/test"):
         for file in ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt"):
             assert f"fastwsol/metadata/{split}/{file}" in names
-    assert {"fastwsol/metadata/NOTICE", "fastwsol/data/prepare.py", "fastwsol/kernels/alignment_loss.py"} <= names
+    assert {"fastwsol/metadata/NOTICE", "fastwsol/data/prepare.py", "fastwsol/kernels/alignment_loss.py",
+            "fastwsol/reproduce/run.py"} <= names
 
 
 def test_installed_wheel_finds_configs_and_metadata(wheel, tmp_path):
