@@ -24,6 +24,7 @@ from fastwsol import kernel_build  # noqa: E402
 from fastwsol.io import write_text_atomic  # noqa: E402
 from fastwsol.kernel_shapes import REAL_SHAPES  # noqa: E402
 from fastwsol.kernels import alignment_loss  # noqa: E402
+from fastwsol.tables import markdown_table  # noqa: E402
 
 SHAPE = "resnet50-cub"
 # (dtype label, dot precision, [(BLOCK_P, BLOCK_C, BLOCK_D, warps, stages)]): "bf16" is a bf16 F
@@ -87,14 +88,21 @@ def main(argv=None) -> None:
                         "blocks_per_sm": r.blocks_per_sm, **_traffic_mb(block_p, block_c, DTYPES[dtype_label][1]),
                     })
                     print(rows[-1], flush=True)
-    lines = [f"Fine-grained alignment forward at {SHAPE} (B=32, D=2048, 28², C=200): blockings built for "
-             "sm_80/sm_90 (registers, spill bytes; nchw / channels_last), ŵ's L2 MB and F's MB per forward. "
-             "**bold** = the launch the op selects.", "",
-             "| F | dot | P×C×D, warps, stages | sm_80 regs/spill | sm_90 regs/spill | sm_90 smem KB | programs "
-             "| class passes | ŵ L2 MB | F MB |", "|---|---|---|---|---|---|---|---|---|---|"]
-    keys = dict.fromkeys((r["dtype"], r["block_p"], r["block_c"], r["block_d"], r["warps"], r["stages"]) for r in rows)
-    for key in keys:
-        group = [r for r in rows if (r["dtype"], r["block_p"], r["block_c"], r["block_d"], r["warps"], r["stages"]) == key]
+    markdown = format_markdown(rows)
+    print(markdown)
+    path = save_results("alignment_forward_blocking", {"rows": rows}, rows, parser=parser, args=args)
+    write_text_atomic(path.with_suffix(".md"), markdown + "\n")
+
+
+def format_markdown(rows: list[dict]) -> str:
+    """One line per blocking (its sm_80 and sm_90 builds, both layouts, in one line), the op's own in bold."""
+    header = ("F", "dot", "P×C×D, warps, stages", "sm_80 regs/spill", "sm_90 regs/spill", "sm_90 smem KB", "programs",
+              "class passes", "ŵ L2 MB", "F MB")
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dtype"], r["block_p"], r["block_c"], r["block_d"], r["warps"], r["stages"]), []).append(r)
+    table = []
+    for key, group in groups.items():
 
         def regs(arch, group=group):
             return " / ".join(f"{r['registers']}/{r['spill_bytes']}" for r in group if r["arch"] == arch)
@@ -104,12 +112,11 @@ def main(argv=None) -> None:
         if first["chosen"]:
             blocking = f"**{blocking}**"
         smem = max(r["shared_memory"] for r in group if r["arch"] == "sm_90") / 1024
-        lines.append(f"| {key[0]} | {first['dot']} | {blocking} | {regs('sm_80')} | {regs('sm_90')} | {smem:.0f} | "
-                     f"{first['programs']} | {first['class_passes']} | {first['w_l2_mb']:.0f} | {first['f_mb']:.0f} |")
-    markdown = "\n".join(lines)
-    print(markdown)
-    path = save_results("alignment_forward_blocking", {"rows": rows}, rows, parser=parser, args=args)
-    write_text_atomic(path.with_suffix(".md"), markdown + "\n")
+        table.append((key[0], first["dot"], blocking, regs("sm_80"), regs("sm_90"), f"{smem:.0f}", first["programs"],
+                      first["class_passes"], f"{first['w_l2_mb']:.0f}", f"{first['f_mb']:.0f}"))
+    return (f"Fine-grained alignment forward at {SHAPE} (B=32, D=2048, 28², C=200): blockings built for "
+            "sm_80/sm_90 (registers, spill bytes; nchw / channels_last), ŵ's L2 MB and F's MB per forward. "
+            "**bold** = the launch the op selects.\n\n" + markdown_table(header, table))
 
 
 if __name__ == "__main__":

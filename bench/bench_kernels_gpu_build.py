@@ -30,6 +30,7 @@ from bench.common import save_results
 from fastwsol import kernel_build
 from fastwsol.io import write_text_atomic
 from fastwsol.kernel_shapes import REAL_SHAPES, TRAFFIC, objective_feature_traffic
+from fastwsol.tables import markdown_table
 
 H100 = {"hbm": 3.35e12, "l2": 10e12, "tensor_tf32": 494.7e12, "fp32": 66.9e12, "sms": 132}
 ELEMENT_SIZE = {"fp32": 4, "bf16": 2, kernel_build.UPCAST_DTYPE: 2}
@@ -105,26 +106,21 @@ OBJECTIVE_PATHS = {"float": ".float() copies (before)", "upcast": "upcast (now)"
 
 
 def format_objective_markdown(rows: list[dict]) -> str:
-    lines = ["Training objective on a bf16 F (F and F_drop into L_drop and the alignment losses): HBM MB per step "
-             "added to the kernels' 16-bit traffic (negative: less than it), and its time at 3.35 TB/s.", "",
-             "| shape | path | casts MB | kernels' extra MB | dF add MB | total MB | est. H100 µs |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['shape']} | {OBJECTIVE_PATHS[r['path']]} | {r['copies']:.1f} | {r['kernel_excess']:.1f} | "
-                     f"{r['gradient_sum']:.1f} | {r['total']:.1f} | {r['estimate_us']:.1f} |")
-    return "\n".join(lines)
+    header = ("shape", "path", "casts MB", "kernels' extra MB", "dF add MB", "total MB", "est. H100 µs")
+    table = [(r["shape"], OBJECTIVE_PATHS[r["path"]], f"{r['copies']:.1f}", f"{r['kernel_excess']:.1f}",
+              f"{r['gradient_sum']:.1f}", f"{r['total']:.1f}", f"{r['estimate_us']:.1f}") for r in rows]
+    return ("Training objective on a bf16 F (F and F_drop into L_drop and the alignment losses): HBM MB per step "
+            "added to the kernels' 16-bit traffic (negative: less than it), and its time at 3.35 TB/s.\n\n"
+            + markdown_table(header, table))
 
 
 def format_markdown(rows: list[dict]) -> str:
-    lines = ["| op | dir | shape | dtype | HBM MB | L2 MB | GFLOP | est. H100 µs | bound | floor µs | est./floor "
-             "| waves |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['op']} | {r['direction'][:3]} | {r['shape']} | {r['dtype']} | {r['hbm_mb']:.1f} | "
-                     f"{r['l2_mb']:.1f} | "
-                     f"{r['gflop']:.2f} | {r['estimate_us']:.1f} | {r['bound']} | {r['floor_us']:.1f} | "
-                     f"{r['estimate_over_floor']:.2f} | {r['waves'] if r['waves'] is not None else '-'} |")
-    return "\n".join(lines)
+    header = ("op", "dir", "shape", "dtype", "HBM MB", "L2 MB", "GFLOP", "est. H100 µs", "bound", "floor µs",
+              "est./floor", "waves")
+    table = [(r["op"], r["direction"][:3], r["shape"], r["dtype"], f"{r['hbm_mb']:.1f}", f"{r['l2_mb']:.1f}",
+              f"{r['gflop']:.2f}", f"{r['estimate_us']:.1f}", r["bound"], f"{r['floor_us']:.1f}",
+              f"{r['estimate_over_floor']:.2f}", r["waves"] if r["waves"] is not None else "-") for r in rows]
+    return markdown_table(header, table)
 
 
 def main(argv=None) -> None:

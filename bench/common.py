@@ -1,7 +1,7 @@
 """What the benchmark scripts share: where results go and which run each came from, a plain-text
-table, and the results writer (``<name>.json`` with everything, ``<name>.csv`` with the rows).
-The scripts are modules of the ``bench`` package, run from the repository root as
-``python -m bench.<script>``.
+table for the console, and the results writer (``<name>.json`` with everything, ``<name>.csv``
+with the rows, by ``fastwsol.tables.csv_text``). The scripts are modules of the ``bench``
+package, run from the repository root as ``python -m bench.<script>``.
 
 A *full* run is a script run with its default arguments and without ``run_all.py --quick``: its
 results go to ``bench/results/`` (committed; the README quotes them). Any other run (``--quick``,
@@ -12,9 +12,7 @@ commit, arguments.
 
 from __future__ import annotations
 
-import csv
 import datetime
-import io
 import json
 import os
 import re
@@ -24,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fastwsol.io import write_text_atomic
+from fastwsol.tables import csv_text
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent  # the repository root, where ``python -m bench.<script>`` runs
@@ -46,17 +45,6 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence], indent: str = 
 
     head = line([str(h) for h in header])
     return "\n".join([head, indent + "-" * (len(head) - len(indent)), *map(line, cells)])
-
-
-def csv_text(rows: list[dict], fields: Sequence[str] | None = None) -> str:
-    """Rows of dicts as CSV; the header is ``fields`` or every key in first-seen order."""
-    if fields is None:
-        fields = list(dict.fromkeys(key for row in rows for key in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(fields))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def _git(*args: str) -> str:

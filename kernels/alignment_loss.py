@@ -384,3 +384,16 @@ def alignment_loss(
         feature, fc_weight, target, float(fg_threshold), float(bg_threshold), bool(fine_grained), bool(upcast)
     )
     return loss_sim, loss_norm
+
+
+@torch.no_grad()
+def position_maps(feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor, *, fg_threshold: float,
+                  bg_threshold: float, fine_grained: bool) -> tuple[torch.Tensor, ...]:
+    """The forward's per-position maps, B × HW in fp32, as the backward reads them (module
+    docstring): n_u = ‖F_u‖, S_u, ∂L/∂n_u and ∂L/∂S_u for unit upstream gradients. The sign of
+    ∂L/∂S_u is the similarity masks' region (negative: fg_sim, positive: bg_sim), as is that of
+    ∂L/∂n_u for the norm masks at every position but i_min and i_max."""
+    _, _, norm, sim, norm_coef, sim_coef = _alignment_loss_op(
+        feature, fc_weight, target, float(fg_threshold), float(bg_threshold), bool(fine_grained)
+    )
+    return norm, sim, norm_coef, sim_coef

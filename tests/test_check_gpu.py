@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from fastwsol import check_gpu
+from fastwsol import check_gpu, kernel_cases
 from fastwsol.cli import main as cli_main
 from fastwsol.kernel_shapes import DRY_RUN_SHAPES, REAL_SHAPES
 
@@ -43,7 +43,7 @@ def test_a_wrong_result_fails_the_check(monkeypatch):
     settings = check_gpu.Settings("cpu", True, False, 60, DRY_RUN_SHAPES)
     shapes = DRY_RUN_SHAPES["tiny-target"]
     assert check_gpu.check_alignment(settings, "tiny-target", shapes, "fp32", "nchw")["ok"]
-    monkeypatch.setitem(check_gpu.TOLERANCES, "fp32", {"loss": 0.0, "grad": 0.0})
+    monkeypatch.setitem(kernel_cases.ALIGNMENT_TOLERANCES, "fp32", {"loss": 0.0, "grad": 0.0})
     assert not check_gpu.check_alignment(settings, "tiny-target", shapes, "fp32", "nchw")["ok"]
 
 

@@ -15,13 +15,12 @@ grid (432 cases) is too slow for the interpreter, so:
   constant norm maps (a single vector repeated, with and without sign flips), zero feature
   vectors, a zero weight row, C = 200 (more classes than one class tile), 28×28 maps, fp16.
 
-Tolerances. fp32: compared with the reference run in float64 on the same values; losses
-within 1e-5 absolute, gradients within 1e-4 of the gradient's largest magnitude. bf16/fp16:
-compared with the float64 reference on the upcast inputs (the kernel accumulates in fp32);
-losses within 1e-3, gradients (returned in the input dtype) within 2e-2 of the largest
-magnitude. bf16 fine-grained runs at every C (1, 5, 37): the class dot takes fp32 operands
-(the interpreter's bf16 ``tl.dot`` multiplies bit patterns; C = 1 and 5, where maxima are near
-0 and negative, exposed it).
+Tolerances (``fastwsol.kernel_cases.ALIGNMENT_TOLERANCES``, shared with ``fastwsol check-gpu``):
+every case is compared with the reference run in float64 on the same values (a 16-bit input
+upcast); fp32 inputs are held to fp32's bounds, bf16 and fp16 inputs to bf16's. bf16
+fine-grained runs at every C (1, 5, 37): the class dot takes fp32 operands (the interpreter's
+bf16 ``tl.dot`` multiplies bit patterns; C = 1 and 5, where maxima are near 0 and negative,
+exposed it).
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ import itertools
 import pytest
 import torch
 
+from fastwsol.kernel_cases import ALIGNMENT_TOLERANCES, DTYPE_LAYOUT_CASES, DTYPES, LAYOUTS, UPSTREAM
 from fastwsol.kernels import alignment_loss as kernel
 from fastwsol.kernels.runtime import TritonUnavailableError, interpreter_enabled
 from fastwsol.method import reference
@@ -39,7 +39,6 @@ from fastwsol.method import reference
 DEVICE = "cpu" if interpreter_enabled() or not torch.cuda.is_available() else "cuda"
 
 FG, BG = 0.6, 0.2  # the CUB config's τ_fg, τ_bg region (any values in (0, 1) exercise the same code)
-UPSTREAM_SIM, UPSTREAM_NORM = 0.7, 1.3
 
 AXES = {
     "batch": [1, 3],
@@ -47,8 +46,8 @@ AXES = {
     "size": [(7, 7), (14, 14), (13, 17)],
     "classes": [1, 5, 37],
     "fine_grained": [False, True],
-    "channels_last": [False, True],
-    "dtype": [torch.float32, torch.bfloat16],
+    "layout": list(LAYOUTS),
+    "dtype": list(DTYPES.values()),
 }
 
 
@@ -70,26 +69,24 @@ PAIRWISE_CASES = _pairwise_cases()
 
 
 def _case_id(case: tuple) -> str:
-    batch, channels, (height, width), classes, fine_grained, channels_last, dtype = case
+    batch, channels, (height, width), classes, fine_grained, layout, dtype = case
     return (f"B{batch}-D{channels}-{height}x{width}-C{classes}-{'fine' if fine_grained else 'target'}"
-            f"-{'cl' if channels_last else 'nchw'}-{str(dtype).removeprefix('torch.')}")
+            f"-{layout}-{str(dtype).removeprefix('torch.')}")
 
 
-def _inputs(batch, channels, size, classes, dtype, channels_last, seed=0):
+def _inputs(batch, channels, size, classes, dtype, layout, seed=0):
     generator = torch.Generator().manual_seed(seed)
     feature = torch.randn(batch, channels, *size, generator=generator).to(dtype)
     weight = torch.randn(classes, channels, generator=generator).to(dtype)
     target = torch.randint(0, classes, (batch,), generator=generator)
-    if channels_last:
-        feature = feature.to(memory_format=torch.channels_last)
-    return feature, weight, target
+    return feature.contiguous(memory_format=LAYOUTS[layout]), weight, target
 
 
 def _run(fn, feature, weight, target, fine_grained, fg=FG, bg=BG, device="cpu"):
     feature = feature.detach().to(device).clone(memory_format=torch.preserve_format).requires_grad_()
     weight = weight.detach().to(device).clone().requires_grad_()
     loss_sim, loss_norm = fn(feature, weight, target.to(device), fg_threshold=fg, bg_threshold=bg, fine_grained=fine_grained)
-    (UPSTREAM_SIM * loss_sim + UPSTREAM_NORM * loss_norm).backward()
+    (UPSTREAM[0] * loss_sim + UPSTREAM[1] * loss_norm).backward()
     return tuple(t.cpu() for t in (loss_sim.detach(), loss_norm.detach(), feature.grad)) + (weight.grad.cpu(),)
 
 
@@ -97,8 +94,8 @@ def _check(feature, weight, target, fine_grained, fg=FG, bg=BG):
     """Kernel on the given tensors vs the float64 reference on the same values."""
     got = _run(kernel.alignment_loss, feature, weight, target, fine_grained, fg, bg, device=DEVICE)
     want = _run(reference.alignment_loss, feature.double(), weight.double(), target, fine_grained, fg, bg)
-    exact = feature.dtype == torch.float32
-    loss_tol, grad_tol = (1e-5, 1e-4) if exact else (1e-3, 2e-2)
+    tolerance = ALIGNMENT_TOLERANCES["fp32" if feature.dtype == torch.float32 else "bf16"]
+    loss_tol, grad_tol = tolerance["loss"], tolerance["grad"]
     for name, g, w in zip(("loss_sim", "loss_norm"), got[:2], want[:2]):
         assert g.dtype == feature.dtype, name
         assert torch.isfinite(g), name
@@ -114,16 +111,15 @@ def _check(feature, weight, target, fine_grained, fg=FG, bg=BG):
 
 @pytest.mark.parametrize("case", PAIRWISE_CASES, ids=_case_id)
 def test_pairwise_grid(case):
-    batch, channels, size, classes, fine_grained, channels_last, dtype = case
-    feature, weight, target = _inputs(batch, channels, size, classes, dtype, channels_last)
+    batch, channels, size, classes, fine_grained, layout, dtype = case
+    feature, weight, target = _inputs(batch, channels, size, classes, dtype, layout)
     _check(feature, weight, target, fine_grained)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
+@pytest.mark.parametrize("dtype,layout", DTYPE_LAYOUT_CASES, ids="-".join)
 @pytest.mark.parametrize("fine_grained", [False, True], ids=["target", "fine"])
-def test_mode_layout_dtype_grid(fine_grained, channels_last, dtype):
-    feature, weight, target = _inputs(3, 7, (7, 7), 37, dtype, channels_last, seed=1)
+def test_mode_layout_dtype_grid(fine_grained, dtype, layout):
+    feature, weight, target = _inputs(3, 7, (7, 7), 37, DTYPES[dtype], layout, seed=1)
     _check(feature, weight, target, fine_grained)
 
 
@@ -131,7 +127,7 @@ def test_mode_layout_dtype_grid(fine_grained, channels_last, dtype):
 @pytest.mark.parametrize("size", AXES["size"], ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("channels", AXES["channels"])
 def test_shape_grid(channels, size, classes):
-    feature, weight, target = _inputs(2, channels, size, classes, torch.float32, False, seed=2)
+    feature, weight, target = _inputs(2, channels, size, classes, torch.float32, "nchw", seed=2)
     _check(feature, weight, target, fine_grained=True)
 
 
@@ -142,7 +138,7 @@ def test_pairwise_cases_cover_every_axis_value():
 
 @pytest.mark.parametrize("target", [[2, 2, 2], [1, 0, 1]], ids=["all-same", "two-same"])
 def test_repeated_classes_accumulate_weight_grad(target):
-    feature, weight, _ = _inputs(3, 16, (7, 7), 4, torch.float32, False, seed=3)
+    feature, weight, _ = _inputs(3, 16, (7, 7), 4, torch.float32, "nchw", seed=3)
     got, _ = _check(feature, weight, torch.tensor(target), fine_grained=True)
     untouched = sorted(set(range(4)) - set(target))
     assert torch.all(got[3][untouched] == 0)
@@ -150,7 +146,7 @@ def test_repeated_classes_accumulate_weight_grad(target):
 
 def test_empty_similarity_regions():
     """τ_fg = 1 and τ_bg = 0: F̂ ∈ [0, 1] is never > 1 nor < 0, so both sim masks are empty → L_sim = 0."""
-    feature, weight, target = _inputs(2, 16, (7, 7), 5, torch.float32, False, seed=4)
+    feature, weight, target = _inputs(2, 16, (7, 7), 5, torch.float32, "nchw", seed=4)
     got, _ = _check(feature, weight, target, fine_grained=True, fg=1.0, bg=0.0)
     assert got[0] == 0
 
@@ -178,15 +174,15 @@ def test_constant_norm_map(sign_flips):
 @pytest.mark.parametrize("fine_grained", [False, True], ids=["target", "fine"])
 def test_zero_feature_vectors(fine_grained):
     """Zero vectors: norm 0 (the min), S = 0 (in no norm mask), F.normalize's 1e-12 clamp in the gradient."""
-    feature, weight, target = _inputs(3, 16, (7, 7), 5, torch.float32, False, seed=7)
+    feature, weight, target = _inputs(3, 16, (7, 7), 5, torch.float32, "nchw", seed=7)
     feature[0, :, 2, 3] = 0
     feature[1, :, :3] = 0
     feature[2] = 0  # a whole image: constant zero norm map
     _check(feature, weight, target, fine_grained)
 
 
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
-def test_more_classes_than_one_class_tile(channels_last):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_more_classes_than_one_class_tile(layout):
     """C = 200 (CUB) > the 128-class tile: the class max spans two class passes over F. Positive
     features against negative rows 0-127 make the first tile's similarities all negative, so the
     sign of S* (the norm masks) is decided by the random rows 128-199 of the second tile."""
@@ -194,13 +190,11 @@ def test_more_classes_than_one_class_tile(channels_last):
     generator = torch.Generator().manual_seed(12)
     feature = torch.rand(2, 16, 7, 7, generator=generator) - 0.1
     weight = torch.cat([-torch.rand(128, 16, generator=generator) - 1, torch.randn(72, 16, generator=generator)])
-    if channels_last:
-        feature = feature.to(memory_format=torch.channels_last)
-    _check(feature, weight, torch.tensor([3, 150]), fine_grained=True)
+    _check(feature.contiguous(memory_format=LAYOUTS[layout]), weight, torch.tensor([3, 150]), fine_grained=True)
 
 
 def test_zero_weight_row():
-    feature, weight, _ = _inputs(2, 16, (7, 7), 3, torch.float32, False, seed=8)
+    feature, weight, _ = _inputs(2, 16, (7, 7), 3, torch.float32, "nchw", seed=8)
     weight[1] = 0
     _check(feature, weight, torch.tensor([1, 2]), fine_grained=True)
 
@@ -208,28 +202,28 @@ def test_zero_weight_row():
 @pytest.mark.parametrize("fine_grained", [False, True], ids=["target", "fine"])
 def test_resnet_map_size(fine_grained):
     """28×28 (ResNet50's map): 784 positions, the per-image kernel's 1024-wide block."""
-    feature, weight, target = _inputs(2, 8, (28, 28), 5, torch.float32, True, seed=13)
+    feature, weight, target = _inputs(2, 8, (28, 28), 5, torch.float32, "channels_last", seed=13)
     _check(feature, weight, target, fine_grained)
 
 
 def test_float16():
-    feature, weight, target = _inputs(2, 64, (7, 7), 37, torch.float16, True, seed=9)
+    feature, weight, target = _inputs(2, 64, (7, 7), 37, torch.float16, "channels_last", seed=9)
     _check(feature, weight, target, fine_grained=True)
 
 
 def test_opcheck():
-    feature, weight, target = (t.to(DEVICE) for t in _inputs(2, 16, (7, 7), 5, torch.float32, True, seed=10))
+    feature, weight, target = (t.to(DEVICE) for t in _inputs(2, 16, (7, 7), 5, torch.float32, "channels_last", seed=10))
     feature.requires_grad_()
     weight.requires_grad_()
     torch.library.opcheck(kernel._alignment_loss_op, (feature, weight, target, FG, BG, True))
     _, _, *maps = kernel._alignment_loss_op(feature, weight, target, FG, BG, False)
     torch.library.opcheck(kernel._alignment_loss_op, (feature, weight, target, FG, BG, False))
-    upstream = (torch.tensor(0.7, device=DEVICE), torch.tensor(1.3, device=DEVICE))
+    upstream = tuple(torch.tensor(u, device=DEVICE) for u in UPSTREAM)
     torch.library.opcheck(kernel._alignment_loss_backward_op, (*upstream, feature.detach(), weight.detach(), target, *maps))
 
 
 def test_compiles_without_graph_break():
-    feature, weight, target = (t.to(DEVICE) for t in _inputs(2, 16, (7, 7), 5, torch.float32, False, seed=11))
+    feature, weight, target = (t.to(DEVICE) for t in _inputs(2, 16, (7, 7), 5, torch.float32, "nchw", seed=11))
 
     def step(f, w):
         loss_sim, loss_norm = kernel.alignment_loss(f, w, target, fg_threshold=FG, bg_threshold=BG, fine_grained=True)
@@ -247,18 +241,18 @@ def test_compiles_without_graph_break():
 
 
 def test_cpu_without_interpreter_is_a_clear_error(monkeypatch):
-    feature, weight, target = _inputs(1, 7, (7, 7), 5, torch.float32, False)
+    feature, weight, target = _inputs(1, 7, (7, 7), 5, torch.float32, "nchw")
     monkeypatch.setenv("TRITON_INTERPRET", "0")  # read at call time
     with pytest.raises(TritonUnavailableError, match="TRITON_INTERPRET=1"):
         kernel.alignment_loss(feature, weight, target, fg_threshold=FG, bg_threshold=BG, fine_grained=True)
 
 
 @pytest.mark.parametrize("classes", [1, 5])
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
-def test_bf16_fine_grained_few_classes(classes, channels_last):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_bf16_fine_grained_few_classes(classes, layout):
     """bf16 fine-grained at C = 1 and 5: class maxima near 0 and negative (the interpreter's
     bf16 dot gave L_norm −0.43 against −0.025 at C = 1)."""
-    feature, weight, target = _inputs(2, 16, (5, 6), classes, torch.bfloat16, channels_last, seed=14)
+    feature, weight, target = _inputs(2, 16, (5, 6), classes, torch.bfloat16, layout, seed=14)
     _check(feature, weight, target, fine_grained=True)
 
 
@@ -276,12 +270,12 @@ def test_weight_grad_is_deterministic():
     """Repeated classes: ∂L/∂w sums images by a one-hot product — never an accumulating scatter
     (index_add_/index_put_/scatter_add are atomic adds on CUDA, not reproducible run to run) —
     equal to the reference and bitwise equal across runs."""
-    feature, weight, _ = _inputs(4, 16, (5, 6), 3, torch.float32, False, seed=15)
+    feature, weight, _ = _inputs(4, 16, (5, 6), 3, torch.float32, "nchw", seed=15)
     target = torch.tensor([2, 0, 2, 2])
     first, _ = _check(feature, weight, target, fine_grained=True)
     device_args = [t.to(DEVICE) for t in (feature, weight, target)]
     *_, norm, sim, norm_coef, sim_coef = kernel._forward(*device_args, FG, BG, True)
-    upstream = [torch.tensor(u, device=DEVICE) for u in (UPSTREAM_SIM, UPSTREAM_NORM)]
+    upstream = [torch.tensor(u, device=DEVICE) for u in UPSTREAM]
     with _RecordOps() as recorder:  # the backward's body (inside the opaque custom op)
         kernel._backward(*upstream, *device_args, norm, sim, norm_coef, sim_coef)
     scatters = [op for op in recorder.ops if any(k in op for k in ("index_add", "index_put", "scatter_add", "scatter_reduce"))]

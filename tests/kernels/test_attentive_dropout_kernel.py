@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 
+from fastwsol.kernel_cases import DTYPE_LAYOUT_CASES, DTYPES, LAYOUTS
 from fastwsol.kernels.attentive_dropout import attentive_dropout, attentive_dropout_backward_op, attentive_dropout_op
 from fastwsol.kernels.runtime import interpreter_enabled
 from fastwsol.method import reference
@@ -22,8 +23,6 @@ DEVICE = "cpu" if interpreter_enabled() or not torch.cuda.is_available() else "c
 
 # (shape, γ, p): tails in every block dimension (D = 7, 37, 300; 13×17), and the real 14×14 map.
 CASES = [((1, 7, 7, 7), 0.8, 0.5), ((3, 37, 13, 17), 0.3, 0.9), ((2, 300, 7, 7), 0.8, 0.5), ((3, 64, 14, 14), 0.5, 0.2)]
-FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-DTYPES = [torch.float32, torch.bfloat16]
 
 
 def _input(shape, dtype, memory_format, seed=0):
@@ -34,10 +33,9 @@ def _input(shape, dtype, memory_format, seed=0):
 
 
 @pytest.mark.parametrize("shape,threshold,drop_prob", CASES, ids=str)
-@pytest.mark.parametrize("layout", FORMATS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_with_uniform_equals_reference_exactly(shape, layout, dtype, threshold, drop_prob):
-    x, uniform = _input(shape, dtype, FORMATS[layout])
+@pytest.mark.parametrize("dtype,layout", DTYPE_LAYOUT_CASES, ids="-".join)
+def test_with_uniform_equals_reference_exactly(shape, dtype, layout, threshold, drop_prob):
+    x, uniform = _input(shape, DTYPES[dtype], LAYOUTS[layout])
     x.requires_grad_(True)
     out, keep = attentive_dropout(x, threshold, drop_prob, uniform=uniform)
     ref_out, ref_keep = reference.attentive_dropout(x, threshold, drop_prob, uniform=uniform)
@@ -82,14 +80,14 @@ def _candidates(x, threshold):
     return channel_mean > threshold * channel_mean.flatten(1).max(dim=1).values.view(-1, 1, 1, 1)
 
 
-@pytest.mark.parametrize("layout", FORMATS)
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_internal_draw_respects_the_candidate_region_and_p(layout):
     """keep = 1 wherever m ≤ γ·max; inside the candidate region the number of drops is
     Binomial(n, p): we require |drops − n·p| ≤ 5·sqrt(n·p·(1−p)) (a false failure has
     probability < 1e-6) over n ≈ 2,800 candidate positions."""
     torch.manual_seed(1)
     threshold, drop_prob = 0.2, 0.3
-    x = torch.rand(8, 16, 28, 28, device=DEVICE).contiguous(memory_format=FORMATS[layout])  # positive means: many candidates
+    x = torch.rand(8, 16, 28, 28, device=DEVICE).contiguous(memory_format=LAYOUTS[layout])  # positive means: many candidates
     candidates = _candidates(x, threshold)
     drops, trials = 0, 0
     for _ in range(3):
@@ -144,7 +142,7 @@ def test_gradient_of_an_expanded_output_gradient():
     assert torch.equal(x.grad, expected)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=str)
 def test_nan_input_matches_reference(dtype):
     """A NaN channel mean makes torch's image max NaN, so that image drops nothing; NaN flows to the output."""
     x, uniform = _input((2, 5, 4, 4), dtype, torch.contiguous_format, seed=4)

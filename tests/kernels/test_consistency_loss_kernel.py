@@ -1,9 +1,9 @@
 """Triton consistency loss (kernels/consistency_loss.py) against the reference, forward and both
 gradients, under TRITON_INTERPRET=1 (small shapes).
 
-Tolerances: fp32 forward rtol 1e-5 (only the summation order differs); bf16 forward one bf16
-step (rtol 8e-3: the fp32 sum is rounded once to bf16, like torch, but the order differs). The
-gradients are exact in both dtypes: g/N rounded as torch's mean backward, times sign(F − F_drop).
+Tolerances: the forward within ``fastwsol.kernel_cases.CONSISTENCY_LOSS_RTOL`` (shared with
+``fastwsol check-gpu``); the gradients exact in both dtypes: g/N rounded as torch's mean
+backward, times sign(F − F_drop).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fastwsol.kernel_cases import CONSISTENCY_LOSS_RTOL, DTYPES, LAYOUTS
 from fastwsol.kernels.consistency_loss import consistency_loss, consistency_loss_backward_op, consistency_loss_op
 from fastwsol.kernels.runtime import interpreter_enabled
 from fastwsol.method import reference
@@ -19,8 +20,6 @@ from fastwsol.method import reference
 DEVICE = "cpu" if interpreter_enabled() or not torch.cuda.is_available() else "cuda"
 
 SHAPES = [(1, 7, 7, 7), (3, 64, 14, 14), (3, 37, 13, 17), (2, 300, 7, 7)]
-FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-FORWARD_RTOL = {torch.float32: 1e-5, torch.bfloat16: 8e-3}
 
 
 def _pair(shape, dtype, layouts, seed=0):
@@ -29,20 +28,21 @@ def _pair(shape, dtype, layouts, seed=0):
     dropped = torch.randn(shape, generator=generator).to(DEVICE, dtype)
     dropped.view(-1)[::5] = feature.view(-1)[::5]  # F == F_drop: sign 0, zero gradient
     return (
-        feature.contiguous(memory_format=FORMATS[layouts[0]]).requires_grad_(True),
-        dropped.contiguous(memory_format=FORMATS[layouts[1]]).requires_grad_(True),
+        feature.contiguous(memory_format=LAYOUTS[layouts[0]]).requires_grad_(True),
+        dropped.contiguous(memory_format=LAYOUTS[layouts[1]]).requires_grad_(True),
     )
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("layouts", [("nchw", "nchw"), ("channels_last", "channels_last"), ("nchw", "channels_last")], ids="-".join)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_forward_and_gradients_match_reference(shape, layouts, dtype):
+@pytest.mark.parametrize("dtype_name", DTYPES)
+def test_forward_and_gradients_match_reference(shape, layouts, dtype_name):
+    dtype = DTYPES[dtype_name]
     feature, dropped = _pair(shape, dtype, layouts)
     loss = consistency_loss(feature, dropped)
     ref_loss = reference.consistency_loss(feature, dropped)
     assert loss.shape == () and loss.dtype == dtype
-    torch.testing.assert_close(loss, ref_loss, rtol=FORWARD_RTOL[dtype], atol=0)
+    torch.testing.assert_close(loss, ref_loss, rtol=CONSISTENCY_LOSS_RTOL[dtype_name], atol=0)
 
     grad_loss = torch.tensor(1.7, dtype=dtype, device=DEVICE)
     grads = torch.autograd.grad(loss, (feature, dropped), grad_loss)
@@ -76,7 +76,7 @@ def test_opcheck():
     torch.library.opcheck(consistency_loss_backward_op, (torch.tensor(0.5, device=DEVICE), feature.detach(), dropped.detach()))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=str)
 def test_nan_input_gives_nan_loss(dtype):
     feature, dropped = _pair((2, 5, 4, 4), dtype, ("nchw", "nchw"), seed=3)
     with torch.no_grad():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fastwsol.kernel_cases import ALIGNMENT_TOLERANCES, CONSISTENCY_LOSS_RTOL, UPSTREAM
 from fastwsol.kernels import alignment_loss as alignment_kernel
 from fastwsol.kernels import attentive_dropout as dropout_kernel
 from fastwsol.kernels import consistency_loss as consistency_kernel
@@ -59,7 +60,7 @@ def test_consistency_loss(layout):
     args = ([leaf, other], [view, other_view], torch.float32)
     got = _grads(lambda f, g: (consistency_kernel.consistency_loss(f, g),), *args, DEVICE, (1.7,))
     want = _grads(lambda f, g: (reference.consistency_loss(f, g),), *args, "cpu", (1.7,))
-    torch.testing.assert_close(got[0][0], want[0][0], rtol=1e-5, atol=0)
+    torch.testing.assert_close(got[0][0], want[0][0], rtol=CONSISTENCY_LOSS_RTOL["fp32"], atol=0)
     for g, w in zip(got[1], want[1]):
         torch.testing.assert_close(g, w, rtol=0, atol=1e-7)
 
@@ -87,11 +88,12 @@ def test_alignment_loss(layout, fine_grained):
 
     def run(fn, dtype, device):
         return _grads(lambda f, w: fn(f, w, target.to(device), fg_threshold=0.6, bg_threshold=0.2, fine_grained=fine_grained),
-                      [leaf, weight], [view, lambda w: w], dtype, device, (0.7, 1.3))
+                      [leaf, weight], [view, lambda w: w], dtype, device, UPSTREAM)
 
     got = run(alignment_kernel.alignment_loss, torch.float32, DEVICE)
     want = run(reference.alignment_loss, torch.float64, "cpu")
+    tolerance = ALIGNMENT_TOLERANCES["fp32"]
     for g, w in zip(got[0], want[0]):
-        torch.testing.assert_close(g.double(), w, rtol=0, atol=1e-5)
+        torch.testing.assert_close(g.double(), w, rtol=0, atol=tolerance["loss"])
     for g, w in zip(got[1], want[1]):
-        torch.testing.assert_close(g.double(), w, rtol=0, atol=1e-4 * float(w.abs().max()))
+        torch.testing.assert_close(g.double(), w, rtol=0, atol=tolerance["grad"] * float(w.abs().max()))
