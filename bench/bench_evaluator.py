@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from bench.common import format_table, save_results
+from fastwsol.data import read_split_metadata
 from fastwsol.evaluation import (
     BoxEvaluator,
-    read_split_metadata,
     resize_boxes,
     upsample_cams,
 )

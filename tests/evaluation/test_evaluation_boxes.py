@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from fastwsol.data import read_split_metadata
 from fastwsol.evaluation import (
     BoxEvaluator,
     boxes_at_thresholds,
@@ -21,7 +22,6 @@ from fastwsol.evaluation import (
     correct_at_thresholds_opencv,
     correct_from_boxes,
     multiple_iou,
-    read_split_metadata,
     resize_boxes,
     scoremap_to_uint8,
     threshold_levels,
