@@ -109,8 +109,6 @@ def test_fastwsol_has_no_import_cycle():
 @pytest.mark.parametrize("leaf", ["fastwsol.config", "fastwsol.io", "fastwsol.method.reference", "fastwsol.tables"])
 def test_the_low_rooms_import_nothing_above_them(leaf):
     graph = import_graph()
-    if leaf not in graph:
-        pytest.skip(f"{leaf} does not exist")
     allowed = {"fastwsol"}  # the package's __init__ (its version)
     assert graph[leaf] <= allowed, f"{leaf} imports {sorted(graph[leaf] - allowed)}"
 
