@@ -21,10 +21,12 @@ from fastwsol.models import model_from_config
 class TrainedModel:
     model: torch.nn.Module
     config: object  # ExperimentConfig of the run
-    threshold: float | None  # the CAM threshold validated with the checkpoint (GT-known-optimal), if any
+    threshold: float | None  # the CAM threshold (GT-known-optimal) validated at the run's best epoch, if any
     path: Path
     class_names: dict[int, str]  # label -> name ({} when the run's metadata names none)
     workdir: Path | None  # where the run was made: its config's relative data paths start there
+    epoch: int = 0  # epochs trained into these weights
+    threshold_epoch: int | None = None  # the epoch whose validation chose ``threshold`` (the run's best)
 
 
 def load_trained(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
@@ -36,10 +38,17 @@ def load_trained(checkpoint: str | os.PathLike, device: str | torch.device = "cp
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
         raise ValueError(f"checkpoint {checkpoint}: weights do not fit {config.model.name}: {exc}") from exc
-    threshold = state.get("best", {}).get("threshold")
+    best = state.get("best") or {}
     workdir = Path(state["workdir"]) if state.get("workdir") else None
     return TrainedModel(
-        model.to(device).eval(), config, threshold, Path(checkpoint), state.get("class_names") or {}, workdir
+        model.to(device).eval(),
+        config,
+        best.get("threshold"),
+        Path(checkpoint),
+        state.get("class_names") or {},
+        workdir,
+        epoch=int(state["epoch"]),
+        threshold_epoch=best.get("epoch") if best.get("threshold") is not None else None,
     )
 
 

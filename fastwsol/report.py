@@ -55,3 +55,60 @@ def format_localization(result: dict, names: dict[int, str]) -> str:
     width, height = result["size"]
     line = f"{result['path']} ({width}x{height}): box {x0},{y0},{x1},{y1}; top-{len(result['top_classes'])}: {top}"
     return line + (f"; picture {result['picture']}" if "picture" in result else "")
+
+
+def threshold_source(epoch: int, threshold_epoch: int | None, given: bool) -> str:
+    """Where ``localize``'s threshold comes from: ``--threshold``, or the validation of the run's
+    best epoch, which is this checkpoint's epoch for ``best.pt`` but not for ``last.pt``."""
+    if given:
+        return "from --threshold"
+    if threshold_epoch is None:
+        return "recorded in the checkpoint"
+    if threshold_epoch == epoch:
+        return f"validated with this checkpoint, epoch {epoch}"
+    return f"validated at epoch {threshold_epoch}, the run's best; this checkpoint is epoch {epoch}"
+
+
+def format_localization_header(map_kind: str, threshold: float, source: str, named: bool) -> str:
+    """The line above ``localize``'s results: what the boxes, threshold, scores and classes are."""
+    classes = (
+        "class names from the run's metadata" if named else "classes are label numbers (the run's metadata names none)"
+    )
+    return (
+        f"{BOX_FORMAT}; map {map_kind} thresholded at {threshold:.4g} ({source}); "
+        f"scores are softmax probabilities; {classes}"
+    )
+
+
+# The columns of ``localize --boxes-csv``: one row per input, a failed one with its error only.
+LOCALIZATION_COLUMNS = tuple(
+    "file class class_name score x0 y0 x1 y1 width height map threshold error notes".split()
+)
+
+
+def localization_rows(results: list[dict]) -> list[dict]:
+    """``localize`` results as :data:`LOCALIZATION_COLUMNS` rows: the top class, its score, the
+    box in the original's pixels; ``error`` set (and the rest empty) for a file that failed."""
+    rows = []
+    for result in results:
+        row = dict.fromkeys(LOCALIZATION_COLUMNS, "")
+        row["file"] = result["path"]
+        if "error" in result:
+            row["error"] = result["error"]
+        else:
+            top = result["top_classes"][0]
+            row.update(zip(("x0", "y0", "x1", "y1"), result["box"]))
+            row.update(
+                {
+                    "class": top["class"],
+                    "class_name": top.get("name", ""),
+                    "score": f"{top['score']:.6f}",
+                    "width": result["size"][0],
+                    "height": result["size"][1],
+                    "map": result["map"],
+                    "threshold": result["threshold"],
+                    "notes": "; ".join(result.get("notes", ())),
+                }
+            )
+        rows.append(row)
+    return rows

@@ -88,5 +88,36 @@ def add_set_option(parser: argparse.ArgumentParser, help: str, flag: str = "--se
     parser.add_argument(flag, action="append", default=[], metavar="SECTION.KEY=VALUE", help=help)
 
 
-def add_device_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
+def add_device_option(parser: argparse.ArgumentParser, *, cuda_by_default: bool = False) -> None:
+    """``--device``; with ``cuda_by_default`` its value is None until :func:`resolve_device`."""
+    if cuda_by_default:
+        parser.add_argument("--device", type=device, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    else:
+        parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
+
+
+def resolve_device(name: str | None) -> str:
+    """The device asked for, else cuda when this machine has it, else cpu."""
+    if name is not None:
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_output_file(path: str, flag: str, overwrite: bool) -> None:
+    """Before any work: ``path`` can be written by ``flag`` (not a folder, in a folder that is
+    there or can be made, writable) and is new unless ``overwrite``."""
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file name")
+    if target.exists() and not overwrite:
+        raise ValueError(f"{flag} {path} already exists; pass --overwrite to replace it")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: cannot write into {folder}")
