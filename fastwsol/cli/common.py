@@ -36,11 +36,14 @@ class SubcommandParser(argparse.ArgumentParser):
 
 
 def device(text: str) -> str:
-    """cpu, cuda or cuda:N, and CUDA only where there is one."""
+    """cpu, cuda or cuda:N, and CUDA only where there is one; auto: cuda where there is one,
+    else cpu."""
     if text == "cpu":
         return text
     import torch
 
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         parsed = torch.device(text)
     except RuntimeError:
@@ -89,4 +92,10 @@ def add_set_option(parser: argparse.ArgumentParser, help: str, flag: str = "--se
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
+    # a str default goes through type= when the option is not given: "auto" becomes the device
+    parser.add_argument(
+        "--device",
+        type=device,
+        default="auto",
+        help="cpu, cuda, cuda:N or auto (default: auto: cuda if available, else cpu)",
+    )
