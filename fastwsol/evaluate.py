@@ -5,8 +5,8 @@ protocol's figures, the same maps scored with a single contour and the share of 
 on the background (the hole's contour outlines the object). Under DDP every rank evaluates its
 shard and the counts are summed.
 
-Also a trained model's side: ``load_trained`` (a ``fastwsol train`` checkpoint → the model),
-``evaluate_checkpoint`` (the ``evaluate`` command: metrics JSON and pictures)."""
+Also a trained model's side: ``evaluate_checkpoint`` (the ``evaluate`` command: metrics JSON,
+per-image results and pictures)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,12 @@ from fastwsol.evaluation import (
     resize_boxes,
     upsample_cams,
 )
-from fastwsol.evaluation.boxes import SCOREMAP_SIZE, boxes_at_thresholds
-from fastwsol.io import write_text_atomic
+from fastwsol.evaluation.boxes import SCOREMAP_SIZE, boxes_at_thresholds, contour_boxes_at_thresholds, multiple_iou
+from fastwsol.evaluation.component_tree import quantize_scoremaps
+from fastwsol.evaluation.evaluator import GT_KNOWN_IOU
+from fastwsol.io import check_writable_folder, write_text_atomic
 from fastwsol.method import MAP_KINDS
+from fastwsol.progress import Progress
 from fastwsol.report import class_label
 from fastwsol.visualize import (
     contact_sheet,
@@ -78,8 +81,15 @@ def gt_boxes_224(metadata, indices: np.ndarray, size: int = 224) -> list[np.ndar
     return [resize_boxes(metadata.boxes[i], *metadata.sizes[i], size=size) for i in indices]
 
 
+def top5_classes(logits: torch.Tensor) -> torch.Tensor:
+    """(N, min(5, C)) class indices by descending logit; column 0 is the predicted class."""
+    return logits.topk(min(5, logits.shape[1]), dim=1).indices
+
+
 @torch.no_grad()
-def evaluate_model(model, loader, config, ctx=None, *, map_kind: str | None = None, on_batch=None) -> dict:
+def evaluate_model(
+    model, loader, config, ctx=None, *, map_kind: str | None = None, on_batch=None, progress: str | None = None
+) -> dict:
     """Metrics of ``model`` on ``loader``'s split: the evaluator's (box accuracies, MaxBoxAccV2,
     GT-known / top-1 / top-5 Loc at the GT-known-optimal threshold, with ``eval.multi_contour``)
     and ``top1_cls``/``top5_cls``; the same box metrics with a single contour (keys
@@ -87,6 +97,8 @@ def evaluate_model(model, loader, config, ctx=None, *, map_kind: str | None = No
     ``inverted_pct`` / ``peak_in_gt_pct`` (:mod:`fastwsol.evaluation.diagnostics`).
 
     ``on_batch(batch, scoremaps, logits)`` is called per batch (e.g. to save pictures).
+    ``progress``: a description (e.g. ``"evaluate test"``) shows :class:`~fastwsol.progress.Progress`
+    over the loader's batches; ``None`` shows nothing (e.g. a DDP rank other than 0).
     """
     e = config.eval
     evaluator = box_evaluator(e)
@@ -95,13 +107,14 @@ def evaluate_model(model, loader, config, ctx=None, *, map_kind: str | None = No
     was_training = model.training
     model.eval()
     classification = np.zeros(2, np.int64)  # top-1, top-5 correct
+    bar = Progress(len(loader) if progress else 0, progress or "", enabled=progress is not None)
     for batch in loader:
         images = batch["images"]
         images = normalize_on_device(images) if images.dtype == torch.uint8 else images
         out = model(images)
         labels = batch["labels"]
         scoremaps = scoremaps_for(out["feature"].float(), model.fc.weight.float(), labels, map_kind or e.map)
-        top5 = out["logits"].topk(min(5, out["logits"].shape[1]), dim=1).indices
+        top5 = top5_classes(out["logits"])
         top1_correct = (top5[:, 0] == labels).cpu().numpy()
         top5_correct = (top5 == labels[:, None]).any(dim=1).cpu().numpy()
         classification += (int(top1_correct.sum()), int(top5_correct.sum()))
@@ -112,6 +125,8 @@ def evaluate_model(model, loader, config, ctx=None, *, map_kind: str | None = No
         diagnostics.accumulate(scoremaps, gt_boxes)
         if on_batch is not None:
             on_batch(batch, scoremaps, out["logits"])
+        bar.update(images=len(labels))
+    bar.close()
     model.train(was_training)
     if ctx is not None and ctx.enabled:  # every rank's counts summed: all ranks get the same metrics
         local = [evaluator, *([single] if single is not None else []), diagnostics]
@@ -141,6 +156,14 @@ def evaluate_model(model, loader, config, ctx=None, *, map_kind: str | None = No
 def predicted_box(scoremap: np.ndarray, threshold: float) -> np.ndarray:
     """The box of the largest contour at ``threshold`` (224² coordinates), the protocol's way."""
     return boxes_at_thresholds(np.asarray(scoremap, np.float32), np.array([threshold]), multi_contour=False)[0][0]
+
+
+def boxes_against_gt(scoremap: np.ndarray, gt_boxes: np.ndarray, threshold: float) -> tuple[np.ndarray, float, float]:
+    """At ``threshold``: the largest contour's box (224², as :func:`predicted_box`), its IoU with
+    the nearest GT box, and the best IoU of any contour's box (what a multi-contour evaluation
+    credits). ``scoremap``: floats in [0, 1] or their uint8 quantisation."""
+    every, largest = contour_boxes_at_thresholds(scoremap, np.array([threshold]))[0]
+    return largest[0], float(multiple_iou(largest, gt_boxes).max()), float(multiple_iou(every, gt_boxes).max())
 
 
 def box_to_original(box, width: int, height: int) -> np.ndarray:
@@ -191,6 +214,92 @@ def locate_data(
     return config, used
 
 
+PER_IMAGE_FORMATS = (".csv", ".json")
+# boxes: x0_224 .. y1_224 on the 224² score map, x0 .. y1 in the original image's pixels
+PER_IMAGE_FIELDS = (
+    *("image_id", "gt_class", "predicted_class", "top1_correct", "threshold"),
+    *("x0_224", "y0_224", "x1_224", "y1_224", "x0", "y0", "x1", "y1"),
+    *("iou", "gt_known_correct", "any_contour_correct"),
+)
+CONTACT_SHEET = "contact_sheet.png"
+
+
+def metrics_file(out_dir: str | os.PathLike, checkpoint: str | os.PathLike, split: str, map_kind: str) -> Path:
+    """``metrics_<checkpoint stem>_<split>_<map>.json``: best.pt's and last.pt's side by side."""
+    return Path(out_dir) / f"metrics_{Path(checkpoint).stem}_{split}_{map_kind}.json"
+
+
+def picture_file(out_dir: Path, image_id: str, map_kind: str) -> Path:
+    return out_dir / (os.path.splitext(image_id)[0] + f"_{map_kind}.png")
+
+
+class PerImageResults:
+    """Each image's result at the threshold a whole pass chooses: an ``on_batch`` of
+    :func:`evaluate_model` keeps the predicted class and the uint8 score map (50 kB an image);
+    :meth:`rows` then reads, at that threshold, the largest contour's box (as the pictures and
+    ``localize`` show it) in 224² and original pixels (inclusive corners), its ``iou`` with the
+    nearest GT box and ``gt_known_correct`` (IoU ≥ 0.5), and ``any_contour_correct``: some
+    contour's box has IoU ≥ 0.5, what ``eval.multi_contour: true`` credits. So the mean of
+    ``any_contour_correct`` (multi-contour) or of ``gt_known_correct`` (single) at the
+    GT-known-optimal threshold is the split's GT-known Loc."""
+
+    def __init__(self, metadata):
+        self.metadata = metadata
+        self.batches = []  # (indices, predicted classes, uint8 score maps)
+
+    def __call__(self, batch, scoremaps, logits) -> None:
+        predicted = top5_classes(logits)[:, 0]
+        self.batches.append(
+            (batch["indices"].cpu().numpy(), predicted.cpu().numpy(), quantize_scoremaps(scoremaps.cpu().numpy()))
+        )
+
+    def rows(self, threshold: float) -> list[dict]:
+        """One row per image (:data:`PER_IMAGE_FIELDS`), in the metadata's order."""
+        meta, rows = self.metadata, {}
+        for indices, predicted, maps in self.batches:
+            for index, predicted_class, scoremap in zip(indices.tolist(), predicted.tolist(), maps):
+                width, height = (int(v) for v in meta.sizes[index])
+                box, iou, any_iou = boxes_against_gt(scoremap, gt_boxes_224(meta, [index])[0], threshold)
+                gt_class = int(meta.labels[index])
+                rows[index] = dict(
+                    zip(
+                        PER_IMAGE_FIELDS,
+                        (
+                            *(meta.image_ids[index], gt_class, predicted_class, predicted_class == gt_class),
+                            threshold,
+                            *box.tolist(),
+                            *box_to_original(box, width, height).tolist(),
+                            *(iou, iou >= GT_KNOWN_IOU / 100, any_iou >= GT_KNOWN_IOU / 100),
+                        ),
+                    )
+                )
+        return [rows[index] for index in sorted(rows)]
+
+
+def write_per_image(path: Path, rows: list[dict], about: dict) -> None:
+    """``.csv``: the rows; ``.json``: ``about`` (checkpoint, split, map, threshold) and ``images``."""
+    from fastwsol.tables import csv_text
+
+    if path.suffix.lower() == ".csv":
+        write_text_atomic(path, csv_text(rows, PER_IMAGE_FIELDS))
+    else:
+        write_text_atomic(path, json.dumps({**about, "images": rows}, indent=2) + "\n")
+
+
+def refuse_to_replace(outputs: list[tuple[str, Path, list[Path]]], overwrite: bool) -> None:
+    """An error naming the files a command would replace, unless ``overwrite``. ``outputs``:
+    (the option that sends them there, its folder, the files) per option."""
+    found = []
+    for option, folder, paths in outputs:
+        present = [p for p in paths if p.exists()]
+        if len(present) == 1:
+            found.append(f"{present[0]} ({option})")
+        elif present:
+            found.append(f"{len(present)} files in {folder} ({option}) such as {present[0].relative_to(folder)}")
+    if found and not overwrite:
+        raise ValueError(f"would replace {' and '.join(found)}: pass --overwrite to replace, or write elsewhere")
+
+
 def evaluate_checkpoint(
     trained: TrainedModel,
     *,
@@ -198,25 +307,52 @@ def evaluate_checkpoint(
     map_kind: str | None = None,
     save_maps: str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
+    per_image: str | os.PathLike | None = None,
     sheet_size: int = 32,
     config=None,
+    overwrite: bool = False,
+    progress: bool = True,
 ) -> dict:
-    """The protocol's metrics on ``split``, written to ``out_dir/metrics_<split>_<map>.json``
-    (``metrics["json"]``). ``config``: the run's, with data paths from :func:`locate_data`
-    (the default). ``save_maps``: :func:`save_localization_pictures` there."""
+    """The protocol's metrics on ``split``, written to :func:`metrics_file` in ``out_dir`` (the
+    checkpoint's folder by default; ``metrics["json"]``). ``config``: the run's, with data paths
+    from :func:`locate_data` (the default). ``per_image``: a ``.csv`` or ``.json`` file of
+    :class:`PerImageResults`' rows. ``save_maps``: :func:`save_localization_pictures` there.
+    Before anything is evaluated: a file already there is an error unless ``overwrite``, and so
+    is a folder that cannot be written. ``progress``: :class:`~fastwsol.progress.Progress`."""
     config = config or locate_data(trained)[0]
     map_kind = map_kind or config.eval.map
     check_map_kind(map_kind)  # before the split is read
+    per_image = Path(per_image) if per_image is not None else None
+    if per_image is not None and (per_image.suffix.lower() not in PER_IMAGE_FORMATS or per_image.is_dir()):
+        raise ValueError(f"--per-image {per_image}: give a file ending in {' or '.join(PER_IMAGE_FORMATS)}")
+    out_dir = Path(out_dir) if out_dir is not None else trained.path.parent
+    json_path = metrics_file(out_dir, trained.path, split, map_kind)
+    save_maps = Path(save_maps) if save_maps is not None else None
     device = next(trained.model.parameters()).device
     loader = loader_from_config(config, split, batch_size=config.eval.batch_size, device=device, train=False)
-    metrics = evaluate_model(trained.model, loader, config, map_kind=map_kind)
+    outputs = [("--out", out_dir, [json_path])]
+    if per_image is not None:
+        outputs.append(("--per-image", per_image.parent, [per_image]))
+    if save_maps is not None:
+        pictures = [picture_file(save_maps, image_id, map_kind) for image_id in loader.metadata.image_ids]
+        outputs.append(("--save-maps", save_maps, [*pictures, save_maps / CONTACT_SHEET]))
+    refuse_to_replace(outputs, overwrite)
+    for option, folder, _ in outputs:
+        check_writable_folder(folder, option)
+    collected = PerImageResults(loader.metadata) if per_image is not None else None
+    description = f"evaluate {split}" if progress else None
+    metrics = evaluate_model(trained.model, loader, config, map_kind=map_kind, on_batch=collected, progress=description)
     metrics.update(split=split, map=map_kind, checkpoint=str(trained.path))
-    out_dir = Path(out_dir) if out_dir is not None else trained.path.parent
-    write_text_atomic(out_dir / f"metrics_{split}_{map_kind}.json", json.dumps(metrics, indent=2) + "\n")
-    metrics["json"] = str(out_dir / f"metrics_{split}_{map_kind}.json")
+    write_text_atomic(json_path, json.dumps(metrics, indent=2) + "\n")
+    metrics["json"] = str(json_path)
+    if collected is not None:
+        threshold = metrics["best_threshold"]
+        about = {"checkpoint": str(trained.path), "split": split, "map": map_kind, "threshold": threshold}
+        write_per_image(per_image, collected.rows(threshold), about)
+        metrics["per_image"] = str(per_image)
     if save_maps is not None:
         metrics["pictures"] = save_localization_pictures(
-            trained, loader, map_kind, metrics["best_threshold"], Path(save_maps), sheet_size, config.data.data_root
+            trained, loader, map_kind, metrics["best_threshold"], save_maps, sheet_size, config.data.data_root, progress
         )
     return metrics
 
@@ -246,6 +382,7 @@ def save_localization_pictures(
     out_dir: Path,
     sheet_size: int,
     data_root: str | os.PathLike,
+    progress: bool = True,
 ) -> int:
     """Per image ``<image_id>_<map>.png``: the original image (its own size and aspect ratio)
     under the heat map, GT boxes green, the predicted box red (at ``threshold``), titled with
@@ -253,8 +390,6 @@ def save_localization_pictures(
     images spread over the classes (:func:`sheet_picks`), half the lowest-IoU ones among the
     others (the worst cases). Returns how many pictures were written."""
     import heapq
-
-    from fastwsol.evaluation.boxes import multiple_iou
 
     model, metadata = trained.model, loader.metadata
     folder = Path(data_root) / trained.config.data.dataset
@@ -266,8 +401,7 @@ def save_localization_pictures(
     def picture(index: int, scoremap: np.ndarray) -> tuple[np.ndarray, float]:
         image = np.asarray(read_rgb_pil(folder / metadata.image_ids[index]))
         height, width = image.shape[:2]
-        box224 = predicted_box(scoremap, threshold)
-        iou = float(multiple_iou(box224[None], gt_boxes_224(metadata, [index])[0]).max())
+        box224, iou, _ = boxes_against_gt(scoremap, gt_boxes_224(metadata, [index])[0], threshold)
         drawn = localization_picture(image, scoremap, metadata.boxes[index], box_to_original(box224, width, height))
         return drawn, iou
 
@@ -276,6 +410,7 @@ def save_localization_pictures(
         return f"{target}\nIoU {iou:.2f}  {os.path.basename(metadata.image_ids[index])}"
 
     names = {"predicted": f"predicted box ({map_kind} > {threshold:.3f}, the GT-known-optimal threshold)"}
+    bar = Progress(len(loader), "pictures", enabled=progress)
     for batch in loader:
         out = model(normalize_on_device(batch["images"]))
         scoremaps = (
@@ -283,9 +418,8 @@ def save_localization_pictures(
         )
         for index, scoremap in zip(batch["indices"].cpu().numpy().tolist(), scoremaps):
             drawn, iou = picture(index, scoremap)
-            image_id = metadata.image_ids[index]
             write_png(
-                out_dir / (os.path.splitext(image_id)[0] + f"_{map_kind}.png"),
+                picture_file(out_dir, metadata.image_ids[index], map_kind),
                 with_legend(label(enlarge(drawn), title(index, iou)), **names),
             )
             written += 1
@@ -297,6 +431,8 @@ def save_localization_pictures(
                 heapq.heappush(worst, entry)
             elif entry > worst[0]:
                 heapq.heapreplace(worst, entry)
+        bar.update(images=len(scoremaps))
+    bar.close()
     worst_indices = [-i for _, i, _ in sorted(worst, key=lambda e: (-e[0], -e[1]))]
     worst_maps = {-i: m for _, i, m in worst}
     tiles, titles = [], []
@@ -306,5 +442,5 @@ def save_localization_pictures(
             tiles.append(drawn)
             titles.append(group + title(index, iou))
     if tiles:
-        write_png(out_dir / "contact_sheet.png", contact_sheet(tiles, titles=titles, legend_names=names))
+        write_png(out_dir / CONTACT_SHEET, contact_sheet(tiles, titles=titles, legend_names=names))
     return written

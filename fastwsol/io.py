@@ -74,3 +74,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(state, dict) or any(key not in state for key in CHECKPOINT_KEYS):
         raise ValueError(f"checkpoint {str(path)!r} is not a fastwsol checkpoint (needs keys {CHECKPOINT_KEYS})")
     return state
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str) -> Path:
+    """Create ``folder`` (with its parents) and write and remove a temporary file there, so a
+    command finds an output it cannot write before its work rather than after it. ``what``
+    names the folder in the error (e.g. ``--out``)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{what} {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise OSError(f"{what} {folder}: cannot write there ({exc.strerror or exc})") from exc
+    return folder

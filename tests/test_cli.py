@@ -33,7 +33,7 @@ def test_evaluate_writes_json_and_pictures(tiny_checkpoint, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--save-maps", str(maps_dir), "--out", str(out_dir)]) == 0
     printed = capsys.readouterr().out
     assert "GT-known Loc" in printed and "maximises GT-known Loc" in printed
-    metrics = json.loads((out_dir / "metrics_test_cam.json").read_text())
+    metrics = json.loads((out_dir / "metrics_best_test_cam.json").read_text())
     assert metrics["num_images"] == 6 and metrics["split"] == "test" and metrics["map"] == "cam"
     assert 0 <= metrics["gt_known_loc"] <= 100 and 0 <= metrics["best_threshold"] < 1
     pictures = sorted(p for p in maps_dir.rglob("*.png") if p.name != "contact_sheet.png")
@@ -46,7 +46,7 @@ def test_evaluate_writes_json_and_pictures(tiny_checkpoint, tmp_path, capsys):
 @pytest.mark.parametrize("kind", ["norm", "sim"])
 def test_evaluate_map_variants(tiny_checkpoint, tmp_path, kind):
     assert main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--split", "val", "--map", kind, "--out", str(tmp_path)]) == 0
-    metrics = json.loads((tmp_path / f"metrics_val_{kind}.json").read_text())
+    metrics = json.loads((tmp_path / f"metrics_best_val_{kind}.json").read_text())
     assert metrics["map"] == kind and metrics["num_images"] == 6
 
 

@@ -36,11 +36,14 @@ class SubcommandParser(argparse.ArgumentParser):
 
 
 def device(text: str) -> str:
-    """cpu, cuda or cuda:N, and CUDA only where there is one."""
+    """cpu, cuda or cuda:N, and CUDA only where there is one; auto: cuda where there is one,
+    else cpu."""
     if text == "cpu":
         return text
     import torch
 
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         parsed = torch.device(text)
     except RuntimeError:
@@ -88,21 +91,14 @@ def add_set_option(parser: argparse.ArgumentParser, help: str, flag: str = "--se
     parser.add_argument(flag, action="append", default=[], metavar="SECTION.KEY=VALUE", help=help)
 
 
-def add_device_option(parser: argparse.ArgumentParser, *, cuda_by_default: bool = False) -> None:
-    """``--device``; with ``cuda_by_default`` its value is None until :func:`resolve_device`."""
-    if cuda_by_default:
-        parser.add_argument("--device", type=device, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
-    else:
-        parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
-
-
-def resolve_device(name: str | None) -> str:
-    """The device asked for, else cuda when this machine has it, else cpu."""
-    if name is not None:
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    # a str default goes through type= when the option is not given: "auto" becomes the device
+    parser.add_argument(
+        "--device",
+        type=device,
+        default="auto",
+        help="cpu, cuda, cuda:N or auto (default: auto: cuda if available, else cpu)",
+    )
 
 
 def check_output_file(path: str, flag: str, overwrite: bool) -> None:

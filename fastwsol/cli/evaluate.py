@@ -19,7 +19,21 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--save-maps", metavar="DIR", help="per-image overlay PNGs and a contact sheet")
     parser.add_argument(
-        "--out", metavar="DIR", help="where metrics_<split>_<map>.json goes (default: the checkpoint's folder)"
+        "--out",
+        metavar="DIR",
+        help="where metrics_<checkpoint>_<split>_<map>.json goes, e.g. metrics_best_test_cam.json "
+        "(default: the checkpoint's folder)",
+    )
+    parser.add_argument(
+        "--per-image",
+        metavar="FILE",
+        help="per-image results as FILE.csv or FILE.json: class, predicted class, the largest contour's box "
+        "at the GT-known-optimal threshold (224² and original pixels), its IoU, GT-known correct "
+        "(IoU >= 0.5), and any_contour_correct (what eval.multi_contour credits)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the metrics, per-image file and pictures already there "
+        "(refused otherwise)"
     )
     add_device_option(parser)
     parser.add_argument(
@@ -46,11 +60,20 @@ def run(args: argparse.Namespace) -> int:
     config, used = locate_data(trained, data_root=args.data_root, metadata_root=args.metadata_root, overrides=args.set)
     print("data: " + "; ".join(used))
     metrics = evaluate_checkpoint(
-        trained, split=args.split, map_kind=args.map, save_maps=args.save_maps, out_dir=args.out, config=config
+        trained,
+        split=args.split,
+        map_kind=args.map,
+        save_maps=args.save_maps,
+        out_dir=args.out,
+        per_image=args.per_image,
+        config=config,
+        overwrite=args.overwrite,
     )
     print(format_metrics(metrics, title=f"{args.split} split, map={metrics['map']} ({args.checkpoint})"))
     print("\n".join(METRIC_EXPLANATIONS))
     print(f"wrote {metrics['json']}")
+    if args.per_image:
+        print(f"per-image results: {metrics['per_image']}")
     if args.save_maps:
         print(f"pictures: {metrics['pictures']} PNGs (one per image) and contact_sheet.png in {args.save_maps}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastwsol.cli.common import add_device_option, check_output_file, fraction, resolve_device
+from fastwsol.cli.common import add_device_option, check_output_file, fraction
 from fastwsol.method import MAP_KINDS
 from fastwsol.report import LOCALIZATION_COLUMNS
 
@@ -58,7 +58,7 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="print the results as JSON, and nothing else, on stdout (the header line goes to stderr)",
     )
-    add_device_option(parser, cuda_by_default=True)
+    add_device_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (("--boxes-csv", args.boxes_csv), ("--boxes-json", args.boxes_json)):
         if path:
             check_output_file(path, flag, args.overwrite)
-    trained = load_trained(args.checkpoint, device=resolve_device(args.device))
+    trained = load_trained(args.checkpoint, device=args.device)
     threshold = localization_threshold(trained, args.threshold)
     source = threshold_source(trained.epoch, trained.threshold_epoch, args.threshold is not None)
     header = format_localization_header(args.map, threshold, source, bool(trained.class_names))

@@ -93,11 +93,12 @@ def scoremap_to_uint8(scoremap: np.ndarray) -> np.ndarray:
 def _contours_at_thresholds(scoremap: np.ndarray, thresholds: np.ndarray):
     """Yield (contours, W, H) per threshold: cv2.threshold (strict, at int(t · max q)) then
     cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE), as wsolevaluation's
-    ``compute_bboxes_from_scoremaps`` does."""
+    ``compute_bboxes_from_scoremaps`` does. A uint8 map is taken as already quantised (q)."""
     if np.ndim(scoremap) != 2:
         raise ValueError(f"a score map must be 2-D, got shape {np.shape(scoremap)}")
     height, width = np.shape(scoremap)
-    scoremap_image = np.expand_dims(scoremap_to_uint8(scoremap), 2)
+    quantised = scoremap if np.asarray(scoremap).dtype == np.uint8 else scoremap_to_uint8(scoremap)
+    scoremap_image = np.expand_dims(quantised, 2)
     for threshold in thresholds:
         _, thr_gray_heatmap = cv2.threshold(
             src=scoremap_image,
@@ -125,7 +126,8 @@ def boxes_at_thresholds(
 ) -> list[np.ndarray]:
     """Candidate boxes (k_t, 4) at each threshold: every contour's box (multi-contour) or
     the box of the first contour of largest cv2.contourArea (single); no contour →
-    [[0, 0, 0, 0]]."""
+    [[0, 0, 0, 0]]. ``scoremap``: floats in [0, 1], or its uint8 quantisation
+    (:func:`scoremap_to_uint8`)."""
     result = []
     for contours, width, height in _contours_at_thresholds(scoremap, thresholds):
         if len(contours) == 0:

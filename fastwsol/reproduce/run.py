@@ -91,12 +91,16 @@ def train_variant(variant: Variant, out: Path, seed: int, base_overrides, fresh:
 
 
 def evaluate_maps(run_dir: Path) -> dict:
-    """Test metrics of the run's best checkpoint with each localisation map (Table 5)."""
+    """Test metrics of the run's best checkpoint with each localisation map (Table 5), written
+    again each time (the run's folder is the reproduction's own)."""
     from fastwsol.checkpoint import load_trained
     from fastwsol.evaluate import evaluate_checkpoint
 
     trained = load_trained(run_dir / "best.pt")
-    return {kind: evaluate_checkpoint(trained, split="test", map_kind=kind, out_dir=run_dir) for kind in MAP_KINDS}
+    return {
+        kind: evaluate_checkpoint(trained, split="test", map_kind=kind, out_dir=run_dir, overwrite=True)
+        for kind in MAP_KINDS
+    }
 
 
 def class_figures(run_dir: Path) -> dict:

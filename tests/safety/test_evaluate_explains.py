@@ -35,11 +35,11 @@ def test_relative_paths_are_the_runs_not_the_current_folders(relative_run, tiny_
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--save-maps", str(maps)]) == 0
     out = capsys.readouterr().out
     assert f"data.data_root {tiny_dataset.root / 'data'} (the run's 'data', from {tiny_dataset.root})" in out
-    assert f"wrote {checkpoint.parent / 'metrics_test_cam.json'}" in out
+    assert f"wrote {checkpoint.parent / 'metrics_best_test_cam.json'}" in out
     assert f"pictures: 6 PNGs (one per image) and contact_sheet.png in {maps}" in out
     for metric in ("GT-known Loc:", "MaxBoxAccV2:", "Top-1 / Top-5 Loc:"):
         assert metric in out
-    assert json.loads((checkpoint.parent / "metrics_test_cam.json").read_text())["num_images"] == 6
+    assert json.loads((checkpoint.parent / "metrics_best_test_cam.json").read_text())["num_images"] == 6
 
 
 def test_older_checkpoints_and_explicit_roots(relative_run, tiny_dataset, tmp_path, monkeypatch, capsys):
