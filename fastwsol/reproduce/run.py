@@ -238,7 +238,11 @@ def reproduce(
     compared = {"vanilla CAM": VANILLA.key, "method": METHOD.key}
     per_map = {name: evaluate_maps(first / key) for name, key in compared.items()}
     figure = comparison_figure(
-        {"vanilla": first / VANILLA.key, "method": first / METHOD.key}, out / "maps_vanilla_vs_method.png"
+        {"vanilla CAM (L_CE only)": first / VANILLA.key,
+         "the method (L_CE + L_drop + L_sim + L_norm)": first / METHOD.key},
+        out / "maps_vanilla_vs_method.png",
+        title="vanilla CAM vs the method",
+        seed=seed_list[0],
     )
     per_class = {
         name: [class_figures(seed_dir(out, seed) / key) for seed in seed_list] for name, key in compared.items()
@@ -261,4 +265,7 @@ def reproduce(
     write_text_atomic(out / "results.json", json.dumps(summary, indent=2) + "\n")
     write_text_atomic(out / "results.md", report)
     print("\n" + report)
+    print(f"results: {out / 'results.md'} (the tables above), {out / 'results.json'} (every number)\n"
+          f"figure:  {figure} (vanilla CAM vs the method, seed {seed_list[0]}: CAM, F̂ and S on test images)\n"
+          f"runs:    {out}/{PRETRAIN_KEY}, {out}/seed<S>/<variant>", flush=True)
     return summary
