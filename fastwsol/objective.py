@@ -60,6 +60,20 @@ class Objective:
         """The model builds the dropped path only when L_drop is weighted."""
         return self.lambda_drop > 0
 
+    def unread_settings(self) -> frozenset[str]:
+        """The config keys (``section.key``) that do not change what this objective trains: two
+        runs that differ only in these are the same run (vanilla CAM reads no ``loss.*``)."""
+        unread = set()
+        if self.method == "cam":
+            unread |= {"loss.lambda_drop", "loss.lambda_sim", "loss.lambda_norm", "optim.warm_epochs"}
+        if not self.with_dropped_path:
+            unread |= {"model.drop_threshold", "model.drop_prob"}
+        if not (self.lambda_sim or self.lambda_norm):  # no alignment loss: its masks' settings unread
+            unread |= {"loss.fg_threshold", "loss.bg_threshold", "loss.fine_grained"}
+        if not self.warm_epochs:
+            unread.add("optim.warm_batch_size")
+        return frozenset(unread)
+
     def is_warm_epoch(self, epoch: int) -> bool:
         return epoch < self.warm_epochs
 

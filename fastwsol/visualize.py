@@ -157,3 +157,127 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     path = Path(path)
     write_bytes_atomic(path, encoded.tobytes())
     return path
+
+
+# -- a titled grid of pictures that explains itself (reproduce's figure)
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_HAT = "\u0302"  # combining circumflex, as in F̂
+
+
+def text_width(text: str, scale: float, thickness: int = 1) -> int:
+    return cv2.getTextSize(text.replace(_HAT, ""), _FONT, scale, thickness)[0][0]
+
+
+def put_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float, colour=_TEXT, thickness: int = 1):
+    """``cv2.putText`` (baseline at ``origin``) that also draws a combining circumflex (F̂) as a
+    hat over its letter: Hershey fonts are ASCII only."""
+    x, y = origin
+    cv2.putText(image, text.replace(_HAT, ""), (x, y), _FONT, scale, colour, thickness, cv2.LINE_AA)
+    cap = round(21 * scale) + thickness // 2  # a capital's height in the Hershey simplex font
+    before = ""
+    for char in text:
+        if char != _HAT:
+            before += char
+            continue
+        left, right = x + text_width(before[:-1], scale, thickness), x + text_width(before, scale, thickness)
+        base = y - cap - 2
+        peak = base - max(3, cap // 3)
+        points = [(left + (right - left) // 5, base), ((left + right) // 2, peak), (right - (right - left) // 5, base)]
+        cv2.polylines(image, [np.array(points, np.int32)], False, colour, thickness, cv2.LINE_AA)
+
+
+def text_block(width: int, lines: list[str], scale: float, *, centre: bool = False, colour=_TEXT,
+               background=_STRIP) -> np.ndarray:
+    """``lines`` on a ``background`` block ``width`` wide, with room above each line for a hat;
+    a line too long for the width is an error (a cut title would not explain anything)."""
+    line_height = int(round(34 * scale)) + 6
+    block = np.full((line_height * len(lines) + 6, width, 3), background, np.uint8)
+    for i, line in enumerate(lines):
+        size = text_width(line, scale)
+        if size > width - 8:
+            raise ValueError(f"{line!r} is {size} px wide at scale {scale}: more than the {width - 8} px there")
+        x = (width - size) // 2 if centre else 6
+        put_text(block, line, (x, line_height * (i + 1)), scale, colour)
+    return block
+
+
+def colour_bar(width: int, scale: float, note: str = "") -> np.ndarray:
+    """The heat maps' scale on a strip ``width`` wide: the JET colours from 0 (blue, low) to 1
+    (red, high) with ticks, then the ground-truth box's colour and ``note``."""
+    bar_left, bar_width, bar_height = 12 + text_width("map value", scale) + 14, 320, 18
+    line_height = int(round(34 * scale)) + 6
+    strip = np.full(((2 if note else 1) * line_height + bar_height + 10, width, 3), _STRIP, np.uint8)
+    top = 8
+    put_text(strip, "map value", (12, top + bar_height - 3), scale)
+    ramp = cv2.applyColorMap(np.linspace(0, 255, bar_width).astype(np.uint8)[None].repeat(bar_height, 0),
+                             cv2.COLORMAP_JET)[..., ::-1]
+    strip[top : top + bar_height, bar_left : bar_left + bar_width] = ramp
+    for value in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = bar_left + round(value * (bar_width - 1))
+        cv2.line(strip, (x, top + bar_height), (x, top + bar_height + 5), _TEXT, 1)
+        tick = f"{value:g}"
+        put_text(strip, tick, (x - text_width(tick, scale) // 2, top + bar_height + line_height - 2), scale)
+    after = bar_left + bar_width + 16
+    put_text(strip, "blue = low, red = high", (after, top + bar_height - 3), scale)
+    box_left = after + text_width("blue = low, red = high", scale) + 30
+    cv2.rectangle(strip, (box_left, top + 2), (box_left + 26, top + bar_height - 2), GT_COLOUR, 2)
+    put_text(strip, "ground-truth box", (box_left + 34, top + bar_height - 3), scale)
+    if note:
+        put_text(strip, note, (12, top + bar_height + 2 * line_height - 4), scale)
+    return strip
+
+
+def titled_grid(
+    rows: list[list[np.ndarray]],
+    *,
+    column_titles: list[str],
+    row_titles: list[list[str]],
+    caption: list[str],
+    groups: list[tuple[str, int]] = (),
+    footer=None,
+    tile: int = 150,
+    gap: int = 4,
+    scale: float = 0.6,
+) -> np.ndarray:
+    """A grid of pictures, each fitted to ``tile`` × ``tile`` as :func:`contact_sheet` fits it,
+    with a ``caption`` (lines) above, column titles, ``groups`` ((title, columns spanned) above the
+    last columns), each row's ``row_titles`` (lines) at its left and ``footer(width)``'s strip below."""
+    columns = len(column_titles)
+    if any(len(row) != columns for row in rows) or len(row_titles) != len(rows):
+        raise ValueError(f"titled_grid: {len(rows)} rows of {[len(r) for r in rows]} pictures for "
+                         f"{columns} column titles and {len(row_titles)} row titles")
+    left = max(text_width(line, scale) for lines in row_titles for line in lines) + 16
+    width = left + columns * (tile + gap) + gap
+
+    def header(cells: list[tuple[str, int]]) -> np.ndarray:
+        """Cells (text, columns spanned) right-aligned to the grid, the leftover columns blank."""
+        block = np.full((int(round(34 * scale)) + 12, width, 3), 255, np.uint8)
+        x = left + gap + (columns - sum(span for _, span in cells)) * (tile + gap)
+        for text, span in cells:
+            cell_width = span * (tile + gap) - gap
+            block[2:, x : x + cell_width] = text_block(cell_width, [text], scale, centre=True)[: block.shape[0] - 2]
+            x += cell_width + gap
+        return block
+
+    blocks = [text_block(width, caption, scale * 1.15, background=(255, 255, 255), colour=(0, 0, 0))]
+    if groups:
+        blocks.append(header(list(groups)))
+    blocks.append(header([(title, 1) for title in column_titles]))
+    for pictures, titles in zip(rows, row_titles):
+        block = np.full((tile + gap, width, 3), 255, np.uint8)
+        block[gap:, :left] = np.vstack([text_block(left, titles, scale * 0.92),
+                                        np.full((tile, left, 3), _STRIP, np.uint8)])[:tile]
+        for c, picture in enumerate(pictures):
+            height, picture_width = picture.shape[:2]
+            fit = min(tile / picture_width, tile / height)
+            size = (max(1, int(round(picture_width * fit))), max(1, int(round(height * fit))))
+            fitted = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+            x = left + gap + c * (tile + gap) + (tile - size[0]) // 2
+            block[gap : gap + size[1], x : x + size[0]] = fitted
+        blocks.append(block)
+    blocks.append(np.full((gap, width, 3), 255, np.uint8))
+    if footer is not None:
+        blocks.append(footer(width))
+    return np.vstack(blocks)
+

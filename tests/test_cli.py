@@ -117,7 +117,7 @@ def test_box_to_original():
     assert box_to_original([0, 0, 111, 111], 448, 448).tolist() == [0, 0, 223, 223]
 
 
-def test_reproduce_end_to_end_on_a_tiny_set(tiny_run_overrides, tmp_path):
+def test_reproduce_end_to_end_on_a_tiny_set(tiny_run_overrides, tmp_path, capsys):
     from fastwsol.reproduce import RESULT_METRICS, reproduce
 
     overrides = [o for o in tiny_run_overrides(tmp_path / "unused") if not o.startswith("train.out_dir")]
@@ -154,7 +154,11 @@ def test_reproduce_end_to_end_on_a_tiny_set(tiny_run_overrides, tmp_path):
                  "## Per class"):
         assert text in report
     figure = read_png(out / "maps_vanilla_vs_method.png")
-    assert figure.shape[0] > 200 and figure.shape[1] > 1000  # 6 rows × (1 + 2×3) columns
+    assert figure.shape[0] > 6 * 150 and figure.shape[1] > 7 * 150  # 6 rows × (1 + 2×3) columns of 150 px tiles
+    # the end says where everything went
+    end = "\n".join(capsys.readouterr().out.rstrip().splitlines()[-3:])
+    for path in (out / "results.md", out / "results.json", out / "maps_vanilla_vs_method.png"):
+        assert str(path) in end and path.is_file()
 
 
 def test_make_synthetic_task_choices_are_the_generators():

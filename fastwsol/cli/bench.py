@@ -8,13 +8,15 @@ import sys
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "bench", help="run bench/ (kernels, evaluator, data, training step) and print one summary table"
+        "bench",
+        help="run bench/ (kernels, evaluator, data, training step) and print one summary table, each figure with "
+        "a target marked met or MISSED",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smaller sizes, fewer repeats; results go to bench/results/quick/ (git-ignored), never "
-        "over the committed full-run results",
+        help="smaller sizes, fewer repeats: about 7 min on a 2-core CPU (a full run takes tens of minutes); "
+        "results go to bench/results/quick/ (git-ignored), never over the committed full-run results",
     )
     parser.add_argument(
         "--only",

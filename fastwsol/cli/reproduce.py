@@ -6,6 +6,9 @@ import argparse
 
 from fastwsol.cli.common import add_set_option, count
 
+# fastwsol.reproduce.DEFAULT_OUT (importing it here would load torch for --help; a test checks both agree)
+DEFAULT_OUT = "runs/reproduce"
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -13,7 +16,13 @@ def add_parser(subparsers) -> None:
         help="the embedded default: synthetic data, a pretrained backbone, vanilla CAM vs the method fine-tuned "
         "from it, Table-7-style results and a map figure",
     )
-    parser.add_argument("--out", default="runs/reproduce", help="runs, results.{json,md} and the figure go here")
+    parser.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        help=f"runs, results.{{json,md}} and the figure go here (default: {DEFAULT_OUT}); a new OUT copies a "
+        f"finished pretraining of the same settings from {DEFAULT_OUT} or a folder beside OUT instead of "
+        "retraining it",
+    )
     parser.add_argument(
         "--seeds",
         type=count,
@@ -26,8 +35,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--fresh",
         action="store_true",
-        help="retrain every run, replacing what OUT holds (without it a run is reused or resumed "
-        "only when its recorded settings match, and refused otherwise)",
+        help="retrain the fine-tuning runs, replacing them in OUT; the pretrained backbone is kept when its "
+        "settings match (without --fresh a run is reused or resumed only when its recorded settings match, "
+        "those its objective does not read aside, e.g. loss.* for vanilla CAM, and refused otherwise)",
+    )
+    parser.add_argument(
+        "--fresh-backbone",
+        action="store_true",
+        help="retrain the pretraining too, and with the new backbone every fine-tuning",
     )
     add_set_option(parser, help="override configs/synthetic.yaml for every fine-tuning run")
     add_set_option(parser, help="override configs/synthetic_pretrain.yaml for the pretraining", flag="--pretrain-set")
@@ -42,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         ablation=args.ablation,
         fresh=args.fresh,
+        fresh_backbone=args.fresh_backbone,
         overrides=args.set,
         pretrain_overrides=args.pretrain_set,
     )

@@ -15,9 +15,11 @@ the share of inverted maps (:mod:`fastwsol.evaluation.diagnostics`): a multi-con
 rewards maps that are high on the background.
 
 Every run keeps its folder under ``out`` (``out/seed<S>/<variant>``); running again reuses
-finished runs and resumes interrupted ones when their recorded config matches (other settings
-are an error naming them; ``fresh=True`` retrains), so an interrupted reproduction continues
-where it stopped.
+finished runs and resumes interrupted ones when their recorded config matches, settings the run's
+objective does not read aside (other settings are an error naming them; ``fresh=True`` retrains
+the fine-tunings, ``fresh_backbone=True`` the pretraining too), so an interrupted reproduction
+continues where it stopped. A new ``out`` copies a finished pretraining of the same settings from
+the default out or a folder beside it rather than retraining it.
 
 Modules: ``plan`` (what is run: the configs, the datasets, the variants), ``run`` (running it),
 ``report`` (``results.json`` and ``results.md`` from the runs' metrics), ``figure`` (the maps).

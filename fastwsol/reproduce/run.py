@@ -5,6 +5,8 @@ report needs, then ``results.json``, ``results.md`` and the figure."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -52,23 +54,43 @@ def _name(run_dir: Path) -> str:
     return run_dir.name if run_dir.name == PRETRAIN_KEY else f"{run_dir.parent.name}/{run_dir.name}"
 
 
-def train_run(config_path: Path, run_dir: Path, overrides, label: str, fresh: bool) -> dict:
+def changed_settings(recorded: dict, config) -> tuple[dict, dict]:
+    """(the settings that differ between a recorded run's config and ``config`` and make it
+    another run, those that differ but neither run's objective reads): vanilla CAM reads no
+    ``loss.*`` setting, so another λ_sim leaves a vanilla run as it is."""
+    from fastwsol.checkpoint import changed_keys, config_from_dict
+    from fastwsol.objective import Objective
+
+    unread = Objective.from_config(config_from_dict(recorded)).unread_settings()
+    unread &= Objective.from_config(config).unread_settings()
+    changes = changed_keys(recorded, config.to_dict())
+    return ({k: v for k, v in changes.items() if k not in unread}, {k: v for k, v in changes.items() if k in unread})
+
+
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / "test_metrics.json").is_file()
+
+
+def train_run(config_path: Path, run_dir: Path, overrides, label: str, fresh: bool,
+              fresh_flag: str = "--fresh") -> dict:
     """Train one run into ``run_dir`` and return its test metrics. A finished run is reused and
     an interrupted one resumed only when its recorded config (the checkpoint's) matches this
-    one; otherwise the differing settings are an error. ``fresh`` retrains (replacing the run)."""
-    from fastwsol.checkpoint import changed_keys, describe_changes
+    one, settings its objective does not read aside (:func:`changed_settings`); otherwise the
+    differing settings are an error naming ``fresh_flag``. ``fresh`` retrains (replacing the run)."""
+    from fastwsol.checkpoint import describe_changes
     from fastwsol.train import Trainer, recorded_checkpoint
 
     config = load_config(config_path, [*overrides, f"train.out_dir={run_dir}"])
     metrics_file = run_dir / "test_metrics.json"
     recorded = None if fresh else recorded_checkpoint(run_dir)
     if recorded is not None:
-        changes = changed_keys(recorded[1]["config"], config.to_dict())
+        changes, unread = changed_settings(recorded[1]["config"], config)
         if changes:
             raise ValueError(f"{run_dir} holds a run with other settings ({describe_changes(changes)}): "
-                             f"pass --fresh to retrain it, or give another --out")
+                             f"pass {fresh_flag} to retrain it, or give another --out")
         if metrics_file.is_file():
-            print(f"[{_name(run_dir)}] reusing {metrics_file} (same settings)", flush=True)
+            unread_note = f"; it does not read {describe_changes(unread)}" if unread else ""
+            print(f"[{_name(run_dir)}] reusing {metrics_file} (same settings{unread_note})", flush=True)
             return json.loads(metrics_file.read_text())
     resume = recorded is not None and recorded[0].name == "last.pt"
     print(f"[{_name(run_dir)}] {'resuming' if resume else 'training'} {label}: {config.model.name}, "
@@ -79,6 +101,48 @@ def train_run(config_path: Path, run_dir: Path, overrides, label: str, fresh: bo
     metrics["train_seconds"] = time.perf_counter() - started
     write_text_atomic(metrics_file, json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def finished_backbone_elsewhere(out: Path, config) -> Path | None:
+    """A finished pretraining of ``config``'s settings, made from this working directory (so its
+    relative data paths name the same data), in the default out or a folder beside ``out``."""
+    from fastwsol.train import recorded_checkpoint
+
+    here = (out / PRETRAIN_KEY).resolve()
+    candidates = [DEFAULT_OUT / PRETRAIN_KEY, *sorted(out.parent.glob(f"*/{PRETRAIN_KEY}"))]
+    for candidate in dict.fromkeys(c.resolve() for c in candidates):
+        if candidate == here or not _finished(candidate):
+            continue
+        try:
+            recorded = recorded_checkpoint(candidate)
+        except ValueError:  # an unreadable checkpoint is no candidate
+            continue
+        if (recorded is not None and recorded[1].get("workdir") == os.getcwd()
+                and not changed_settings(recorded[1]["config"], config)[0]):
+            return candidate
+    return None
+
+
+def pretrain_backbone(out: Path, overrides, fresh: bool) -> tuple[dict, bool]:
+    """The pretraining every fine-tuning starts from, in ``out/pretrain``: its test metrics and
+    whether the backbone is new there (which makes fine-tunings of an older one stale). A finished
+    one there is reused when its settings match (``fresh`` retrains it). Where ``out`` has none,
+    a finished one of the same settings in the default out or a folder beside ``out`` is copied
+    in rather than retrained."""
+    run_dir = out / PRETRAIN_KEY
+    new = fresh or not _finished(run_dir)
+    if not fresh and not (run_dir.is_dir() and any(run_dir.iterdir())):
+        config = load_config(PRETRAIN_CONFIG, [*overrides, f"train.out_dir={run_dir}"])
+        source = finished_backbone_elsewhere(out, config)
+        if source is not None:
+            print(f"[{PRETRAIN_KEY}] copying the pretraining of the same settings from {source}", flush=True)
+            copying = out / f".{PRETRAIN_KEY}.copying"  # a copy cut short is never taken for a run
+            shutil.rmtree(copying, ignore_errors=True)
+            shutil.copytree(source, copying)
+            os.replace(copying, run_dir)
+    metrics = train_run(PRETRAIN_CONFIG, run_dir, overrides, "the backbone on the objects task (the ImageNet stand-in)",
+                        fresh, fresh_flag="--fresh-backbone")
+    return metrics, new
 
 
 def seed_dir(out: Path, seed: int) -> Path:
@@ -142,12 +206,14 @@ def reproduce(
     seeds: int = 1,
     ablation: bool = False,
     fresh: bool = False,
+    fresh_backbone: bool = False,
     overrides=(),
     pretrain_overrides=(),
 ) -> dict:
     """``overrides`` apply to every fine-tuning run (``configs/synthetic.yaml``),
     ``pretrain_overrides`` to the pretraining (``configs/synthetic_pretrain.yaml``); ``seeds``
     training seeds (0..seeds-1) per variant, one shared pretrained backbone (the package's docstring).
+    ``fresh`` retrains the fine-tunings, ``fresh_backbone`` the pretraining and so every run.
     The Table-5 maps and the figure are those of seed 0."""
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
@@ -157,15 +223,8 @@ def reproduce(
         raise ValueError(f"--out {out} is a file, not a folder")
     ensure_dataset(load_config(PRETRAIN_CONFIG, pretrain_overrides), **PRETRAIN_DATASET)
     ensure_dataset(load_config(DEFAULT_CONFIG, overrides), **WSOL_DATASET)
-    new_backbone = fresh or not (out / PRETRAIN_KEY / "test_metrics.json").is_file()
     stage_seconds = {}
-    pretrained = train_run(
-        PRETRAIN_CONFIG,
-        out / PRETRAIN_KEY,
-        pretrain_overrides,
-        "the backbone on the objects task (the ImageNet stand-in)",
-        fresh,
-    )
+    pretrained, new_backbone = pretrain_backbone(out, pretrain_overrides, fresh_backbone)
     stage_seconds[PRETRAIN_KEY] = time.perf_counter() - started
     # every fine-tuning starts from the same pretrained backbone (conv6 and fc fresh); a new
     # backbone makes the fine-tuned runs of an older one stale
@@ -176,14 +235,18 @@ def reproduce(
     for seed in seed_list:
         for v in variants:
             t0 = time.perf_counter()
-            results[v.key].append(train_variant(v, out, seed, overrides, new_backbone))
+            results[v.key].append(train_variant(v, out, seed, overrides, fresh or new_backbone))
             stage_seconds[f"seed{seed}/{v.key}"] = time.perf_counter() - t0
     first = seed_dir(out, seed_list[0])
     t0 = time.perf_counter()
     compared = {"vanilla CAM": VANILLA.key, "method": METHOD.key}
     per_map = {name: evaluate_maps(first / key) for name, key in compared.items()}
     figure = comparison_figure(
-        {"vanilla": first / VANILLA.key, "method": first / METHOD.key}, out / "maps_vanilla_vs_method.png"
+        {"vanilla CAM (L_CE only)": first / VANILLA.key,
+         "the method (L_CE + L_drop + L_sim + L_norm)": first / METHOD.key},
+        out / "maps_vanilla_vs_method.png",
+        title="vanilla CAM vs the method",
+        seed=seed_list[0],
     )
     per_class = {
         name: [class_figures(seed_dir(out, seed) / key) for seed in seed_list] for name, key in compared.items()
@@ -206,4 +269,7 @@ def reproduce(
     write_text_atomic(out / "results.json", json.dumps(summary, indent=2) + "\n")
     write_text_atomic(out / "results.md", report)
     print("\n" + report)
+    print(f"results: {out / 'results.md'} (the tables above), {out / 'results.json'} (every number)\n"
+          f"figure:  {figure} (vanilla CAM vs the method, seed {seed_list[0]}: CAM, F̂ and S on test images)\n"
+          f"runs:    {out}/{PRETRAIN_KEY}, {out}/seed<S>/<variant>", flush=True)
     return summary
