@@ -130,12 +130,8 @@ def test_many_images_show_progress(tiny_checkpoint, tmp_path, monkeypatch, capsy
     assert len(json.loads(captured.out)) == 8
 
 
-def test_device_defaults_to_cuda_when_there_is_one(monkeypatch):
-    from fastwsol.cli.common import resolve_device
-
-    args = build_parser().parse_args(["localize", "x.pt", "a.jpg"])
-    assert args.device is None
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_device(args.device) == "cuda"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device(args.device) == "cpu" and resolve_device("cpu") == "cpu"
+@pytest.mark.parametrize("available", [True, False])
+def test_device_defaults_to_cuda_when_there_is_one(available, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    assert build_parser().parse_args(["localize", "x.pt", "a.jpg"]).device == ("cuda" if available else "cpu")
+    assert build_parser().parse_args(["localize", "x.pt", "a.jpg", "--device", "cpu"]).device == "cpu"
