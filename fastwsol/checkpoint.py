@@ -68,8 +68,10 @@ def restore_rng_states(states: dict) -> None:
 
 
 # Settings that say where or how visibly a run is made, not what it trains: two runs that
-# differ only in these are the same run (a moved folder, another terminal).
-RUN_ONLY_KEYS = frozenset({"train.out_dir", "train.progress", "train.log_interval", "data.num_threads"})
+# differ only in these are the same run (a moved folder, another terminal, another GPU).
+RUN_ONLY_KEYS = frozenset(
+    {"train.out_dir", "train.progress", "train.log_interval", "train.device", "train.tensorboard", "data.num_threads"}
+)
 
 
 def changed_keys(recorded: dict, current: dict, ignore=RUN_ONLY_KEYS) -> dict[str, tuple]:

@@ -4,7 +4,9 @@ YAML and overridden with ``--set section.key=value``. Validation names the key a
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import sys
 import types
 import typing
@@ -104,6 +106,10 @@ class TrainConfig:
     select_from_epoch: int = 1
     max_steps_per_epoch: int | None = None  # cap for smoke runs; None = the whole epoch
     progress: bool = True
+    device: str = "auto"  # auto (CUDA when there is one, else CPU), cpu, cuda or cuda:N
+    # TensorBoard events in out_dir/tensorboard: None = when the tensorboard package is installed
+    # (pip install -e ".[tensorboard]"), true = required, false = never
+    tensorboard: bool | None = None
 
 
 @dataclass
@@ -266,6 +272,7 @@ def config_problems(config: ExperimentConfig) -> list[str]:
         elif value not in choices:
             problems.append(f"{section}.{key}: {value!r} is not one of {choices}")
     o = config.optim
+    within = [e for e in o.lr_decay_epochs if e <= o.epochs]
     checks = [
         (
             "loss.bg_threshold",
@@ -285,7 +292,8 @@ def config_problems(config: ExperimentConfig) -> list[str]:
         (
             "optim.warm_epochs",
             0 <= o.warm_epochs <= o.epochs,
-            f"{o.warm_epochs} must lie in [0, optim.epochs = {o.epochs}]",
+            f"{o.warm_epochs} must lie in [0, optim.epochs = {o.epochs}]: "
+            f"e.g. --set optim.warm_epochs={min(max(o.warm_epochs, 0), o.epochs)}",
         ),
         ("optim.batch_size", config.optim.batch_size >= 1, "must be >= 1"),
         ("optim.warm_batch_size", config.optim.warm_batch_size >= 1, "must be >= 1"),
@@ -301,7 +309,8 @@ def config_problems(config: ExperimentConfig) -> list[str]:
             "optim.lr_decay_epochs",
             not o.lr_decay_epochs or min(o.lr_decay_epochs) <= o.epochs,
             f"{o.lr_decay_epochs} lies beyond optim.epochs ({o.epochs}): the learning rate would never decay; "
-            f"use decay epochs within the run (optim.lr_decay_epochs=[] for none)",
+            f"use decay epochs within the run, e.g. --set 'optim.lr_decay_epochs={_epoch_list(within)}' "
+            f"(an empty list for none)",
         ),
         ("loss.lambda_drop", config.loss.lambda_drop >= 0, "must be >= 0"),
         ("loss.lambda_sim", config.loss.lambda_sim >= 0, "must be >= 0"),
@@ -312,12 +321,53 @@ def config_problems(config: ExperimentConfig) -> list[str]:
         (
             "train.select_from_epoch",
             1 <= config.train.select_from_epoch <= config.optim.epochs,
-            f"must lie in [1, optim.epochs = {config.optim.epochs}]",
+            f"must lie in [1, optim.epochs = {config.optim.epochs}]: "
+            f"e.g. --set train.select_from_epoch={min(max(config.train.select_from_epoch, 1), o.epochs)}",
+        ),
+        (
+            "train.device",
+            re.fullmatch(r"auto|cpu|cuda(:\d+)?", config.train.device) is not None,
+            f"{config.train.device!r} is not auto, cpu, cuda or cuda:N",
         ),
         ("train.log_interval", config.train.log_interval >= 1, "must be >= 1"),
         ("eval.cam_curve_interval", 0 < config.eval.cam_curve_interval < 1, "must lie in (0, 1)"),
     ]
     return problems + [f"{key}: {message}" for key, ok, message in checks if not ok]
+
+
+def _epoch_list(epochs: list[int]) -> str:
+    """``[6,8]``: a list as ``--set`` takes it (no space, so one shell word)."""
+    return "[" + ",".join(str(e) for e in epochs) + "]"
+
+
+def scale_schedule(config: ExperimentConfig, from_epochs: int, keep=()) -> list[str]:
+    """Scale the schedule of a ``from_epochs``-epoch run to ``config.optim.epochs``, each key at
+    the same fraction of the run (rounded half up): the warm stage's length, the first epoch of
+    each learning-rate decay (after at least one epoch at the full rate; decays that land past
+    the end are dropped: no room for them), the first selectable epoch. Keys in ``keep`` (given
+    by the user) stay as they are. Returns ``"key old -> new"`` for each changed key."""
+    to = config.optim.epochs
+    o, t = config.optim, config.train
+
+    def same_fraction(count: float) -> int:
+        return math.floor(count * to / from_epochs + 0.5)
+
+    def same_epoch(epoch: int) -> int:  # 1-based: the epochs before it are scaled, at least one if any
+        return 1 + max(same_fraction(epoch - 1), 1 if epoch > 1 else 0)
+
+    scaled = {
+        "optim.warm_epochs": min(max(same_fraction(o.warm_epochs), 0), to),
+        "optim.lr_decay_epochs": sorted({same_epoch(e) for e in o.lr_decay_epochs if 1 <= same_epoch(e) <= to}),
+        "train.select_from_epoch": min(max(same_epoch(t.select_from_epoch), 1), to),
+    }
+    changes = []
+    for dotted, value in scaled.items():
+        section, key = dotted.split(".")
+        old = getattr(getattr(config, section), key)
+        if dotted not in keep and value != old:
+            setattr(getattr(config, section), key, value)
+            changes.append(f"{dotted} {old} -> {value}")
+    return changes
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -393,21 +443,38 @@ def load_config(
 ) -> ExperimentConfig:
     """Defaults ← YAML file (and the file it ``extends``) ← ``--set`` overrides, then validation
     and the caller's ``checks`` (e.g. that the files a run reads exist); every problem is reported
-    in one ConfigError.
+    in one ConfigError. An override that shortens ``optim.epochs`` scales the config's schedule
+    keys that are not overridden too (:func:`scale_schedule`, with a note on stderr): a short
+    run of any config is one ``--set``; a value given with ``--set`` is never changed.
     ``path`` may also name a shipped config (``"cub_vgg16"``, see :func:`config_path`)."""
     config = ExperimentConfig()
     problems = []
     if path is not None:
         path = _config_file(path)
         problems += _apply(config, _read_yaml(path), str(path))
+    config_epochs = config.optim.epochs
+    overridden = set()
     for text in overrides:
         try:
-            problems += _apply(config, parse_override(text), f"--set {text}")
+            values = parse_override(text)
         except ConfigError as exc:
             problems.append(str(exc))
+            continue
+        problems += _apply(config, values, f"--set {text}")
+        overridden |= {f"{section}.{key}" for section, entries in values.items() for key in entries}
+    scaled = []
+    if "optim.epochs" in overridden and 1 <= config.optim.epochs < config_epochs:
+        scaled = scale_schedule(config, config_epochs, keep=overridden)
     problems += config_problems(config)
     for check in checks:
         problems += check(config)
+    if scaled:  # before any error: what the run would be is part of what to fix
+        print(
+            f"fastwsol: note: optim.epochs {config.optim.epochs} shortens the config's {config_epochs} epochs, "
+            f"so its schedule is scaled to the same fractions of the run: {', '.join(scaled)} "
+            f"(give these keys with --set to choose them yourself)",
+            file=sys.stderr,
+        )
     _raise_all(problems)
     beyond = [e for e in config.optim.lr_decay_epochs if e > config.optim.epochs]
     if beyond:

@@ -10,6 +10,7 @@ same function eagerly: the reference step.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -18,8 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 
 from fastwsol.checkpoint import changed_keys, describe_changes, restore_rng_states, rng_states
 from fastwsol.config import ExperimentConfig
@@ -28,6 +31,9 @@ from fastwsol.data.metadata import class_names
 from fastwsol.io import load_checkpoint, save_atomic, write_text_atomic
 from fastwsol.models import TwoPathWSOLNet, model_from_config
 from fastwsol.objective import LOSS_TERMS, Objective
+from fastwsol.progress import Progress
+from fastwsol.tables import csv_text
+from fastwsol.visualize import heat_overlay
 
 
 class NonFiniteLossError(RuntimeError):
@@ -39,7 +45,9 @@ class RunExistsError(ValueError):
 
 
 # What a run writes into its folder; a folder holding any of them holds a run.
-RUN_FILES = ("last.pt", "best.pt", "test_metrics.json", "metrics.jsonl")
+RUN_FILES = ("last.pt", "best.pt", "test_metrics.json", "metrics.jsonl", "metrics.csv", "config.yaml")
+TENSORBOARD_INSTALL = 'pip install -e ".[tensorboard]"'
+CAM_IMAGES = 4  # validation images whose CAM overlays go to TensorBoard each validation
 
 
 def recorded_checkpoint(out_dir: str | os.PathLike) -> tuple[Path, dict] | None:
@@ -87,6 +95,42 @@ def default_device(ctx: DistributedContext) -> torch.device:
     return torch.device("cuda", ctx.local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
 
+def select_device(setting: str, ctx: DistributedContext) -> torch.device:
+    """``train.device``: auto (CUDA when there is one), cpu, cuda (this process's GPU under
+    torchrun) or cuda:N (one process)."""
+    if setting == "auto":
+        return default_device(ctx)
+    if setting == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(f"train.device={setting}: CUDA is not available on this machine; use cpu or auto")
+    device = torch.device(setting)
+    if device.index is None:
+        return torch.device("cuda", ctx.local_rank)
+    if ctx.enabled:
+        raise ValueError(
+            f"train.device={setting} names one GPU, but torchrun gives each process its own (cuda:LOCAL_RANK): "
+            f"use cuda or auto"
+        )
+    if device.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"train.device={setting}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+        )
+    return device
+
+
+def _not_the_cuda_home_note(record: logging.LogRecord) -> bool:
+    return "No CUDA runtime is found" not in record.getMessage()
+
+
+def quiet_cuda_home_warning() -> None:
+    """``torch.utils.cpp_extension`` warns "No CUDA runtime is found" when it is imported (by
+    Inductor, generating CPU code for a compiled step or op) on a machine with a CUDA toolkit and
+    no GPU: true, and nothing a CPU run needs to hear each time. Only that message is dropped."""
+    logging.getLogger("torch.utils.cpp_extension").addFilter(_not_the_cuda_home_note)
+
+
 # ---------------------------------------------------------------------------- optimisation
 
 
@@ -120,8 +164,10 @@ def plural(count: int, word: str) -> str:
 def describe_plan(trainer: Trainer) -> str:
     """What a run will do, where, for how long: printed when it starts (logs have no progress bar)."""
     config, o = trainer.config, trainer.config.optim
-    steps = {warm: trainer.steps_per_epoch(o.warm_batch_size if warm else o.batch_size) for warm in (True, False)}
     warm_epochs = min(trainer.objective.warm_epochs, o.epochs)
+    # the warm stage's loader only when there is one: its batch size may not fit the data otherwise
+    steps = {False: trainer.steps_per_epoch(o.batch_size)}
+    steps[True] = trainer.steps_per_epoch(o.warm_batch_size) if warm_epochs else 0
     total = warm_epochs * steps[True] + (o.epochs - warm_epochs) * steps[False]
     images = trainer.loader("train", o.batch_size).num_samples
     per_epoch = f"{plural(steps[False], 'step')} of {o.batch_size}"
@@ -148,9 +194,28 @@ def describe_plan(trainer: Trainer) -> str:
     )
 
 
-def describe_epoch(epoch: int, config: ExperimentConfig, objective: Objective, record: dict, best: bool) -> str:
+def describe_selection(epoch: int, config: ExperimentConfig, record: dict, previous: dict, best: bool) -> str:
+    """The selection metric's value and why the epoch became ``[best]`` or not: the value it was
+    compared with (``previous``: the best before this epoch)."""
+    t = config.train
+    value = record[f"val_{t.select_metric}"]
+    line = f"{t.select_metric} {value:.2f}"
+    if epoch < t.select_from_epoch:
+        return f"{line} (selection from epoch {t.select_from_epoch} on)"
+    if previous["epoch"] is None:
+        return f"{line} [best]" if best else line
+    if best:
+        return f"{line} [best: above {previous['metric']:.2f} of epoch {previous['epoch']}]"
+    return f"{line} (best: {previous['metric']:.2f} of epoch {previous['epoch']})"
+
+
+def describe_epoch(
+    epoch: int, config: ExperimentConfig, objective: Objective, record: dict, best: bool, previous: dict | None = None
+) -> str:
     """One line per epoch: losses, speed and, when validated, the val metrics (both contour modes
-    and the map diagnostics of fastwsol.evaluation.diagnostics)."""
+    and the map diagnostics of fastwsol.evaluation.diagnostics), then the selection metric
+    (``train.select_metric``) and why the epoch is ``[best]`` or not (``previous``: the best
+    before this epoch)."""
     o = config.optim
     warm = " (warm)" if epoch <= objective.warm_epochs else ""
     losses = " ".join(f"{k} {record[f'loss_{k}']:.3f}" for k in LOSS_TERMS)
@@ -163,8 +228,8 @@ def describe_epoch(epoch: int, config: ExperimentConfig, objective: Objective, r
             f"; val GT-known {record['val_gt_known_loc']:.1f}/{record['val_gt_known_loc_single']:.1f} "
             f"(multi/single contour), MaxBoxAccV2 {record['val_max_box_acc_v2']:.1f}/"
             f"{record['val_max_box_acc_v2_single']:.1f}, top-1 {record['val_top1_cls']:.1f}, "
-            f"inverted {record['val_inverted_pct']:.1f} %, peak in GT {record['val_peak_in_gt_pct']:.1f} %"
-            + (" [best]" if best else "")
+            f"inverted {record['val_inverted_pct']:.1f} %, peak in GT {record['val_peak_in_gt_pct']:.1f} %; "
+            + describe_selection(epoch, config, record, previous or {"metric": -math.inf, "epoch": None}, best)
         )
     return line
 
@@ -231,36 +296,69 @@ class TrainStep:
 # ---------------------------------------------------------------------------- logging
 
 
+def tensorboard_writer_class(setting: bool | None):
+    """TensorBoard's ``SummaryWriter``, or None: ``train.tensorboard`` None = when the
+    tensorboard package is installed, True = required (an error naming the install when it is
+    not), False = never."""
+    if setting is False:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        if setting:
+            raise ValueError(
+                f"train.tensorboard=true, but the tensorboard package is not installed: {TENSORBOARD_INSTALL}"
+            ) from exc
+        return None
+    return SummaryWriter
+
+
 class MetricsLog:
-    """JSON lines in ``out_dir/metrics.jsonl`` (+ TensorBoard when installed); rank 0 only."""
+    """``out_dir/metrics.jsonl`` (every record), ``out_dir/metrics.csv`` (a row per epoch, made
+    from the JSON lines) and TensorBoard scalars and CAM images (``train.tensorboard``); rank 0
+    only. The folder is made by the first write, so a run that fails to start leaves none."""
 
-    def __init__(self, out_dir: Path, enabled: bool):
-        self.enabled = enabled
-        self.path = out_dir / "metrics.jsonl"
-        self.tensorboard = None
-        if enabled:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool | None = None):
+        self.enabled, self.out_dir = enabled, out_dir
+        self.path, self.csv_path = out_dir / "metrics.jsonl", out_dir / "metrics.csv"
+        self._writer_class = tensorboard_writer_class(tensorboard) if enabled else None
+        self._writer = None
 
-                self.tensorboard = SummaryWriter(str(out_dir / "tensorboard"))
-            except Exception:  # tensorboard not installed: JSON lines only
-                self.tensorboard = None
+    @property
+    def tensorboard(self):
+        """The SummaryWriter (made on first use), None when TensorBoard is off."""
+        if self._writer is None and self._writer_class is not None:
+            self._writer = self._writer_class(str(self.out_dir / "tensorboard"))
+        return self._writer
 
     def write(self, record: dict, step: int) -> None:
         if not self.enabled:
             return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
+        kind = record.get("type", "train")
+        if kind == "epoch":
+            self._write_csv()
         if self.tensorboard is not None:
-            kind = record.get("type", "train")
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("epoch", "step"):
                     self.tensorboard.add_scalar(f"{kind}/{key}", value, step)
 
+    def _write_csv(self) -> None:
+        records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        rows = [{k: v for k, v in r.items() if k != "type"} for r in records if r.get("type") == "epoch"]
+        write_text_atomic(self.csv_path, csv_text(rows))
+
+    def images(self, tag: str, images: np.ndarray, step: int) -> None:
+        """N×H×W×3 uint8 pictures to TensorBoard (nothing when it is off)."""
+        if self.enabled and len(images) and self.tensorboard is not None:
+            self.tensorboard.add_images(tag, images, step, dataformats="NHWC")
+
     def close(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -285,9 +383,10 @@ class Trainer:
         overwrite: bool = False,
         ctx: DistributedContext | None = None,
     ):
+        quiet_cuda_home_warning()
         self.config = config
         self.ctx = ctx or init_distributed()
-        self.device = default_device(self.ctx)
+        self.device = select_device(config.train.device, self.ctx)
         self.out_dir = Path(config.train.out_dir)
         if resume and overwrite:
             raise ValueError("--resume continues the run in train.out_dir and --overwrite replaces it: give one")
@@ -297,18 +396,22 @@ class Trainer:
             raise FileNotFoundError(
                 f"--resume: {self.out_dir / 'last.pt'} does not exist, so there is no run in {self.out_dir} to continue"
             )
-        self.log = MetricsLog(self.out_dir, self.ctx.is_main)
+        self.log = MetricsLog(self.out_dir, self.ctx.is_main, config.train.tensorboard)
         torch.manual_seed(config.train.seed + self.ctx.rank)
-        if config.optim.batch_size % self.ctx.world_size or config.optim.warm_batch_size % self.ctx.world_size:
+        self.objective = Objective.from_config(config)
+        # the warm batch size matters only when there is a warm stage
+        batch_sizes = {"optim.batch_size": config.optim.batch_size}
+        if self.objective.warm_epochs:
+            batch_sizes["optim.warm_batch_size"] = config.optim.warm_batch_size
+        if any(size % self.ctx.world_size for size in batch_sizes.values()):
             raise ValueError(
-                f"optim.batch_size ({config.optim.batch_size}) and optim.warm_batch_size "
-                f"({config.optim.warm_batch_size}) must be divisible by the world size {self.ctx.world_size}"
+                " and ".join(f"{key} ({size})" for key, size in batch_sizes.items())
+                + f" must be divisible by the world size {self.ctx.world_size}"
             )
         self._loaders: dict[tuple, object] = {}
-        train_loader = self.loader("train", config.optim.warm_batch_size)
+        train_loader = self.loader("train", self.batch_size(0))
         self.num_classes = int(train_loader.metadata.labels.max()) + 1
         self.class_names = class_names(config.data.metadata_root, config.data.dataset, train_loader.metadata)
-        self.objective = Objective.from_config(config)
         self.model = model_from_config(config, self.num_classes).to(self.device)
         if config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -320,26 +423,45 @@ class Trainer:
             )
         self.train_step = TrainStep(self.step_model, self.model.fc.weight, config, uint8_input=True)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        # the running sums of the epoch's loss terms: in last.pt, so a resumed epoch's mean covers all its steps
+        self.epoch_loss_sums: torch.Tensor | None = None
         self.best = {"metric": -math.inf, "epoch": None}
         self._stop_signal: int | None = None
+        self._output_closed = False
         if resume:
             self._resume()
         elif overwrite:  # only now that the new run is set up: a bad config leaves the old run as it was
             self._remove_previous_run()
 
+    @property
+    def finished(self) -> bool:
+        """Every epoch is trained (a resumed finished run has only its test left, if that)."""
+        return self.epoch >= self.config.optim.epochs
+
     # -- data
+    def batch_size(self, epoch: int) -> int:
+        """The global batch of 0-based ``epoch``: the warm stage's or the full objective's."""
+        o = self.config.optim
+        return o.warm_batch_size if self.objective.is_warm_epoch(epoch) else o.batch_size
+
     def loader(self, split: str, batch_size: int):
         """Loaders are cached per (split, batch size): the warm/full switch reuses them."""
         key = (split, batch_size)
         if key not in self._loaders:
-            self._loaders[key] = loader_from_config(
-                self.config,
-                split,
-                batch_size=batch_size // self.ctx.world_size if split == "train" else self.config.eval.batch_size,
-                device=self.device,
-                shard_id=self.ctx.rank,
-                num_shards=self.ctx.world_size,
-            )  # uint8: normalised inside the (compiled) step
+            try:
+                self._loaders[key] = loader_from_config(
+                    self.config,
+                    split,
+                    batch_size=batch_size // self.ctx.world_size if split == "train" else self.config.eval.batch_size,
+                    device=self.device,
+                    shard_id=self.ctx.rank,
+                    num_shards=self.ctx.world_size,
+                )  # uint8: normalised inside the (compiled) step
+            except ValueError as exc:
+                if split != "train":
+                    raise
+                setting = "optim.batch_size" if batch_size == self.config.optim.batch_size else "optim.warm_batch_size"
+                raise ValueError(f"{setting}={batch_size}: {exc}") from exc
         return self._loaders[key]
 
     def steps_per_epoch(self, batch_size: int) -> int:
@@ -352,11 +474,23 @@ class Trainer:
 
     def _refuse_existing_run(self, overwrite: bool) -> None:
         existing = self._existing_run_files()
-        if existing and not overwrite:
-            raise RunExistsError(
-                f"{self.out_dir} already holds a run ({', '.join(existing)}{self._describe_recorded_run()}); "
-                f"continue it with --resume, train into another --out-dir, or replace it with --overwrite"
-            )
+        if not existing or overwrite:
+            return
+        try:
+            recorded, unreadable = recorded_checkpoint(self.out_dir), ""
+        except ValueError as exc:
+            recorded, unreadable = None, f"; {exc}"
+        elsewhere = "train into another --out-dir, or replace it with --overwrite"
+        if recorded is None or recorded[0].name != "last.pt":  # stopped before its first last.pt
+            advice = f"it has no last.pt to resume from: {elsewhere}"
+        elif recorded[1]["epoch"] >= self.config.optim.epochs:
+            advice = f"it is finished: {elsewhere}"
+        else:
+            advice = f"continue it with --resume, {elsewhere}"
+        raise RunExistsError(
+            f"{self.out_dir} already holds a run ({', '.join(existing)}{unreadable or self._describe(recorded)}); "
+            f"{advice}"
+        )
 
     def _remove_previous_run(self) -> None:
         """The files an earlier run wrote here (:data:`RUN_FILES`, TensorBoard events), nothing else."""
@@ -372,12 +506,8 @@ class Trainer:
             file=sys.stderr,
         )
 
-    def _describe_recorded_run(self) -> str:
+    def _describe(self, recorded: tuple[Path, dict] | None) -> str:
         """'; last.pt at epoch E of N, same settings' or '..., other settings: ...' for the refusal."""
-        try:
-            recorded = recorded_checkpoint(self.out_dir)
-        except ValueError as exc:
-            return f"; {exc}"
         if recorded is None:
             return ""
         path, state = recorded
@@ -387,12 +517,14 @@ class Trainer:
 
     # -- checkpoints
     def checkpoint_state(self) -> dict:
+        mid_epoch = self.step_in_epoch > 0 and self.epoch_loss_sums is not None
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
+            "epoch_loss_sums": self.epoch_loss_sums.clone() if mid_epoch else None,
             "best": self.best,
             "rng": self._all_rng_states(),
             "config": self.config.to_dict(),
@@ -417,6 +549,14 @@ class Trainer:
             save_atomic(state, path)
         return path
 
+    def save_config(self) -> Path:
+        """The run's settings as ``out_dir/config.yaml``, readable and usable as ``--config``."""
+        path = self.out_dir / "config.yaml"
+        if self.ctx.is_main:
+            text = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
+            write_text_atomic(path, f"# the settings of the run in {self.out_dir}, written by fastwsol train\n{text}")
+        return path
+
     def _resume(self) -> None:
         path = self.out_dir / "last.pt"
         state = load_checkpoint(path)
@@ -428,6 +568,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        self.epoch_loss_sums = state.get("epoch_loss_sums")  # None: a fresh epoch, or a checkpoint without sums
         self.best = state["best"]
         if len(state["rng"]) != self.ctx.world_size:
             raise ValueError(
@@ -435,13 +576,32 @@ class Trainer:
                 f"resume it with as many, not {self.ctx.world_size}"
             )
         restore_rng_states(state["rng"][self.ctx.rank])
-        if self.ctx.is_main:
+        if self.ctx.is_main and not self.finished:
             print(
                 f"fastwsol train: resuming from {path} at epoch {self.epoch + 1} step {self.step_in_epoch} "
                 f"(global step {self.global_step})",
                 file=sys.stderr,
                 flush=True,
             )
+
+    # -- output
+    def say(self, text: str) -> None:
+        """A line on stderr from rank 0. A closed pipe (``2>&1 | head``) stops the run after the
+        current step, its checkpoint written, as a signal does, instead of killing it between two
+        of its files."""
+        if self.ctx.is_main:
+            self._guard_output(print, text, file=sys.stderr, flush=True)
+
+    def _guard_output(self, write, *args, **kwargs) -> None:
+        if self._output_closed:
+            return
+        try:
+            write(*args, **kwargs)
+        except BrokenPipeError:
+            self._output_closed = True
+            # what is still buffered for the closed pipe, or written to it, goes nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+            self._stop_signal = signal.SIGPIPE
 
     # -- signals
     def _on_signal(self, signum, _frame) -> None:
@@ -470,16 +630,22 @@ class Trainer:
     def _train_epoch(self) -> dict[str, float]:
         config = self.config
         full = not self.objective.is_warm_epoch(self.epoch)
-        batch_size = config.optim.batch_size if full else config.optim.warm_batch_size
+        batch_size = self.batch_size(self.epoch)
         loader = self.loader("train", batch_size)
         loader.set_epoch(self.epoch)
         set_lr(self.optimizer, lr_factor(self.epoch, config))
         self.model.train()
         steps = self.steps_per_epoch(batch_size)
-        sums = torch.zeros(1 + len(LOSS_TERMS))
         done_before = self.step_in_epoch
-        progress = _progress(steps, f"epoch {self.epoch + 1}/{config.optim.epochs}" + ("" if full else " (warm)"), self)
-        progress.update(done_before)
+        # a resumed epoch continues its sums; a checkpoint without them averages the steps after the resume
+        summed_from = 0 if done_before == 0 or self.epoch_loss_sums is not None else done_before
+        if done_before == 0 or self.epoch_loss_sums is None:
+            self.epoch_loss_sums = torch.zeros(1 + len(LOSS_TERMS))
+        sums = self.epoch_loss_sums
+        description = f"epoch {self.epoch + 1}/{config.optim.epochs}" + ("" if full else " (warm)")
+        if done_before:
+            description += f" from step {done_before}"
+        progress = Progress(steps - done_before, description, enabled=config.train.progress and self.ctx.is_main)
         started, images_seen = time.perf_counter(), 0
         for index, batch in enumerate(loader):
             if index < done_before:  # resume mid-epoch: the plan is deterministic, skip what was done
@@ -497,13 +663,11 @@ class Trainer:
             self.optimizer.step()
             self.step_in_epoch, self.global_step = index + 1, self.global_step + 1
             sums += values
-            images_seen += batch["images"].shape[0] * self.ctx.world_size
+            images = batch["images"].shape[0] * self.ctx.world_size
+            images_seen += images
             rate = images_seen / max(time.perf_counter() - started, 1e-9)
-            count = self.step_in_epoch - done_before
-            progress.update(1)
-            progress.set_postfix(
-                img_s=f"{rate:.1f}", **{k: f"{v:.3f}" for k, v in zip(("loss", *LOSS_TERMS), (sums / count).tolist())}
-            )
+            mean = sums / (self.step_in_epoch - summed_from)
+            self._guard_output(progress.update, 1, images=images, postfix=f"loss {mean[0].item():.3f}")
             if self.global_step % config.train.log_interval == 0:
                 record = {
                     "type": "train",
@@ -518,39 +682,53 @@ class Trainer:
                 progress.close()
                 raise StopRequested
         progress.close()
-        count = max(self.step_in_epoch - done_before, 1)
+        count = max(self.step_in_epoch - summed_from, 1)
         seconds = time.perf_counter() - started
         losses = {f"loss_{k}": v for k, v in zip(("total", *LOSS_TERMS), (sums / count).tolist())}
         return {**losses, "images_per_s": images_seen / max(seconds, 1e-9), "seconds": seconds}
 
     def evaluate(self, split: str) -> dict:
+        """The split's metrics, with progress (``validate epoch N`` / ``test``); a validation
+        also sends the CAMs of its first images to TensorBoard, when that is on."""
         from fastwsol.evaluate import evaluate_model
 
-        return evaluate_model(self.model, self.loader(split, self.config.eval.batch_size), self.config, self.ctx)
+        loader = self.loader(split, self.config.eval.batch_size)
+        name = f"validate epoch {self.epoch}" if split == "val" else split
+        overlays = []
+
+        def per_batch(batch, scoremaps, _logits):
+            self._guard_output(progress.update, 1, images=batch["images"].shape[0] * self.ctx.world_size)
+            if split == "val" and self.log.tensorboard is not None and len(overlays) < CAM_IMAGES:
+                images = batch["images"][: CAM_IMAGES - len(overlays)].permute(0, 2, 3, 1).cpu().numpy()
+                maps = scoremaps[: len(images)].float().cpu().numpy()
+                overlays.extend(heat_overlay(image, scoremap) for image, scoremap in zip(images, maps))
+
+        enabled = self.config.train.progress and self.ctx.is_main
+        with Progress(len(loader), name, enabled=enabled) as progress:
+            metrics = evaluate_model(self.model, loader, self.config, self.ctx, on_batch=per_batch)
+        if overlays:
+            self.log.images("val/cam", np.stack(overlays), self.global_step)
+        return metrics
 
     def fit(self) -> dict:
-        """Train the remaining epochs, validate, keep the best, test it. Returns the test metrics."""
+        """Train the remaining epochs, validate, keep the best, test it. Returns the test metrics.
+        A resumed run that is finished and tested is not trained nor tested again."""
         config = self.config
+        if self.finished:
+            return self._finish_resumed()
         previous = self._install_signal_handlers()
-        if self.ctx.is_main:
-            print(describe_plan(self), file=sys.stderr, flush=True)
+        self.say(describe_plan(self))
+        self.save_config()
         try:
             while self.epoch < config.optim.epochs:
                 try:
                     losses = self._train_epoch()
                 except StopRequested:
-                    path = self.save("last.pt")
-                    signame = signal.Signals(self._stop_signal).name
-                    print(
-                        f"\nfastwsol train: stopped by {signame} at epoch {self.epoch + 1}, step {self.step_in_epoch} "
-                        f"of the epoch; checkpoint written to {path}.\nResume with the same command plus --resume.",
-                        file=sys.stderr,
-                    )
-                    raise SystemExit(128 + self._stop_signal) from None
+                    self._stop(f"at epoch {self.epoch + 1}, step {self.step_in_epoch} of the epoch")
                 self.epoch += 1
                 self.step_in_epoch = 0
                 record = {"type": "epoch", "epoch": self.epoch, **losses}
-                improved = False
+                improved, best_before = False, dict(self.best)
                 validate_now = config.train.eval_interval and (
                     self.epoch % config.train.eval_interval == 0 or self.epoch == config.optim.epochs
                 )
@@ -566,18 +744,47 @@ class Trainer:
                             "threshold": metrics["best_threshold"],  # localize uses it
                         }
                         self.save("best.pt")
+                # the files first, then the line: output that fails (a closed pipe) cannot leave
+                # best.pt without the last.pt of the same epoch
                 self.log.write(record, self.global_step)
-                if self.ctx.is_main:  # a line per epoch whether or not stderr is a terminal
-                    line = describe_epoch(self.epoch, config, self.objective, record, improved)
-                    print(line, file=sys.stderr, flush=True)
                 self.save("last.pt")
+                # a line per epoch whether or not stderr is a terminal
+                self.say(describe_epoch(self.epoch, config, self.objective, record, improved, best_before))
                 if self._stop_requested():
-                    print(f"fastwsol train: stopped after epoch {self.epoch}; resume with --resume.", file=sys.stderr)
-                    raise SystemExit(128 + self._stop_signal)
+                    self._stop(f"after epoch {self.epoch}")
             return self.final_test()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            self.log.close()
+
+    def _stop(self, where: str):
+        """A stop request (a signal, a closed output pipe) honoured: last.pt written, then exit."""
+        path = self.save("last.pt")
+        signame = signal.Signals(self._stop_signal).name
+        self.say(
+            f"\nfastwsol train: stopped by {signame} {where}; checkpoint written to {path}.\n"
+            f"Resume with the same command plus --resume."
+        )
+        raise SystemExit(128 + self._stop_signal) from None
+
+    def _finish_resumed(self) -> dict:
+        """``--resume`` of a run with every epoch trained: its test metrics, tested only if it
+        was not (a stop during the final test)."""
+        o, tested = self.config.optim, self.out_dir / "test_metrics.json"
+        if tested.is_file():
+            self.say(
+                f"fastwsol train: the run in {self.out_dir} is finished (epoch {self.epoch} of {o.epochs}) "
+                f"and tested ({tested}); nothing to resume"
+            )
+            return json.loads(tested.read_text())
+        self.say(
+            f"fastwsol train: the run in {self.out_dir} is trained (epoch {self.epoch} of {o.epochs}); "
+            f"running its final test"
+        )
+        try:
+            return self.final_test()
+        finally:
             self.log.close()
 
     def final_test(self) -> dict:
@@ -593,17 +800,3 @@ class Trainer:
             {"type": "test", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}, self.global_step
         )
         return metrics
-
-
-def _progress(total: int, description: str, trainer: Trainer):
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        desc=description,
-        # None: tqdm turns itself off when stderr is not a terminal (logs, CI) instead of
-        # writing a carriage-return frame per step
-        disable=None if (trainer.config.train.progress and trainer.ctx.is_main) else True,
-        dynamic_ncols=True,
-        leave=False,
-    )

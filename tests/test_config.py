@@ -223,3 +223,57 @@ def test_every_select_metric_is_a_metric_the_run_records(tiny_checkpoint):
 def test_an_unknown_choice_names_the_key_and_the_choices():
     with pytest.raises(ConfigError, match=r"data\.loader: 'fast' is not one of \('auto', 'dali', 'torch'\)"):
         load_config(None, ["data.loader=fast"])
+
+
+SHIPPED = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("epochs", [1, 8])
+def test_a_short_run_of_every_shipped_config_is_accepted(name, epochs, capsys):
+    """--set optim.epochs=N alone: the config's schedule shrinks with it, each key named in a note."""
+    full = load_config(CONFIGS / name)
+    config = load_config(CONFIGS / name, [f"optim.epochs={epochs}"])
+    o, note = config.optim, capsys.readouterr().err
+    assert o.epochs == epochs and 0 <= o.warm_epochs <= epochs and 1 <= config.train.select_from_epoch <= epochs
+    assert all(2 <= e <= epochs for e in o.lr_decay_epochs)  # at least one epoch at the full rate
+    for key, old, new in (("optim.warm_epochs", full.optim.warm_epochs, o.warm_epochs),
+                          ("optim.lr_decay_epochs", full.optim.lr_decay_epochs, o.lr_decay_epochs),
+                          ("train.select_from_epoch", full.train.select_from_epoch, config.train.select_from_epoch)):
+        assert (f"{key} {old} -> {new}" in note) == (old != new), (key, note)
+
+
+def test_shortening_scales_the_schedule_to_the_same_fractions_and_keeps_what_was_given(capsys):
+    config = load_config(CONFIGS / "cub_vgg16.yaml", ["optim.epochs=7"])  # a tenth of 70: warm 20 -> 2, decay 41, 61
+    assert (config.optim.warm_epochs, config.optim.lr_decay_epochs) == (2, [5, 7])
+    assert "optim.epochs 7 shortens the config's 70 epochs" in capsys.readouterr().err
+    config = load_config(CONFIGS / "cub_vgg16.yaml", ["optim.warm_epochs=3", "optim.epochs=7"])
+    assert (config.optim.warm_epochs, config.optim.lr_decay_epochs) == (3, [5, 7])  # given: kept
+    assert "optim.warm_epochs" not in capsys.readouterr().err
+    # a longer run, or the file's own epochs, leaves the schedule as the config has it
+    assert load_config(CONFIGS / "synthetic.yaml", ["optim.epochs=16"]).train.select_from_epoch == 6
+    assert load_config(CONFIGS / "synthetic.yaml", ["optim.epochs=12"]).optim.lr_decay_epochs == [9]
+    assert "note" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "given, fix",
+    [
+        ("optim.warm_epochs=5", "--set optim.warm_epochs=2"),
+        ("optim.lr_decay_epochs=[3,5]", "--set 'optim.lr_decay_epochs=[]'"),
+        ("train.select_from_epoch=4", "--set train.select_from_epoch=2"),
+    ],
+)
+def test_a_given_schedule_key_that_does_not_fit_is_an_error_naming_the_set_that_fixes_it(given, fix):
+    key = given.split("=")[0]
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as info:
+        load_config(None, ["optim.epochs=2", given])
+    assert fix in str(info.value)
+    fixed = fix.removeprefix("--set ").strip("'")
+    assert load_config(None, ["optim.epochs=2", given, fixed]).optim.epochs == 2
+
+
+def test_train_device_is_checked():
+    assert load_config(None, ["train.device=cuda:1"]).train.device == "cuda:1"
+    with pytest.raises(ConfigError, match=r"train\.device: 'gpu' is not auto, cpu, cuda or cuda:N"):
+        load_config(None, ["train.device=gpu"])

@@ -8,10 +8,11 @@ import argparse
 import sys
 
 from fastwsol import __version__
-from fastwsol.cli import bench, check_gpu, evaluate, localize, make_synthetic, prepare, reproduce, train
+from fastwsol.cli import bench, check_gpu, evaluate, localize, make_synthetic, prepare, reproduce, runs, train
 from fastwsol.cli.common import SubcommandParser
 
-SUBCOMMANDS = (make_synthetic, train, evaluate, localize, reproduce, prepare, bench, check_gpu)  # as --help lists them
+# as --help lists them
+SUBCOMMANDS = (make_synthetic, train, runs, evaluate, localize, reproduce, prepare, bench, check_gpu)
 
 
 def build_parser() -> argparse.ArgumentParser:

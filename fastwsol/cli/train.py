@@ -3,21 +3,46 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from fastwsol.cli.common import add_set_option
+from fastwsol.cli.common import add_set_option, device, non_negative_int
+
+EPILOG = """\
+A short run of any config: fastwsol train --config configs/cub_vgg16.yaml --set optim.epochs=8.
+Shortening the config's run scales its schedule to the same fractions of the run
+(optim.warm_epochs, optim.lr_decay_epochs, train.select_from_epoch; a note says how); a key you
+give with --set yourself is kept as given. The run folder (OUT_DIR) gets last.pt, best.pt,
+test_metrics.json, metrics.jsonl, metrics.csv (a row per epoch) and config.yaml (the run's
+settings, usable as --config); TensorBoard scalars and CAM images in OUT_DIR/tensorboard when the
+tensorboard package is installed (pip install -e ".[tensorboard]"; --set train.tensorboard=false:
+never). `fastwsol runs` lists runs and shows a checkpoint."""
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train (and validate, test) from a YAML config; torchrun-ready")
+    parser = subparsers.add_parser(
+        "train",
+        help="train (and validate, test) from a YAML config; torchrun-ready",
+        description="Train (and validate, test) from a YAML config; torchrun-ready.",
+        epilog=EPILOG,
+    )
     parser.add_argument("--config", required=True, help="YAML config (see configs/; every key in fastwsol/config.py)")
-    add_set_option(parser, help="override a config value (repeatable), e.g. --set optim.epochs=8")
+    add_set_option(
+        parser, help="override a config value (repeatable), e.g. --set optim.epochs=8 (a short run: see below)"
+    )
+    parser.add_argument("--seed", type=non_negative_int, help="shorthand for --set train.seed=N")
+    parser.add_argument(
+        "--device",
+        type=device,
+        help="shorthand for --set train.device=...: cpu, cuda or cuda:N (default: the config's train.device; "
+        "auto = CUDA when there is one)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace a run already in OUT_DIR (its last.pt, best.pt, test_metrics.json, metrics.jsonl); "
+        help="replace a run already in OUT_DIR (only the run's files, listed below); "
         "without it such a folder is refused",
     )
     parser.add_argument(
@@ -44,7 +69,7 @@ def file_problems(config) -> list[str]:
         if not (Path(root) / config.data.dataset).is_dir():
             made_by = (
                 {
-                    SYNTHETIC_NAME: f"; `fastwsol make-synthetic {Path(root).parent}` writes it",
+                    SYNTHETIC_NAME: f"; {make_synthetic_hint(config)}",
                     "CUB": f"; `fastwsol prepare cub CUB_200_2011_DIR --out {root}` lays it out",
                     "ILSVRC": f"; `fastwsol prepare imagenet --train DIR --val DIR --out {root}` lays it out",
                 }.get(config.data.dataset, "")
@@ -61,6 +86,20 @@ def file_problems(config) -> list[str]:
     if config.model.init_from is not None and not Path(config.model.init_from).is_file():
         problems.append(f"model.init_from: checkpoint {config.model.init_from!r} does not exist; {init_from_hint()}")
     return problems
+
+
+def make_synthetic_hint(config) -> str:
+    """The command that writes the synthetic set where the config reads it: ``make-synthetic
+    OUT`` writes OUT/data and OUT/metadata, OUT taken from data.metadata_root; a data_root
+    elsewhere is pointed there with a ``--set``."""
+    out = Path(config.data.metadata_root).parent
+    hint = f"`fastwsol make-synthetic {out}` writes it"
+    moved = [
+        f"--set {key}={out / folder}"
+        for key, folder in (("data.data_root", "data"), ("data.metadata_root", "metadata"))
+        if Path(getattr(config.data, key.split(".")[1])) != out / folder
+    ]
+    return hint + (f", then train with {' '.join(moved)}" if moved else "")
 
 
 def init_from_hint() -> str:
@@ -82,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
     from fastwsol.train import NonFiniteLossError, Trainer
 
     overrides = list(args.set)
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    if args.device is not None:
+        overrides.append(f"train.device={args.device}")
     if args.no_compile:  # the reference step: eager model and the reference ops
         overrides += ["train.compile=false", "train.backend=reference"]
     if args.out_dir:
@@ -94,5 +137,8 @@ def run(args: argparse.Namespace) -> int:
         return 3
     from fastwsol.report import format_metrics
 
-    print(format_metrics(metrics, title=f"test metrics ({config.train.out_dir})"))
+    try:
+        print(format_metrics(metrics, title=f"test metrics ({config.train.out_dir})"), flush=True)
+    except BrokenPipeError:  # `| head`: the run and its files are complete; what is left to print goes nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

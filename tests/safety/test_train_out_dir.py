@@ -17,10 +17,37 @@ def test_a_finished_run_is_refused_and_left_byte_identical(tiny_checkpoint, tiny
     assert {"last.pt", "best.pt", "test_metrics.json", "metrics.jsonl"} <= set(before)
     assert main(_train_args([*tiny_run_overrides(run), "optim.lr=0.02"])) == 2
     err = capsys.readouterr().err
-    assert str(run) in err and "--resume" in err and "--out-dir" in err and "--overwrite" in err
+    assert str(run) in err and "--out-dir" in err and "--overwrite" in err
+    assert "it is finished" in err and "--resume" not in err  # nothing left to resume
     assert "optim.lr 0.01 -> 0.02" in err  # which settings differ from the recorded run
     assert "\n" not in err.strip() and "Traceback" not in err
     assert hashes(run) == before
+    # more epochs than it ran: --resume continues it
+    assert main(_train_args([*tiny_run_overrides(run), "optim.epochs=3"])) == 2
+    assert "continue it with --resume" in capsys.readouterr().err
+    assert hashes(run) == before
+
+
+def test_a_run_without_last_pt_is_refused_without_advising_resume(tiny_checkpoint, tiny_run_overrides, tmp_path,
+                                                                   hashes, capsys):
+    """A run stopped before its first last.pt (a kill between best.pt and last.pt): --resume
+    could not continue it, so the refusal does not advise it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(tiny_checkpoint.read_bytes())
+    before = hashes(run)
+    assert main(_train_args(tiny_run_overrides(run))) == 2
+    err = capsys.readouterr().err
+    assert "no last.pt to resume from" in err and "--resume" not in err and "--overwrite" in err
+    assert hashes(run) == before
+
+
+def test_a_failed_start_leaves_no_run_folder(tiny_run_overrides, tmp_path, capsys):
+    run = tmp_path / "run"
+    # 18 training images make no batch of 64: the data fails after the config passed its checks
+    assert main(_train_args(tiny_run_overrides(run, "optim.warm_batch_size=64"))) == 2
+    assert "optim.warm_batch_size=64" in capsys.readouterr().err
+    assert not run.exists()
 
 
 def test_overwrite_replaces_only_the_runs_files(tiny_run_overrides, tmp_path, hashes):

@@ -5,8 +5,13 @@ the compiled step has its own test); faults are injected by the driver script be
 library code.
 """
 
+import csv
+import io
+import json
+import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -151,6 +156,47 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tiny_run_overrides, u
     Trainer(load_config(None, tiny_run_overrides(stopped_dir)), resume=True).fit()
     assert f"resuming from {stopped_dir / 'last.pt'} at epoch 2 step 2 (global step 6)" in capsys.readouterr().err
     assert_same_weights(final_weights(reference_dir), final_weights(stopped_dir), rtol=0, atol=0)
+    # the resumed epoch's losses average all its steps, those before the stop too
+    resumed, uninterrupted = (epoch_records(d)[2] for d in (stopped_dir, reference_dir))
+    for term in ("total", *LOSS_TERMS):
+        assert resumed[f"loss_{term}"] == pytest.approx(uninterrupted[f"loss_{term}"], rel=1e-6, abs=1e-7), term
+
+
+def epoch_records(out_dir: Path) -> dict[int, dict]:
+    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
+    return {r["epoch"]: r for r in map(json.loads, lines) if r["type"] == "epoch"}
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(uninterrupted_run, tiny_run_overrides, tmp_path, capsys):
+    finished = tmp_path / "finished"
+    shutil.copytree(uninterrupted_run[0], finished)
+    before = {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()}
+    capsys.readouterr()
+    metrics = Trainer(load_config(None, tiny_run_overrides(finished, "train.log_interval=1")), resume=True).fit()
+    err = capsys.readouterr().err
+    assert "is finished (epoch 2 of 2) and tested" in err and "resuming from" not in err
+    assert metrics == json.loads((finished / "test_metrics.json").read_text())
+    assert {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()} == before  # no second test record
+
+
+def test_a_closed_output_pipe_stops_the_run_with_its_checkpoint(tiny_run_overrides, uninterrupted_run, tmp_path):
+    """`fastwsol train ... 2>&1 | head -n 5`: the reader goes away after the start block; the
+    next line (epoch 1's) cannot be written. The run stops as on a signal, with last.pt written
+    (never best.pt without it), and --resume finishes it as if nothing had happened."""
+    run = tmp_path / "piped"
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    args = [a for o in tiny_run_overrides(run, "train.log_interval=1") for a in ("--set", o)]
+    process = subprocess.Popen([sys.executable, "-m", "fastwsol", "train", "--config", str(empty), *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = [process.stdout.readline() for _ in range(4)]
+    assert lines[0].startswith(b"fastwsol train:") and lines[3].startswith(b"  device:"), lines
+    process.stdout.close()
+    assert process.wait(timeout=600) == 128 + signal.SIGPIPE
+    assert (run / "best.pt").is_file() and (run / "last.pt").is_file()
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    Trainer(load_config(None, tiny_run_overrides(run, "train.log_interval=1")), resume=True).fit()
+    assert_same_weights(final_weights(uninterrupted_run[0]), final_weights(run), rtol=0, atol=0)
 
 
 def test_non_finite_loss_stops_with_the_step_and_terms(tiny_run_overrides, tmp_path):
@@ -168,6 +214,39 @@ def test_trains_and_evaluates_to_files(uninterrupted_run):
     records = [line for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     assert any('"type": "train"' in r for r in records) and any('"val_gt_known_loc"' in r for r in records)
     assert not list(out_dir.glob(".*.tmp"))  # atomic writes leave no temporary files
+    # the settings as YAML: the same config again when given as --config
+    assert load_config(out_dir / "config.yaml").to_dict() == load_checkpoint(out_dir / "last.pt")["config"]
+    # a CSV row per epoch, the epoch records' values
+    rows = list(csv.DictReader(io.StringIO((out_dir / "metrics.csv").read_text())))
+    epochs = epoch_records(out_dir)
+    assert [int(r["epoch"]) for r in rows] == sorted(epochs) == [1, 2]
+    for row in rows:
+        assert float(row["loss_total"]) == epochs[int(row["epoch"])]["loss_total"]
+        assert float(row["val_gt_known_loc"]) == epochs[int(row["epoch"])]["val_gt_known_loc"]
+
+
+@pytest.mark.parametrize(
+    "epoch, metric, previous, best, expected",
+    [
+        (3, 40.0, None, True, "top1_loc_single 40.00 [best]"),
+        (4, 50.0, (45.0, 3), True, "top1_loc_single 50.00 [best: above 45.00 of epoch 3]"),
+        (9, 68.5, (73.0, 6), False, "top1_loc_single 68.50 (best: 73.00 of epoch 6)"),
+        (2, 80.0, None, False, "top1_loc_single 80.00 (selection from epoch 3 on)"),
+    ],
+)
+def test_the_epoch_line_shows_the_selection_metric_and_why_best(epoch, metric, previous, best, expected):
+    from fastwsol.train import describe_epoch
+
+    config = load_config(None, ["model.name=vgg_small", "optim.epochs=9", "optim.warm_epochs=0",
+                                "optim.lr_decay_epochs=[]", "train.select_metric=top1_loc_single",
+                                "train.select_from_epoch=3"])
+    record = {f"loss_{k}": 0.5 for k in ("total", *LOSS_TERMS)} | {"images_per_s": 10.0, "seconds": 1.0}
+    record |= {f"val_{k}": 1.0 for k in ("gt_known_loc", "gt_known_loc_single", "max_box_acc_v2",
+                                          "max_box_acc_v2_single", "top1_cls", "inverted_pct", "peak_in_gt_pct")}
+    record["val_top1_loc_single"] = metric
+    before = {"metric": previous[0], "epoch": previous[1]} if previous else {"metric": -math.inf, "epoch": None}
+    line = describe_epoch(epoch, config, Objective.from_config(config), record, best, before)
+    assert line.endswith("; " + expected), line
 
 
 def test_ddp_two_processes_equal_single_process(tiny_run_overrides, tmp_path):
