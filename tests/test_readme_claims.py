@@ -147,3 +147,9 @@ def test_readme_links_lead_to_existing_files():
 ])
 def test_github_anchor(heading, anchor):
     assert github_anchor(heading.lstrip("#")) == anchor
+
+
+def test_the_readme_stays_user_documentation_of_at_most_10_kb():
+    text = README.read_text()
+    assert len(text.encode()) <= 10_000
+    assert not re.search(r"\b[0-9a-f]{7,40}\b(?![-\w])", re.sub(r"```.*?```", "", text, flags=re.S)), "a commit hash"
