@@ -256,14 +256,19 @@ class TrainStep:
 
     ``__call__`` returns the detached terms ``[total, ce, drop, sim, norm]`` and has already
     run backward, unless a term is non-finite (then nothing is touched and the caller stops).
+
+    ``compiler``: torch.compile's backend; ``"aot_eager"`` traces the same graphs (Dynamo, AOT
+    autograd) without generating code, for a CPU rehearsal (``fastwsol check-gpu --dry-run``).
     """
 
-    def __init__(self, model: torch.nn.Module, fc_weight: torch.Tensor, config: ExperimentConfig, *, uint8_input: bool):
+    def __init__(self, model: torch.nn.Module, fc_weight: torch.Tensor, config: ExperimentConfig, *, uint8_input: bool,
+                 compiler: str = "inductor"):
         self.model, self.fc_weight, self.config = model, fc_weight, config
         self.uint8_input = uint8_input
         if config.train.compile:
-            options = compile_options(model, config)
-            self._forwards = {full: torch.compile(self._make(full), options=options) for full in (False, True)}
+            options = compile_options(model, config) if compiler == "inductor" else None
+            self._forwards = {full: torch.compile(self._make(full), backend=compiler, options=options)
+                              for full in (False, True)}
         else:
             self._forwards = {full: self._make(full) for full in (False, True)}
 

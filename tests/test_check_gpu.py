@@ -1,59 +1,298 @@
-"""``fastwsol check-gpu --dry-run``: the GPU check's code at tiny shapes on the CPU through
-Triton's interpreter (every line that does not need CUDA), its report, and that a check can fail."""
+"""``fastwsol check-gpu`` rehearsed on the CPU under the GPU machine's conditions (no DALI, a
+row that raises, a budget that runs out), its plan (every measured row with its comparison,
+within the default budget on an H100), and its tolerances (mask flips near a threshold)."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
+import sys
 
 import pytest
 import torch
 
 from fastwsol import check_gpu, kernel_cases
-from fastwsol.cli import main as cli_main
+from fastwsol.check_gpu import correctness, plan, runner
+from fastwsol.check_gpu.report import format_markdown
+from fastwsol.check_gpu.runner import Row, Settings
+from fastwsol.cli.check_gpu import DEFAULT_BUDGET_S
 from fastwsol.kernel_shapes import DRY_RUN_SHAPES, REAL_SHAPES
 
+# One row of every kind (a compiled training step included), so the rehearsal stays short.
+REHEARSAL_ROWS = ("copy bandwidth", "tiny-target fp32 nchw", "tiny-target bf16-upcast", "philox tiny-target",
+                  "fp16 training", "nan fp32", "train vgg16-cub", "loss block tiny-target",
+                  "timing alignment_loss tiny-target bf16-upcast", "evaluator", "dali")
+FAILING_ROW = "correctness consistency_loss tiny-target fp32 nchw"
 
-def test_dry_run_writes_a_passing_report(tmp_path, capsys):
-    assert cli_main(["check-gpu", "--dry-run", "--out", str(tmp_path)]) == 0
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def dry_settings(budget_s: float = 600, **fields) -> Settings:
+    return Settings("cpu", True, False, budget_s, DRY_RUN_SHAPES, **fields)
+
+
+def test_rehearsal_without_dali_with_a_failing_row(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # as on the GPU machine: not installed
+    with pytest.raises(ImportError):
+        importlib.import_module("nvidia.dali")
+    from fastwsol import io
+
+    written = []
+    real_write = io.write_text_atomic
+
+    def recording_write(path, text):
+        if str(path).endswith(".json"):
+            written.append(json.loads(text))
+        real_write(path, text)
+
+    monkeypatch.setattr(io, "write_text_atomic", recording_write)
+    code = check_gpu.main(str(tmp_path), dry_run=True, budget_s=600, only=REHEARSAL_ROWS, fail_row=FAILING_ROW)
+
+    assert code == 1
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["ok"] and report["environment"]["dry_run"]
-    checked = {(r["op"], r.get("shape"), r["dtype"], r.get("layout")) for r in report["correctness"]}
-    for op in ("alignment_loss", "attentive_dropout", "consistency_loss"):
-        for shape in DRY_RUN_SHAPES:
-            for dtype in ("fp32", "bf16"):
-                for layout in ("nchw", "channels_last"):
-                    assert (op, shape, dtype, layout) in checked
-    assert {r["dtype"] for r in report["correctness"] if r["op"] == "nan"} == {"fp32", "bf16"}
-    assert all(r["sim_mask_flips"] == 0 for r in report["correctness"] if r["op"] == "alignment_loss")
-    timed = {(r["op"], r["backend"]) for r in report["timings"] if "forward_ms" in r}
-    assert timed == {(op, b) for op in ("alignment_loss", "attentive_dropout", "consistency_loss") for b in ("triton", "reference")}
-    assert all(r["bytes_moved"] >= r["bytes_minimum"] > 0 for r in report["timings"] if r["backend"] == "triton")
-    assert {r["backend"] for r in report["train_step"]} == {"eager", "triton"}
-    assert all(r["images_per_s"] > 0 for r in report["train_step"])
-    assert report["dali"]["status"].startswith("skipped")
-    markdown = (tmp_path / "report.md").read_text()
-    assert markdown.startswith("# fastwsol check-gpu: PASS") and "## Training step" in markdown
+    rows = {r["name"]: r for r in report["rows"]}
+    assert rows[FAILING_ROW]["status"] == "ERROR"
+    assert "forced to fail" in rows[FAILING_ROW]["reason"] and rows[FAILING_ROW]["traceback"]
+    assert rows["dali decode"]["status"] == "SKIPPED" and rows["dali decode"]["reason"] == "DALI not installed"
+    others = [r for name, r in rows.items() if name not in (FAILING_ROW, "dali decode")]
+    assert len(others) >= 10 and all(r["status"] == "PASS" for r in others), [
+        (r["name"], r["status"], r["reason"]) for r in others if r["status"] != "PASS"]
+    assert report["verdict"] == "FAIL"
 
-    # an existing report is never overwritten without --force
-    assert cli_main(["check-gpu", "--dry-run", "--out", str(tmp_path)]) == 2
-    assert "--force" in capsys.readouterr().err
+    # the report was rewritten after every row, each time with one more row done
+    assert len(written) == len(rows) + 1
+    done = [sum(r["status"] != runner.NOT_RUN for r in w["rows"]) for w in written]
+    assert done == list(range(len(rows) + 1))
+
+    # the compiled step ran compiled, once, and its gradients were compared with the eager fp32 step's
+    ours = rows["train vgg16-cub compiled bf16 channels_last (ours)"]
+    assert ours["compiles"]["graphs"] >= 1 and ours["compiles"]["recompile_limit_hits"] == 0
+    assert ours["details"]["worst_parameter"]["error"] <= ours["details"]["worst_parameter"]["bound"]
+
+    # the plan came first, with estimates; the numpy/Triton/Dynamo warnings went into the report, not stderr
+    out, err = capsys.readouterr()
+    assert out.index("check-gpu plan:") < out.index("[1/")
+    assert "Warning" not in err
+    warned = [w for r in report["rows"] for w in r["warnings"]]
+    assert warned and all(w["known"] for w in warned)
+    markdown = (tmp_path / "report.md").read_text()
+    assert markdown.startswith("# fastwsol check-gpu: FAIL") and "forced to fail" in markdown
+
+
+def test_a_row_that_overruns_is_stopped_and_the_run_ends_on_time():
+    clock = FakeClock()
+    settings = dry_settings(budget_s=10, clock=clock)
+    ran = []
+
+    def quick(settings, shared):
+        ran.append("quick")
+        return {"ok": True}
+
+    def overrunning(settings, shared):
+        while True:  # a loop that checks the budget, as the timing and training loops do
+            clock.now += 1
+            settings.check_time("in the test's loop")
+
+    def never(settings, shared):
+        ran.append("never")
+        return {"ok": True}
+
+    rows = [Row("first", "bandwidth", 1, quick), Row("too long to start", "bandwidth", 1000, never),
+            Row("overruns", "bandwidth", 2, overrunning), Row("after", "bandwidth", 0, never)]
+    writes = []
+    report = check_gpu.run_checks(settings, writes.append, lambda line: None, rows=rows)
+
+    statuses = {r["name"]: (r["status"], r["reason"]) for r in report["rows"]}
+    assert statuses["first"][0] == "PASS"
+    assert statuses["too long to start"] == ("SKIPPED", "estimated 1000 s, 10 s of the budget left")
+    assert statuses["overruns"][0] == "SKIPPED" and statuses["overruns"][1].startswith("stopped: the 10 s budget ran out")
+    assert statuses["after"] == ("SKIPPED", "budget spent before this row")
+    assert ran == ["quick"] and report["verdict"] == "INCOMPLETE"
+    assert report["elapsed_s"] <= settings.budget_s + 1  # stopped at the loop's first check past the budget
+    assert len(writes) == len(rows) + 1
+
+
+def test_the_alarm_stops_a_row_that_never_checks_the_time():
+    settings = dry_settings(budget_s=1)
+
+    def sleeping(settings, shared):
+        import time
+
+        for _ in range(200):
+            time.sleep(0.05)
+        return {"ok": True}
+
+    result = runner.run_row(settings, Row("sleeps", "bandwidth", 0, sleeping), {})
+    assert result["status"] == "SKIPPED" and "budget" in result["reason"]
+
+
+def test_a_raising_row_becomes_an_error_row_and_a_recompile_limit_fails_its_row():
+    def raising(settings, shared):
+        raise KeyError("missing thing")
+
+    result = runner.run_row(dry_settings(), Row("raises", "bandwidth", 0, raising), {})
+    assert result["status"] == "ERROR" and result["reason"] == "KeyError: 'missing thing'"
+    assert "raising" in "\n".join(result["traceback"])
+
+    def recompiling(settings, shared):
+        import torch._dynamo
+
+        torch._dynamo.reset()
+        double = torch.compile(lambda x: x * 2, backend="eager", dynamic=False)
+        with torch._dynamo.config.patch(recompile_limit=1):
+            for size in (1, 2, 3):
+                double(torch.ones(size))
+        return {"ok": True}
+
+    result = runner.run_row(dry_settings(), Row("recompiles", "bandwidth", 0, recompiling), {})
+    assert result["compiles"]["recompile_limit_hits"] >= 1
+    assert result["status"] == "FAIL" and "recompile limit" in result["reason"]
+
+
+def test_the_plan_has_every_measured_row_with_its_comparison():
+    settings = dry_settings(budget_s=0.01, clock=FakeClock())  # every row is skipped by its estimate
+    rows = plan.build_rows(settings)
+    names = [r.name for r in rows]
+    for shape in DRY_RUN_SHAPES:
+        assert f"loss block {shape}" in names
+        for op, dtypes in (("alignment_loss", 3), ("attentive_dropout", 2), ("consistency_loss", 3)):
+            assert sum(n.startswith(f"timing {op} {shape} ") for n in names) == dtypes
+        assert f"correctness alignment_loss {shape} bf16-upcast channels_last" in names
+        assert f"correctness attentive_dropout-philox {shape} bf16 channels_last" in names
+    for case in ("vgg16-cub", "resnet50-cub"):  # the eager baseline before the compiled step
+        assert (names.index(f"train {case} eager fp32 nchw (the authors' way)")
+                < names.index(f"train {case} compiled bf16 channels_last (ours)"))
+    assert "evaluator vgg16-cub" in names and "correctness fp16 training refused" in names
+
+    report = check_gpu.run_checks(settings, log=lambda line: None, rows=rows)
+    markdown = format_markdown(report)
+    for name in names:
+        assert name.removeprefix("correctness ") in markdown or name.startswith("timing ")
+    for column in ("speed-up", "gradient error: ours / eager bf16", "paper ms", "measured/floor", "model est./floor",
+                   "OpenCV img/s", "mask flips"):
+        assert column in markdown
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_the_gpu_plan_fits_the_default_budget(quick):
+    settings = Settings("cuda", False, quick, DEFAULT_BUDGET_S, REAL_SHAPES)
+    rows = plan.build_rows(settings)
+    assert sum(r.estimate_s for r in rows if r.section != "dali") <= 0.9 * DEFAULT_BUDGET_S
+    names = [r.name for r in rows]
+    assert names.index("train vgg16-cub eager fp32 nchw (the authors' way)") < names.index(
+        "train vgg16-cub compiled bf16 channels_last (ours)")
+    assert ("train resnet50-cub compiled bf16 channels_last (ours)" in names) is not quick
+
+
+# ------------------------------------------------------------------------------- tolerances
+
+
+def _flip_case():
+    """One image, 2 channels, 1×4 positions, w_0 = (1, 0): the norms are 1, 2, fp32(1.6), 1.2,
+    so F̂ at the third position is fp32(1.6) − 1: above τ_fg = 0.6 in float64, equal to fp32(0.6)
+    in fp32 arithmetic, where ``F̂ > τ`` is false."""
+    feature = torch.zeros(1, 2, 1, 4)
+    feature[0, :, 0, 0] = torch.tensor([1.0, 0.0])
+    feature[0, :, 0, 1] = torch.tensor([0.0, 2.0])
+    feature[0, :, 0, 2] = torch.tensor([1.6, 0.0])
+    feature[0, :, 0, 3] = torch.tensor([0.0, 1.2])
+    return feature, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0])
+
+
+def test_a_mask_flip_near_a_threshold_is_allowed_and_the_losses_follow_the_kernels_masks():
+    feature, weight, target = _flip_case()
+    details = correctness.compare_alignment(feature, weight, target, thresholds=(0.6, 0.1), fine_grained=False)
+    assert details["flips"]["sim"] == 1 and details["flips"]["unexplained"] == 0
+    assert details["flips"]["expected"] > 0
+    assert details["ok"], details
+    # against the float64 reference's own masks the flip shows in the gradient
+    want = kernel_cases.alignment_reference(feature, weight, target, fg_threshold=0.6, bg_threshold=0.1,
+                                            fine_grained=False)
+    leaf = feature.clone().requires_grad_()
+    from fastwsol import ops
+
+    losses = ops.alignment_loss(leaf, weight, target, fg_threshold=0.6, bg_threshold=0.1, fine_grained=False,
+                                backend="triton")
+    (kernel_cases.UPSTREAM[0] * losses[0] + kernel_cases.UPSTREAM[1] * losses[1]).backward()
+    error = float((leaf.grad.double() - want["grads"][0]).abs().max() / want["grads"][0].abs().max())
+    assert error > kernel_cases.grad_bound("fp32", float(want["grads"][0].abs().max()))
+
+
+def test_a_mask_flip_away_from_a_threshold_fails(monkeypatch):
+    feature, weight, target = _flip_case()
+    nothing_near = kernel_cases.alignment_near_threshold
+
+    def no_position_near(*args, **kwargs):
+        near = nothing_near(*args, **kwargs)
+        return {**near, "sim": torch.zeros_like(near["sim"]), "norm": torch.zeros_like(near["norm"])}
+
+    monkeypatch.setattr(kernel_cases, "alignment_near_threshold", no_position_near)
+    details = correctness.compare_alignment(feature, weight, target, thresholds=(0.6, 0.1), fine_grained=False)
+    assert details["flips"]["unexplained"] == 1 and not details["ok"]
+
+
+def test_near_threshold_positions_are_those_within_the_fp32_error_bound():
+    feature, weight, target = _flip_case()
+    near = kernel_cases.alignment_near_threshold(feature, weight, target, fg_threshold=0.6, bg_threshold=0.1,
+                                                 fine_grained=False, dot_precision="ieee")
+    assert near["sim"].tolist() == [[False, False, True, False]]  # F̂ = 0, 1, 0.6 + 2.4e-8, 0.2
+    assert 0 < near["bounds"]["sim"] < 1e-5
+
+
+def test_fp16_gradients_below_the_normal_range_pass():
+    """Large features make ∂F small (∝ 1/‖F‖), as B·|region| does at the real shapes: fp16 stores
+    them as subnormals, whose rounding step the bound must allow."""
+    feature = (correctness.random_tensor((4, 16, 7, 7), torch.float32, "channels_last", "cpu", 0) * 3000).half()
+    weight = correctness.random_tensor((30, 16), torch.float32, "nchw", "cpu", 1).half()
+    details = correctness.compare_alignment(feature, weight, torch.tensor([1, 5, 7, 9]), thresholds=(0.6, 0.1),
+                                            fine_grained=True)
+    grad = details["errors"]["grad_feature"]
+    assert grad["error"] > kernel_cases.ALIGNMENT_TOLERANCES["fp32"]["grad"] + kernel_cases.UNIT_ROUNDOFF["fp16"]
+    assert details["ok"], details
 
 
 def test_a_wrong_result_fails_the_check(monkeypatch):
-    settings = check_gpu.Settings("cpu", True, False, 60, DRY_RUN_SHAPES)
     shapes = DRY_RUN_SHAPES["tiny-target"]
-    assert check_gpu.check_alignment(settings, "tiny-target", shapes, "fp32", "nchw")["ok"]
+    case = {"shape": "tiny-target", "shapes": shapes, "dtype": "fp32", "layout": "nchw"}
+    assert correctness.check_alignment(dry_settings(), {}, **case)["ok"]
     monkeypatch.setitem(kernel_cases.ALIGNMENT_TOLERANCES, "fp32", {"loss": 0.0, "grad": 0.0})
-    assert not check_gpu.check_alignment(settings, "tiny-target", shapes, "fp32", "nchw")["ok"]
+    assert not correctness.check_alignment(dry_settings(), {}, **case)["ok"]
+
+
+def test_16_bit_bounds_are_the_rounding_of_the_result():
+    assert kernel_cases.loss_bound("bf16", 0.5) == pytest.approx(1e-5 + 0.5 * 2**-8)
+    assert kernel_cases.grad_bound("fp32", 1.0) == pytest.approx(1e-4 + 2**-24)
+    assert kernel_cases.consistency_bound("fp16") == pytest.approx(1e-5 + 2**-11)
+    # fp16 gradients at the real shapes lie below fp16's normal range: half a subnormal step counts
+    assert kernel_cases.grad_bound("fp16", 1e-6) == pytest.approx(1e-4 + 2**-25 / 1e-6)
+    small = torch.tensor([1e-6 + 1e-8], dtype=torch.float64)
+    rounded = small.to(torch.float16).double()
+    assert float((rounded - small).abs()) <= kernel_cases.rounding("fp16", 1e-6 + 1e-8)
+
+
+def test_without_a_gpu_it_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="--dry-run"):
+        check_gpu.main(str(tmp_path), budget_s=60)
+
+
+def test_compiler_log_records_are_captured(monkeypatch):
+    def logging_row(settings, shared):
+        logging.getLogger("torch._dynamo.convert_frame").warning("something the compiler says")
+        return {"ok": True}
+
+    result = runner.run_row(dry_settings(), Row("logs", "bandwidth", 0, logging_row), {})
+    assert result["logs"] == ["something the compiler says"] and result["status"] == "PASS"
 
 
 def test_real_shapes_are_the_papers():
     assert REAL_SHAPES["vgg16-cub"].feature == (32, 1024, 14, 14) and REAL_SHAPES["vgg16-cub"].classes == 200
     assert REAL_SHAPES["resnet50-cub"].feature == (32, 2048, 28, 28) and REAL_SHAPES["resnet50-cub"].fine_grained
     assert REAL_SHAPES["vgg16-imagenet"].feature == (256, 1024, 14, 14) and not REAL_SHAPES["vgg16-imagenet"].fine_grained
-
-
-def test_without_a_gpu_it_says_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ValueError, match="--dry-run"):
-        check_gpu.main(str(tmp_path))

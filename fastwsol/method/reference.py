@@ -79,14 +79,23 @@ def alignment_loss(
     """
     normalized_norm = minmax_normalize(norm_map(feature))
     similarity = target_similarity(feature, fc_weight, target)
-
-    fg_sim = (normalized_norm > fg_threshold).detach()
-    bg_sim = (normalized_norm < bg_threshold).detach()
-    loss_sim = masked_mean(similarity, bg_sim) - masked_mean(similarity, fg_sim)
-
     mask_source = max_class_similarity(feature, fc_weight) if fine_grained else similarity.detach()
-    fg_norm = mask_source > 0
-    bg_norm = mask_source < 0
+    masks = (normalized_norm > fg_threshold, normalized_norm < bg_threshold, mask_source > 0, mask_source < 0)
+    return alignment_loss_from_masks(normalized_norm, similarity, *masks)
+
+
+def alignment_loss_from_masks(
+    normalized_norm: torch.Tensor,
+    similarity: torch.Tensor,
+    fg_sim: torch.Tensor,
+    bg_sim: torch.Tensor,
+    fg_norm: torch.Tensor,
+    bg_norm: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_sim, L_norm) from F̂, S and the four masks (``B×H×W`` booleans), batch means: the part
+    of :func:`alignment_loss` after the masks are drawn, so a check can give masks of its own (a
+    kernel's, where a position lies within rounding of a threshold)."""
+    loss_sim = masked_mean(similarity, bg_sim) - masked_mean(similarity, fg_sim)
     loss_norm = masked_mean(normalized_norm, bg_norm) - masked_mean(normalized_norm, fg_norm)
     return loss_sim.mean(), loss_norm.mean()
 
