@@ -9,7 +9,7 @@ losses) and the attentive dropout's input (where the model applies it, docs/meth
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MAP_BYTES = 4  # the B×HW per-position maps of the alignment kernels are fp32
 
@@ -63,6 +63,12 @@ class Traffic:
     tensor_flops: int = 0  # on tensor cores (the class dot)
 
 
+    def __add__(self, other: Traffic) -> Traffic:
+        """Two launch sequences run one after the other (an op made of two ops' kernels)."""
+        return Traffic(*(getattr(self, f) + getattr(other, f) for f in
+                         ("hbm_bytes", "l2_bytes", "flops", "minimum_bytes", "tensor_flops")))
+
+
 def _numel(shape) -> int:
     return math.prod(shape)
 
@@ -78,7 +84,6 @@ def alignment_traffic(shapes: OpShapes, element_size: int, direction: str, upcas
     batch, channels, height, width = shapes.feature
     positions = batch * height * width
     feature = _numel(shapes.feature) * element_size
-    tiles = batch * math.ceil(height * width / alignment_kernel.BLOCK_POSITIONS)
     if direction == "forward":
         passes = math.ceil(shapes.classes / alignment_kernel.MAX_BLOCK_CLASSES) if shapes.fine_grained else 1
         weight = shapes.classes * channels * 4 if shapes.fine_grained else 0
@@ -93,12 +98,44 @@ def alignment_traffic(shapes: OpShapes, element_size: int, direction: str, upcas
         # fp32 F (or upcast): the class dot runs as 3 TF32 products (tf32x3)
         tensor_flops = class_dot * (3 if precision == "tf32x3" else 1)
         return Traffic(hbm, l2, 4 * positions * channels, feature + 2 * batch * 4, tensor_flops)
-    partials = tiles * channels * 4
-    hbm = 2 * feature + 4 * positions * MAP_BYTES + batch * channels * 4 + partials
-    return Traffic(hbm, hbm + tiles * channels * 4, 6 * positions * channels, 2 * feature)
+    return feature_grad_traffic(shapes, element_size, with_dropped=False)
 
 
-def dropout_traffic(shapes: OpShapes, element_size: int, direction: str) -> Traffic:
+def feature_grad_traffic(shapes: OpShapes, element_size: int, with_dropped: bool) -> Traffic:
+    """The alignment backward (``_feature_grad_kernel``; ``with_dropped``: the fused backward of
+    the three losses on F, with F_drop read and ∂L/∂F_drop written by the same pass). One
+    [channels × positions] tile per program: F (and F_drop) read once, ∂L/∂F (and ∂L/∂F_drop)
+    written once; the four maps (fp32) read once from HBM, then again from L2 by every channel
+    tile; ŵ_y (fp32) read per image, then from L2 by every position tile; the per-tile ∂ŵ partials
+    written, and read back by their sum over tiles."""
+    from fastwsol.kernels import alignment_loss as alignment_kernel
+
+    batch, channels, height, width = shapes.feature
+    positions = batch * height * width
+    feature = _numel(shapes.feature) * element_size
+    position_tiles = math.ceil(height * width / alignment_kernel.GRAD_BLOCK_POSITIONS)
+    channel_tiles = math.ceil(channels / alignment_kernel.GRAD_BLOCK_CHANNELS)
+    tensors = 4 if with_dropped else 2  # F, ∂L/∂F (and F_drop, ∂L/∂F_drop)
+    maps = 4 * positions * MAP_BYTES
+    w_target = batch * channels * 4
+    partials = batch * position_tiles * channels * 4
+    hbm = tensors * feature + maps + w_target + 2 * partials
+    l2 = hbm + (channel_tiles - 1) * maps + (position_tiles - 1) * w_target
+    flops = (6 + (4 if with_dropped else 0)) * positions * channels
+    return Traffic(hbm, l2, flops, tensors * feature)
+
+
+def feature_losses_traffic(shapes: OpShapes, element_size: int, direction: str, upcast: bool = True) -> Traffic:
+    """The three losses on F as one op (``fastwsol.kernels.feature_losses``; it always computes on
+    F.float(), whatever ``upcast`` says). Its backward is one pass: least traffic F and F_drop read
+    once, both gradients written once. Its forward is the consistency and alignment forwards, one
+    after the other (their own rows: two launches' times add, their traffic does not overlap)."""
+    if direction != "backward":
+        raise ValueError("the forward of feature_losses is consistency_loss's and alignment_loss's (upcast)")
+    return feature_grad_traffic(shapes, element_size, with_dropped=True)
+
+
+def dropout_traffic(shapes: OpShapes, element_size: int, direction: str, upcast: bool = False) -> Traffic:
     """Forward: the channel mean reads x, the mask reads the means twice and writes keep, the
     apply reads x again and writes out (the minimum reads x once: an image's x does not fit on chip).
     Backward: read dout and keep, write dx."""
@@ -113,8 +150,9 @@ def dropout_traffic(shapes: OpShapes, element_size: int, direction: str) -> Traf
     return Traffic(hbm, hbm, _numel(shapes.dropout_input), 2 * x + keep)
 
 
-def consistency_traffic(shapes: OpShapes, element_size: int, direction: str) -> Traffic:
-    """Forward: read F and F_drop, one fp32 partial per tile. Backward: read both, write both gradients."""
+def consistency_traffic(shapes: OpShapes, element_size: int, direction: str, upcast: bool = False) -> Traffic:
+    """Forward: read F and F_drop, one fp32 partial per tile. Backward: read both, write both
+    gradients (the same with ``upcast``)."""
     feature = _numel(shapes.feature) * element_size
     if direction == "forward":
         return Traffic(2 * feature, 2 * feature, 3 * _numel(shapes.feature), 2 * feature)
@@ -126,35 +164,37 @@ TRAFFIC = {
     "attentive_dropout": dropout_traffic,
     "consistency_loss": consistency_traffic,
 }
+# The training objective's one op for the three losses on F (``fastwsol.ops.feature_losses``).
+FUSED_TRAFFIC = {"feature_losses": feature_losses_traffic}
+
+# Element sizes of the dtypes the kernels run in; "bf16-upcast": a bf16 tensor read as its fp32
+# upcast (the losses on F in the training objective: fp32 arithmetic and results).
+UPCAST_DTYPE = "bf16-upcast"
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, UPCAST_DTYPE: 2}
 
 
-def objective_feature_traffic(shapes: OpShapes, path: str) -> dict[str, int]:
-    """HBM bytes per training step that the losses' handling of a bf16 F and F_drop adds to the
-    kernels' own reads and writes at 16 bits, by ``path``:
+def op_traffic(op: str, shapes: OpShapes, dtype: str, direction: str) -> Traffic:
+    """``TRAFFIC`` or ``FUSED_TRAFFIC`` of ``op`` at a dtype name of ``DTYPE_BYTES``."""
+    return {**TRAFFIC, **FUSED_TRAFFIC}[op](shapes, DTYPE_BYTES[dtype], direction, upcast=dtype == UPCAST_DTYPE)
 
-    - ``"float"``: the objective's ``.float()`` copies: F and F_drop cast to fp32 (read 2, write 4
-      bytes an element each), the kernels then read 4-byte elements and write 4-byte gradients, autograd
-      adds the two fp32 dF (read 8, write 4) and casts dF and dF_drop back (read 4, write 2 each);
-    - ``"upcast"``: the kernels read the bf16 tensors and write bf16 gradients; autograd adds the two
-      bf16 dF (read 4, write 2 bytes an element);
-    - ``"fused"``: one backward writing dF once (L_drop's and the alignment's gradient added in
-      fp32; it would also read F once for both): nothing added, and one F read fewer.
 
-    Returns {"copies", "kernel_excess", "gradient_sum", "total"}: bytes of the casts, the kernels'
-    traffic beyond their bf16 form, and the autograd add of the two dF (the fused path's saved F
-    read counts negative in kernel_excess)."""
-    n = _numel(shapes.feature)
-    if path == "float":
-        copies = 2 * n * (2 + 4) + 2 * n * (4 + 2)  # forward casts of F, F_drop; backward casts of dF, dF_drop
-        # extra 2 bytes an element: alignment fwd reads F, bwd reads F and writes dF; L_drop fwd reads
-        # F, F_drop, bwd reads both and writes both
-        kernel_excess = 2 * n * (3 + 2 + 4)
-        gradient_sum = n * (8 + 4)
-    elif path == "upcast":
-        copies, kernel_excess, gradient_sum = 0, 0, n * (2 + 2 + 2)
-    elif path == "fused":
-        copies, kernel_excess, gradient_sum = 0, -(n * 2 + n * 2), 0  # one F read and one dF write fewer
-    else:
-        raise ValueError(f"path must be 'float', 'upcast' or 'fused', got {path!r}")
-    return {"copies": copies, "kernel_excess": kernel_excess, "gradient_sum": gradient_sum,
-            "total": copies + kernel_excess + gradient_sum}
+# One training step at the full objective under bf16 autocast with the Triton kernels: the
+# attentive dropout on its bf16 input; the losses on F as one op on the bf16 F read as fp32, whose
+# forward runs the consistency and the alignment forwards.
+TRAINING_STEP = (
+    ("attentive_dropout", "forward", "bf16"),
+    ("consistency_loss", "forward", UPCAST_DTYPE),
+    ("alignment_loss", "forward", UPCAST_DTYPE),
+    ("feature_losses", "backward", UPCAST_DTYPE),
+    ("attentive_dropout", "backward", "bf16"),
+)
+
+
+def training_step_traffic(shapes: OpShapes) -> list[tuple[tuple[str, str, str], Traffic]]:
+    """(``TRAINING_STEP`` entry, its traffic) for each entry. The sum of their ``minimum_bytes`` is
+    the step's least traffic, except that the losses' forward needs F read once, not by each of
+    its two ops: the alignment forward's F read is taken out of its minimum here."""
+    entries = [(entry, op_traffic(entry[0], shapes, entry[2], entry[1])) for entry in TRAINING_STEP]
+    feature = _numel(shapes.feature) * DTYPE_BYTES[UPCAST_DTYPE]
+    return [(entry, replace(t, minimum_bytes=t.minimum_bytes - feature) if entry[:2] == ("alignment_loss", "forward")
+             else t) for entry, t in entries]

@@ -16,7 +16,9 @@ Three launches forward and one backward:
    masked means, the per-image losses, and the per-position loss gradients (below) per unit
    upstream gradient, so backward needs no second reduction.
 3. ``_feature_grad_kernel`` — re-reads F once, writes dF once, and the per-tile partial sums
-   that give the target rows of dW.
+   that give the target rows of dW; one [channels × positions] tile per program (no channel loop,
+   many programs). With F_drop (``fastwsol.kernels.feature_losses``) the same pass adds L_drop's
+   gradient to dF before its one rounding and writes dF_drop.
 
 Gradient (with g_s, g_n the upstream gradients of L_sim, L_norm):
 
@@ -61,6 +63,8 @@ FINE_WARPS, FINE_STAGES = 8, 3
 # 196 positions make 64 programs of 128): the largest block giving at least this many programs is
 # taken, else the smallest.
 FILL_PROGRAMS = 66
+# Backward: one [channels × positions] tile per program (no channel loop), 8 values per thread.
+GRAD_BLOCK_POSITIONS, GRAD_BLOCK_CHANNELS, GRAD_WARPS = 64, 32, 8
 
 
 @triton.jit
@@ -168,43 +172,61 @@ def _image_loss_kernel(
 
 @triton.jit
 def _feature_grad_kernel(
-    feature_ptr, w_target_ptr, norm_ptr, sim_ptr, norm_coef_ptr, sim_coef_ptr,
-    grad_sim_ptr, grad_norm_ptr, grad_feature_ptr, w_grad_partial_ptr,
+    feature_ptr, dropped_ptr, w_target_ptr, norm_ptr, sim_ptr, norm_coef_ptr, sim_coef_ptr,
+    grad_sim_ptr, grad_norm_ptr, drop_scale_ptr, grad_feature_ptr, grad_dropped_ptr, w_grad_partial_ptr,
     D, N, W,
     stride_b, stride_d, stride_h, stride_w,
+    drop_stride_b, drop_stride_d, drop_stride_h, drop_stride_w,
     grad_stride_b, grad_stride_d, grad_stride_h, grad_stride_w,
-    FLAT_HW: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+    grad_drop_stride_b, grad_drop_stride_d, grad_drop_stride_h, grad_drop_stride_w,
+    HAS_DROPPED: tl.constexpr, FLAT_HW: tl.constexpr, ALIGN: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    """∂L/∂F_u = a_u F_u + b_u ŵ_y (module docstring), and Σ_u∈tile b_u F_u for ∂L/∂ŵ_y."""
+    """One [BLOCK_D × BLOCK_P] tile of ∂L/∂F = a_u F_u + b_u ŵ_y (module docstring), and its
+    Σ_u b_u F_u for ∂L/∂ŵ_y. ``HAS_DROPPED``: with L_drop's gradient s·sign(F − F_drop) added
+    in fp32 before the one rounding (s = g_drop/N), and −s·sign(F − F_drop) written to F_drop's.
+
+    A program owns one tile and no channel loop: the sum over its positions is one reduction."""
     b = tl.program_id(0)
     tile = tl.program_id(1)
     u = tile * BLOCK_P + tl.arange(0, BLOCK_P)
+    d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
     u_mask = in_image(u, N, ALIGN)
+    d_mask = d < D
+    mask = d_mask[:, None] & u_mask[None, :]
     grad_sim = tl.load(grad_sim_ptr).to(tl.float32)
     grad_norm = tl.load(grad_norm_ptr).to(tl.float32)
     n = tl.load(norm_ptr + b * N + u, mask=u_mask, other=0.0)
     s = tl.load(sim_ptr + b * N + u, mask=u_mask, other=0.0)
     dn = tl.load(norm_coef_ptr + b * N + u, mask=u_mask, other=0.0) * grad_norm
-    coef_w = tl.load(sim_coef_ptr + b * N + u, mask=u_mask, other=0.0) * grad_sim / tl.maximum(n, 1e-12)
+    # IEEE division (a plain '/' is the approximate div.full on a GPU): costs nothing per position.
+    coef_w = tl.div_rn(tl.load(sim_coef_ptr + b * N + u, mask=u_mask, other=0.0) * grad_sim, tl.maximum(n, 1e-12))
     safe_n = tl.where(n > 0, n, 1.0)
-    coef_f = tl.where(n > 0, dn / safe_n, 0.0) - tl.where(n >= 1e-12, coef_w * s / safe_n, 0.0)
+    coef_f = tl.where(n > 0, tl.div_rn(tl.where(n > 0, dn, 0.0) - tl.where(n >= 1e-12, coef_w * s, 0.0), safe_n), 0.0)
 
-    image = feature_ptr + b.to(tl.int64) * stride_b
-    grad_image = grad_feature_ptr + b.to(tl.int64) * grad_stride_b
+    b64 = b.to(tl.int64)
+    offsets = tile_offsets(d, u, W, stride_d, stride_h, stride_w, FLAT_HW, ALIGN)
+    f = tl.load(feature_ptr + b64 * stride_b + offsets, mask=mask, other=0.0).to(tl.float32)
+    w_target = tl.load(w_target_ptr + b * D + d, mask=d_mask, other=0.0)
+    grad = coef_f[None, :] * f + coef_w[None, :] * w_target[:, None]
+    if HAS_DROPPED:
+        drop_offsets = tile_offsets(d, u, W, drop_stride_d, drop_stride_h, drop_stride_w, FLAT_HW, ALIGN)
+        g = tl.load(dropped_ptr + b64 * drop_stride_b + drop_offsets, mask=mask, other=0.0).to(tl.float32)
+        difference = f - g
+        drop_grad = tl.where(difference > 0, 1.0, tl.where(difference < 0, -1.0, 0.0)) * tl.load(drop_scale_ptr)
+        grad += drop_grad
+        grad_drop_offsets = tile_offsets(d, u, W, grad_drop_stride_d, grad_drop_stride_h, grad_drop_stride_w,
+                                         FLAT_HW, ALIGN)
+        grad_dropped = round_to_dtype(-drop_grad, grad_dropped_ptr.dtype.element_ty)
+        tl.store(grad_dropped_ptr + b64 * grad_drop_stride_b + grad_drop_offsets,
+                 grad_dropped.to(grad_dropped_ptr.dtype.element_ty), mask=mask)
+    grad_offsets = tile_offsets(d, u, W, grad_stride_d, grad_stride_h, grad_stride_w, FLAT_HW, ALIGN)
+    # Rounded as torch's cast of an fp32 gradient rounds (round_to_dtype: the interpreter truncates bf16).
+    grad = round_to_dtype(grad, grad_feature_ptr.dtype.element_ty)
+    tl.store(grad_feature_ptr + b64 * grad_stride_b + grad_offsets, grad.to(grad_feature_ptr.dtype.element_ty),
+             mask=mask)
     partial = w_grad_partial_ptr + (b * tl.num_programs(1) + tile).to(tl.int64) * D
-    for d0 in range(0, D, BLOCK_D):
-        d = d0 + tl.arange(0, BLOCK_D)
-        d_mask = d < D
-        mask = d_mask[:, None] & u_mask[None, :]
-        offsets = tile_offsets(d, u, W, stride_d, stride_h, stride_w, FLAT_HW, ALIGN)
-        f = tl.load(image + offsets, mask=mask, other=0.0).to(tl.float32)
-        w_target = tl.load(w_target_ptr + b * D + d, mask=d_mask, other=0.0)
-        grad = coef_f[None, :] * f + coef_w[None, :] * w_target[:, None]
-        grad_offsets = tile_offsets(d, u, W, grad_stride_d, grad_stride_h, grad_stride_w, FLAT_HW, ALIGN)
-        # Rounded as torch's cast of an fp32 gradient rounds (round_to_dtype: the interpreter truncates bf16).
-        grad = round_to_dtype(grad, grad_feature_ptr.dtype.element_ty)
-        tl.store(grad_image + grad_offsets, grad.to(grad_feature_ptr.dtype.element_ty), mask=mask)
-        tl.store(partial + d, tl.sum(f * coef_w[None, :], axis=1), mask=d_mask)
+    tl.store(partial + d, tl.sum(f * coef_w[None, :], axis=1), mask=d_mask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,23 +305,36 @@ def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_graine
     return loss_sim, loss_norm, norm, sim, norm_coef, sim_coef
 
 
-def _backward(grad_sim, grad_norm, feature, fc_weight, target, norm, sim, norm_coef, sim_coef):
+def _backward(grad_sim, grad_norm, feature, fc_weight, target, norm, sim, norm_coef, sim_coef,
+              feature_dropped=None, drop_scale=None):
+    """(∂L/∂F, ∂L/∂w, ∂L/∂F_drop or None). With ``feature_dropped`` and ``drop_scale`` (g_drop/N,
+    fp32, one element), L_drop's gradient is added to ∂L/∂F inside the kernel, before its one
+    rounding, and ∂L/∂F_drop is written by the same pass (F and F_drop read once)."""
     runtime.check_runnable(feature, "alignment_loss")
     batch, channels, height, width = feature.shape
     positions = height * width
     w_unit, w_norm = _unit_weight(fc_weight)
     w_target = w_unit[target].contiguous()
     grad_feature = torch.empty_like(feature)  # keeps channels_last when the input is
-    tiles = triton.cdiv(positions, BLOCK_POSITIONS)
-    partial = torch.zeros((batch, tiles, channels), device=feature.device, dtype=torch.float32)
-    if batch and positions:
-        _feature_grad_kernel[(batch, tiles)](
-            feature, w_target, norm, sim, norm_coef, sim_coef,
-            grad_sim.float().contiguous(), grad_norm.float().contiguous(), grad_feature, partial,
-            channels, positions, width,
-            *feature.stride(), *grad_feature.stride(), **layout_constants(feature, grad_feature),
-            BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=4,
+    has_dropped = feature_dropped is not None
+    grad_dropped = torch.empty_like(feature_dropped) if has_dropped else None
+    grid = (batch, triton.cdiv(positions, GRAD_BLOCK_POSITIONS), triton.cdiv(channels, GRAD_BLOCK_CHANNELS))
+    partial = torch.empty((batch, grid[1], channels), device=feature.device, dtype=torch.float32)
+    if batch and positions and channels:
+        grad_sim, grad_norm = grad_sim.float().contiguous(), grad_norm.float().contiguous()
+        # Without F_drop its arguments are F's (never read: HAS_DROPPED is a constant).
+        dropped, scale, dropped_grad = (feature_dropped, drop_scale, grad_dropped) if has_dropped else (
+            feature, grad_sim, grad_feature)
+        tensors = (feature, dropped, grad_feature, dropped_grad)
+        _feature_grad_kernel[grid](
+            feature, dropped, w_target, norm, sim, norm_coef, sim_coef,
+            grad_sim, grad_norm, scale, grad_feature, dropped_grad, partial,
+            channels, positions, width, *(s for t in tensors for s in t.stride()),
+            HAS_DROPPED=has_dropped, **layout_constants(*tensors),
+            BLOCK_P=GRAD_BLOCK_POSITIONS, BLOCK_D=GRAD_BLOCK_CHANNELS, num_warps=GRAD_WARPS,
         )
+    else:
+        partial.zero_()
     # ∂L/∂ŵ_c sums the images of class c (a class may repeat in a batch), then F.normalize's backward.
     # A one-hot product, not index_add_ (atomic adds on CUDA: not reproducible run to run).
     one_hot = torch.nn.functional.one_hot(target, w_unit.shape[0]).to(torch.float32)
@@ -307,7 +342,7 @@ def _backward(grad_sim, grad_norm, feature, fc_weight, target, norm, sim, norm_c
     # clamp_min passes gradient to ‖w‖ only where ‖w‖ ≥ 1e-12 (autograd's convention).
     radial = (w_unit * grad_unit).sum(dim=1, keepdim=True) * w_unit * (w_norm >= NORM_CLAMP)[:, None]
     grad_weight = (grad_unit - radial) / w_norm.clamp_min(NORM_CLAMP)[:, None]
-    return grad_feature, grad_weight.to(fc_weight.dtype)
+    return grad_feature, grad_weight.to(fc_weight.dtype), grad_dropped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,7 +371,7 @@ def _alignment_loss_backward_op(
     grad_sim: torch.Tensor, grad_norm: torch.Tensor, feature: torch.Tensor, fc_weight: torch.Tensor,
     target: torch.Tensor, norm: torch.Tensor, sim: torch.Tensor, norm_coef: torch.Tensor, sim_coef: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return _backward(grad_sim, grad_norm, feature, fc_weight, target, norm, sim, norm_coef, sim_coef)
+    return _backward(grad_sim, grad_norm, feature, fc_weight, target, norm, sim, norm_coef, sim_coef)[:2]
 
 
 @_alignment_loss_backward_op.register_fake
@@ -352,12 +387,9 @@ def _setup_context(ctx, inputs, output):
 
 
 def _autograd_backward(ctx, grad_sim, grad_norm, *_):
-    feature, fc_weight, target, norm, sim, norm_coef, sim_coef = ctx.saved_tensors
-    zero = feature.new_zeros((), dtype=torch.float32)
+    saved = ctx.saved_tensors
     grad_feature, grad_weight = _alignment_loss_backward_op(
-        zero if grad_sim is None else grad_sim, zero if grad_norm is None else grad_norm,
-        feature, fc_weight, target, norm, sim, norm_coef, sim_coef,
-    )
+        *runtime.upstream_gradients((grad_sim, grad_norm), saved[0]), *saved)
     return grad_feature, grad_weight, None, None, None, None, None
 
 
