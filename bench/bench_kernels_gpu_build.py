@@ -6,9 +6,10 @@ bytes (target 0), shared memory, theoretical occupancy, vector vs scalar global 
 
 Roofline: per op and direction at each real shape (``fastwsol.kernel_shapes``) and dtype, the
 traffic model's bytes from HBM and through L2, FLOPs, and the H100 SXM time they bound:
-max(HBM bytes / 3.35 TB/s, L2 bytes / 10 TB/s, tensor FLOPs / 495 TFLOPS + FLOPs / 67 TFLOPS),
+max(HBM bytes / 3.35 TB/s, L2 bytes / 10 TB/s, TF32 tensor FLOPs / 495 TFLOPS + bf16 tensor FLOPs
+/ 989 TFLOPS + FLOPs / 67 TFLOPS),
 against the floor (the least HBM traffic / 3.35 TB/s); waves = programs of the op's main launch
-/ (132 SMs × resident blocks per SM from the sm_90 build). HBM, TF32 and FP32 peaks are NVIDIA's
+/ (132 SMs × resident blocks per SM from the sm_90 build). HBM, tensor and FP32 peaks are NVIDIA's
 H100 SXM datasheet figures; the L2 bandwidth is an assumption (no datasheet figure), so L2-bound
 rows are estimates in a second sense. ``fastwsol check-gpu`` measures the real times. Then one
 training step's kernels (``kernel_shapes.TRAINING_STEP``), their total against the step's floor.
@@ -33,7 +34,7 @@ from fastwsol.io import write_text_atomic
 from fastwsol.kernel_shapes import REAL_SHAPES, op_traffic, training_step_traffic
 from fastwsol.tables import markdown_table
 
-H100 = {"hbm": 3.35e12, "l2": 10e12, "tensor_tf32": 494.7e12, "fp32": 66.9e12, "sms": 132}
+H100 = {"hbm": 3.35e12, "l2": 10e12, "tensor_tf32": 494.7e12, "tensor_bf16": 989.4e12, "fp32": 66.9e12, "sms": 132}
 MAIN_KERNEL = {  # the launch whose grid sets the op's waves
     ("alignment_loss", "forward"): "_position_stats_kernel", ("alignment_loss", "backward"): "_feature_grad_kernel",
     ("attentive_dropout", "forward"): "_apply_keep_kernel", ("attentive_dropout", "backward"): "_apply_keep_kernel",
@@ -68,7 +69,8 @@ def _waves(records: list[dict], op: str, direction: str, shape: str, dtype: str)
 def _bounds(t) -> dict[str, float]:
     """Seconds each resource bounds the traffic ``t`` to on an H100."""
     return {"HBM": t.hbm_bytes / H100["hbm"], "L2": t.l2_bytes / H100["l2"],
-            "compute": t.tensor_flops / H100["tensor_tf32"] + t.flops / H100["fp32"]}
+            "compute": t.tensor_flops / H100["tensor_tf32"] + t.bf16_tensor_flops / H100["tensor_bf16"]
+            + t.flops / H100["fp32"]}
 
 
 def roofline_rows(records: list[dict]) -> list[dict]:
@@ -85,7 +87,7 @@ def roofline_rows(records: list[dict]) -> list[dict]:
                     rows.append({
                         "op": op, "direction": direction, "shape": shape_name, "dtype": dtype,
                         "hbm_mb": round(t.hbm_bytes / 1e6, 2), "l2_mb": round(t.l2_bytes / 1e6, 2),
-                        "gflop": round((t.flops + t.tensor_flops) / 1e9, 3),
+                        "gflop": round((t.flops + t.tensor_flops + t.bf16_tensor_flops) / 1e9, 3),
                         "estimate_us": round(bounds[bound] * 1e6, 1), "bound": bound,
                         "floor_us": round(floor * 1e6, 1), "estimate_over_floor": round(bounds[bound] / floor, 2),
                         "waves": round(waves, 2) if waves is not None else None,

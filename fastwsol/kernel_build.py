@@ -206,6 +206,8 @@ def specialisation_key(launch: Launch) -> str:
                  sorted(map(repr, source.attrs.items())), options.num_warps, options.num_stages))
 
 
+# The operand type of each tensor-core instruction (sm_90 wgmma, sm_80 mma) with an fp32 accumulator
+_MMA_TYPES = re.compile(r"\b(?:wgmma\.mma_async|mma)\.sync\.aligned\.m\d+n\d+k\d+(?:\.row\.col)?\.f32\.([a-z0-9]+)\.")
 _APPROX_OPS = re.compile(r"\b(?:sqrt\.approx|rsqrt\.approx|rcp\.approx|div\.full|div\.approx)\.")
 _VECTOR_LOADS = re.compile(r"\bld\.global(?:\.[a-z]+)*\.v[248]\.")
 _SCALAR_LOADS = re.compile(r"\bld\.global(?:\.[a-z]+)*\.(?:b|u|f|s)(?:8|16|32|64)\b")
@@ -234,6 +236,7 @@ class BuildRecord:
     vector_loads: int  # ld.global.v2/v4 instructions
     scalar_loads: int
     loop_barriers: int  # bar.sync instructions inside loops (a cross-warp reduction per iteration)
+    mma_types: list  # operand types of the tensor-core instructions (bf16, tf32, ...)
     constant_one: list  # integer arguments specialised to the constant 1 (unit strides)
     divisible_by_16: list  # arguments with the 16-divisibility attribute (pointers, strides, sizes)
     launches: list  # [{op, direction, shape, dtype, layout, grid}]
@@ -353,7 +356,7 @@ def build(name: str, launch: Launch, labels: list[dict], arch: int) -> BuildReco
         shared_memory=shared, occupancy=occupancy, blocks_per_sm=blocks, limited_by=limited_by,
         ptx_lines=ptx.count("\n"), cubin_bytes=len(compiled.asm["cubin"]), approx_ops=len(_APPROX_OPS.findall(ptx)),
         vector_loads=len(_VECTOR_LOADS.findall(ptx)), scalar_loads=len(_SCALAR_LOADS.findall(ptx)),
-        loop_barriers=loop_barriers(ptx),
+        loop_barriers=loop_barriers(ptx), mma_types=sorted(set(_MMA_TYPES.findall(ptx))),
         constant_one=[n for i, n in enumerate(names)
                       if source.constants.get((i,)) == 1 and not launch.fn.params[i].is_constexpr],
         divisible_by_16=[n for i, n in enumerate(names) if ["tt.divisibility", 16] in source.attrs.get((i,), [])],

@@ -60,13 +60,13 @@ class Traffic:
     l2_bytes: int
     flops: int  # on CUDA cores
     minimum_bytes: int
-    tensor_flops: int = 0  # on tensor cores (the class dot)
+    tensor_flops: int = 0  # on tensor cores in TF32 (the class max's recheck: tf32x3, 3 products each)
+    bf16_tensor_flops: int = 0  # on tensor cores in bf16 (the one-pass class dot)
 
 
-    def __add__(self, other: Traffic) -> Traffic:
-        """Two launch sequences run one after the other (an op made of two ops' kernels)."""
-        return Traffic(*(getattr(self, f) + getattr(other, f) for f in
-                         ("hbm_bytes", "l2_bytes", "flops", "minimum_bytes", "tensor_flops")))
+# The share of positions whose S* sign the one-pass class dot leaves open (|max| within its error
+# bound, ≈ 2.5e-3·‖F_u‖ at bf16): assumed, not measured; it sets the recheck's work.
+RECHECK_SHARE = 0.01
 
 
 def _numel(shape) -> int:
@@ -74,31 +74,47 @@ def _numel(shape) -> int:
 
 
 def alignment_traffic(shapes: OpShapes, element_size: int, direction: str, upcast: bool = False) -> Traffic:
-    """Forward: F read once from HBM (a second class pass re-reads the program's F tile from L2),
-    ŵ (fp32, C×D) re-read by every program from L2, the three maps written, the per-image kernel
-    reading three maps and writing two. Backward: F read, dF written, four maps, the per-tile ∂ŵ partials.
-    ``upcast``: a 16-bit F read as F.float() (the fp32 kernel's tf32x3 dot and blocking)."""
+    """Forward: the stats kernel reads F once from HBM (a second class pass, C > 256, re-reads the
+    program's F tile from L2), bf16(ŵ) (C×D) and ŵ_y by every program from L2, and writes three
+    maps; fine-grained, it lists ``RECHECK_SHARE`` of the positions, and the recheck (a grid for
+    every position, each program reading the list's length) reads their F from HBM and fp32 ŵ per
+    block of listed positions; the per-image kernel reads three maps and writes two. Arithmetic as
+    executed: the class dot over the padded class and position tiles. Backward:
+    ``feature_grad_traffic``. ``upcast`` changes nothing here (a 16-bit F is read as it is)."""
     # Imported here: Triton picks interpreter or compiler when the kernels are defined.
-    from fastwsol.kernels import alignment_loss as alignment_kernel
+    from fastwsol.kernels import alignment_loss as kernel
 
     batch, channels, height, width = shapes.feature
     positions = batch * height * width
     feature = _numel(shapes.feature) * element_size
-    if direction == "forward":
-        passes = math.ceil(shapes.classes / alignment_kernel.MAX_BLOCK_CLASSES) if shapes.fine_grained else 1
-        weight = shapes.classes * channels * 4 if shapes.fine_grained else 0
-        precision = "tf32x3" if element_size == 4 or upcast else "tf32"
-        block = alignment_kernel.forward_launch(shapes.fine_grained, precision, batch, height * width)["BLOCK_P"]
-        programs = batch * math.ceil(height * width / block)
-        # the stats kernel writes 3 maps; the image kernel reads 3, writes 2
-        maps = 3 * positions * MAP_BYTES + (3 + 2) * positions * MAP_BYTES
-        hbm = feature + weight + batch * channels * 4 + maps
-        l2 = passes * feature + programs * (weight + channels * 4) + maps  # every program reads all of ŵ
-        class_dot = 2 * positions * shapes.classes * channels if shapes.fine_grained else 0
-        # fp32 F (or upcast): the class dot runs as 3 TF32 products (tf32x3)
-        tensor_flops = class_dot * (3 if precision == "tf32x3" else 1)
-        return Traffic(hbm, l2, 4 * positions * channels, feature + 2 * batch * 4, tensor_flops)
-    return feature_grad_traffic(shapes, element_size, with_dropped=False)
+    if direction != "forward":
+        return feature_grad_traffic(shapes, element_size, with_dropped=False)
+    launch = kernel.forward_launch(shapes.fine_grained, batch, height * width)
+    programs = batch * math.ceil(height * width / launch["BLOCK_P"])
+    w_target = batch * channels * 4
+    # stats: n, S (and S*) written; image: those read, ∂L/∂n and ∂L/∂S written
+    written = 3 if shapes.fine_grained else 2
+    maps = (written + written + 2) * positions * MAP_BYTES
+    hbm, l2 = feature + w_target + maps, feature + programs * channels * 4 + maps
+    flops = 4 * positions * channels  # ‖F_u‖² and ⟨ŵ_y, F_u⟩
+    if not shapes.fine_grained:
+        return Traffic(hbm, l2, flops, feature + 2 * batch * 4)
+    block_c = kernel.block_classes(shapes.classes)
+    passes = math.ceil(shapes.classes / block_c)
+    padded_channels = math.ceil(channels / launch["BLOCK_D"]) * launch["BLOCK_D"]
+    w_dot = shapes.classes * channels * 2
+    bf16_tensor_flops = 2 * programs * launch["BLOCK_P"] * passes * block_c * padded_channels
+    if element_size != 2:  # bf16(F) and the two norms of the bound: 6 more per element
+        flops += 6 * positions * channels
+    listed = math.ceil(RECHECK_SHARE * positions)
+    blocks = math.ceil(listed / kernel.RECHECK_POSITIONS)
+    recheck_programs = math.ceil(positions / kernel.RECHECK_POSITIONS)
+    recheck_hbm = listed * (channels * element_size + 2 * 4 + 4) + 4  # F, norm, S*, the list; the count
+    recheck_l2 = recheck_hbm + blocks * passes * shapes.classes * channels * 4 + recheck_programs * 4
+    tensor_flops = 3 * 2 * blocks * kernel.RECHECK_POSITIONS * passes * block_c * channels
+    return Traffic(hbm + w_dot + listed * 4 + recheck_hbm,
+                   l2 + passes * feature - feature + programs * w_dot + listed * 4 + recheck_l2,
+                   flops, feature + 2 * batch * 4, tensor_flops, bf16_tensor_flops)
 
 
 def feature_grad_traffic(shapes: OpShapes, element_size: int, with_dropped: bool) -> Traffic:

@@ -55,6 +55,18 @@ def test_kernels_use_ieee_sqrt_and_division(records):
         assert r["approx_ops"] == 0, f"{r['kernel']} on sm_{r['arch']}: {r['approx_ops']} approximate sqrt/div"
 
 
+def test_class_dot_is_one_bf16_pass_and_the_recheck_fp32_accurate(records):
+    """The fine-grained class dot runs on bf16 tensor cores (one pass; the interpreter's tests run
+    it on fp32 operands of the same values), the recheck on TF32 ones (tf32x3), the rest on none."""
+    fine = [r for r in records if "_position_stats_kernel" in r["kernel"]
+            and any(launch["shape"] != "vgg16-imagenet" for launch in r["launches"])]
+    recheck = [r for r in records if "_class_max_recheck_kernel" in r["kernel"]]
+    assert fine and recheck
+    for r in records:
+        expected = ["bf16"] if r in fine else ["tf32"] if r in recheck else []
+        assert r["mma_types"] == expected, f"{r['kernel']} sm_{r['arch']}: {r['mma_types']}"
+
+
 def test_parse_ptxas_log():
     log = (
         "ptxas info    : Compiling entry function 'k' for 'sm_90a'\n"
