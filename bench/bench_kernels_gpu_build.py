@@ -8,8 +8,8 @@ Roofline: per op and direction at each real shape (``fastwsol.kernel_shapes``) a
 traffic model's bytes from HBM and through L2, FLOPs, and the H100 SXM time they bound:
 max(HBM bytes / 3.35 TB/s, L2 bytes / 10 TB/s, TF32 tensor FLOPs / 495 TFLOPS + bf16 tensor FLOPs
 / 989 TFLOPS + FLOPs / 67 TFLOPS),
-against the floor (the least HBM traffic / 3.35 TB/s); waves = programs of the op's main launch
-/ (132 SMs × resident blocks per SM from the sm_90 build). HBM, tensor and FP32 peaks are NVIDIA's
+against the floor (the least HBM traffic / 3.35 TB/s); waves = programs of the op's main kernel's
+largest launch / (132 SMs × resident blocks per SM from the sm_90 build). HBM, tensor and FP32 peaks are NVIDIA's
 H100 SXM datasheet figures; the L2 bandwidth is an assumption (no datasheet figure), so L2-bound
 rows are estimates in a second sense. ``fastwsol check-gpu`` measures the real times. Then one
 training step's kernels (``kernel_shapes.TRAINING_STEP``), their total against the step's floor.
@@ -23,7 +23,6 @@ Writes ``bench/results/kernels_gpu_build.{json,csv}`` and ``bench/results/roofli
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 
 import triton
@@ -37,7 +36,7 @@ from fastwsol.tables import markdown_table
 H100 = {"hbm": 3.35e12, "l2": 10e12, "tensor_tf32": 494.7e12, "tensor_bf16": 989.4e12, "fp32": 66.9e12, "sms": 132}
 MAIN_KERNEL = {  # the launch whose grid sets the op's waves
     ("alignment_loss", "forward"): "_position_stats_kernel", ("alignment_loss", "backward"): "_feature_grad_kernel",
-    ("attentive_dropout", "forward"): "_apply_keep_kernel", ("attentive_dropout", "backward"): "_apply_keep_kernel",
+    ("attentive_dropout", "forward"): "_dropout_forward_kernel", ("attentive_dropout", "backward"): "_apply_keep_kernel",
     ("consistency_loss", "forward"): "_abs_difference_sum_kernel",
     ("consistency_loss", "backward"): "_abs_difference_backward_kernel",
     ("feature_losses", "backward"): "_feature_grad_kernel",
@@ -56,14 +55,11 @@ def build_rows(records: list[dict]) -> list[dict]:
 
 
 def _waves(records: list[dict], op: str, direction: str, shape: str, dtype: str) -> float | None:
-    for r in records:
-        if r["arch"] != 90 or MAIN_KERNEL[(op, direction)] not in r["kernel"]:
-            continue
-        for launch in r["launches"]:
-            if (launch["op"], launch["direction"], launch["shape"], launch["dtype"], launch["layout"]) == (
-                    op, direction, shape, dtype, "channels_last"):
-                return math.prod(launch["grid"]) / (H100["sms"] * r["blocks_per_sm"])
-    return None
+    """Waves on an H100 of the main kernel's largest launch (channels_last; fastwsol.kernel_build)."""
+    waves = [launch["waves"] for r in records if r["arch"] == 90 and MAIN_KERNEL[(op, direction)] in r["kernel"]
+             for launch in r["launches"] if (launch["op"], launch["direction"], launch["shape"], launch["dtype"],
+                                              launch["layout"]) == (op, direction, shape, dtype, "channels_last")]
+    return max(waves, default=None)
 
 
 def _bounds(t) -> dict[str, float]:

@@ -239,7 +239,7 @@ class BuildRecord:
     mma_types: list  # operand types of the tensor-core instructions (bf16, tf32, ...)
     constant_one: list  # integer arguments specialised to the constant 1 (unit strides)
     divisible_by_16: list  # arguments with the 16-divisibility attribute (pointers, strides, sizes)
-    launches: list  # [{op, direction, shape, dtype, layout, grid}]
+    launches: list  # [{op, direction, shape, dtype, layout, grid, waves}]
 
     @property
     def spill_bytes(self) -> int:
@@ -360,7 +360,8 @@ def build(name: str, launch: Launch, labels: list[dict], arch: int) -> BuildReco
         constant_one=[n for i, n in enumerate(names)
                       if source.constants.get((i,)) == 1 and not launch.fn.params[i].is_constexpr],
         divisible_by_16=[n for i, n in enumerate(names) if ["tt.divisibility", 16] in source.attrs.get((i,), [])],
-        launches=labels,
+        # waves: the launch's programs over those resident at once on all the arch's SMs
+        launches=[{**label, "waves": math.prod(label["grid"]) / (SM_COUNT[arch] * blocks)} for label in labels],
     )
 
 

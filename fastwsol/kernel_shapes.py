@@ -152,18 +152,28 @@ def feature_losses_traffic(shapes: OpShapes, element_size: int, direction: str, 
 
 
 def dropout_traffic(shapes: OpShapes, element_size: int, direction: str, upcast: bool = False) -> Traffic:
-    """Forward: the channel mean reads x, the mask reads the means twice and writes keep, the
-    apply reads x again and writes out (the minimum reads x once: an image's x does not fit on chip).
-    Backward: read dout and keep, write dx."""
+    """Forward (kernels/attentive_dropout.py): x read once from HBM — the launch that applies the
+    mask to a group of images re-reads their x from L2, the previous launch having read it for the
+    means (``GROUP_BYTES`` a group: three groups in flight fit in L2) — out and keep written once;
+    the means (fp32) written, then read from L2 by every channel tile of the mask, the tiles' maxima
+    by every program. Backward: read dout and keep, write dx."""
+    from fastwsol.kernels import attentive_dropout as kernel
+
     batch, channels, height, width = shapes.dropout_input
+    positions = height * width
     x = _numel(shapes.dropout_input) * element_size
-    keep = batch * height * width * element_size
-    means = batch * height * width * 4
-    if direction == "forward":
-        hbm = x + means + 2 * means + keep + x + keep + x
-        return Traffic(hbm, hbm, 2 * _numel(shapes.dropout_input), 2 * x + keep)
-    hbm = 2 * x + keep
-    return Traffic(hbm, hbm, _numel(shapes.dropout_input), 2 * x + keep)
+    keep = batch * positions * element_size
+    if direction != "forward":
+        hbm = 2 * x + keep
+        return Traffic(hbm, hbm, _numel(shapes.dropout_input), 2 * x + keep)
+    means = batch * positions * 4
+    mean_tiles = math.ceil(positions / kernel.MEAN_BLOCK_POSITIONS)
+    channel_tiles = math.ceil(channels / kernel.apply_block_channels(element_size))
+    apply_programs = batch * math.ceil(positions / kernel.BLOCK_POSITIONS) * channel_tiles
+    tile_maxima = batch * mean_tiles * 4
+    hbm = 2 * x + keep + means + tile_maxima
+    l2 = 3 * x + keep + means * (1 + channel_tiles) + apply_programs * mean_tiles * 4
+    return Traffic(hbm, l2, 2 * _numel(shapes.dropout_input), 2 * x + keep)
 
 
 def consistency_traffic(shapes: OpShapes, element_size: int, direction: str, upcast: bool = False) -> Traffic:
