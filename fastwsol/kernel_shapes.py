@@ -104,8 +104,8 @@ def alignment_traffic(shapes: OpShapes, element_size: int, direction: str, upcas
     padded_channels = math.ceil(channels / launch["BLOCK_D"]) * launch["BLOCK_D"]
     w_dot = shapes.classes * channels * 2
     bf16_tensor_flops = 2 * programs * launch["BLOCK_P"] * passes * block_c * padded_channels
-    if element_size != 2:  # bf16(F) and the two norms of the bound: 6 more per element
-        flops += 6 * positions * channels
+    if element_size != 2:  # bf16(F), rounded on the bits: 4 more per element
+        flops += 4 * positions * channels
     listed = math.ceil(RECHECK_SHARE * positions)
     blocks = math.ceil(listed / kernel.RECHECK_POSITIONS)
     recheck_programs = math.ceil(positions / kernel.RECHECK_POSITIONS)

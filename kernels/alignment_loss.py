@@ -361,11 +361,10 @@ def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_graine
         max_sim, w_dot, bound, recheck_count, recheck = sim, w_target, w_target, w_target, w_target
     if batch and positions:
         launch = forward_launch(fine_grained, batch, positions)
-        layout = layout_constants(feature)
         _position_stats_kernel[(batch, triton.cdiv(positions, launch["BLOCK_P"]))](
             feature, w_target, w_dot, bound, norm, sim, max_sim, recheck_count, recheck,
             channels, positions, width, num_classes, *feature.stride(),
-            FINE_GRAINED=fine_grained, DOT_BF16=not runtime.interpreter_enabled(), **layout,
+            FINE_GRAINED=fine_grained, DOT_BF16=not runtime.interpreter_enabled(), **layout_constants(feature),
             BLOCK_C=block_classes(num_classes), **launch,
         )
         if fine_grained:
