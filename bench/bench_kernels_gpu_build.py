@@ -6,11 +6,13 @@ bytes (target 0), shared memory, theoretical occupancy, vector vs scalar global 
 
 Roofline: per op and direction at each real shape (``fastwsol.kernel_shapes``) and dtype, the
 traffic model's bytes from HBM and through L2, FLOPs, and the H100 SXM time they bound:
-max(HBM bytes / 3.35 TB/s, L2 bytes / 10 TB/s, tensor FLOPs / 495 TFLOPS + FLOPs / 67 TFLOPS),
-against the floor (the least HBM traffic / 3.35 TB/s); waves = programs of the op's main launch
-/ (132 SMs × resident blocks per SM from the sm_90 build). HBM, TF32 and FP32 peaks are NVIDIA's
+max(HBM bytes / 3.35 TB/s, L2 bytes / 10 TB/s, TF32 tensor FLOPs / 495 TFLOPS + bf16 tensor FLOPs
+/ 989 TFLOPS + FLOPs / 67 TFLOPS),
+against the floor (the least HBM traffic / 3.35 TB/s); waves = programs of the op's main kernel's
+largest launch / (132 SMs × resident blocks per SM from the sm_90 build). HBM, tensor and FP32 peaks are NVIDIA's
 H100 SXM datasheet figures; the L2 bandwidth is an assumption (no datasheet figure), so L2-bound
-rows are estimates in a second sense. ``fastwsol check-gpu`` measures the real times.
+rows are estimates in a second sense. ``fastwsol check-gpu`` measures the real times. Then one
+training step's kernels (``kernel_shapes.TRAINING_STEP``), their total against the step's floor.
 
     python -m bench.bench_kernels_gpu_build [--arch 80 90]
 
@@ -21,7 +23,6 @@ Writes ``bench/results/kernels_gpu_build.{json,csv}`` and ``bench/results/roofli
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 
 import triton
@@ -29,16 +30,16 @@ import triton
 from bench.common import save_results
 from fastwsol import kernel_build
 from fastwsol.io import write_text_atomic
-from fastwsol.kernel_shapes import REAL_SHAPES, TRAFFIC, objective_feature_traffic
+from fastwsol.kernel_shapes import REAL_SHAPES, op_traffic, training_step_traffic
 from fastwsol.tables import markdown_table
 
-H100 = {"hbm": 3.35e12, "l2": 10e12, "tensor_tf32": 494.7e12, "fp32": 66.9e12, "sms": 132}
-ELEMENT_SIZE = {"fp32": 4, "bf16": 2, kernel_build.UPCAST_DTYPE: 2}
+H100 = {"hbm": 3.35e12, "l2": 10e12, "tensor_tf32": 494.7e12, "tensor_bf16": 989.4e12, "fp32": 66.9e12, "sms": 132}
 MAIN_KERNEL = {  # the launch whose grid sets the op's waves
     ("alignment_loss", "forward"): "_position_stats_kernel", ("alignment_loss", "backward"): "_feature_grad_kernel",
-    ("attentive_dropout", "forward"): "_apply_keep_kernel", ("attentive_dropout", "backward"): "_apply_keep_kernel",
+    ("attentive_dropout", "forward"): "_dropout_forward_kernel", ("attentive_dropout", "backward"): "_apply_keep_kernel",
     ("consistency_loss", "forward"): "_abs_difference_sum_kernel",
     ("consistency_loss", "backward"): "_abs_difference_backward_kernel",
+    ("feature_losses", "backward"): "_feature_grad_kernel",
 }
 
 
@@ -54,36 +55,35 @@ def build_rows(records: list[dict]) -> list[dict]:
 
 
 def _waves(records: list[dict], op: str, direction: str, shape: str, dtype: str) -> float | None:
-    for r in records:
-        if r["arch"] != 90 or MAIN_KERNEL[(op, direction)] not in r["kernel"]:
-            continue
-        for launch in r["launches"]:
-            if (launch["op"], launch["direction"], launch["shape"], launch["dtype"], launch["layout"]) == (
-                    op, direction, shape, dtype, "channels_last"):
-                return math.prod(launch["grid"]) / (H100["sms"] * r["blocks_per_sm"])
-    return None
+    """Waves on an H100 of the main kernel's largest launch (channels_last; fastwsol.kernel_build)."""
+    waves = [launch["waves"] for r in records if r["arch"] == 90 and MAIN_KERNEL[(op, direction)] in r["kernel"]
+             for launch in r["launches"] if (launch["op"], launch["direction"], launch["shape"], launch["dtype"],
+                                              launch["layout"]) == (op, direction, shape, dtype, "channels_last")]
+    return max(waves, default=None)
+
+
+def _bounds(t) -> dict[str, float]:
+    """Seconds each resource bounds the traffic ``t`` to on an H100."""
+    return {"HBM": t.hbm_bytes / H100["hbm"], "L2": t.l2_bytes / H100["l2"],
+            "compute": t.tensor_flops / H100["tensor_tf32"] + t.bf16_tensor_flops / H100["tensor_bf16"]
+            + t.flops / H100["fp32"]}
 
 
 def roofline_rows(records: list[dict]) -> list[dict]:
     rows = []
     for shape_name, shapes in REAL_SHAPES.items():
-        for op, traffic_of in TRAFFIC.items():
-            for dtype, element_size in ELEMENT_SIZE.items():
-                upcast = dtype == kernel_build.UPCAST_DTYPE
-                if upcast and op not in kernel_build.UPCAST_OPS:
-                    continue
-                for direction in ("forward", "backward"):
-                    # only the alignment's arithmetic changes with upcast (tf32x3 and its blocking)
-                    t = traffic_of(shapes, element_size, direction, **({"upcast": True} if upcast and op == "alignment_loss" else {}))
-                    bounds = {"HBM": t.hbm_bytes / H100["hbm"], "L2": t.l2_bytes / H100["l2"],
-                              "compute": t.tensor_flops / H100["tensor_tf32"] + t.flops / H100["fp32"]}
+        for op, dtypes in kernel_build.OP_DTYPES.items():
+            for dtype in dtypes:
+                for direction in kernel_build.OP_DIRECTIONS[op]:
+                    t = op_traffic(op, shapes, dtype, direction)
+                    bounds = _bounds(t)
                     bound = max(bounds, key=bounds.get)
                     floor = t.minimum_bytes / H100["hbm"]
                     waves = _waves(records, op, direction, shape_name, dtype)
                     rows.append({
                         "op": op, "direction": direction, "shape": shape_name, "dtype": dtype,
                         "hbm_mb": round(t.hbm_bytes / 1e6, 2), "l2_mb": round(t.l2_bytes / 1e6, 2),
-                        "gflop": round((t.flops + t.tensor_flops) / 1e9, 3),
+                        "gflop": round((t.flops + t.tensor_flops + t.bf16_tensor_flops) / 1e9, 3),
                         "estimate_us": round(bounds[bound] * 1e6, 1), "bound": bound,
                         "floor_us": round(floor * 1e6, 1), "estimate_over_floor": round(bounds[bound] / floor, 2),
                         "waves": round(waves, 2) if waves is not None else None,
@@ -91,26 +91,30 @@ def roofline_rows(records: list[dict]) -> list[dict]:
     return rows
 
 
-def objective_rows() -> list[dict]:
-    """Per real shape: HBM bytes the objective's handling of a bf16 F adds per step."""
+def training_step_rows() -> list[dict]:
+    """Per real shape: the kernels of one training step (``kernel_shapes.TRAINING_STEP``), each at
+    its bound, their total against the step's floor."""
     rows = []
     for shape_name, shapes in REAL_SHAPES.items():
-        for path in ("float", "upcast", "fused"):
-            t = objective_feature_traffic(shapes, path)
-            rows.append({"shape": shape_name, "path": path, **{k: round(v / 1e6, 1) for k, v in t.items()},
-                         "estimate_us": round(t["total"] / H100["hbm"] * 1e6, 1)})
+        parts = [(entry, max(_bounds(t).values()), t.minimum_bytes / H100["hbm"])
+                 for entry, t in training_step_traffic(shapes)]
+        estimate, floor = sum(p[1] for p in parts), sum(p[2] for p in parts)
+        rows.append({"shape": shape_name, **{"/".join(entry): round(e * 1e6, 1) for entry, e, _ in parts},
+                     "estimate_us": round(estimate * 1e6, 1), "floor_us": round(floor * 1e6, 1),
+                     "estimate_over_floor": round(estimate / floor, 2)})
     return rows
 
 
-OBJECTIVE_PATHS = {"float": ".float() copies (before)", "upcast": "upcast (now)", "fused": "one fused backward (not done)"}
-
-
-def format_objective_markdown(rows: list[dict]) -> str:
-    header = ("shape", "path", "casts MB", "kernels' extra MB", "dF add MB", "total MB", "est. H100 µs")
-    table = [(r["shape"], OBJECTIVE_PATHS[r["path"]], f"{r['copies']:.1f}", f"{r['kernel_excess']:.1f}",
-              f"{r['gradient_sum']:.1f}", f"{r['total']:.1f}", f"{r['estimate_us']:.1f}") for r in rows]
-    return ("Training objective on a bf16 F (F and F_drop into L_drop and the alignment losses): HBM MB per step "
-            "added to the kernels' 16-bit traffic (negative: less than it), and its time at 3.35 TB/s.\n\n"
+def format_training_step_markdown(rows: list[dict]) -> str:
+    parts = [k for k in rows[0] if k.count("/") == 2]
+    header = ("shape", *(" ".join(p.split("/")[:2]).replace("_", " ") + " µs" for p in parts),
+              "step est. µs", "step floor µs", "est./floor")
+    table = [(r["shape"], *(f"{r[p]:.1f}" for p in parts), f"{r['estimate_us']:.1f}", f"{r['floor_us']:.1f}",
+              f"{r['estimate_over_floor']:.2f}") for r in rows]
+    dtypes = ", ".join(f"{' '.join(p.split('/')[:2]).replace('_', ' ')}: {p.split('/')[2]}" for p in parts)
+    return ("One training step at the full objective under bf16 autocast (" + dtypes + "): each op at its bound "
+            "above, the step's total against its floor: the least HBM traffic of each op, summed, with F read once "
+            "by the losses' forward (kernel_shapes.training_step_traffic).\n\n"
             + markdown_table(header, table))
 
 
@@ -136,13 +140,14 @@ def main(argv=None) -> None:
     spilling = sorted({(r["kernel"], r["arch"]) for r in builds if r["spill_bytes"]})
     print(f"\n{len({r['kernel'] for r in builds})} distinct binaries; spills (target 0): {spilling or 'none'}\n")
     roofline = roofline_rows(records)
-    markdown = format_markdown(roofline) + "\n\n" + format_objective_markdown(objective_rows())
+    step = training_step_rows()
+    markdown = format_markdown(roofline) + "\n\n" + format_training_step_markdown(step)
     print(markdown)
     meta = {"triton": triton.__version__, "python": platform.python_version(), "machine": platform.machine(),
             "h100": H100}
     save_results("kernels_gpu_build", {"meta": meta, "rows": builds, "records": records}, builds,
                  parser=parser, args=args)
-    path = save_results("roofline", {"meta": meta, "rows": roofline, "objective": objective_rows()}, roofline,
+    path = save_results("roofline", {"meta": meta, "rows": roofline, "training_step": step}, roofline,
                         parser=parser, args=args)
     write_text_atomic(path.with_suffix(".md"), markdown + "\n")
 

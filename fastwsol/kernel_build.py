@@ -33,12 +33,23 @@ from pathlib import Path
 
 import torch
 
+from fastwsol.kernel_shapes import REAL_SHAPES, UPCAST_DTYPE
+
 ARCHS = (80, 90)
 THREADS_PER_WARP = 32
 SM_COUNT = {80: 108, 90: 132}  # A100 SXM, H100 SXM
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# The training objective's calls: a bf16 F read as F.float() by the two losses (fp32 weight).
-UPCAST_DTYPE, UPCAST_OPS = "bf16-upcast", ("alignment_loss", "consistency_loss")
+# The dtypes each op is built in; UPCAST_DTYPE: a bf16 F read as F.float() (fp32 weight), the
+# training objective's calls. The losses on F as one op always compute on F.float().
+OP_DTYPES = {
+    "alignment_loss": ("fp32", "bf16", UPCAST_DTYPE),
+    "attentive_dropout": ("fp32", "bf16"),
+    "consistency_loss": ("fp32", "bf16", UPCAST_DTYPE),
+    "feature_losses": ("fp32", UPCAST_DTYPE),
+}
+# The directions with launches of their own: the forward of the losses on F as one op is the
+# consistency and alignment forwards (upcast), recorded under those ops.
+OP_DIRECTIONS = {op: ("backward",) if op == "feature_losses" else ("forward", "backward") for op in OP_DTYPES}
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
@@ -111,12 +122,15 @@ def _empty(shape, dtype, layout):
     return torch.empty(shape, dtype=dtype).contiguous(memory_format=LAYOUTS[layout])
 
 
-def _op_calls(shapes, dtype, layout, upcast=False):
-    """(op, direction, call) for every launch path of the three ops at ``shapes``: uninitialised
-    CPU tensors of the real shape (never touched: the kernels are recorded, not run). ``upcast``:
-    the losses' calls from the training objective (fp32 weight, F read as F.float())."""
-    from fastwsol.kernels import alignment_loss, attentive_dropout, consistency_loss
+def _op_calls(shapes, dtype_name, layout):
+    """(op, direction, call) for every launch path of the ops built in ``dtype_name`` (``OP_DTYPES``)
+    at ``shapes``: uninitialised CPU tensors of the real shape (never touched: the kernels are
+    recorded, not run). ``UPCAST_DTYPE``: the losses' calls from the training objective (fp32
+    weight, a bf16 F read as F.float())."""
+    from fastwsol.kernels import alignment_loss, attentive_dropout, consistency_loss, feature_losses
 
+    upcast = dtype_name == UPCAST_DTYPE
+    dtype = torch.bfloat16 if upcast else DTYPES[dtype_name]
     feature = _empty(shapes.feature, dtype, layout)
     weight = torch.empty((shapes.classes, shapes.channels), dtype=torch.float32 if upcast else dtype)
     target = torch.zeros(shapes.batch, dtype=torch.int64)
@@ -127,39 +141,37 @@ def _op_calls(shapes, dtype, layout, upcast=False):
     scalar = torch.ones(())
     seed = torch.ones(1, dtype=torch.int64)
     fine = shapes.fine_grained
-    if upcast:
-        return [
-            ("alignment_loss", "forward",
-             lambda: alignment_loss._forward(feature, weight, target, 0.6, 0.1, fine, upcast=True)),
-            ("alignment_loss", "backward",
-             lambda: alignment_loss._backward(scalar, scalar, feature, weight, target, *maps)),
-            ("consistency_loss", "forward", lambda: consistency_loss.consistency_loss_op(feature, feature, True)),
-            ("consistency_loss", "backward",
-             lambda: consistency_loss.consistency_loss_backward_op(scalar, feature, feature)),
-        ]
-    return [
-        ("alignment_loss", "forward", lambda: alignment_loss._forward(feature, weight, target, 0.6, 0.1, fine)),
-        ("alignment_loss", "backward",
-         lambda: alignment_loss._backward(scalar, scalar, feature, weight, target, *maps)),
-        ("attentive_dropout", "forward", lambda: attentive_dropout.attentive_dropout_op(x, 0.8, 0.5, seed, None)),
-        ("attentive_dropout", "forward", lambda: attentive_dropout.attentive_dropout_op(x, 0.8, 0.5, None, uniform)),
-        ("attentive_dropout", "backward", lambda: attentive_dropout.attentive_dropout_backward_op(x, keep)),
-        ("consistency_loss", "forward", lambda: consistency_loss.consistency_loss_op(feature, feature)),
-        ("consistency_loss", "backward",
-         lambda: consistency_loss.consistency_loss_backward_op(scalar, feature, feature)),
-    ]
+    calls = {
+        "alignment_loss": [
+            ("forward", lambda: alignment_loss._forward(feature, weight, target, 0.6, 0.1, fine, upcast=upcast)),
+            ("backward", lambda: alignment_loss._backward(scalar, scalar, feature, weight, target, *maps)),
+        ],
+        "attentive_dropout": [
+            ("forward", lambda: attentive_dropout.attentive_dropout_op(x, 0.8, 0.5, seed, None)),
+            ("forward", lambda: attentive_dropout.attentive_dropout_op(x, 0.8, 0.5, None, uniform)),
+            ("backward", lambda: attentive_dropout.attentive_dropout_backward_op(x, keep)),
+        ],
+        "consistency_loss": [
+            ("forward", lambda: consistency_loss.consistency_loss_op(feature, feature, upcast)),
+            ("backward", lambda: consistency_loss.consistency_loss_backward_op(scalar, feature, feature)),
+        ],
+        "feature_losses": [
+            ("backward", lambda: feature_losses._feature_losses_backward_op(
+                scalar, scalar, scalar, feature, feature, weight, target, *maps)),
+        ],
+    }
+    assert {op: tuple(dict.fromkeys(d for d, _ in c)) for op, c in calls.items()} == OP_DIRECTIONS
+    return [(op, direction, call) for op, dtypes in OP_DTYPES.items() if dtype_name in dtypes
+            for direction, call in calls[op]]
 
 
 def record_launches(shapes_table=None) -> list[Launch]:
     """Every launch of every op at every shape, dtype and layout."""
-    from fastwsol.kernel_shapes import REAL_SHAPES
-
     launches: list[Launch] = []
     for shape_name, shapes in (shapes_table or REAL_SHAPES).items():
-        for dtype_name, dtype, upcast in [*((n, t, False) for n, t in DTYPES.items()),
-                                          (UPCAST_DTYPE, torch.bfloat16, True)]:
+        for dtype_name in dict.fromkeys(d for dtypes in OP_DTYPES.values() for d in dtypes):
             for layout in LAYOUTS:
-                for op, direction, call in _op_calls(shapes, dtype, layout, upcast):
+                for op, direction, call in _op_calls(shapes, dtype_name, layout):
                     context = {"op": op, "direction": direction, "shape": shape_name, "dtype": dtype_name,
                                "layout": layout}
                     with recording(launches, context):
@@ -194,6 +206,8 @@ def specialisation_key(launch: Launch) -> str:
                  sorted(map(repr, source.attrs.items())), options.num_warps, options.num_stages))
 
 
+# The operand type of each tensor-core instruction (sm_90 wgmma, sm_80 mma) with an fp32 accumulator
+_MMA_TYPES = re.compile(r"\b(?:wgmma\.mma_async|mma)\.sync\.aligned\.m\d+n\d+k\d+(?:\.row\.col)?\.f32\.([a-z0-9]+)\.")
 _APPROX_OPS = re.compile(r"\b(?:sqrt\.approx|rsqrt\.approx|rcp\.approx|div\.full|div\.approx)\.")
 _VECTOR_LOADS = re.compile(r"\bld\.global(?:\.[a-z]+)*\.v[248]\.")
 _SCALAR_LOADS = re.compile(r"\bld\.global(?:\.[a-z]+)*\.(?:b|u|f|s)(?:8|16|32|64)\b")
@@ -222,9 +236,10 @@ class BuildRecord:
     vector_loads: int  # ld.global.v2/v4 instructions
     scalar_loads: int
     loop_barriers: int  # bar.sync instructions inside loops (a cross-warp reduction per iteration)
+    mma_types: list  # operand types of the tensor-core instructions (bf16, tf32, ...)
     constant_one: list  # integer arguments specialised to the constant 1 (unit strides)
     divisible_by_16: list  # arguments with the 16-divisibility attribute (pointers, strides, sizes)
-    launches: list  # [{op, direction, shape, dtype, layout, grid}]
+    launches: list  # [{op, direction, shape, dtype, layout, grid, waves}]
 
     @property
     def spill_bytes(self) -> int:
@@ -341,11 +356,12 @@ def build(name: str, launch: Launch, labels: list[dict], arch: int) -> BuildReco
         shared_memory=shared, occupancy=occupancy, blocks_per_sm=blocks, limited_by=limited_by,
         ptx_lines=ptx.count("\n"), cubin_bytes=len(compiled.asm["cubin"]), approx_ops=len(_APPROX_OPS.findall(ptx)),
         vector_loads=len(_VECTOR_LOADS.findall(ptx)), scalar_loads=len(_SCALAR_LOADS.findall(ptx)),
-        loop_barriers=loop_barriers(ptx),
+        loop_barriers=loop_barriers(ptx), mma_types=sorted(set(_MMA_TYPES.findall(ptx))),
         constant_one=[n for i, n in enumerate(names)
                       if source.constants.get((i,)) == 1 and not launch.fn.params[i].is_constexpr],
         divisible_by_16=[n for i, n in enumerate(names) if ["tt.divisibility", 16] in source.attrs.get((i,), [])],
-        launches=labels,
+        # waves: the launch's programs over those resident at once on all the arch's SMs
+        launches=[{**label, "waves": math.prod(label["grid"]) / (SM_COUNT[arch] * blocks)} for label in labels],
     )
 
 

@@ -84,18 +84,21 @@ class Objective:
         when weighted, L_drop only with a dropped path (the others are zeros)."""
         terms = {"ce": F.cross_entropy(out["logits"], labels)}
         zero = terms["ce"].new_zeros(())
-        # The losses of F.float() (fp32) under bf16 autocast. Triton: ``upcast`` — the kernels read the
-        # 16-bit F and compute in fp32, so no fp32 copy of F and F_drop is written, read back and its
-        # gradient cast again (ResNet50-CUB bf16: ≈ 1.2 GB per step). The other backends
-        # keep the literal .float() (one copy, whose backward adds L_drop's and the alignment's fp32
-        # gradients before one cast). With upcast each loss writes its own 16-bit dF and autograd adds
-        # the two: rounded twice (≤ 2 bf16 ulps of the larger term apart, tests/test_objective_upcast.py).
-        # One fused backward for both losses would write dF once and read F once: 0.51 GB less per
-        # ResNet50-CUB bf16 step (kernel_shapes.objective_feature_traffic); left, since it ties the two
-        # ops (and their reference semantics) into one op (bench/results/roofline.md).
+        aligned = full and bool(self.lambda_sim or self.lambda_norm)
+        thresholds = {"fg_threshold": self.fg_threshold, "bg_threshold": self.bg_threshold,
+                      "fine_grained": self.fine_grained}
+        if aligned and "feature_dropped" in out:
+            # All three on F.float(): with Triton one op whose backward reads F and F_drop once and
+            # writes ∂L/∂F once (L_drop's and the alignment's gradients added in fp32, rounded once,
+            # as autograd does for one fp32 copy of F; ops.feature_losses).
+            terms["drop"], terms["sim"], terms["norm"] = ops.feature_losses(
+                out["feature"], out["feature_dropped"], fc_weight, labels, **thresholds, backend=backend)
+            return terms
+        # The losses of F.float() (fp32) under bf16 autocast. Triton: ``upcast`` — the kernels read
+        # the 16-bit F and compute in fp32, so no fp32 copy of F is written and read back; the
+        # other backends keep the literal .float().
         upcast = ops.resolve_backend(backend, out["feature"]) == "triton"
         feature = out["feature"] if upcast else out["feature"].float()
-        weight = fc_weight if upcast else fc_weight.float()
         if "feature_dropped" in out:
             terms["drop"] = ops.consistency_loss(
                 feature, out["feature_dropped"] if upcast else out["feature_dropped"].float(),
@@ -103,15 +106,9 @@ class Objective:
             )
         else:
             terms["drop"] = zero
-        if full and (self.lambda_sim or self.lambda_norm):
+        if aligned:
             terms["sim"], terms["norm"] = ops.alignment_loss(
-                feature,
-                weight,
-                labels,
-                fg_threshold=self.fg_threshold,
-                bg_threshold=self.bg_threshold,
-                fine_grained=self.fine_grained,
-                backend=backend,
+                feature, fc_weight if upcast else fc_weight.float(), labels, **thresholds, backend=backend,
                 upcast=upcast,
             )
         else:

@@ -21,6 +21,7 @@ import torch
 from fastwsol.kernels import alignment_loss as alignment_loss_kernel
 from fastwsol.kernels import attentive_dropout as attentive_dropout_kernel
 from fastwsol.kernels import consistency_loss as consistency_loss_kernel
+from fastwsol.kernels import feature_losses as feature_losses_kernel
 from fastwsol.kernels import runtime as kernel_runtime
 from fastwsol.method import reference
 from fastwsol.method.compiled import compiled
@@ -31,6 +32,7 @@ _KERNELS = {
     "alignment_loss": alignment_loss_kernel,
     "attentive_dropout": attentive_dropout_kernel,
     "consistency_loss": consistency_loss_kernel,
+    "feature_losses": feature_losses_kernel,
 }
 
 
@@ -155,10 +157,7 @@ def attentive_dropout(
     return _dispatch("attentive_dropout", backend, x)(x, threshold, drop_prob, uniform=uniform)
 
 
-def consistency_loss(
-    feature: torch.Tensor, feature_dropped: torch.Tensor, *, backend: str = "auto", upcast: bool = False
-) -> torch.Tensor:
-    """L_drop = mean |F − F_drop| over all elements (``upcast``: of their fp32 upcasts, fp32)."""
+def _check_consistency_args(feature: torch.Tensor, feature_dropped: torch.Tensor) -> None:
     _check_feature("feature", feature)
     _check_feature("feature_dropped", feature_dropped)
     if feature.shape != feature_dropped.shape or feature.dtype != feature_dropped.dtype:
@@ -167,7 +166,34 @@ def consistency_loss(
             f"{tuple(feature_dropped.shape)} {feature_dropped.dtype} must match in shape and dtype"
         )
     _check_same_device(feature=feature, feature_dropped=feature_dropped)
+
+
+def consistency_loss(
+    feature: torch.Tensor, feature_dropped: torch.Tensor, *, backend: str = "auto", upcast: bool = False
+) -> torch.Tensor:
+    """L_drop = mean |F − F_drop| over all elements (``upcast``: of their fp32 upcasts, fp32)."""
+    _check_consistency_args(feature, feature_dropped)
     return _dispatch("consistency_loss", backend, feature, upcast)(feature, feature_dropped)
+
+
+def feature_losses(
+    feature: torch.Tensor, feature_dropped: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor, *,
+    fg_threshold: float, bg_threshold: float, fine_grained: bool, backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(L_drop, L_sim, L_norm) of ``feature.float()``, ``feature_dropped.float()`` and
+    ``fc_weight.float()`` (fp32): the training objective's losses on F. Triton: one op whose backward
+    reads F and F_drop once and writes ∂L/∂F once (``fastwsol.kernels.feature_losses``); the other
+    backends: ``consistency_loss`` and ``alignment_loss`` on one fp32 copy of F (autograd adds the
+    two fp32 gradients, then one cast back), which the Triton op's gradients equal."""
+    _check_consistency_args(feature, feature_dropped)
+    _check_alignment_args(feature, fc_weight, target, upcast=True)
+    thresholds = {"fg_threshold": fg_threshold, "bg_threshold": bg_threshold, "fine_grained": fine_grained}
+    resolved = _resolve_backend(backend, feature)
+    if resolved == "triton":
+        return feature_losses_kernel.feature_losses(feature, feature_dropped, fc_weight, target, **thresholds)
+    feature = feature.float()
+    loss_drop = _dispatch("consistency_loss", resolved, feature)(feature, feature_dropped.float())
+    return loss_drop, *_dispatch("alignment_loss", resolved, feature)(feature, fc_weight.float(), target, **thresholds)
 
 
 def localization_maps(feature: torch.Tensor, fc_weight: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:

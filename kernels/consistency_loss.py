@@ -98,9 +98,13 @@ def _grid(shape) -> tuple[int, int, int]:
     return b, triton.cdiv(h * w, BLOCK_POSITIONS), triton.cdiv(d, BLOCK_CHANNELS)
 
 
-@torch.library.custom_op("fastwsol::consistency_loss", mutates_args=())
-def consistency_loss_op(feature: torch.Tensor, feature_dropped: torch.Tensor, upcast: bool = False) -> torch.Tensor:
-    """mean |F − F_drop| as a 0-dim tensor of F's dtype (``upcast``: of F.float(), fp32)."""
+def gradient_scale(grad_loss: torch.Tensor, numel: int) -> torch.Tensor:
+    """s = g/N (fp32, one element) of dF = s·sign(F − F_drop): g/N in the loss dtype, as torch's
+    mean backward rounds it."""
+    return (grad_loss / numel).to(torch.float32).reshape(1)
+
+
+def _forward(feature: torch.Tensor, feature_dropped: torch.Tensor, upcast: bool) -> torch.Tensor:
     runtime.check_runnable(feature, "consistency_loss")
     grid = _grid(feature.shape)
     partial = torch.empty(grid[0] * grid[1] * grid[2], device=feature.device, dtype=torch.float32)
@@ -110,6 +114,12 @@ def consistency_loss_op(feature: torch.Tensor, feature_dropped: torch.Tensor, up
         num_warps=NUM_WARPS,
     )
     return (partial.sum() / feature.numel()).to(torch.float32 if upcast else feature.dtype)
+
+
+@torch.library.custom_op("fastwsol::consistency_loss", mutates_args=())
+def consistency_loss_op(feature: torch.Tensor, feature_dropped: torch.Tensor, upcast: bool = False) -> torch.Tensor:
+    """mean |F − F_drop| as a 0-dim tensor of F's dtype (``upcast``: of F.float(), fp32)."""
+    return _forward(feature, feature_dropped, upcast)
 
 
 @consistency_loss_op.register_fake
@@ -123,8 +133,7 @@ def consistency_loss_backward_op(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(dF, dF_drop) = (g/N·sign(F − F_drop), −g/N·sign(F − F_drop))."""
     runtime.check_runnable(feature, "consistency_loss")
-    # g/N in the loss dtype, as torch's mean backward rounds it.
-    scale = (grad_loss / feature.numel()).to(torch.float32).reshape(1)
+    scale = gradient_scale(grad_loss, feature.numel())
     # empty_like keeps a dense input's strides (NCHW or channels_last) and gives a non-dense one
     # (expanded, sliced) dense strides; the kernel writes each gradient with its own strides.
     grad_feature, grad_dropped = torch.empty_like(feature), torch.empty_like(feature_dropped)

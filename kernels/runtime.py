@@ -31,3 +31,10 @@ def check_runnable(tensor: torch.Tensor, op: str) -> None:
             "TRITON_INTERPRET=1 in the environment before importing fastwsol, or use backend='compiled' / "
             "'reference' / 'auto'"
         )
+
+
+def upstream_gradients(grads, like: torch.Tensor) -> list[torch.Tensor]:
+    """An autograd backward's upstream gradients with None (an output that reached no loss) as an
+    fp32 zero on ``like``'s device: the kernels read every upstream gradient."""
+    zero = like.new_zeros((), dtype=torch.float32)
+    return [zero if g is None else g for g in grads]

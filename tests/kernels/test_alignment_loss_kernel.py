@@ -13,14 +13,17 @@ grid (432 cases) is too slow for the interpreter, so:
 - the full D × H×W × C grid (27 cases) at B=2, fp32, fine-grained, NCHW;
 - edge cases: repeated classes in a batch, empty fg/bg regions (similarity and norm masks),
   constant norm maps (a single vector repeated, with and without sign flips), zero feature
-  vectors, a zero weight row, C = 200 (more classes than one class tile), 28×28 maps, fp16.
+  vectors, a zero weight row, C = 300 (more classes than one class tile), 28×28 maps, fp16;
+- the fine-grained class max near 0: the one-pass bf16 dot's sign is wrong at some positions,
+  the recheck lists exactly those within its error bound and the masks come out as the float64
+  reference's (the bound itself is checked against the dot it bounds).
 
 Tolerances (``fastwsol.kernel_cases.ALIGNMENT_TOLERANCES``, shared with ``fastwsol check-gpu``):
 every case is compared with the reference run in float64 on the same values (a 16-bit input
 upcast); fp32 inputs are held to fp32's bounds, bf16 and fp16 inputs to bf16's. bf16
-fine-grained runs at every C (1, 5, 37): the class dot takes fp32 operands (the interpreter's
-bf16 ``tl.dot`` multiplies bit patterns; C = 1 and 5, where maxima are near 0 and negative,
-exposed it).
+fine-grained runs at every C (1, 5, 37). The interpreter's ``tl.dot`` multiplies bf16 bit
+patterns, so there the class dot's bf16 operands go in as fp32 (the same values: exact products,
+fp32 sums); tests/kernels/test_gpu_build.py checks the GPU build's dot is bf16.
 """
 
 from __future__ import annotations
@@ -183,14 +186,14 @@ def test_zero_feature_vectors(fine_grained):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_more_classes_than_one_class_tile(layout):
-    """C = 200 (CUB) > the 128-class tile: the class max spans two class passes over F. Positive
-    features against negative rows 0-127 make the first tile's similarities all negative, so the
-    sign of S* (the norm masks) is decided by the random rows 128-199 of the second tile."""
-    assert kernel.MAX_BLOCK_CLASSES == 128, "the case is built around a 128-class tile"
+    """C = 300 > the 256-class tile: the class max spans two class passes over F. Positive
+    features against negative rows 0-255 make the first tile's similarities all negative, so the
+    sign of S* (the norm masks) is decided by the random rows 256-299 of the second tile."""
+    assert kernel.MAX_BLOCK_CLASSES == 256, "the case is built around a 256-class tile"
     generator = torch.Generator().manual_seed(12)
     feature = torch.rand(2, 16, 7, 7, generator=generator) - 0.1
-    weight = torch.cat([-torch.rand(128, 16, generator=generator) - 1, torch.randn(72, 16, generator=generator)])
-    _check(feature.contiguous(memory_format=LAYOUTS[layout]), weight, torch.tensor([3, 150]), fine_grained=True)
+    weight = torch.cat([-torch.rand(256, 16, generator=generator) - 1, torch.randn(44, 16, generator=generator)])
+    _check(feature.contiguous(memory_format=LAYOUTS[layout]), weight, torch.tensor([3, 280]), fine_grained=True)
 
 
 def test_zero_weight_row():
@@ -282,3 +285,96 @@ def test_weight_grad_is_deterministic():
     assert not scatters, scatters
     second = _run(kernel.alignment_loss, feature, weight, target, True, device=DEVICE)
     assert torch.equal(first[3], second[3]) and torch.equal(first[2], second[2])
+
+
+class _RecheckSpy:
+    """Stands in for ``_class_max_recheck_kernel``: records the recheck list, then launches the
+    kernel unless ``skip`` (the one-pass signs stay)."""
+
+    def __init__(self, skip=False):
+        self.kernel, self.skip, self.listed = kernel._class_max_recheck_kernel, skip, None
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            count, recheck = args[4], args[5]
+            self.listed = set(recheck[: int(count[0])].tolist())
+            if not self.skip:
+                self.kernel[grid](*args, **kwargs)
+        return launch
+
+
+def _norm_regions(feature, weight, target):
+    """Per position of the flat B·HW maps: the kernel's norm-mask region (+1 fg, −1 bg, 0 none, from
+    the sign of ∂L/∂F̂, module docstring of position_maps), and whether it is comparable (not the
+    image's i_min or i_max, whose ∂L/∂n carries the min/max terms)."""
+    norm, _, norm_coef, _ = kernel.position_maps(feature, weight, target, fg_threshold=FG, bg_threshold=BG,
+                                                 fine_grained=True)
+    comparable = torch.ones_like(norm, dtype=torch.bool)
+    comparable[torch.arange(norm.shape[0]), norm.argmin(dim=1)] = False
+    comparable[torch.arange(norm.shape[0]), norm.argmax(dim=1)] = False
+    return -torch.sign(norm_coef).flatten(), comparable.flatten()
+
+
+def _one_pass_class_max(feature, weight):
+    """max_c ⟨bf16(ŵ_c), bf16(F_u)⟩ in float64, B·HW: what the bf16 dot sums (exact products)."""
+    w_unit = torch.nn.functional.normalize(weight.double(), dim=1).float().bfloat16().double()
+    return torch.einsum("cd,bdhw->bchw", w_unit, feature.bfloat16().double()).amax(dim=1).flatten()
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_class_max_near_zero_is_rechecked(dtype, monkeypatch):
+    """Half the positions have every class dot tiny (F_u orthogonal to all ŵ_c but for ±δ·ŵ_0):
+    the one-pass dot gets the sign of S* wrong at some; the recheck lists those, and only positions
+    whose |max_c ⟨ŵ_c, F_u⟩| is within twice the dot's error bound, and the norm masks are the
+    float64 reference's at every position."""
+    generator = torch.Generator().manual_seed(16)
+    channels, classes = 64, 3
+    weight = torch.randn(classes, channels, generator=generator, dtype=torch.float64)
+    basis, _ = torch.linalg.qr(torch.nn.functional.normalize(weight, dim=1).t())  # D×C, orthonormal
+    feature = torch.randn(2, channels, 6, 6, generator=generator, dtype=torch.float64)
+    flat = feature.permute(0, 2, 3, 1).reshape(-1, channels)
+    near_zero = torch.arange(flat.shape[0]) % 2 == 0
+    delta = 1e-4 * torch.where(torch.rand(flat.shape[0], generator=generator) < 0.5, -1.0, 1.0)
+    unit0 = torch.nn.functional.normalize(weight[0], dim=0)
+    projected = flat - (flat @ basis) @ basis.t() + delta[:, None] * flat.norm(dim=1, keepdim=True) * unit0
+    flat = torch.where(near_zero[:, None], projected, flat)
+    feature = flat.reshape(2, 6, 6, channels).permute(0, 3, 1, 2).to(DTYPES[dtype]).contiguous()
+    weight = weight.to(DTYPES[dtype])
+    target = torch.tensor([0, 2])
+
+    exact = reference.max_class_similarity(feature.double(), weight.double()).flatten()
+    assert int((torch.sign(_one_pass_class_max(feature, weight)) != torch.sign(exact)).sum()) > 0  # a real case
+    spy = _RecheckSpy()
+    monkeypatch.setattr(kernel, "_class_max_recheck_kernel", spy)
+    regions, comparable = _norm_regions(feature, weight, target)
+    assert torch.equal(regions[comparable], torch.sign(exact)[comparable])
+    flipped = set(torch.nonzero(torch.sign(_one_pass_class_max(feature, weight)) != torch.sign(exact)).flatten().tolist())
+    w_unit, _ = kernel._unit_weight(weight)
+    beta_bf16, beta, alpha = kernel._dot_error_bound(w_unit, w_unit.to(torch.bfloat16))
+    norm = feature.double().norm(dim=1).flatten()
+    bound = (beta_bf16 if dtype == "bf16" else beta) * norm + alpha
+    near_bound = set(torch.nonzero((exact * norm).abs() <= 2 * bound).flatten().tolist())
+    assert flipped <= spy.listed <= near_bound
+
+    monkeypatch.setattr(kernel, "_class_max_recheck_kernel", _RecheckSpy(skip=True))
+    regions, comparable = _norm_regions(feature, weight, target)
+    assert not torch.equal(regions[comparable], torch.sign(exact)[comparable])  # the recheck is what fixes them
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("channels", [7, 300])
+def test_dot_error_bound_holds(channels, dtype):
+    """|one-pass dot − exact dot| ≤ β·‖F_u‖ + α for every class and position (β_bf16 for a bf16 F;
+    the products and their float64 sum: the rounding terms of the bound), and the bound is not
+    loose by more than ~30× (it decides how many positions the recheck takes)."""
+    generator = torch.Generator().manual_seed(17)
+    weight = torch.randn(37, channels, generator=generator) * torch.rand(37, 1, generator=generator)
+    feature = (torch.randn(500, channels, generator=generator) * 3).to(dtype)
+    w_unit, _ = kernel._unit_weight(weight)
+    beta_bf16, beta, alpha = kernel._dot_error_bound(w_unit, w_unit.to(torch.bfloat16)).double()
+    fast = feature.bfloat16().double() @ w_unit.bfloat16().double().t()
+    exact = feature.double() @ w_unit.double().t()
+    bound = (beta_bf16 if dtype == torch.bfloat16 else beta) * feature.double().norm(dim=1) + alpha
+    error = (fast - exact).abs().amax(dim=1)
+    assert torch.all(error <= bound)
+    assert float((error / bound).max()) > 1 / 30

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from fastwsol.kernel_cases import DTYPE_LAYOUT_CASES, DTYPES, LAYOUTS
+from fastwsol.kernels import attentive_dropout as dropout_kernel
 from fastwsol.kernels.attentive_dropout import attentive_dropout, attentive_dropout_backward_op, attentive_dropout_op
 from fastwsol.kernels.runtime import interpreter_enabled
 from fastwsol.method import reference
@@ -152,3 +153,25 @@ def test_nan_input_matches_reference(dtype):
     assert (ref_keep[1] == 0).any()  # the NaN-free image still drops
     assert torch.equal(keep, ref_keep)
     assert torch.equal(out.nan_to_num(7.0), ref_out.nan_to_num(7.0))
+
+
+@pytest.mark.parametrize("images", [1, 2], ids=["1-image-groups", "2-image-groups"])
+@pytest.mark.parametrize("dtype,layout", [("fp32", "nchw"), ("bf16", "channels_last")], ids="-".join)
+def test_image_groups_give_the_same_result(images, dtype, layout, monkeypatch):
+    """The forward launches once per group of images and once more (the means of group k while
+    the mask is applied to group k − 1): any grouping gives the reference's result with a uniform
+    draw, and the same mask with the Philox draw of one seed; a NaN image keeps every position."""
+    x, uniform = _input((3, 37, 13, 17), DTYPES[dtype], LAYOUTS[layout], seed=5)
+    x[1, 4, 2, 3] = float("nan")
+    monkeypatch.setattr(dropout_kernel, "GROUP_BYTES", images * x[0].numel() * x.element_size())
+    assert dropout_kernel.images_per_group(x) == images
+    out, keep = attentive_dropout(x, 0.3, 0.9, uniform=uniform)
+    ref_out, ref_keep = reference.attentive_dropout(x, 0.3, 0.9, uniform=uniform)
+    assert torch.equal(keep, ref_keep) and torch.equal(out.nan_to_num(7.0), ref_out.nan_to_num(7.0))
+    assert (keep[0] == 0).any() and (keep[2] == 0).any() and torch.all(keep[1] == 1)
+    torch.manual_seed(9)
+    _, grouped = attentive_dropout(x, 0.3, 0.9)
+    monkeypatch.setattr(dropout_kernel, "GROUP_BYTES", 2**40)
+    torch.manual_seed(9)
+    _, whole = attentive_dropout(x, 0.3, 0.9)
+    assert torch.equal(grouped, whole)

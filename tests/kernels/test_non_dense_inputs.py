@@ -15,6 +15,7 @@ from fastwsol.kernel_cases import ALIGNMENT_TOLERANCES, CONSISTENCY_LOSS_RTOL, U
 from fastwsol.kernels import alignment_loss as alignment_kernel
 from fastwsol.kernels import attentive_dropout as dropout_kernel
 from fastwsol.kernels import consistency_loss as consistency_kernel
+from fastwsol.kernels import feature_losses as feature_losses_kernel
 from fastwsol.kernels.runtime import interpreter_enabled
 from fastwsol.method import reference
 
@@ -94,6 +95,32 @@ def test_alignment_loss(layout, fine_grained):
     want = run(reference.alignment_loss, torch.float64, "cpu")
     tolerance = ALIGNMENT_TOLERANCES["fp32"]
     for g, w in zip(got[0], want[0]):
+        torch.testing.assert_close(g.double(), w, rtol=0, atol=tolerance["loss"])
+    for g, w in zip(got[1], want[1]):
+        torch.testing.assert_close(g.double(), w, rtol=0, atol=tolerance["grad"] * float(w.abs().max()))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_feature_losses(layout):
+    """The fused losses on F (one backward kernel writing ∂L/∂F and ∂L/∂F_drop with their own strides)."""
+    leaf, view = _leaf_and_view(layout, seed=6)
+    other, other_view = _leaf_and_view(layout, seed=7)
+    weight = torch.randn(5, SHAPE[1], generator=torch.Generator().manual_seed(8))
+    target = torch.tensor([4, 0])
+    thresholds = {"fg_threshold": 0.6, "bg_threshold": 0.2, "fine_grained": True}
+
+    def fused(f, g, w):
+        return feature_losses_kernel.feature_losses(f, g, w, target.to(DEVICE), **thresholds)
+
+    def separate(f, g, w):
+        return (reference.consistency_loss(f, g), *reference.alignment_loss(f, w, target, **thresholds))
+
+    leaves, views = [leaf, other, weight], [view, other_view, lambda w: w]
+    got = _grads(fused, leaves, views, torch.float32, DEVICE, (3.0, *UPSTREAM))
+    want = _grads(separate, leaves, views, torch.float64, "cpu", (3.0, *UPSTREAM))
+    tolerance = ALIGNMENT_TOLERANCES["fp32"]
+    torch.testing.assert_close(got[0][0].double(), want[0][0], rtol=CONSISTENCY_LOSS_RTOL["fp32"], atol=0)
+    for g, w in zip(got[0][1:], want[0][1:]):
         torch.testing.assert_close(g.double(), w, rtol=0, atol=tolerance["loss"])
     for g, w in zip(got[1], want[1]):
         torch.testing.assert_close(g.double(), w, rtol=0, atol=tolerance["grad"] * float(w.abs().max()))
