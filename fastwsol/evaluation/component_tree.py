@@ -52,6 +52,8 @@ torch/Triton to vectorise, no GPU here); numba compiles them ahead of use with
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba as nb
 import numpy as np
 
@@ -193,6 +195,12 @@ def _neighbourhood(added, p, pw):
 
 
 @nb.njit(**_NOGIL)
+def _neighbour_offsets(pw):
+    """Index offsets of the 8 neighbours in a padded image pw wide, in _neighbourhood's order."""
+    return np.array([-pw - 1, -pw, -pw + 1, -1, 1, pw - 1, pw, pw + 1])
+
+
+@nb.njit(**_NOGIL)
 def _add_mask(counts, mask, sign):
     for j in range(counts.shape[0]):
         if (mask >> j) & 1:
@@ -200,9 +208,11 @@ def _add_mask(counts, mask, sign):
 
 
 @nb.njit(**_NOGIL)
-def _fill_area2(r, parent, added, bx0, by0, bx1, by1, padded_width, grid, stack):
+def _fill_area2(ws, r, padded_width):
     """2 × contourArea of C = component r's outer contour: flood the non-C pixels from a
     one-pixel frame around bbox(C) (4-connected); what is not reached is fill(C)."""
+    parent, added, grid, stack = ws.parent, ws.added, ws.grid, ws.stack
+    bx0, by0, bx1, by1 = ws.box[r, 0], ws.box[r, 1], ws.box[r, 2], ws.box[r, 3]
     gw = bx1 - bx0 + 3
     gh = by1 - by0 + 3
     for gy in range(gh):
@@ -332,85 +342,127 @@ _GROUPS_8 = _neighbour_groups(8)
 _GROUPS_4 = _neighbour_groups(4)
 
 
-@nb.njit(**_NOGIL)
-def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, multi_contour, out, hole_reach, ws):
-    """Descending sweep over 8-connected foreground components: ORs their hit masks into
-    out[k], and sets bit j of hole_reach[k] when some component with a hole could have a hole
-    box matching at δ_j: its box reaches far enough into a GT box and its crack length
-    leaves room for a hole box large enough (see the module docstring, :func:`_reach_mask`).
+class _Workspace(NamedTuple):
+    """Per-pixel arrays of the sweeps, over the image padded by a one-pixel frame; reused
+    across images (entries are initialised when a pixel is added). Per-component entries
+    are valid at roots."""
 
-    Union–find runs on the image padded by a one-pixel frame that is never foreground, so
-    neighbours need no bounds checks; bboxes are kept in image coordinates. A component is
-    re-scored only when its box changed."""
-    pw = width + 2
-    # Work arrays are reused across images: entries are initialised when a pixel is added.
+    parent: np.ndarray  # union–find parent
+    size: np.ndarray  # number of pixels
+    added: np.ndarray  # 1 once the pixel is in the swept set
+    box: np.ndarray  # x0, y0, x1, y1 (image coordinates)
+    mask: np.ndarray  # hit bits of the root's box
+    is_dirty: np.ndarray  # the root is on the dirty list
+    dirty: np.ndarray  # roots to re-score at the next threshold
+    potential: np.ndarray  # reach bits of a root with holes (_reach_mask)
+    active: np.ndarray  # roots (single-contour)
+    position: np.ndarray  # a root's index in active
+    first: np.ndarray  # first pixel in raster order
+    area_size: np.ndarray  # size when area2 was computed (−1: never)
+    area2: np.ndarray  # cached 2·contourArea, or a lower bound of it
+    component_euler4: np.ndarray  # 4χ(C) = 4·(1 − #holes of C)
+    window_area2: np.ndarray  # 2·Σ window areas of C's own pixels
+    grid: np.ndarray  # flood fill scratch
+    stack: np.ndarray  # flood fill scratch
+    crack: np.ndarray  # number of 4-adjacent pairs (pixel of C, pixel not in C)
+
+
+@nb.njit(**_NOGIL)
+def _workspace(height, width):
+    total = (height + 2) * (width + 2)
+    return _Workspace(
+        np.empty(total, np.int32),
+        np.empty(total, np.int32),
+        np.zeros(total, np.uint8),
+        np.empty((total, 4), np.int32),
+        np.empty(total, np.int64),
+        np.zeros(total, np.bool_),
+        np.empty(total, np.int32),
+        np.empty(total, np.int64),
+        np.empty(height * width, np.int32),
+        np.empty(total, np.int32),
+        np.empty(total, np.int32),
+        np.empty(total, np.int32),
+        np.empty(total, np.int64),
+        np.empty(total, np.int64),
+        np.empty(total, np.int64),
+        np.empty(total, np.int8),
+        np.empty(total, np.int32),
+        np.empty(total, np.int32),
+    )
+
+
+@nb.njit(inline="always", **_NOGIL)
+def _add_pixels(
+    ws, order, starts, first_value, stop_value, step, pw, offsets, counts, potential_counts, num_dirty, num_active,
+    foreground, multi_contour,
+):
+    """Adds the pixels of values first_value, first_value + step, … (before stop_value) to the
+    union–find forest, value by value in the raster order of ``order`` (:func:`_pixels_by_value`),
+    and returns the new (num_dirty, num_active). A pixel joins the components of its present
+    neighbours, one find per group of them (:func:`_neighbour_groups`), the smaller merged
+    into the larger; a root whose box, mask or holes may have changed goes on the dirty list
+    once.
+
+    ``foreground``: 8-connected, and each component also keeps its Euler number, crack
+    length (multi-contour), first pixel and areas (single-contour); else 4-connected
+    background, which keeps size, box and mask. Both sweeps inline this with ``foreground``
+    a constant, so each compiles only its own branches."""
     (parent, size, added, box, mask, is_dirty, dirty, potential, active, position, first,
-     area_size, area2, component_euler4, window_area2, grid, stack, crack) = ws
-    added[:] = 0
-    is_dirty[:] = False
-    num_dirty = 0
-    counts = np.zeros(iou_thresholds.shape[0], np.int64)
-    offsets = np.array([-pw - 1, -pw, -pw + 1, -1, 1, pw - 1, pw, pw + 1])
-    potential_counts = np.zeros(iou_thresholds.shape[0], np.int64)
-    need_sum = _hole_sum_bounds(gt, iou_thresholds)
-    # single-contour bookkeeping: active roots, first pixel in raster order, cached areas
-    num_active = 0
-    empty_mask = _hit_mask(0, 0, 0, 0, gt, iou_thresholds)
-    num_foreground = 0
-    top = 256  # pixels with q >= top are in
-    for k in range(levels.shape[0] - 1, -1, -1):
-        level = levels[k]
-        for v in range(top - 1, level, -1):
-            for i in range(starts[v], starts[v + 1]):
-                code = order[_U(i)]
-                p = code & 0xFFFFFFFF
-                x = (code >> 32) & 0xFFFF
-                y = code >> 48
-                added[_U(p)] = 1
-                num_foreground += 1
-                bits = _neighbourhood(added, p, pw)
-                a = -1
-                for g in range(_GROUPS_8[bits, 0]):
-                    b = _find(parent, p + offsets[_U(_GROUPS_8[bits, 1 + g])])
-                    if a == -1:
-                        a = b
-                        continue
-                    if a == b:
-                        continue
-                    if size[_U(a)] < size[_U(b)]:
-                        a, b = b, a
-                    _link(parent, size, box, a, b)
+     area_size, area2, component_euler4, window_area2, _, _, crack) = ws
+    groups = _GROUPS_8 if foreground else _GROUPS_4
+    for v in range(first_value, stop_value, step):
+        for i in range(starts[v], starts[v + 1]):
+            code = order[_U(i)]
+            p = code & 0xFFFFFFFF
+            x = (code >> 32) & 0xFFFF
+            y = code >> 48
+            added[_U(p)] = 1
+            bits = _neighbourhood(added, p, pw)
+            a = -1
+            for g in range(groups[bits, 0]):
+                b = _find(parent, p + offsets[_U(groups[bits, 1 + g])])
+                if a == -1:
+                    a = b
+                    continue
+                if a == b:
+                    continue
+                if size[_U(a)] < size[_U(b)]:
+                    a, b = b, a
+                _link(parent, size, box, a, b)
+                if foreground:
                     component_euler4[_U(a)] += component_euler4[_U(b)]
                     crack[_U(a)] += crack[_U(b)]
-                    if multi_contour:
-                        _add_mask(counts, mask[_U(b)], -1)
-                        mask[_U(b)] = 0
+                if multi_contour:
+                    _add_mask(counts, mask[_U(b)], -1)
+                    mask[_U(b)] = 0
+                    if foreground:
                         _add_mask(potential_counts, potential[_U(b)], -1)
                         potential[_U(b)] = 0
-                    else:
-                        first[_U(a)] = min(first[_U(a)], first[_U(b)])
-                        area2[_U(a)] = max(area2[_U(a)], area2[_U(b)])  # fill(A ∪ B) ⊇ fill(A), fill(B)
-                        window_area2[_U(a)] += window_area2[_U(b)]
-                        last = active[_U(num_active - 1)]
-                        active[_U(position[_U(b)])] = last
-                        position[_U(last)] = position[_U(b)]
-                        num_active -= 1
-                    if not is_dirty[_U(a)]:
-                        is_dirty[_U(a)] = True
-                        dirty[_U(num_dirty)] = a
-                        num_dirty += 1
-                if a == -1:  # a new component
-                    a = p
-                    parent[_U(p)] = p
-                    mask[_U(p)] = 0
+                else:
+                    first[_U(a)] = min(first[_U(a)], first[_U(b)])
+                    area2[_U(a)] = max(area2[_U(a)], area2[_U(b)])  # fill(A ∪ B) ⊇ fill(A), fill(B)
+                    window_area2[_U(a)] += window_area2[_U(b)]
+                    last = active[_U(num_active - 1)]
+                    active[_U(position[_U(b)])] = last
+                    position[_U(last)] = position[_U(b)]
+                    num_active -= 1
+                if not is_dirty[_U(a)]:
+                    is_dirty[_U(a)] = True
+                    dirty[_U(num_dirty)] = a
+                    num_dirty += 1
+            if a == -1:  # a new component
+                parent[_U(p)] = p
+                size[_U(p)] = 1
+                box[_U(p), 0] = x
+                box[_U(p), 1] = y
+                box[_U(p), 2] = x
+                box[_U(p), 3] = y
+                mask[_U(p)] = 0
+                if foreground:
                     potential[_U(p)] = 0
                     area_size[_U(p)] = -1
                     area2[_U(p)] = 0  # a lower bound of 2·contourArea until computed
-                    size[_U(p)] = 1
-                    box[_U(p), 0] = x
-                    box[_U(p), 1] = y
-                    box[_U(p), 2] = x
-                    box[_U(p), 3] = y
                     first[_U(p)] = p  # padded indices keep raster order
                     component_euler4[_U(p)] = _EULER_DELTA[bits]
                     crack[_U(p)] = 4
@@ -419,12 +471,13 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
                         position[_U(p)] = num_active
                         active[_U(num_active)] = p
                         num_active += 1
-                    is_dirty[_U(p)] = True
-                    dirty[_U(num_dirty)] = p
-                    num_dirty += 1
-                    continue
-                parent[_U(p)] = a
-                size[_U(a)] += 1
+                is_dirty[_U(p)] = True
+                dirty[_U(num_dirty)] = p
+                num_dirty += 1
+                continue
+            parent[_U(p)] = a
+            size[_U(a)] += 1
+            if foreground:
                 component_euler4[_U(a)] += _EULER_DELTA[bits]
                 if not multi_contour:
                     window_area2[_U(a)] += _AREA2_DELTA[bits]
@@ -435,118 +488,186 @@ def _foreground_sweep(q, order, starts, height, width, levels, gt, iou_threshold
                         is_dirty[_U(a)] = True
                         dirty[_U(num_dirty)] = a
                         num_dirty += 1
-                # Written out here and in _hole_sweep: an inlined helper returning num_dirty
-                # measured 1.47 → 2.40 CPU ms per image (the union above is a helper at no cost).
-                if x < box[_U(a), 0] or y < box[_U(a), 1] or x > box[_U(a), 2] or y > box[_U(a), 3]:
-                    box[_U(a), 0] = min(box[_U(a), 0], x)
-                    box[_U(a), 1] = min(box[_U(a), 1], y)
-                    box[_U(a), 2] = max(box[_U(a), 2], x)
-                    box[_U(a), 3] = max(box[_U(a), 3], y)
-                    if not is_dirty[_U(a)]:
-                        is_dirty[_U(a)] = True
-                        dirty[_U(num_dirty)] = a
-                        num_dirty += 1
-        top = min(top, level + 1)
-        if num_foreground == 0:
-            out[k] |= empty_mask
+            if x < box[_U(a), 0] or y < box[_U(a), 1] or x > box[_U(a), 2] or y > box[_U(a), 3]:
+                box[_U(a), 0] = min(box[_U(a), 0], x)
+                box[_U(a), 1] = min(box[_U(a), 1], y)
+                box[_U(a), 2] = max(box[_U(a), 2], x)
+                box[_U(a), 3] = max(box[_U(a), 3], y)
+                if not is_dirty[_U(a)]:
+                    is_dirty[_U(a)] = True
+                    dirty[_U(num_dirty)] = a
+                    num_dirty += 1
+    return num_dirty, num_active
+
+
+@nb.njit(inline="always", **_NOGIL)
+def _positive_bits(counts):
+    """Bit j set iff counts[j] > 0."""
+    bits = 0
+    for j in range(counts.shape[0]):
+        if counts[j] > 0:
+            bits |= 1 << j
+    return bits
+
+
+@nb.njit(inline="always", **_NOGIL)
+def _outer_hit_mask(box, r, height, width, gt, iou_thresholds):
+    """Hit bits of the outer contour of the component rooted at r: its rect is bbox(C)."""
+    return _hit_mask(
+        box[r, 0], box[r, 1], min(box[r, 2] + 1, width - 1), min(box[r, 3] + 1, height - 1), gt, iou_thresholds
+    )
+
+
+@nb.njit(inline="always", **_NOGIL)
+def _rescore_components(ws, num_dirty, height, width, gt, iou_thresholds, need_sum, counts, potential_counts):
+    """Multi-contour: replaces each dirty root's hit bits (its outer contour) and reach bits
+    (whether a hole box of it could hit: :func:`_reach_mask` with the crack bound) in the
+    counts and clears the dirty list; returns (bits some component hits, bits some hole
+    could hit)."""
+    parent, box, mask, is_dirty, dirty, potential = ws.parent, ws.box, ws.mask, ws.is_dirty, ws.dirty, ws.potential
+    euler4, crack = ws.component_euler4, ws.crack
+    for i in range(num_dirty):
+        d = dirty[i]
+        is_dirty[d] = False
+        if parent[d] != d:
             continue
-        if multi_contour:
-            for i in range(num_dirty):
-                d = dirty[i]
-                is_dirty[d] = False
-                if parent[d] != d:
-                    continue
-                _add_mask(counts, mask[d], -1)
-                _add_mask(potential_counts, potential[d], -1)
-                x0, y0 = box[d, 0], box[d, 1]
-                x1, y1 = min(box[d, 2] + 1, width - 1), min(box[d, 3] + 1, height - 1)
-                mask[d] = _hit_mask(x0, y0, x1, y1, gt, iou_thresholds)
-                potential[d] = 0
-                if component_euler4[d] < 4:  # χ(C) = 1 − #holes(C)
-                    holes = 1 - component_euler4[d] // 4
-                    w = box[d, 2] - box[d, 0] + 1
-                    h = box[d, 3] - box[d, 1] + 1
-                    # w_H + h_H of any one hole ≤ crack/2 − (w + h) − 2·(holes − 1) (the crack
-                    # length is even); its box is 3 wider and 3 taller than H
-                    max_sum = crack[d] // 2 - w - h - 2 * (holes - 1) + 6
-                    potential[d] = _reach_mask(x0, y0, x1, y1, max_sum, gt, iou_thresholds, need_sum)
-                _add_mask(counts, mask[d], 1)
-                _add_mask(potential_counts, potential[d], 1)
-            num_dirty = 0
-            hits = 0
-            reach = 0
-            for j in range(counts.shape[0]):
-                if counts[j] > 0:
-                    hits |= 1 << j
-                if potential_counts[j] > 0:
-                    reach |= 1 << j
+        _add_mask(counts, mask[d], -1)
+        _add_mask(potential_counts, potential[d], -1)
+        mask[d] = _outer_hit_mask(box, d, height, width, gt, iou_thresholds)
+        potential[d] = 0
+        if euler4[d] < 4:  # χ(C) = 1 − #holes(C)
+            holes = 1 - euler4[d] // 4
+            w = box[d, 2] - box[d, 0] + 1
+            h = box[d, 3] - box[d, 1] + 1
+            # w_H + h_H of any one hole ≤ crack/2 − (w + h) − 2·(holes − 1) (the crack
+            # length is even); its box is 3 wider and 3 taller than H
+            max_sum = crack[d] // 2 - w - h - 2 * (holes - 1) + 6
+            x1, y1 = min(box[d, 2] + 1, width - 1), min(box[d, 3] + 1, height - 1)
+            potential[d] = _reach_mask(box[d, 0], box[d, 1], x1, y1, max_sum, gt, iou_thresholds, need_sum)
+        _add_mask(counts, mask[d], 1)
+        _add_mask(potential_counts, potential[d], 1)
+    return _positive_bits(counts), _positive_bits(potential_counts)
+
+
+@nb.njit(inline="always", **_NOGIL)
+def _largest_component(ws, num_active, pw):
+    """Single-contour: the active root whose outer contour has the largest cv2.contourArea,
+    ties to the last first pixel in raster order (the module docstring). Only the winner is
+    needed, not the areas: bound 2·contourArea of C between lower = max(own windows, an
+    earlier exact value) — fill(C) only grows as C does — and upper = its bbox (exact when
+    C has no hole or its fill is cached), lead with the best lower bound, and flood-fill
+    (O(bbox)) only the components whose bounds leave the choice open."""
+    active, size, box, first, area_size, area2 = ws.active, ws.size, ws.box, ws.first, ws.area_size, ws.area2
+    euler4, window_area2 = ws.component_euler4, ws.window_area2
+    best = -1
+    best_area2 = -1  # the leader's lower bound; exact once best_exact
+    for i in range(num_active):
+        r = active[i]
+        if euler4[r] == 4:  # no hole: fill(C) = C
+            area2[r] = window_area2[r]
+            area_size[r] = size[r]
+        elif area_size[r] != size[r]:
+            area2[r] = max(area2[r], window_area2[r])
+        if area2[r] > best_area2 or (area2[r] == best_area2 and first[r] > first[best]):
+            best = r
+            best_area2 = area2[r]
+    best_exact = area_size[best] == size[best]
+    for i in range(num_active):
+        r = active[i]
+        if r == best:
+            continue
+        if area_size[r] == size[r]:
+            upper2 = area2[r]
+        else:
+            upper2 = 2 * (box[r, 2] - box[r, 0]) * (box[r, 3] - box[r, 1])
+        if upper2 < best_area2 or (upper2 == best_area2 and first[r] < first[best]):
+            continue
+        if not best_exact:
+            best_area2 = _fill_area2(ws, best, pw)
+            area2[best] = best_area2
+            area_size[best] = size[best]
+            best_exact = True
+            if upper2 < best_area2 or (upper2 == best_area2 and first[r] < first[best]):
+                continue
+        if area_size[r] != size[r]:
+            area2[r] = _fill_area2(ws, r, pw)
+            area_size[r] = size[r]
+        if area2[r] > best_area2 or (area2[r] == best_area2 and first[r] > first[best]):
+            best = r
+            best_area2 = area2[r]
+    return best
+
+
+@nb.njit(**_NOGIL)
+def _foreground_sweep(order, starts, height, width, levels, gt, iou_thresholds, multi_contour, out, hole_reach, ws):
+    """Descending sweep over 8-connected foreground components: ORs into out[k] the hit mask
+    of every component's box (multi-contour) or of the largest one's (single-contour), and
+    sets bit j of hole_reach[k] when some component with a hole could have a hole box
+    matching at δ_j: its box reaches far enough into a GT box and its crack length leaves
+    room for a hole box large enough (see the module docstring, :func:`_reach_mask`).
+
+    Union–find runs on the image padded by a one-pixel frame that is never foreground, so
+    neighbours need no bounds checks; bboxes are kept in image coordinates. A component is
+    re-scored only when its box or its holes changed."""
+    pw = width + 2
+    is_dirty, dirty = ws.is_dirty, ws.dirty
+    ws.added[:] = 0
+    is_dirty[:] = False
+    counts = np.zeros(iou_thresholds.shape[0], np.int64)
+    potential_counts = np.zeros(iou_thresholds.shape[0], np.int64)
+    offsets = _neighbour_offsets(pw)
+    need_sum = _hole_sum_bounds(gt, iou_thresholds)
+    empty_mask = _hit_mask(0, 0, 0, 0, gt, iou_thresholds)
+    num_dirty = 0
+    num_active = 0
+    top = 256  # pixels with q >= top are in
+    for k in range(levels.shape[0] - 1, -1, -1):
+        num_dirty, num_active = _add_pixels(
+            ws, order, starts, top - 1, levels[k], -1, pw, offsets, counts, potential_counts, num_dirty, num_active,
+            True, multi_contour,
+        )
+        top = min(top, levels[k] + 1)
+        if starts[top] == starts[256]:  # no foreground
+            out[k] |= empty_mask
+        elif multi_contour:
+            hits, reach = _rescore_components(
+                ws, num_dirty, height, width, gt, iou_thresholds, need_sum, counts, potential_counts
+            )
             out[k] |= hits
             hole_reach[k] = reach
+            num_dirty = 0
         else:
             for i in range(num_dirty):
                 is_dirty[dirty[i]] = False
             num_dirty = 0
-            # Only the winner is needed, not the areas: bound 2·contourArea of C between
-            # lower = max(own windows, an earlier exact value) — fill(C) only grows as C
-            # does — and upper = its bbox (exact when C has no hole or its fill is
-            # cached), lead with the best lower bound, and flood-fill (O(bbox)) only the
-            # components whose bounds leave the choice open.
-            best = -1
-            best_area2 = -1  # the leader's lower bound; exact once best_exact
-            for i in range(num_active):
-                r = active[i]
-                if component_euler4[r] == 4:  # no hole: fill(C) = C
-                    area2[r] = window_area2[r]
-                    area_size[r] = size[r]
-                elif area_size[r] != size[r]:
-                    area2[r] = max(area2[r], window_area2[r])
-                if area2[r] > best_area2 or (area2[r] == best_area2 and first[r] > first[best]):
-                    best = r
-                    best_area2 = area2[r]
-            best_exact = area_size[best] == size[best]
-            for i in range(num_active):
-                r = active[i]
-                if r == best:
-                    continue
-                if area_size[r] == size[r]:
-                    upper2 = area2[r]
-                else:
-                    upper2 = 2 * (box[r, 2] - box[r, 0]) * (box[r, 3] - box[r, 1])
-                if upper2 < best_area2 or (upper2 == best_area2 and first[r] < first[best]):
-                    continue
-                if not best_exact:
-                    best_area2 = _fill_area2(
-                        best, parent, added, box[best, 0], box[best, 1], box[best, 2], box[best, 3], pw, grid, stack
-                    )
-                    area2[best] = best_area2
-                    area_size[best] = size[best]
-                    best_exact = True
-                    if upper2 < best_area2 or (upper2 == best_area2 and first[r] < first[best]):
-                        continue
-                if area_size[r] != size[r]:
-                    area2[r] = _fill_area2(
-                        r, parent, added, box[r, 0], box[r, 1], box[r, 2], box[r, 3], pw, grid, stack
-                    )
-                    area_size[r] = size[r]
-                if area2[r] > best_area2 or (area2[r] == best_area2 and first[r] > first[best]):
-                    best = r
-                    best_area2 = area2[r]
-            out[k] |= _hit_mask(
-                box[best, 0],
-                box[best, 1],
-                min(box[best, 2] + 1, width - 1),
-                min(box[best, 3] + 1, height - 1),
-                gt,
-                iou_thresholds,
-            )
+            out[k] |= _outer_hit_mask(ws.box, _largest_component(ws, num_active, pw), height, width, gt, iou_thresholds)
+
+
+@nb.njit(inline="always", **_NOGIL)
+def _rescore_holes(ws, num_dirty, outside, height, width, gt, iou_thresholds, least_sum, counts):
+    """Replaces each dirty hole's hit bits in the counts and clears the dirty list; returns
+    the bits some hole hits. A hole is a root other than the frame's; its contour's rect is
+    its bbox grown by one pixel."""
+    parent, box, mask, is_dirty, dirty = ws.parent, ws.box, ws.mask, ws.is_dirty, ws.dirty
+    for i in range(num_dirty):
+        d = dirty[i]
+        is_dirty[d] = False
+        if parent[d] != d or d == outside:
+            continue
+        _add_mask(counts, mask[d], -1)
+        mask[d] = 0
+        if box[d, 2] - box[d, 0] + box[d, 3] - box[d, 1] + 8 >= least_sum:  # ≥ w + h of the box
+            x1, y1 = min(box[d, 2] + 2, width - 1), min(box[d, 3] + 2, height - 1)
+            mask[d] = _hit_mask(box[d, 0] - 1, box[d, 1] - 1, x1, y1, gt, iou_thresholds)
+        _add_mask(counts, mask[d], 1)
+    return _positive_bits(counts)
 
 
 @nb.njit(**_NOGIL)
-def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out, need, ws):
+def _hole_sweep(order, starts, height, width, levels, gt, iou_thresholds, out, need, ws):
     """Ascending sweep over 4-connected background components up to the last threshold k
     with need[k] ≠ 0; holes are scored only at those thresholds. The padding frame starts as
-    one background component; whatever joins it is not a hole, the rest are holes, whose
-    contour's rect is their bbox grown by one pixel."""
+    one background component; whatever joins it is not a hole, the rest are holes."""
     last = -1
     for k in range(need.shape[0]):
         if need[k]:
@@ -555,9 +676,9 @@ def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out
     least_sum = _hole_sum_bounds(gt, iou_thresholds).min()
     pw = width + 2
     total = (height + 2) * pw
-    parent, size, added, box, mask, is_dirty, dirty = ws[:7]
+    parent, added, box = ws.parent, ws.added, ws.box
     added[:] = 0
-    is_dirty[:] = False
+    ws.is_dirty[:] = False
     outside = 0
     for p in range(pw):  # the frame: top and bottom rows, left and right columns
         for f in (p, total - pw + p):
@@ -567,114 +688,25 @@ def _hole_sweep(q, order, starts, height, width, levels, gt, iou_thresholds, out
         for f in (y * pw, y * pw + pw - 1):
             added[f] = 1
             parent[f] = outside
-    size[outside] = total  # the frame stays the root of whatever touches it
-    mask[outside] = 0
+    ws.size[outside] = total  # the frame stays the root of whatever touches it
+    ws.mask[outside] = 0
+    # the frame's box spans the padded image: pixels that join it never grow it
+    box[outside, 0] = -1
+    box[outside, 1] = -1
+    box[outside, 2] = width
+    box[outside, 3] = height
     num_dirty = 0
     counts = np.zeros(iou_thresholds.shape[0], np.int64)
-    offsets = np.array([-pw - 1, -pw, -pw + 1, -1, 1, pw - 1, pw, pw + 1])
+    offsets = _neighbour_offsets(pw)
     low = 0  # pixels with q < low are in
     for k in range(last + 1):
-        level = levels[k]
-        for v in range(low, level + 1):
-            for i in range(starts[v], starts[v + 1]):
-                code = order[_U(i)]
-                p = code & 0xFFFFFFFF
-                x = (code >> 32) & 0xFFFF
-                y = code >> 48
-                added[_U(p)] = 1
-                bits = _neighbourhood(added, p, pw)
-                a = -1
-                for g in range(_GROUPS_4[bits, 0]):
-                    b = _find(parent, p + offsets[_U(_GROUPS_4[bits, 1 + g])])
-                    if a == -1:
-                        a = b
-                        continue
-                    if a == b:
-                        continue
-                    if size[_U(a)] < size[_U(b)]:
-                        a, b = b, a
-                    _link(parent, size, box, a, b)
-                    _add_mask(counts, mask[_U(b)], -1)
-                    mask[_U(b)] = 0
-                    if not is_dirty[_U(a)]:
-                        is_dirty[_U(a)] = True
-                        dirty[_U(num_dirty)] = a
-                        num_dirty += 1
-                if a == -1:
-                    parent[_U(p)] = p
-                    mask[_U(p)] = 0
-                    size[_U(p)] = 1
-                    box[_U(p), 0] = x
-                    box[_U(p), 1] = y
-                    box[_U(p), 2] = x
-                    box[_U(p), 3] = y
-                    is_dirty[_U(p)] = True
-                    dirty[_U(num_dirty)] = p
-                    num_dirty += 1
-                    continue
-                parent[_U(p)] = a
-                size[_U(a)] += 1
-                if a != outside and (x < box[_U(a), 0] or y < box[_U(a), 1] or x > box[_U(a), 2] or y > box[_U(a), 3]):
-                    box[_U(a), 0] = min(box[_U(a), 0], x)
-                    box[_U(a), 1] = min(box[_U(a), 1], y)
-                    box[_U(a), 2] = max(box[_U(a), 2], x)
-                    box[_U(a), 3] = max(box[_U(a), 3], y)
-                    if not is_dirty[_U(a)]:
-                        is_dirty[_U(a)] = True
-                        dirty[_U(num_dirty)] = a
-                        num_dirty += 1
-        low = max(low, level + 1)
-        if need[k] == 0:  # roots stay dirty until a threshold that needs them
-            continue
-        for i in range(num_dirty):
-            d = dirty[i]
-            is_dirty[d] = False
-            if parent[d] != d or d == outside:
-                continue
-            _add_mask(counts, mask[d], -1)
-            mask[d] = 0
-            if box[d, 2] - box[d, 0] + box[d, 3] - box[d, 1] + 8 >= least_sum:  # ≥ w + h of the box
-                mask[d] = _hit_mask(
-                    box[d, 0] - 1,
-                    box[d, 1] - 1,
-                    min(box[d, 2] + 2, width - 1),
-                    min(box[d, 3] + 2, height - 1),
-                    gt,
-                    iou_thresholds,
-                )
-            _add_mask(counts, mask[d], 1)
-        num_dirty = 0
-        hits = 0
-        for j in range(counts.shape[0]):
-            if counts[j] > 0:
-                hits |= 1 << j
-        out[k] |= hits
-
-
-@nb.njit(**_NOGIL)
-def _workspace(height, width):
-    pw = width + 2
-    total = (height + 2) * pw
-    return (
-        np.empty(total, np.int32),  # parent
-        np.empty(total, np.int32),  # size
-        np.zeros(total, np.uint8),  # added
-        np.empty((total, 4), np.int32),  # box: x0, y0, x1, y1 of the component rooted here
-        np.empty(total, np.int64),  # mask: hit bits of a root
-        np.zeros(total, np.bool_),  # is_dirty
-        np.empty(total, np.int32),  # dirty list
-        np.empty(total, np.int64),  # potential: reach bits of a root with holes
-        np.empty(height * width, np.int32),  # active roots (single-contour)
-        np.empty(total, np.int32),  # position in active
-        np.empty(total, np.int32),  # first pixel in raster order
-        np.empty(total, np.int32),  # size when area2 was computed
-        np.empty(total, np.int64),  # area2: cached 2·contourArea
-        np.empty(total, np.int64),  # component_euler4: 4χ(C) = 4·(1 − #holes of C)
-        np.empty(total, np.int64),  # window_area2: 2·Σ window areas of C's own pixels
-        np.empty(total, np.int8),  # grid (flood fill scratch)
-        np.empty(total, np.int32),  # stack (flood fill scratch)
-        np.empty(total, np.int32),  # crack: # 4-adjacent pairs (pixel of C, pixel not in C)
-    )
+        num_dirty, _ = _add_pixels(
+            ws, order, starts, low, levels[k] + 1, 1, pw, offsets, counts, counts, num_dirty, 0, False, True
+        )
+        low = max(low, levels[k] + 1)
+        if need[k]:  # roots stay dirty until a threshold that needs them
+            out[k] |= _rescore_holes(ws, num_dirty, outside, height, width, gt, iou_thresholds, least_sum, counts)
+            num_dirty = 0
 
 
 @nb.njit(parallel=True, **_NOGIL)
@@ -695,7 +727,6 @@ def _correct_batch(q, maxima, level_table, gt_flat, gt_offsets, iou_thresholds, 
             hole_reach[:] = 0
             starts = _pixels_by_value(flat, height, width, order)
             _foreground_sweep(
-                flat,
                 order,
                 starts,
                 height,
@@ -716,7 +747,7 @@ def _correct_batch(q, maxima, level_table, gt_flat, gt_offsets, iou_thresholds, 
                     hole_reach[k] &= all_hit ^ out[i, k]
                     any_need |= hole_reach[k] != 0
                 if any_need:
-                    _hole_sweep(flat, order, starts, height, width, levels, gt, iou_thresholds, out[i], hole_reach, ws)
+                    _hole_sweep(order, starts, height, width, levels, gt, iou_thresholds, out[i], hole_reach, ws)
     return out
 
 
