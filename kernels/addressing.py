@@ -61,3 +61,16 @@ def tile_offsets(d, positions, W, stride_d, stride_h, stride_w, FLAT_HW: tl.cons
     else:
         offsets = d[:, None] * stride_d + ((positions // W) * stride_h + (positions % W) * stride_w)[None, :]
     return offsets
+
+
+def feature_sizes(x: torch.Tensor) -> tuple[int, int, int]:
+    """(D, HW, W) of a B×D×H×W tensor: H×W is passed as one integer so Triton sees its
+    divisibility (the position mask)."""
+    _, d, h, w = x.shape
+    return d, h * w, w
+
+
+def position_channel_grid(shape, block_positions: int, block_channels: int) -> tuple[int, int, int]:
+    """One program per image, block of positions and block of channels."""
+    b, d, h, w = shape
+    return b, triton.cdiv(h * w, block_positions), triton.cdiv(d, block_channels)

@@ -20,7 +20,13 @@ import triton
 import triton.language as tl
 
 from fastwsol.kernels import runtime
-from fastwsol.kernels.addressing import in_image, layout_constants, tile_offsets
+from fastwsol.kernels.addressing import (
+    feature_sizes,
+    in_image,
+    layout_constants,
+    position_channel_grid,
+    tile_offsets,
+)
 from fastwsol.kernels.rounding import round_to_dtype
 
 # Tiles: positions × channels (the mask applied: one tile a program; the means: a channel loop).
@@ -143,21 +149,10 @@ def _apply_keep_kernel(
     tl.store(out_ptr + b * stride_ob + out_offsets, out, mask=mask)
 
 
-def _sizes(x: torch.Tensor) -> tuple[int, int, int]:
-    """(D, HW, W): H×W is passed as one integer so Triton sees its divisibility (the position mask)."""
-    _, d, h, w = x.shape
-    return d, h * w, w
-
-
-def _grid_positions_channels(shape) -> tuple[int, int, int]:
-    b, d, h, w = shape
-    return b, triton.cdiv(h * w, BLOCK_POSITIONS), triton.cdiv(d, BLOCK_CHANNELS)
-
-
 def _apply_keep(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(x)  # keeps x's memory format (NCHW or channels_last)
-    _apply_keep_kernel[_grid_positions_channels(x.shape)](
-        x, keep, out, *_sizes(x), *x.stride(), *out.stride(),
+    _apply_keep_kernel[position_channel_grid(x.shape, BLOCK_POSITIONS, BLOCK_CHANNELS)](
+        x, keep, out, *feature_sizes(x), *x.stride(), *out.stride(),
         **layout_constants(x, out), BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
     )
     return out

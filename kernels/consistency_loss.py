@@ -15,7 +15,13 @@ import triton
 import triton.language as tl
 
 from fastwsol.kernels import runtime
-from fastwsol.kernels.addressing import in_image, layout_constants, tile_offsets
+from fastwsol.kernels.addressing import (
+    feature_sizes,
+    in_image,
+    layout_constants,
+    position_channel_grid,
+    tile_offsets,
+)
 from fastwsol.kernels.rounding import round_to_dtype
 
 BLOCK_POSITIONS = 64
@@ -87,17 +93,6 @@ def _abs_difference_backward_kernel(
     tl.store(dg_ptr + b * stride_dgb + dg_offsets, dg.to(dg_ptr.dtype.element_ty), mask=mask)
 
 
-def _sizes(feature: torch.Tensor) -> tuple[int, int, int]:
-    """(D, HW, W): H×W is passed as one integer so Triton sees its divisibility (the position mask)."""
-    _, d, h, w = feature.shape
-    return d, h * w, w
-
-
-def _grid(shape) -> tuple[int, int, int]:
-    b, d, h, w = shape
-    return b, triton.cdiv(h * w, BLOCK_POSITIONS), triton.cdiv(d, BLOCK_CHANNELS)
-
-
 def gradient_scale(grad_loss: torch.Tensor, numel: int) -> torch.Tensor:
     """s = g/N (fp32, one element) of dF = s·sign(F − F_drop): g/N in the loss dtype, as torch's
     mean backward rounds it."""
@@ -106,10 +101,10 @@ def gradient_scale(grad_loss: torch.Tensor, numel: int) -> torch.Tensor:
 
 def _forward(feature: torch.Tensor, feature_dropped: torch.Tensor, upcast: bool) -> torch.Tensor:
     runtime.check_runnable(feature, "consistency_loss")
-    grid = _grid(feature.shape)
+    grid = position_channel_grid(feature.shape, BLOCK_POSITIONS, BLOCK_CHANNELS)
     partial = torch.empty(grid[0] * grid[1] * grid[2], device=feature.device, dtype=torch.float32)
     _abs_difference_sum_kernel[grid](
-        feature, feature_dropped, partial, *_sizes(feature), *feature.stride(), *feature_dropped.stride(),
+        feature, feature_dropped, partial, *feature_sizes(feature), *feature.stride(), *feature_dropped.stride(),
         UPCAST=upcast, **layout_constants(feature, feature_dropped), BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS,
         num_warps=NUM_WARPS,
     )
@@ -138,8 +133,8 @@ def consistency_loss_backward_op(
     # (expanded, sliced) dense strides; the kernel writes each gradient with its own strides.
     grad_feature, grad_dropped = torch.empty_like(feature), torch.empty_like(feature_dropped)
     tensors = (feature, feature_dropped, grad_feature, grad_dropped)
-    _abs_difference_backward_kernel[_grid(feature.shape)](
-        *tensors[:2], scale, *tensors[2:], *_sizes(feature), *(s for t in tensors for s in t.stride()),
+    _abs_difference_backward_kernel[position_channel_grid(feature.shape, BLOCK_POSITIONS, BLOCK_CHANNELS)](
+        *tensors[:2], scale, *tensors[2:], *feature_sizes(feature), *(s for t in tensors for s in t.stride()),
         **layout_constants(*tensors), BLOCK_P=BLOCK_POSITIONS, BLOCK_D=BLOCK_CHANNELS, num_warps=NUM_WARPS,
     )
     return grad_feature, grad_dropped
