@@ -50,6 +50,11 @@ OP_DTYPES = {
 # The directions with launches of their own: the forward of the losses on F as one op is the
 # consistency and alignment forwards (upcast), recorded under those ops.
 OP_DIRECTIONS = {op: ("backward",) if op == "feature_losses" else ("forward", "backward") for op in OP_DTYPES}
+
+
+def ops_built_in(dtype_name: str) -> tuple[str, ...]:
+    """The ops of ``OP_DTYPES`` built in ``dtype_name``, in its order."""
+    return tuple(op for op, dtypes in OP_DTYPES.items() if dtype_name in dtypes)
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 

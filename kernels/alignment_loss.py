@@ -15,7 +15,7 @@ Forward, two launches (fine-grained: three), backward one:
    of S* is used (the norm masks), and the one-pass dot is within a bound of the exact one
    (``_dot_error_bound``): positions whose |max| is within it go to a recheck list.
 2. ``_class_max_recheck_kernel`` (fine-grained) — S* again at the listed positions, from fp32 ŵ
-   and F by the tf32x3 dot (fp32 accuracy), so the masks are those of an fp32 class dot. A
+   and F by the ``CLASS_DOT_PRECISION`` (tf32x3) dot, so the masks are those of an fp32 class dot. A
    fixed grid sized for every position; programs past the list's length do nothing.
 3. ``_image_loss_kernel`` — per image on the B×HW maps: min/max, F̂, the four masks, the
    masked means, the per-image losses, and the per-position loss gradients (below) per unit
@@ -64,7 +64,10 @@ FINE_BLOCK_POSITIONS = (64, 32)  # largest first
 FINE_BLOCK_CHANNELS = 64
 FINE_WARPS, FINE_STAGES = 8, 3
 FILL_PROGRAMS = 132
-# The recheck: listed positions per program, channels per step (fp32 operands, tf32x3), warps.
+# The precision of the dot that decides the class max's sign, the recheck's: tf32x3 is within an
+# fp32 dot's error (three TF32 products) at a third of an "ieee" dot's cost on tensor cores.
+CLASS_DOT_PRECISION = "tf32x3"
+# The recheck: listed positions per program, channels per step (fp32 operands), warps.
 RECHECK_POSITIONS, RECHECK_CHANNELS, RECHECK_WARPS = 32, 16, 8
 # Backward: one [channels × positions] tile per program (no channel loop), 8 values per thread.
 GRAD_BLOCK_POSITIONS, GRAD_BLOCK_CHANNELS, GRAD_WARPS = 64, 32, 8
@@ -149,9 +152,9 @@ def _class_max_recheck_kernel(
     feature_ptr, w_unit_ptr, norm_ptr, max_sim_ptr, recheck_count_ptr, recheck_ptr,
     D, N, W, C,
     stride_b, stride_d, stride_h, stride_w,
-    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    """S*_u again at the listed positions, from fp32 ŵ and F by the tf32x3 dot (fp32 accuracy):
+    """S*_u again at the listed positions, from fp32 ŵ and F by the ``CLASS_DOT_PRECISION`` dot:
     BLOCK_R listed positions per program; programs past the list's length do nothing."""
     first = tl.program_id(0) * BLOCK_R
     count = tl.load(recheck_count_ptr)
@@ -174,7 +177,7 @@ def _class_max_recheck_kernel(
                             other=0.0).to(tl.float32)
                 w_tile = tl.load(w_unit_ptr + tile_classes[:, None] * D + d[None, :],
                                  mask=(tile_classes[:, None] < C) & d_mask[None, :], other=0.0)
-                class_dot = tl.dot(w_tile, f, class_dot, input_precision="tf32x3")
+                class_dot = tl.dot(w_tile, f, class_dot, input_precision=DOT_PRECISION)
             best = tl.maximum(best, tl.max(tl.where(tile_classes[:, None] < C, class_dot, float("-inf")), axis=0))
         clamped = tl.maximum(tl.load(norm_ptr + position, mask=valid, other=1.0), 1e-12)
         tl.store(max_sim_ptr + position, tl.div_rn(best, clamped), mask=valid)
@@ -372,7 +375,7 @@ def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_graine
                 feature, w_unit, norm, max_sim, recheck_count, recheck,
                 channels, positions, width, num_classes, *feature.stride(),
                 BLOCK_R=RECHECK_POSITIONS, BLOCK_D=RECHECK_CHANNELS, BLOCK_C=block_classes(num_classes),
-                num_warps=RECHECK_WARPS,
+                DOT_PRECISION=CLASS_DOT_PRECISION, num_warps=RECHECK_WARPS,
             )
         _image_loss_kernel[(batch,)](
             norm, sim, max_sim, loss_sim_per_image, loss_norm_per_image, norm_coef, sim_coef,

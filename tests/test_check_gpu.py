@@ -162,9 +162,14 @@ def test_the_plan_has_every_measured_row_with_its_comparison():
     names = [r.name for r in rows]
     for shape in DRY_RUN_SHAPES:
         assert f"loss block {shape}" in names
-        for op, dtypes in (("alignment_loss", 3), ("attentive_dropout", 2), ("consistency_loss", 3)):
+        for op, dtypes in (("alignment_loss", 3), ("attentive_dropout", 2), ("consistency_loss", 3),
+                           ("feature_losses", 2)):
             assert sum(n.startswith(f"timing {op} {shape} ") for n in names) == dtypes
-        assert f"correctness alignment_loss {shape} bf16-upcast channels_last" in names
+        for op in ("alignment_loss", "consistency_loss", "feature_losses"):
+            assert f"correctness {op} {shape} bf16-upcast channels_last" in names
+        assert f"correctness feature_losses {shape} fp32 channels_last" in names
+        assert f"correctness feature_losses {shape} bf16 channels_last" not in names  # it always reads F.float()
+        assert f"correctness feature_losses {shape} fp32 nchw" not in names  # the step calls it channels_last
         assert f"correctness attentive_dropout-philox {shape} bf16 channels_last" in names
     for case in ("vgg16-cub", "resnet50-cub"):  # the eager baseline before the compiled step
         assert (names.index(f"train {case} eager fp32 nchw (the authors' way)")
@@ -264,6 +269,48 @@ def test_a_wrong_result_fails_the_check(monkeypatch):
     assert correctness.check_alignment(dry_settings(), {}, **case)["ok"]
     monkeypatch.setitem(kernel_cases.ALIGNMENT_TOLERANCES, "fp32", {"loss": 0.0, "grad": 0.0})
     assert not correctness.check_alignment(dry_settings(), {}, **case)["ok"]
+
+
+def test_the_norm_masks_bound_is_that_of_the_kernels_class_dot():
+    """The flips allowed in the norm masks come from the precision the kernel decides the class
+    max's sign in (fine-grained), not from a copy of it."""
+    from fastwsol.kernels import alignment_loss
+
+    feature = correctness.random_tensor((2, 16, 3, 4), torch.float32, "nchw", "cpu", 0)
+    weight = correctness.random_tensor((5, 16), torch.float32, "nchw", "cpu", 1)
+    details = correctness.compare_alignment(feature, weight, torch.tensor([1, 3]), thresholds=(0.6, 0.1),
+                                            fine_grained=True)
+    product = kernel_cases.CLASS_DOT_PRODUCT_ERROR[alignment_loss.CLASS_DOT_PRECISION]
+    assert details["flips"]["error_bounds"]["norm"] == pytest.approx(2 * (16 + 3) * 2.0**-24 + product)
+    assert details["ok"], details
+
+
+@pytest.mark.parametrize("dtype,upcast,layout", [("fp32", False, "nchw"), ("bf16", True, "channels_last")])
+def test_the_losses_on_f_as_one_op_are_checked_against_float64(monkeypatch, dtype, upcast, layout):
+    case = {"shape": "tiny-fine", "shapes": DRY_RUN_SHAPES["tiny-fine"], "dtype": dtype, "layout": layout,
+            "upcast": upcast}
+    details = correctness.check_feature_losses(dry_settings(), {}, **case)
+    assert details["ok"], details
+    assert set(details["errors"]) == {"loss_drop", "loss_sim", "loss_norm", "grad_feature", "grad_dropped",
+                                      "grad_weight"}
+    monkeypatch.setitem(kernel_cases.ALIGNMENT_TOLERANCES, "fp32", {"loss": 0.0, "grad": 0.0})
+    assert not correctness.check_feature_losses(dry_settings(), {}, **case)["ok"]
+
+
+def test_every_op_built_has_a_timing_with_its_floor():
+    """Each (op, dtype) of kernel_build.OP_DTYPES (the plan's timing rows) runs; a direction with
+    launches of its own has a floor, the fused op's forward (its two ops' forwards) has none."""
+    from fastwsol.check_gpu import timing
+    from fastwsol.kernel_build import OP_DIRECTIONS, OP_DTYPES
+
+    shared = {"copy_bytes_per_s": 1e9}
+    for op, dtypes in OP_DTYPES.items():
+        for dtype in dtypes:
+            result = timing.time_kernel(dry_settings(), shared, op=op, shape="tiny-target",
+                                        shapes=DRY_RUN_SHAPES["tiny-target"], dtype=dtype)
+            assert result["ok"], (op, dtype, result)
+            for direction, times in result["directions"].items():
+                assert (times["floor_us"] is not None) is (direction in OP_DIRECTIONS[op]), (op, dtype, direction)
 
 
 def test_16_bit_bounds_are_the_rounding_of_the_result():

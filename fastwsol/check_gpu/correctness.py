@@ -1,7 +1,7 @@
 """check-gpu's correctness rows: every op forward and backward against the float64 reference
-(``fastwsol.kernel_cases`` holds the bounds), the training path's ``upcast``, fp16, the Philox
-dropout, NaN. Each function takes ``(settings, shared)`` and the case, and returns the row's
-details with ``"ok"``."""
+(``fastwsol.kernel_cases`` holds the bounds), the training path's ``upcast`` and its one op for
+the losses on F, fp16, the Philox dropout, NaN. Each function takes ``(settings, shared)`` and
+the case, and returns the row's details with ``"ok"``."""
 
 from __future__ import annotations
 
@@ -90,6 +90,52 @@ def check_alignment(settings: Settings, shared: dict, *, shape: str, shapes: OpS
     return {"op": "alignment_loss", "shape": shape, "dtype": dtype_label(dtype, upcast), "layout": layout, **details}
 
 
+def _reference_with_kernel_masks(feature: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, keywords: dict,
+                                 upcast: bool) -> tuple[dict, dict, int]:
+    """(the float64 alignment reference, the flips report, the flips away from a threshold). Where
+    the kernel's masks differ from the reference's only near a threshold, the reference is drawn
+    with the kernel's masks there, so that the losses and gradients can be compared."""
+    from fastwsol.kernels import alignment_loss as kernel
+
+    thresholds = (keywords["fg_threshold"], keywords["bg_threshold"])
+    want = kernel_cases.alignment_reference(feature, weight, target, **keywords)
+    found, unreadable = _kernel_regions(feature, weight, target, thresholds, keywords["fine_grained"], upcast)
+    near = kernel_cases.alignment_near_threshold(feature, weight, target, **keywords,
+                                                 dot_precision=kernel.CLASS_DOT_PRECISION)
+    found["norm"] = torch.where(unreadable, want["regions"]["norm"], found["norm"])
+    flips = {k: found[k] != want["regions"][k] for k in ("sim", "norm")}
+    unexplained = sum(int((flips[k] & ~near[k]).sum()) for k in flips)
+    if any(bool(f.any()) for f in flips.values()):
+        given = {k: torch.where(near[k], found[k], want["regions"][k]) for k in flips}
+        want = kernel_cases.alignment_reference(feature, weight, target, **keywords, given_regions=given)
+    report = {"sim": int(flips["sim"].sum()), "norm": int(flips["norm"].sum()),
+              "near_threshold": {k: int(near[k].sum()) for k in ("sim", "norm")},
+              "unexplained": unexplained, "expected": near["expected_flips"], "error_bounds": near["bounds"]}
+    return want, report, unexplained
+
+
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def _grad_error(got: torch.Tensor, want: torch.Tensor) -> dict:
+    """A gradient's relative error against float64 and its bound in ``got``'s dtype."""
+    largest = float(want.abs().max()) if want.numel() else 0.0
+    return {"error": _relative(got, want), "bound": kernel_cases.grad_bound(DTYPE_NAMES[got.dtype], largest)}
+
+
+def _verdict(details: dict, unexplained: int) -> dict:
+    """``details`` with "ok" (every error within its bound, no flip away from a threshold, and
+    every other check true) and, when not, the "reason"."""
+    errors = details["errors"]
+    checks = [v for k, v in details.items() if isinstance(v, bool)]
+    details["ok"] = all(e["error"] <= e["bound"] for e in errors.values()) and unexplained == 0 and all(checks)
+    if not details["ok"]:
+        details["reason"] = (f"worst: {max(errors, key=lambda k: errors[k]['error'] / errors[k]['bound'])}; "
+                             f"{unexplained} mask flips away from a threshold; "
+                             f"false: {[k for k, v in details.items() if v is False] or 'none'}")
+    return details
+
+
 def compare_alignment(feature: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, *,
                       thresholds: tuple[float, float], fine_grained: bool, upcast: bool = False,
                       unrounded: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
@@ -97,38 +143,22 @@ def compare_alignment(feature: torch.Tensor, weight: torch.Tensor, target: torch
     mask flips allowed near a threshold (kernel_cases), bitwise-repeatable gradients, the layout
     kept. ``unrounded``: the fp32 values ``feature`` and ``weight`` were rounded from, to show
     what the rounding did to the result beside the bounds."""
-    from fastwsol.kernels import alignment_loss as kernel
-
     keywords = {"fg_threshold": thresholds[0], "bg_threshold": thresholds[1], "fine_grained": fine_grained}
     got = _alignment_run("triton", feature, weight, target, thresholds, fine_grained, upcast)
     again = _alignment_run("triton", feature, weight, target, thresholds, fine_grained, upcast)
-    want = kernel_cases.alignment_reference(feature, weight, target, **keywords)
-    found, unreadable = _kernel_regions(feature, weight, target, thresholds, fine_grained, upcast)
-    near = kernel_cases.alignment_near_threshold(feature, weight, target, **keywords,
-                                                 dot_precision=kernel.dot_precision(feature.dtype, upcast))
-    found["norm"] = torch.where(unreadable, want["regions"]["norm"], found["norm"])
-    flips = {k: found[k] != want["regions"][k] for k in ("sim", "norm")}
-    unexplained = sum(int((flips[k] & ~near[k]).sum()) for k in flips)
-    if any(bool(f.any()) for f in flips.values()):  # compare with the reference drawn with the kernel's masks there
-        given = {k: torch.where(near[k], found[k], want["regions"][k]) for k in flips}
-        want = kernel_cases.alignment_reference(feature, weight, target, **keywords, given_regions=given)
+    want, flips, unexplained = _reference_with_kernel_masks(feature, weight, target, keywords, upcast)
 
-    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-    loss_dtype = "fp32" if upcast else names[feature.dtype]
+    loss_dtype = "fp32" if upcast else DTYPE_NAMES[feature.dtype]
     errors = {}
     for index, label in enumerate(("loss_sim", "loss_norm")):
         errors[label] = {"error": _max_error(got[0][index], want["losses"][index]),
                          "bound": kernel_cases.loss_bound(loss_dtype, float(want["losses"][index]))}
-    for index, (label, result_dtype) in enumerate((("grad_feature", feature.dtype), ("grad_weight", weight.dtype))):
-        largest = float(want["grads"][index].abs().max()) if want["grads"][index].numel() else 0.0
-        errors[label] = {"error": _relative(got[1][index], want["grads"][index]),
-                         "bound": kernel_cases.grad_bound(names[result_dtype], largest)}
+    for index, label in enumerate(("grad_feature", "grad_weight")):
+        errors[label] = _grad_error(got[1][index], want["grads"][index])
     details = {
         "compared_with": "float64 reference on the same input values",
         "errors": errors,
-        "flips": {"sim": int(flips["sim"].sum()), "norm": int(flips["norm"].sum()),
-                  "near_threshold": {k: int(near[k].sum()) for k in ("sim", "norm")},
-                  "unexplained": unexplained, "expected": near["expected_flips"], "error_bounds": near["bounds"]},
+        "flips": flips,
         "grad_feature_layout_kept": got[1][0].stride() == feature.stride(),
         "grads_bitwise_repeatable": all(torch.equal(g, a) for g, a in zip(got[1], again[1])),
     }
@@ -139,13 +169,67 @@ def compare_alignment(feature: torch.Tensor, weight: torch.Tensor, target: torch
             "loss_norm": _max_error(want["losses"][1], source["losses"][1]),
             "grad_feature": _relative(want["grads"][0], source["grads"][0]),
         }
-    within = all(e["error"] <= e["bound"] for e in errors.values())
-    details["ok"] = (within and unexplained == 0 and details["grad_feature_layout_kept"]
-                     and details["grads_bitwise_repeatable"])
-    if not details["ok"]:
-        details["reason"] = (f"worst: {max(errors, key=lambda k: errors[k]['error'] / errors[k]['bound'])}; "
-                             f"{unexplained} mask flips away from a threshold")
-    return details
+    return _verdict(details, unexplained)
+
+
+# --------------------------------------------------------------------- the losses on F as one op
+
+G_DROP = 1.7  # L_drop's upstream gradient in the fused op's check: distinct from UPSTREAM's two
+
+
+def _feature_losses_run(feature, dropped, weight, target, thresholds, fine_grained):
+    from fastwsol import ops
+
+    leaves = [t.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+              for t in (feature, dropped, weight)]
+    losses = ops.feature_losses(*leaves, target, fg_threshold=thresholds[0], bg_threshold=thresholds[1],
+                                fine_grained=fine_grained, backend="triton")
+    grads = torch.autograd.grad(G_DROP * losses[0] + UPSTREAM[0] * losses[1] + UPSTREAM[1] * losses[2], leaves)
+    return [loss.detach() for loss in losses], list(grads)
+
+
+def check_feature_losses(settings: Settings, shared: dict, *, shape: str, shapes: OpShapes, dtype: str,
+                         layout: str, upcast: bool = False) -> dict:
+    """The training objective's one op for L_drop, L_sim and L_norm of ``F.float()`` (fp32 weight;
+    ``upcast``: a bf16 F and F_drop, the training path) against float64 on the same input values:
+    L_drop within the consistency bound, the alignment losses and the three gradients (∂F the sum
+    of both losses' gradients, rounded once) within the alignment bounds, mask flips only near a
+    threshold, bitwise-repeatable gradients, the layouts kept."""
+    device = settings.device
+    tensor_dtype = CHECKED_DTYPES["bf16" if upcast else dtype]
+    feature = random_tensor(shapes.feature, torch.float32, layout, device, seed=0).to(tensor_dtype)
+    dropped = random_tensor(shapes.feature, torch.float32, layout, device, seed=7).to(tensor_dtype)
+    weight = random_tensor((shapes.classes, shapes.channels), torch.float32, layout, device, seed=1)
+    generator = torch.Generator(device=device).manual_seed(2)
+    target = torch.randint(0, shapes.classes, (shapes.batch,), generator=generator, device=device)
+    thresholds = fg_bg(shapes)
+    keywords = {"fg_threshold": thresholds[0], "bg_threshold": thresholds[1], "fine_grained": shapes.fine_grained}
+    got = _feature_losses_run(feature, dropped, weight, target, thresholds, shapes.fine_grained)
+    again = _feature_losses_run(feature, dropped, weight, target, thresholds, shapes.fine_grained)
+    want, flips, unexplained = _reference_with_kernel_masks(feature, weight, target, keywords, upcast=True)
+    drop_leaves = [t.detach().double().requires_grad_() for t in (feature, dropped)]
+    drop_loss = (drop_leaves[0] - drop_leaves[1]).abs().mean()
+    drop_grads = torch.autograd.grad(G_DROP * drop_loss, drop_leaves)
+    want_drop = float(drop_loss.detach())
+
+    errors = {"loss_drop": {"error": abs(float(got[0][0]) - want_drop) / want_drop,
+                            "bound": kernel_cases.consistency_bound("fp32")}}
+    for index, label in enumerate(("loss_sim", "loss_norm")):
+        errors[label] = {"error": _max_error(got[0][index + 1], want["losses"][index]),
+                         "bound": kernel_cases.loss_bound("fp32", float(want["losses"][index]))}
+    errors["grad_feature"] = _grad_error(got[1][0], want["grads"][0] + drop_grads[0])
+    errors["grad_dropped"] = _grad_error(got[1][1], drop_grads[1])
+    errors["grad_weight"] = _grad_error(got[1][2], want["grads"][1])
+    details = {
+        "op": "feature_losses", "shape": shape, "dtype": dtype_label(dtype, upcast), "layout": layout,
+        "compared_with": "float64 consistency and alignment references on the same input values",
+        "errors": errors,
+        "flips": flips,
+        "losses_fp32": all(loss.dtype == torch.float32 for loss in got[0]),
+        "grad_layouts_kept": got[1][0].stride() == feature.stride() and got[1][1].stride() == dropped.stride(),
+        "grads_bitwise_repeatable": all(torch.equal(g, a) for g, a in zip(got[1], again[1])),
+    }
+    return _verdict(details, unexplained)
 
 
 # ----------------------------------------------------------------------------------- dropout

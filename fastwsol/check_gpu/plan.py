@@ -15,9 +15,9 @@ from functools import partial
 
 from fastwsol.check_gpu import correctness, pipeline, timing, training
 from fastwsol.check_gpu.runner import Row, Settings
-from fastwsol.kernel_build import UPCAST_DTYPE, UPCAST_OPS
+from fastwsol.kernel_build import OP_DTYPES, ops_built_in
 from fastwsol.kernel_cases import DTYPE_LAYOUT_CASES, DTYPES
-from fastwsol.kernel_shapes import TRAFFIC
+from fastwsol.kernel_shapes import UPCAST_DTYPE
 
 # Estimated seconds by kind of row: (on an H100, on the CPU dry run).
 ESTIMATES_S = {
@@ -25,6 +25,7 @@ ESTIMATES_S = {
     "alignment_loss": (2.0, 1.5),
     "attentive_dropout": (1.0, 0.5),
     "consistency_loss": (1.0, 0.5),
+    "feature_losses": (1.0, 1.5),  # its kernels compiled by the rows before it, but its backward
     "philox": (1.0, 0.5),
     "nan": (1.0, 1.0),
     "fp16_refused": (0.1, 0.1),
@@ -33,12 +34,14 @@ ESTIMATES_S = {
     "train compiled vgg16": (90.0, 30.0),
     "train compiled resnet50": (130.0, 30.0),
     "block": (3.0, 2.0),
-    "timing": (1.0, 1.5),
+    "timing": (0.7, 1.5),  # 2 × 24 calls of a few ms; the kernels compiled by the correctness rows
     "evaluator": (30.0, 5.0),  # numba compiles the component tree on a fresh machine
     "dali": (30.0, 0.1),
 }
 CHECKS = {"alignment_loss": correctness.check_alignment, "attentive_dropout": correctness.check_dropout,
-          "consistency_loss": correctness.check_consistency}
+          "consistency_loss": correctness.check_consistency, "feature_losses": correctness.check_feature_losses}
+# The ops only the training step calls, and only channels_last: checked in that layout alone.
+STEP_ONLY_OPS = ("feature_losses",)
 EVALUATOR_BATCHES = 2
 
 
@@ -53,10 +56,12 @@ def _correctness_rows(settings: Settings) -> list[Row]:
     for shape, op_shapes in shapes.items():
         case = {"shape": shape, "shapes": op_shapes}
         for dtype, layout in DTYPE_LAYOUT_CASES:
-            for op, check in CHECKS.items():
+            for op in ops_built_in(dtype):
+                if op in STEP_ONLY_OPS and layout != "channels_last":
+                    continue
                 rows.append(Row(f"correctness {op} {shape} {dtype} {layout}", "correctness",
-                                _estimate(settings, op), partial(check, **case, dtype=dtype, layout=layout)))
-        for op in UPCAST_OPS:  # the training path: a bf16 F read as fp32
+                                _estimate(settings, op), partial(CHECKS[op], **case, dtype=dtype, layout=layout)))
+        for op in ops_built_in(UPCAST_DTYPE):  # the training path: a bf16 F read as fp32
             rows.append(Row(f"correctness {op} {shape} {UPCAST_DTYPE} channels_last", "correctness",
                             _estimate(settings, op),
                             partial(CHECKS[op], **case, dtype="bf16", layout="channels_last", upcast=True)))
@@ -64,9 +69,9 @@ def _correctness_rows(settings: Settings) -> list[Row]:
                         _estimate(settings, "philox"),
                         partial(correctness.check_philox, **case, dtype="bf16", layout="channels_last")))
     case = {"shape": first, "shapes": settings.shapes[first]}
-    for op, check in CHECKS.items():
+    for op in ops_built_in("bf16"):  # the ops that take a 16-bit input as it is
         rows.append(Row(f"correctness {op} {first} fp16 channels_last", "correctness", _estimate(settings, op),
-                        partial(check, **case, dtype="fp16", layout="channels_last")))
+                        partial(CHECKS[op], **case, dtype="fp16", layout="channels_last")))
     rows.append(Row("correctness fp16 training refused", "correctness", _estimate(settings, "fp16_refused"),
                     correctness.check_fp16_training_refused))
     for dtype in DTYPES:
@@ -93,8 +98,8 @@ def _measurement_rows(settings: Settings) -> list[Row]:
     rows = [Row(f"loss block {shape}", "loss_block", _estimate(settings, "block"),
                 partial(timing.time_loss_block, shape=shape, shapes=op_shapes)) for shape, op_shapes in shapes.items()]
     for shape, op_shapes in shapes.items():
-        for op in TRAFFIC:
-            for dtype in (*DTYPES, *([UPCAST_DTYPE] if op in UPCAST_OPS else [])):
+        for op, dtypes in OP_DTYPES.items():
+            for dtype in dtypes:
                 rows.append(Row(f"timing {op} {shape} {dtype}", "kernel_timing", _estimate(settings, "timing"),
                                 partial(timing.time_kernel, op=op, shape=shape, shapes=op_shapes, dtype=dtype)))
     return rows

@@ -17,9 +17,9 @@ import torch
 
 from fastwsol.check_gpu.correctness import DROP_PROB, GAMMA, fg_bg, random_tensor
 from fastwsol.check_gpu.runner import Settings
-from fastwsol.kernel_build import UPCAST_DTYPE
+from fastwsol.kernel_build import OP_DIRECTIONS
 from fastwsol.kernel_cases import CHECKED_DTYPES, UPSTREAM
-from fastwsol.kernel_shapes import TRAFFIC, OpShapes
+from fastwsol.kernel_shapes import UPCAST_DTYPE, OpShapes, op_traffic
 
 ROOFLINE = Path(__file__).resolve().parents[2] / "bench" / "results" / "roofline.json"
 L2_FLUSH_BYTES = 256 << 20  # written between timed replays: above any current GPU's L2
@@ -131,13 +131,27 @@ def copy_bandwidth(settings: Settings, shared: dict) -> dict:
 
 def _op_closures(op: str, shapes: OpShapes, dtype: str, device: str):
     """(forward, forward + backward) of one op on fresh random inputs, channels_last; ``dtype``
-    ``bf16-upcast`` is the training objective's call (a bf16 F read as fp32, fp32 weight)."""
+    ``bf16-upcast`` is the training objective's call (a bf16 F read as fp32, fp32 weight), as is
+    every call of ``feature_losses`` (the losses on F as one op: fp32 weight)."""
     from fastwsol import ops
 
     upcast = dtype == UPCAST_DTYPE
     tensor_dtype = CHECKED_DTYPES["bf16" if upcast else dtype]
     layout = "channels_last"
-    if op == "alignment_loss":
+    if op == "feature_losses":
+        fg, bg = fg_bg(shapes)
+        leaves = [random_tensor(shapes.feature, tensor_dtype, layout, device, s).requires_grad_() for s in (0, 7)]
+        leaves.append(random_tensor((shapes.classes, shapes.channels), torch.float32, layout, device, 1)
+                      .requires_grad_())
+        target = torch.randint(0, shapes.classes, (shapes.batch,), device=device)
+
+        def forward():
+            return ops.feature_losses(*leaves, target, fg_threshold=fg, bg_threshold=bg,
+                                      fine_grained=shapes.fine_grained, backend="triton")
+
+        def total(outputs):
+            return outputs[0] + UPSTREAM[0] * outputs[1] + UPSTREAM[1] * outputs[2]
+    elif op == "alignment_loss":
         fg, bg = fg_bg(shapes)
         feature = random_tensor(shapes.feature, tensor_dtype, layout, device, 0).requires_grad_()
         weight_dtype = torch.float32 if upcast else tensor_dtype
@@ -187,24 +201,24 @@ def roofline_rows() -> dict[tuple, dict]:
 
 def time_kernel(settings: Settings, shared: dict, *, op: str, shape: str, shapes: OpShapes, dtype: str) -> dict:
     """One op, shape and dtype: forward and backward (forward + backward − forward) times beside
-    the floor at this machine's copy rate and the roofline model's estimate."""
+    the floor at this machine's copy rate and the roofline model's estimate. A direction without
+    launches of its own (``kernel_build.OP_DIRECTIONS``: the forward of ``feature_losses`` is
+    the consistency and alignment forwards, timed in their rows) is measured, with no floor."""
     forward, forward_backward = _op_closures(op, shapes, dtype, settings.device)
     forward_time = kernel_time(settings, forward)
     both_time = kernel_time(settings, forward_backward)
-    upcast = dtype == UPCAST_DTYPE
-    element_size = CHECKED_DTYPES["bf16" if upcast else dtype].itemsize
     rate = shared.get("copy_bytes_per_s")
     model = roofline_rows()
     directions = {}
     for direction, measured_ms in (("forward", forward_time["ms"]), ("backward", both_time["ms"] - forward_time["ms"])):
-        extra = {"upcast": True} if upcast and op == "alignment_loss" else {}
-        traffic = TRAFFIC[op](shapes, element_size, direction, **extra)
-        floor_us = traffic.minimum_bytes / rate * 1e6 if rate else None
+        traffic = op_traffic(op, shapes, dtype, direction) if direction in OP_DIRECTIONS[op] else None
+        floor_us = traffic.minimum_bytes / rate * 1e6 if rate and traffic else None
         modelled = model.get((op, direction, shape, dtype), {})
         directions[direction] = {
             "measured_us": measured_ms * 1e3, "floor_us": floor_us,
             "measured_over_floor": measured_ms * 1e3 / floor_us if floor_us else None,
-            "minimum_bytes": traffic.minimum_bytes, "modelled_hbm_bytes": traffic.hbm_bytes,
+            "minimum_bytes": traffic.minimum_bytes if traffic else None,
+            "modelled_hbm_bytes": traffic.hbm_bytes if traffic else None,
             "model_estimate_us": modelled.get("estimate_us"), "model_floor_us": modelled.get("floor_us"),
             "model_estimate_over_floor": modelled.get("estimate_over_floor"),
         }
@@ -220,9 +234,10 @@ def time_kernel(settings: Settings, shared: dict, *, op: str, shape: str, shapes
 
 def _block_closure(shapes: OpShapes, variant: str, device: str):
     """Forward + backward of the method's block: attentive dropout on the head's output, L_drop on
-    (F, F_drop) and the alignment losses on F. Variants: ``paper`` (the eager reference, fp32, the
-    B×C×H×W similarity materialised), ``ours-fp32`` (the kernels, fp32), ``ours-bf16-upcast``
-    (the training path under bf16 autocast: bf16 tensors read as fp32, fp32 weight)."""
+    (F, F_drop) and the alignment losses on F, the three by ``ops.feature_losses`` as the training
+    objective calls them. Variants: ``paper`` (the eager reference, fp32, the B×C×H×W similarity
+    materialised), ``ours-fp32`` (the kernels, fp32), ``ours-bf16-upcast`` (the training path under
+    bf16 autocast: bf16 tensors read as fp32, fp32 weight)."""
     from fastwsol import ops
 
     backend = "reference" if variant == "paper" else "triton"
@@ -240,9 +255,9 @@ def _block_closure(shapes: OpShapes, variant: str, device: str):
 
     def block():
         out, _ = ops.attentive_dropout(x, GAMMA, DROP_PROB, backend=backend)
-        loss_drop = ops.consistency_loss(feature, dropped, backend=backend, upcast=upcast)
-        loss_sim, loss_norm = ops.alignment_loss(feature, weight, target, fg_threshold=fg, bg_threshold=bg,
-                                                 fine_grained=shapes.fine_grained, backend=backend, upcast=upcast)
+        loss_drop, loss_sim, loss_norm = ops.feature_losses(feature, dropped, weight, target, fg_threshold=fg,
+                                                            bg_threshold=bg, fine_grained=shapes.fine_grained,
+                                                            backend=backend)
         total = loss_drop + loss_sim + loss_norm
         return torch.autograd.grad((total, out), leaves, (torch.ones_like(total), grad_out))
 
