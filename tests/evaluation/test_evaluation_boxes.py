@@ -268,6 +268,28 @@ def test_hole_box_at_the_exact_size_bound(hole_w, hole_h, gt_w, gt_h, speck):
     assert not _fast_and_opencv(filled, gt, 50, True)[1][0, 0]  # the outer box alone does not match
 
 
+@pytest.mark.parametrize("opens_into", ["frame", "enclosing-hole"])
+def test_hole_that_opens_stops_counting(opens_into):
+    """A ring whose hole box alone matches the GT, with a notch of lower score through its
+    wall: below the notch's score the hole is enclosed and counts; above it the hole joins
+    the background outside the ring (the frame's component, or the hole of a ring around
+    it), and its hit must go. A ring beside it, with an arm under it, has a hole large
+    enough and a box over the GT box at every threshold, so the hole sweep runs to the top."""
+    m = np.zeros((SIZE, SIZE), np.float32)
+    m[0:221, 160:221] = 1
+    m[5:216, 165:216] = 0  # the ring beside ...
+    m[216:221, 10:160] = 1  # ... and its arm
+    if opens_into == "enclosing-hole":
+        m[35:156, 35:156] = 1
+        m[40:151, 40:151] = 0
+    m[70:131, 70:131] = 1
+    m[78:123, 78:123] = 0  # hole 78..122 → rect 77..123; the smaller hole, the one merged away
+    m[70:78, 98:102] = 0.5  # the notch through the top wall
+    gt = [[77, 77, 124, 124]]
+    fast, ref = _fast_and_opencv(m, gt, 70, True)
+    assert ref[0, 0] and not ref[0, -1] and (fast == ref).all()
+
+
 def test_single_contour_tie_picks_opencv_first_max():
     """Two single pixels (contourArea 0 each): OpenCV lists the later one (raster order)
     first, so single-contour keeps it; the GT matches only that one."""
