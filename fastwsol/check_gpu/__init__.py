@@ -21,12 +21,12 @@ import json
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 from fastwsol.check_gpu.runner import Row, Settings, run_rows
+from fastwsol.io import check_writable_folder
 from fastwsol.kernel_shapes import DRY_RUN_SHAPES, REAL_SHAPES
 
 FAIL_ROW_ENV = "FASTWSOL_CHECK_GPU_FAIL"  # rehearsal: the row of this name raises (docs/check_gpu.md)
@@ -77,11 +77,11 @@ def prepare_output(out: str, force: bool) -> tuple[Path, Path]:
     if existing and not force:
         raise ValueError(f"{', '.join(existing)} already exist; pass --force to overwrite or choose another --out")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".check-gpu-probe-"):
-            pass
+        check_writable_folder(out_dir, "--out")
     except OSError as exc:
-        raise ValueError(f"--out {out}: cannot write the report there ({exc.strerror or exc})") from exc
+        reason = exc.__cause__ or exc  # the operating system's own error, where the check wraps one
+        detail = getattr(reason, "strerror", None) or reason
+        raise ValueError(f"--out {out}: cannot write the report there ({detail})") from exc
     return targets
 
 
