@@ -1,5 +1,5 @@
-"""The README's Python examples run: every ```python block of README.md, in order, in one
-namespace, on tiny data.
+"""The documented Python examples run: every ```python block of README.md, then of docs/api.md,
+in order, in one namespace, on tiny data.
 
 The examples name things a user has (their images and labels, CAMs, a dataset folder, ImageNet
 weights); the test provides small stand-ins for exactly those and nothing else, so an example
@@ -16,6 +16,8 @@ import pytest
 import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+API_DOC = README.parent / "docs" / "api.md"
+EXAMPLE_FILES = (README, API_DOC)
 
 
 def python_blocks(text: str) -> list[str]:
@@ -59,14 +61,17 @@ def user_side(tmp_path, monkeypatch):
     }
 
 
-def test_the_readme_has_python_examples():
-    assert len(python_blocks(README.read_text())) >= 3
+def test_the_readme_and_the_api_doc_have_python_examples():
+    assert len(python_blocks(README.read_text())) >= 1
+    assert len(python_blocks(API_DOC.read_text())) >= 2
 
 
-def test_readme_python_examples_run(user_side):
+def test_documented_python_examples_run(user_side):
     namespace = dict(user_side)
-    for number, block in enumerate(python_blocks(README.read_text()), 1):
-        try:
-            exec(compile(block, f"README.md python block {number}", "exec"), namespace)
-        except Exception as exc:
-            pytest.fail(f"README.md python block {number} fails: {type(exc).__name__}: {exc}\n{block}")
+    for path in EXAMPLE_FILES:
+        for number, block in enumerate(python_blocks(path.read_text()), 1):
+            where = f"{path.relative_to(README.parent)} python block {number}"
+            try:
+                exec(compile(block, where, "exec"), namespace)
+            except Exception as exc:
+                pytest.fail(f"{where} fails: {type(exc).__name__}: {exc}\n{block}")
