@@ -49,6 +49,10 @@ class ModelConfig:
     name: ModelName = "vgg16"
     method: Method = "bridging_gap"
     pretrained: str | None = None  # None | "imagenet" | path to a torchvision state dict
+    # ResNet50 only: start from the pretrained weights' 1000-class fc instead of a fresh one, as the
+    # authors' code does on ILSVRC (whose classes are ImageNet's); needs model.pretrained and a
+    # 1000-class dataset. The fc still trains at lr × optim.new_layer_lr_multiplier, as theirs.
+    keep_pretrained_classifier: bool = False
     # A fastwsol checkpoint of the same architecture whose backbone initialises this model (new
     # layers fresh, as with ImageNet weights): e.g. the synthetic pretraining run.
     init_from: str | None = None
@@ -285,6 +289,17 @@ def config_problems(config: ExperimentConfig) -> list[str]:
             "model.init_from",
             config.model.init_from is None or config.model.pretrained is None,
             "give either model.pretrained or model.init_from, not both",
+        ),
+        (
+            "model.keep_pretrained_classifier",
+            not config.model.keep_pretrained_classifier or config.model.pretrained is not None,
+            "needs model.pretrained (imagenet or a torchvision resnet50 file): it keeps that file's classifier",
+        ),
+        (
+            "model.keep_pretrained_classifier",
+            not config.model.keep_pretrained_classifier or name == "resnet50",
+            f"only resnet50 has a pretrained classifier to keep, not {name} "
+            f"(VGG16-GAP's classifier is replaced by conv6, GAP and a new fc)",
         ),
         ("model.drop_prob", 0.0 <= config.model.drop_prob <= 1.0, "must lie in [0, 1]"),
         ("model.drop_threshold", 0.0 <= config.model.drop_threshold <= 1.0, "must lie in [0, 1]"),
