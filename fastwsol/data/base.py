@@ -59,7 +59,7 @@ class SplitLoader:
         if train and resize_size < image_size:
             raise ValueError(f"train crops image_size={image_size} from resize_size={resize_size}: need resize >= crop")
         shard_range(0, shard_id, num_shards)  # validates the shard arguments early
-        self.metadata = read_split_metadata(metadata_root, dataset, split, require_boxes=not train)
+        self.metadata = read_split_metadata(metadata_root, dataset, split, require_localization=not train)
         self.image_dir = Path(data_root) / dataset
         self.checked = check_split_images(self.image_dir, self.metadata, skip_bad=skip_bad, verify=verify)
         self.train, self.batch_size, self.seed = train, batch_size, seed
