@@ -4,13 +4,16 @@ docs/evaluate_maps.md).
 wsolevaluation's ``evaluation.py`` reads one ``.npy`` per image, ``<scoremap_root>/<image_id>.npy``
 (the image id as in ``image_ids.txt``, extension kept: ``test/01226z/7af766bd43da900b.jpg`` →
 ``<root>/test/01226z/7af766bd43da900b.jpg.npy``), a 2-D float map in [0, 1] compared with the
-ground truth resized to 224×224. Here the same maps are scored with fastwsol's evaluators:
-boxes (the split's ``localization.txt`` holds boxes) with :class:`~fastwsol.evaluation.BoxEvaluator`
-plus the single-contour metrics and the map diagnostics that ``fastwsol evaluate`` reports.
+ground truth resized to 224×224. Here the same maps are scored with fastwsol's evaluators, chosen
+by what the split's ``localization.txt`` holds (not by the dataset's name): boxes with
+:class:`~fastwsol.evaluation.BoxEvaluator` plus the single-contour metrics and the map diagnostics
+that ``fastwsol evaluate`` reports; masks (OpenImages) with :class:`~fastwsol.evaluation.MaskEvaluator`
+(PxAP, PIoU), the GT masks read from ``<mask_root>/<dataset>/<mask_path>`` as wsolevaluation's
+``--mask_root`` reads them.
 
 Every problem with the maps is a :class:`ScoreMapError` naming the files at fault. Which maps
-exist, and each one's shape and dtype (from its ``.npy`` header), are checked before any map is
-scored; NaN and values outside [0, 1] need the data and are found while scoring, which goes on
+exist, and each one's shape and dtype (from its ``.npy`` header), and which mask PNGs exist, are
+checked before any map is scored; NaN and values outside [0, 1] need the data and are found while scoring, which goes on
 to collect every bad map (up to :data:`MAX_BAD_MAPS`) so that one run names them all.
 """
 
@@ -27,7 +30,7 @@ import numpy as np
 
 from fastwsol.data.metadata import BUILTIN, SplitMetadata, read_split_metadata
 from fastwsol.evaluate import SINGLE_CONTOUR_KEYS, gt_boxes_224, refuse_to_replace
-from fastwsol.evaluation import BoxEvaluator, MapDiagnostics
+from fastwsol.evaluation import BoxEvaluator, MapDiagnostics, MaskEvaluator, load_gt_masks
 from fastwsol.evaluation.boxes import SCOREMAP_SIZE
 from fastwsol.io import check_writable_folder, write_text_atomic
 from fastwsol.progress import Progress
@@ -56,6 +59,7 @@ MAX_BAD_MAPS = 100  # scoring stops once this many maps proved bad: the message 
 SHOWN = 5  # paths an error or warning names
 BATCH_SIZE = 64
 READERS = min(4, os.cpu_count() or 1)
+MASK_LABELS = (("pxap", "PxAP"), ("piou", "PIoU (pixel IoU at the best threshold)"))
 
 
 class ScoreMapError(ValueError):
@@ -194,21 +198,19 @@ def _read_batch(paths: Sequence[Path]) -> tuple[np.ndarray, list[str]]:
     return maps, bad
 
 
-def _batches(
-    paths: Sequence[Path], batch_size: int, readers: int, read: Callable = _read_batch
-) -> Iterator[tuple[int, int, object]]:
-    """(start, stop, ``read(paths[start:stop])``) in order, read by a pool of threads a few
-    batches ahead (np.load waits on the disk, not the interpreter), at most ``readers + 1``
-    batches held at once."""
-    starts = iter(range(0, len(paths), batch_size))
+def _batches(count: int, batch_size: int, readers: int, read: Callable) -> Iterator[tuple[int, int, tuple]]:
+    """(start, stop, ``read(start, stop)``) over ``range(count)`` in order, read by a pool of
+    threads a few batches ahead (np.load and PNG reads wait on the disk, not the interpreter), at
+    most ``readers + 1`` batches held at once."""
+    starts = iter(range(0, count, batch_size))
     with ThreadPoolExecutor(readers) as pool:
         pending = deque()
 
         def submit() -> None:
             start = next(starts, None)
             if start is not None:
-                stop = min(start + batch_size, len(paths))
-                pending.append((start, stop, pool.submit(read, paths[start:stop])))
+                stop = min(start + batch_size, count)
+                pending.append((start, stop, pool.submit(read, start, stop)))
 
         for _ in range(readers + 1):
             submit()
@@ -219,6 +221,32 @@ def _batches(
             yield start, stop, result
 
 
+def _score(paths: list[Path], read_more: Callable, accumulate: Callable, batch_size: int, readers: int,
+           bar: Progress) -> None:
+    """The scoring loop: each batch's maps (:func:`_read_batch`) and whatever ``read_more(start,
+    stop)`` reads beside them (GT masks) go to ``accumulate(start, stop, maps, more)``. A bad map
+    stops the accumulating (nothing will be reported) but not the reading, so that one run names
+    every bad map, up to :data:`MAX_BAD_MAPS`."""
+
+    def read(start: int, stop: int) -> tuple:
+        return *_read_batch(paths[start:stop]), read_more(start, stop)
+
+    bad: list[str] = []
+    for start, stop, (maps, bad_here, more) in _batches(len(paths), batch_size, readers, read):
+        bad += bad_here
+        if len(bad) >= MAX_BAD_MAPS:
+            break
+        if not bad:
+            accumulate(start, stop, maps, more)
+        bar.update(images=stop - start)
+    if bad:
+        stopped = f" (stopped after {len(bad)}: there may be more)" if len(bad) >= MAX_BAD_MAPS else ""
+        raise ScoreMapError(
+            f"{len(bad)} of {len(paths)} score maps are not valid{stopped}: " + "; ".join(bad[:SHOWN])
+            + (f"; and {len(bad) - SHOWN} more" if len(bad) > SHOWN else "")
+        )
+
+
 def _box_metrics(
     metadata: SplitMetadata,
     paths: list[Path],
@@ -227,9 +255,7 @@ def _box_metrics(
     iou_thresholds: Sequence[int],
     multi_contour: bool,
     box_backend: str,
-    batch_size: int,
-    readers: int,
-    bar: Progress,
+    **loop,
 ) -> dict:
     """The protocol's box metrics of the maps (no Top-1/5 Loc: there is no classifier), the
     single-contour ones (``*_single``) and the map diagnostics, as ``fastwsol evaluate`` reports
@@ -239,20 +265,14 @@ def _box_metrics(
         return BoxEvaluator(iou_thresholds, cam_curve_interval, multi_contour=multi, backend=box_backend)
 
     main, single, diagnostics = evaluator(multi_contour), evaluator(False) if multi_contour else None, MapDiagnostics()
-    bad: list[str] = []
-    for start, stop, (maps, bad_here) in _batches(paths, batch_size, readers):
-        bad += bad_here
-        if bad:  # the results will not be reported: only look for more bad maps
-            if len(bad) >= MAX_BAD_MAPS:
-                break
-            bar.update(images=stop - start)
-            continue
+
+    def accumulate(start: int, stop: int, maps: np.ndarray, _) -> None:
         boxes = gt_boxes_224(metadata, np.arange(start, stop))
         for box_evaluator in (main, single) if single is not None else (main,):
             box_evaluator.accumulate(maps, boxes)
         diagnostics.accumulate(maps, boxes)
-        bar.update(images=stop - start)
-    _raise_bad(bad, len(paths))
+
+    _score(paths, lambda start, stop: None, accumulate, **loop)
     metrics = main.compute()
     single_metrics = single.compute() if single is not None else metrics
     metrics.update({f"{k}_single": single_metrics[k] for k in SINGLE_CONTOUR_KEYS})
@@ -260,14 +280,33 @@ def _box_metrics(
     return {k: v for k, v in metrics.items() if not k.startswith(("top1_", "top5_"))}
 
 
-def _raise_bad(bad: list[str], total: int) -> None:
-    if not bad:
-        return
-    stopped = f" (stopped after {len(bad)}: there may be more)" if len(bad) >= MAX_BAD_MAPS else ""
-    raise ScoreMapError(
-        f"{len(bad)} of {total} score maps are not valid{stopped}: " + "; ".join(bad[:SHOWN])
-        + (f"; and {len(bad) - SHOWN} more" if len(bad) > SHOWN else "")
+def _mask_metrics(
+    metadata: SplitMetadata, paths: list[Path], *, mask_dir: Path, cam_curve_interval: float, mask_backend: str, **loop
+) -> dict:
+    """PxAP and PIoU of the maps against the GT masks under ``mask_dir``, read with the maps."""
+    evaluator = MaskEvaluator(cam_curve_interval, backend=mask_backend)
+    _score(
+        paths,
+        lambda start, stop: load_gt_masks(mask_dir, metadata.masks[start:stop]),
+        lambda start, stop, maps, gt_masks: evaluator.accumulate(maps, gt_masks),
+        **loop,
     )
+    try:
+        return evaluator.compute()
+    except RuntimeError as exc:  # no foreground pixel, or no map above the lowest threshold
+        raise ValueError(f"PxAP of {metadata.split_dir}: {exc}") from None
+
+
+def check_mask_files(metadata: SplitMetadata, mask_dir: Path, what: str) -> None:
+    """Before any map is scored: every instance and ignore PNG the metadata names is under
+    ``mask_dir``, else an error counting and naming the missing ones."""
+    files = [mask_dir / p for a in metadata.masks for p in (*a.mask_paths, *([a.ignore_path] if a.ignore_path else []))]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(files)} mask PNGs of {what} are missing under {mask_dir} "
+            f"(--mask-root DIR holds them as DIR/<dataset>/<mask_path>): {_first(missing)}"
+        )
 
 
 def evaluate_scoremaps(
@@ -276,10 +315,12 @@ def evaluate_scoremaps(
     split: str,
     *,
     metadata_root: str | os.PathLike = BUILTIN,
+    mask_root: str | os.PathLike | None = None,
     cam_curve_interval: float = DEFAULT_CAM_CURVE_INTERVAL,
     iou_thresholds: Sequence[int] = (30, 50, 70),
     multi_contour: bool = True,
     box_backend: str = "component_tree",
+    mask_backend: str = "histogram",
     batch_size: int = BATCH_SIZE,
     readers: int = READERS,
     progress: bool = True,
@@ -287,21 +328,38 @@ def evaluate_scoremaps(
 ) -> dict:
     """The metrics of the maps under ``scoremap_root`` against ``<metadata_root>/<dataset>/<split>``
     (any metadata in the benchmark's layout, e.g. a subset of a split), with the settings that
-    produced them. ``warn`` receives each warning as well (they are also under ``"warnings"``);
-    ``progress``: :class:`~fastwsol.progress.Progress` on stderr. Bad maps: :class:`ScoreMapError`."""
+    produced them. Masks are read from ``<mask_root>/<dataset>/<mask_path>`` (needed when the
+    split's localization is masks). ``warn`` receives each warning as well (they are also under
+    ``"warnings"``); ``progress``: :class:`~fastwsol.progress.Progress` on stderr. Bad maps:
+    :class:`ScoreMapError`; missing or unreadable masks: ``FileNotFoundError``/``ValueError``."""
     metadata = read_split_metadata(metadata_root, dataset, split)
     what = f"{dataset}/{split}"
-    warnings = scan_scoremaps(scoremap_root, metadata.image_ids, what, readers=readers, progress=progress)
+    kind = metadata.localization
+    mask_dir = Path(mask_root) / dataset if mask_root is not None else None
+    warnings = []
+    if kind == "masks":
+        if mask_dir is None:
+            raise ValueError(f"the localization of {what} ({metadata.split_dir}) is masks: give --mask-root DIR, "
+                             f"the folder that holds them as DIR/{dataset}/<mask_path>")
+        check_mask_files(metadata, mask_dir, what)
+    elif mask_root is not None:
+        warnings.append(f"--mask-root {mask_root} is not used: the localization of {what} is {kind}")
+    warnings += scan_scoremaps(scoremap_root, metadata.image_ids, what, readers=readers, progress=progress)
     for line in warnings if warn is not None else ():
         warn(line)
     paths = [scoremap_path(scoremap_root, image_id) for image_id in metadata.image_ids]
     bar = Progress(len(paths), f"evaluate-maps {what}", enabled=progress)
-    settings = {"cam_curve_interval": float(cam_curve_interval), "iou_thresholds": [int(d) for d in iou_thresholds],
-                "multi_contour": bool(multi_contour)}
-    metrics = _box_metrics(metadata, paths, **settings, box_backend=box_backend, batch_size=batch_size,
-                           readers=readers, bar=bar)
+    loop = {"batch_size": batch_size, "readers": readers, "bar": bar}
+    if kind == "masks":
+        settings = {"cam_curve_interval": float(cam_curve_interval), "mask_root": str(mask_root)}
+        metrics = _mask_metrics(metadata, paths, mask_dir=mask_dir, cam_curve_interval=float(cam_curve_interval),
+                                mask_backend=mask_backend, **loop)
+    else:
+        settings = {"cam_curve_interval": float(cam_curve_interval),
+                    "iou_thresholds": [int(d) for d in iou_thresholds], "multi_contour": bool(multi_contour)}
+        metrics = _box_metrics(metadata, paths, **settings, box_backend=box_backend, **loop)
     bar.close()
-    return {"dataset": dataset, "split": split, "localization": "boxes", "scoremap_root": str(scoremap_root),
+    return {"dataset": dataset, "split": split, "localization": kind, "scoremap_root": str(scoremap_root),
             "metadata_root": str(metadata_root), **settings, **metrics, "warnings": warnings}
 
 
@@ -321,6 +379,9 @@ def check_outputs(out_dir: str | os.PathLike, dataset: str, split: str, overwrit
 def markdown_report(result: dict) -> str:
     """The result as a Markdown table (one row per metric) under a line naming what was scored."""
     labels = dict(METRIC_LABELS)
+    if result["localization"] == "masks":
+        labels = {**dict(MASK_LABELS), "best_threshold": "CAM threshold (PIoU-optimal)",
+                  "num_images": labels["num_images"]}
     rows = []
     for key, label in labels.items():
         if result.get(key) is not None:
@@ -330,10 +391,12 @@ def markdown_report(result: dict) -> str:
     for suffix, how in (("", ""), ("_single", ", single contour")):
         for iou, accuracy in (result.get(f"box_acc{suffix}") or {}).items():
             rows.append((f"BoxAcc at IoU {iou} %{how}", f"{accuracy:.2f}"))
-    contour = "all contours (MaxBoxAccV2)" if result["multi_contour"] else "the largest contour"
+    if result["localization"] == "masks":
+        against = f"masks of {result['mask_root']}"
+    else:
+        against = "boxes of " + ("all contours (MaxBoxAccV2)" if result["multi_contour"] else "the largest contour")
     header = (f"Score maps {result['scoremap_root']} on {result['dataset']} {result['split']} "
-              f"(metadata {result['metadata_root']}; {result['localization']}; CAM threshold step "
-              f"{result['cam_curve_interval']:g}; boxes of {contour})")
+              f"(metadata {result['metadata_root']}; CAM threshold step {result['cam_curve_interval']:g}; {against})")
     warnings = "".join(f"\nwarning: {line}" for line in result.get("warnings", []))
     return f"{header}\n\n{markdown_table(('metric', 'value'), rows)}\n{warnings}"
 

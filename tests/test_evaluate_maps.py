@@ -13,7 +13,7 @@ from fastwsol.cli.evaluate_maps import DEFAULT_CAM_CURVE_INTERVAL as CLI_DEFAULT
 from fastwsol.data.metadata import BUILTIN_METADATA_ROOT, read_split_metadata
 from fastwsol.evaluate import gt_boxes_224
 from fastwsol.evaluate_maps import DEFAULT_CAM_CURVE_INTERVAL, ScoreMapError, evaluate_scoremaps, scoremap_path
-from fastwsol.evaluation import BoxEvaluator, MapDiagnostics
+from fastwsol.evaluation import IGNORE, MASK_BACKENDS, BoxEvaluator, MapDiagnostics, MaskEvaluator, load_gt_masks
 
 # image id, (width, height), boxes in original pixels
 IMAGES = (
@@ -260,3 +260,114 @@ def test_scan_accepts_every_float_width(tmp_path):
         assert evaluate_maps.read_scoremap(tmp_path / "m.npy").dtype == np.float64
     with pytest.raises(ScoreMapError, match="missing"):
         evaluate_maps.read_scoremap(tmp_path / "none.npy")
+
+
+# image id, instance mask PNGs, ignore PNG (or None): wsolevaluation's mask localization.txt
+MASK_IMAGES = (
+    ("test/01abc/aaa.jpg", ("test/01abc/aaa_m1.png", "test/01abc/aaa_m2.png"), "test/01abc/aaa_ignore.png"),
+    ("test/01abc/bbb.jpg", ("test/01abc/bbb_m1.png",), None),
+    ("test/02xyz/ccc.jpg", ("test/02xyz/ccc_m1.png",), "test/02xyz/ccc_ignore.png"),
+)
+
+
+def write_mask_metadata(root, images=MASK_IMAGES):
+    folder = root / "OpenImages" / "test"
+    folder.mkdir(parents=True)
+    (folder / "image_ids.txt").write_text("".join(f"{i}\n" for i, _, _ in images))
+    (folder / "class_labels.txt").write_text("".join(f"{i},{n}\n" for n, (i, _, _) in enumerate(images)))
+    (folder / "image_sizes.txt").write_text("")  # empty, as in the OpenImages release
+    (folder / "localization.txt").write_text("".join(
+        f"{i},{m},{(ignore or '') if k == 0 else ''}\n" for i, masks, ignore in images for k, m in enumerate(masks)
+    ))
+    return root
+
+
+def write_mask_pngs(mask_root, images=MASK_IMAGES, seed=0):
+    """Instance and ignore PNGs (0 or 255) of assorted sizes: ellipses and a rectangle."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for _, masks, ignore in images:
+        height, width = rng.integers(150, 400, 2)
+        for name in (*masks, *([ignore] if ignore else [])):
+            png = np.zeros((height, width), np.uint8)
+            cx, cy = int(rng.integers(20, width - 20)), int(rng.integers(20, height - 20))
+            if name.endswith("_ignore.png"):
+                cv2.rectangle(png, (cx - 40, cy - 30), (cx + 40, cy + 30), 255, -1)
+            else:
+                cv2.ellipse(png, (cx, cy), (int(rng.integers(10, 80)), int(rng.integers(10, 80))), 0, 0, 360, 255, -1)
+            path = mask_root / "OpenImages" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            assert cv2.imwrite(str(path), png)
+
+
+@pytest.fixture
+def mask_maps(tmp_path):
+    """(metadata root, mask root, score map root, the maps) for MASK_IMAGES."""
+    metadata = write_mask_metadata(tmp_path / "metadata")
+    write_mask_pngs(tmp_path / "data")
+    maps = smooth_maps(len(MASK_IMAGES), seed=3)
+    save_maps(tmp_path / "maps", [i for i, _, _ in MASK_IMAGES], maps, dtypes=(np.float64, np.float32))
+    return metadata, tmp_path / "data", tmp_path / "maps", maps
+
+
+@pytest.mark.parametrize("backend", MASK_BACKENDS)
+def test_mask_metrics_equal_the_mask_evaluator(mask_maps, backend):
+    metadata_root, mask_root, root, maps = mask_maps
+    result = evaluate_scoremaps(root, "OpenImages", "test", metadata_root=metadata_root, mask_root=mask_root,
+                                progress=False, batch_size=2, mask_backend=backend)
+    metadata = read_split_metadata(metadata_root, "OpenImages", "test")
+    gt = load_gt_masks(mask_root / "OpenImages", metadata.masks)
+    assert (gt == 1).any() and (gt == 0).any() and (gt == IGNORE).any()  # all three kinds of pixel
+    evaluator = MaskEvaluator(DEFAULT_CAM_CURVE_INTERVAL, backend="reference")
+    for n, (scoremap, mask) in enumerate(zip(maps, gt)):  # one at a time, as saved (float64, float32)
+        scoremap = scoremap.astype((np.float64, np.float32)[n % 2])
+        evaluator.accumulate(scoremap[None], mask[None])
+    expected = evaluator.compute()
+    assert {k: result[k] for k in expected} == expected
+    assert result["localization"] == "masks" and "max_box_acc_v2" not in result and "multi_contour" not in result
+
+
+def test_cli_masks_json_and_markdown(mask_maps, tmp_path, capsys):
+    metadata_root, mask_root, root, _ = mask_maps
+    code, out, err = cli(capsys, "--scoremap-root", root, "--dataset", "OpenImages", "--metadata-root", metadata_root,
+                         "--mask-root", mask_root, "--out", tmp_path / "out", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert 0 < result["pxap"] < 100 and 0 < result["piou"] < 100 and result["mask_root"] == str(mask_root)
+    markdown = (tmp_path / "out" / "evaluate_maps_OpenImages_test.md").read_text()
+    assert f"| PxAP | {result['pxap']:.2f} |" in markdown and "CAM threshold (PIoU-optimal)" in markdown
+
+
+def test_masks_need_a_mask_root(mask_maps, capsys):
+    metadata_root, _, root, _ = mask_maps
+    code, out, err = cli(capsys, "--scoremap-root", root, "--dataset", "OpenImages", "--metadata-root", metadata_root)
+    assert code == 1 and "localization of OpenImages/test" in err and "is masks: give --mask-root DIR" in err
+
+
+def test_missing_mask_pngs_are_named_before_scoring(mask_maps, capsys, monkeypatch):
+    metadata_root, mask_root, root, _ = mask_maps
+    missing = mask_root / "OpenImages" / MASK_IMAGES[2][2]
+    missing.unlink()
+    forbid_scoring(monkeypatch)
+    monkeypatch.setattr(evaluate_maps, "scan_scoremaps", lambda *a, **k: pytest.fail("read maps before the masks"))
+    code, out, err = cli(capsys, "--scoremap-root", root, "--dataset", "OpenImages", "--metadata-root", metadata_root,
+                         "--mask-root", mask_root)
+    assert code == 1 and f"1 of the 6 mask PNGs of OpenImages/test are missing under {mask_root / 'OpenImages'}" in err
+    assert str(missing) in err
+
+
+def test_an_unreadable_mask_png_is_named(mask_maps, capsys):
+    metadata_root, mask_root, root, _ = mask_maps
+    bad = mask_root / "OpenImages" / MASK_IMAGES[1][1][0]
+    bad.write_bytes(b"not a png")
+    code, out, err = cli(capsys, "--scoremap-root", root, "--dataset", "OpenImages", "--metadata-root", metadata_root,
+                         "--mask-root", mask_root)
+    assert code == 1 and str(bad) in err
+
+
+def test_a_mask_root_for_boxes_is_a_warning(box_maps, tmp_path, capsys):
+    metadata_root, root, _ = box_maps
+    code, out, err = cli(capsys, "--scoremap-root", root, "--dataset", "CUB", "--metadata-root", metadata_root,
+                         "--cam-curve-interval", STEP, "--mask-root", tmp_path, "--out", tmp_path / "out")
+    assert code == 0 and f"warning: --mask-root {tmp_path} is not used: the localization of CUB/test is boxes" in err

@@ -52,18 +52,23 @@ def add_parser(subparsers) -> None:
         "wsolevaluation metadata",
     )
     parser.add_argument(
+        "--mask-root", metavar="DIR",
+        help="where a split with mask localization (OpenImages) has its masks: DIR/<dataset>/<mask_path>, as "
+        "wsolevaluation's --mask_root (its download puts them with the images: DIR is then the data root)",
+    )
+    parser.add_argument(
         "--cam-curve-interval", type=cam_curve_interval, metavar="STEP", default=DEFAULT_CAM_CURVE_INTERVAL,
         help="CAM threshold step (default: %(default)s, wsolevaluation's config.py; its evaluation.py "
         "command line defaults to 0.01)",
     )
     parser.add_argument(
         "--iou-thresholds", type=iou_threshold, nargs="+", default=[30, 50, 70], metavar="PERCENT",
-        help="IoU thresholds of MaxBoxAccV2 (GT-known Loc needs 50)",
+        help="IoU thresholds of MaxBoxAccV2 (GT-known Loc needs 50; boxes only)",
     )
     parser.add_argument(
         "--multi-contour", action=argparse.BooleanOptionalAction, default=True,
         help="a box around every contour, the best one counts (MaxBoxAccV2 as the paper); --no-multi-contour: "
-        "the largest contour's box only (the single-contour figures are reported either way)",
+        "the largest contour's box only (the single-contour figures are reported either way; boxes only)",
     )
     parser.add_argument(
         "--out", default=".", metavar="DIR",
@@ -90,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             args.dataset,
             args.split,
             metadata_root=args.metadata_root,
+            mask_root=args.mask_root,
             cam_curve_interval=args.cam_curve_interval,
             iou_thresholds=args.iou_thresholds,
             multi_contour=args.multi_contour,
