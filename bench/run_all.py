@@ -105,11 +105,9 @@ def summary_rows(quick: bool = False) -> list[dict]:
                       ("evaluate_maps_masks", "evaluate-maps, OpenImages masks, vs wsolevaluation's loop")):
         if key in masks:
             part = masks[key]
-            fast = part.get("histogram_images_per_second", part.get("evaluate_maps_images_per_second"))
-            same = part.get("counts_equal", part.get("metrics_equal"))
             add("mask_evaluator", "evaluator", f"{what} ({part['images']} images)",
-                f"{fast:.0f} vs {part['reference_images_per_second']:.0f} img/s = {part['speedup']:.1f}×",
-                "same result", same)
+                f"{part['fast_images_per_second']:.0f} vs {part['reference_images_per_second']:.0f} img/s "
+                f"= {part['speedup']:.1f}×", "same result", part["equal"])
     data = _json("data")
     for r in data.get("rows", []):
         add("data", "data", f"{r['what']} {r['pipeline']} {r['output']}".replace(" - -", ""), f"{float(r['images_per_s']):.0f} img/s")

@@ -123,11 +123,12 @@ def read_scoremap(path: str | os.PathLike) -> np.ndarray:
         raise ScoreMapError(f"{path}: not a .npy file (an archive of several arrays?)")
     problem = _map_problem(scoremap.shape, scoremap.dtype)
     if problem is None:
-        scoremap = scoremap.astype(np.float64)
-        if np.isnan(scoremap).any():
+        scoremap = scoremap.astype(np.float64, copy=False)
+        low, high = scoremap.min(), scoremap.max()  # NaN if there is one
+        if np.isnan(low) or np.isnan(high):
             problem = f"{int(np.isnan(scoremap).sum())} NaN value(s); a score map must be finite, in [0, 1]"
-        elif scoremap.min() < 0 or scoremap.max() > 1:
-            problem = f"values in [{scoremap.min():.6g}, {scoremap.max():.6g}]; a score map must lie in [0, 1]"
+        elif low < 0 or high > 1:
+            problem = f"values in [{low:.6g}, {high:.6g}]; a score map must lie in [0, 1]"
     if problem is not None:
         raise ScoreMapError(f"{path}: {problem}")
     return scoremap

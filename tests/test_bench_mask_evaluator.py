@@ -16,9 +16,9 @@ def test_quick_run_agrees_with_the_references(monkeypatch, tmp_path, capsys):
                                "--cam-curve-interval", "0.01"])
     saved = json.loads((results / "quick" / "mask_evaluator.json").read_text())
     assert saved["run"]["kind"] == "quick" and not (results / "mask_evaluator.json").exists()
-    assert saved["mask_backends"]["counts_equal"] and saved["mask_backends"]["images"] == 20
-    assert saved["evaluate_maps_boxes"]["metrics_equal"] and saved["evaluate_maps_boxes"]["images"] == 6
-    assert saved["evaluate_maps_masks"]["metrics_equal"] and saved["evaluate_maps_masks"]["images"] == 8
+    assert saved["mask_backends"]["equal"] and saved["mask_backends"]["images"] == 20
+    assert saved["evaluate_maps_boxes"]["equal"] and saved["evaluate_maps_boxes"]["images"] == 6
+    assert saved["evaluate_maps_masks"]["equal"] and saved["evaluate_maps_masks"]["images"] == 8
     assert "same result" in capsys.readouterr().out
     rows = [r for r in run_all.summary_rows(quick=True) if r["run"].startswith("quick")]
     assert len(rows) == 3 and all(r["verdict"] == "met" for r in rows)
