@@ -118,7 +118,7 @@ def run(threads: int = 2, epochs: int = 3, batch_size: int = 32, data: str | Non
         tmp = tempfile.TemporaryDirectory(prefix="bench_data_")
         data = tmp.name
     paths = make_synthetic_dataset(data)  # the default synthetic set
-    train_meta = read_split_metadata(paths.metadata_root, paths.dataset, "train", require_boxes=False)
+    train_meta = read_split_metadata(paths.metadata_root, paths.dataset, "train", require_localization=False)
     files = [str(paths.data_root / paths.dataset / i) for i in train_meta.image_ids]
     sizes = train_meta.sizes
 

@@ -39,7 +39,8 @@ def test_wheel_carries_configs_and_metadata(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for config in (REPO / "configs").glob("*.yaml"):
         assert f"fastwsol/configs/{config.name}" in names
-    for split in ("CUB/train", "CUB/val", "CUB/test", "ILSVRC/val", "ILSVRC/test"):
+    for split in ("CUB/train", "CUB/val", "CUB/test", "ILSVRC/val", "ILSVRC/test",
+                  "OpenImages/train", "OpenImages/val", "OpenImages/test"):
         for file in ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt"):
             assert f"fastwsol/metadata/{split}/{file}" in names
     assert {"fastwsol/metadata/NOTICE", "fastwsol/data/prepare.py", "fastwsol/kernels/alignment_loss.py"} <= names
@@ -63,6 +64,7 @@ def test_installed_wheel_finds_configs_and_metadata(wheel, tmp_path):
         f"site = pathlib.Path({str(site)!r}).resolve()\n"
         "assert pathlib.Path(fastwsol.__file__).resolve().is_relative_to(site), fastwsol.__file__\n"
         "assert len(read_split_metadata('builtin', 'CUB', 'test')) == 5794\n"
+        "assert len(read_split_metadata('builtin', 'OpenImages', 'test').masks) == 5000\n"
         "assert config_path('cub_vgg16').resolve().is_relative_to(site)\n"
         "assert load_config('configs/cub_vgg16.yaml').data.metadata_root == 'builtin'\n"
         "assert load_config('ilsvrc_resnet50').loss.lambda_sim == 8.0\n"

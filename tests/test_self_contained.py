@@ -85,7 +85,12 @@ def test_builtin_metadata_reads():
     for dataset, split, count in [("CUB", "train", 5994), ("CUB", "val", 1000), ("CUB", "test", 5794),
                                   ("ILSVRC", "val", 10000), ("ILSVRC", "test", 50000)]:
         meta = read_split_metadata("builtin", dataset, split)
-        assert len(meta) == count and meta.boxes is not None
+        assert len(meta) == count and meta.localization == "boxes"
+    for split, count in [("val", 2500), ("test", 5000)]:
+        meta = read_split_metadata("builtin", "OpenImages", split)
+        assert len(meta) == count and meta.localization == "masks" and meta.sizes is None
+    train = read_split_metadata("builtin", "OpenImages", "train", require_localization=False)
+    assert len(train) == 29819 and train.localization is None
     assert (BUILTIN_METADATA_ROOT / "NOTICE").is_file()
 
 

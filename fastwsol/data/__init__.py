@@ -7,6 +7,7 @@ from fastwsol.data.images import BadImageError, check_split_images, inspect_imag
 from fastwsol.data.loader import build_loader, loader_from_config
 from fastwsol.data.metadata import (
     BUILTIN_METADATA_ROOT,
+    MaskAnnotation,
     SplitMetadata,
     class_names,
     read_split_dir,
@@ -19,6 +20,7 @@ from fastwsol.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_on_d
 
 __all__ = [
     "BUILTIN_METADATA_ROOT",
+    "MaskAnnotation",
     "SplitMetadata",
     "class_names",
     "read_split_dir",

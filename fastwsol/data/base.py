@@ -60,7 +60,7 @@ class SplitLoader:
         if train and resize_size < image_size:
             raise ValueError(f"train crops image_size={image_size} from resize_size={resize_size}: need resize >= crop")
         shard_range(0, shard_id, num_shards)  # validates the shard arguments early
-        self.metadata = read_split_metadata(metadata_root, dataset, split, require_boxes=not train)
+        self.metadata = read_split_metadata(metadata_root, dataset, split, require_localization=not train)
         self.image_dir = Path(data_root) / dataset
         self.mask_dir = self.image_dir  # wsolevaluation unpacks the GT masks beside the images
         self.checked = check_split_images(

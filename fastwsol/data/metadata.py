@@ -1,18 +1,24 @@
-"""wsolevaluation metadata: image ids, class labels, image sizes and GT boxes of one split.
+"""wsolevaluation metadata: image ids, class labels, image sizes and GT boxes or masks of one split.
 
 Layout (docs/protocol.md)::
 
     <metadata_root>/<DATASET>/<split>/image_ids.txt     image_id
                                       class_labels.txt  image_id,label
-                                      image_sizes.txt   image_id,width,height
+                                      image_sizes.txt   image_id,width,height   (may be empty)
                                       localization.txt  image_id,x0,y0,x1,y1   (one line per box)
+                                                     or image_id,mask_path,ignore_path
     <metadata_root>/<DATASET>/class_names.txt           label,name  (optional; fastwsol's addition)
 
 ``metadata_root="builtin"`` is the wsolevaluation metadata shipped in the package
-(``fastwsol/metadata``: CUB train/val/test, ILSVRC val/test; terms in its NOTICE).
+(``fastwsol/metadata``: CUB train/val/test, ILSVRC val/test, OpenImages train/val/test; terms in
+its NOTICE).
 
 Boxes use inclusive corners in original pixels, so a box inside a W×H image satisfies
-0 <= x0 <= x1 <= W-1 and 0 <= y0 <= y1 <= H-1. Every error names the file and the line.
+0 <= x0 <= x1 <= W-1 and 0 <= y0 <= y1 <= H-1. Masks (OpenImages) follow wsolevaluation's
+format: one line per instance mask, paths relative to ``<mask_root>/<DATASET>``; an image's
+first line names its ignore mask (or leaves the field empty: no ignore mask), its later lines
+must leave it empty. ``image_sizes.txt`` is empty in OpenImages' release (``sizes`` is then
+``None``: the sizes come from the images). Every error names the file and the line.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import numpy as np
 __all__ = [
     "BUILTIN",
     "BUILTIN_METADATA_ROOT",
+    "MaskAnnotation",
     "SplitMetadata",
     "class_names",
     "read_split_metadata",
@@ -44,22 +51,41 @@ CLASS_NAMES = "class_names.txt"
 
 
 @dataclass(frozen=True)
+class MaskAnnotation:
+    """One image's GT masks: its instance mask PNGs and its ignore PNG, relative to
+    ``<mask_root>/<DATASET>``."""
+
+    mask_paths: tuple[str, ...]
+    ignore_path: str | None  # None when the image's first line leaves the ignore field empty
+
+
+@dataclass(frozen=True)
 class SplitMetadata:
     """One split's metadata, every array aligned with ``image_ids``.
 
-    ``labels``: int64 (N,); ``sizes``: int64 (N, 2) as (width, height); ``boxes``: per image a
-    (k, 4) int64 array (x0, y0, x1, y1) in original pixels, or ``None`` when boxes were not
-    required and ``localization.txt`` is absent.
+    ``labels``: int64 (N,); ``sizes``: int64 (N, 2) as (width, height), or ``None`` when
+    ``image_sizes.txt`` is empty; ``boxes``: per image a (k, 4) int64 array (x0, y0, x1, y1)
+    in original pixels; ``masks``: per image a :class:`MaskAnnotation`. At most one of
+    ``boxes``/``masks`` is set (``localization`` says which); neither when the localization
+    was not required and ``localization.txt`` is absent or empty.
     """
 
     split_dir: Path
     image_ids: tuple[str, ...]
     labels: np.ndarray
-    sizes: np.ndarray
+    sizes: np.ndarray | None
     boxes: tuple[np.ndarray, ...] | None
+    masks: tuple[MaskAnnotation, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    @property
+    def localization(self) -> str | None:
+        """``"boxes"``, ``"masks"`` or ``None`` (no localization read)."""
+        if self.boxes is not None:
+            return "boxes"
+        return "masks" if self.masks is not None else None
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -142,8 +168,11 @@ def _require_all_seen(path: Path, index: dict[str, int], seen: np.ndarray, what:
         )
 
 
-def _read_boxes(path: Path, index: dict[str, int], sizes: np.ndarray) -> tuple[np.ndarray, ...]:
-    lines = _read_lines(path)
+def _read_boxes(
+    path: Path, lines: list[str], index: dict[str, int], sizes: np.ndarray | None, sizes_path: Path
+) -> tuple[np.ndarray, ...]:
+    if sizes is None:
+        raise ValueError(f"{path}: boxes are checked against the image sizes, but {sizes_path} is empty")
     rows: list[int] = []
     flat: list[int] = []
     for lineno, line in enumerate(lines, 1):
@@ -170,27 +199,79 @@ def _read_boxes(path: Path, index: dict[str, int], sizes: np.ndarray) -> tuple[n
     return tuple(np.split(coords[order], np.cumsum(counts)[:-1]))
 
 
-def read_split_dir(split_dir: str | Path, *, require_boxes: bool = True) -> SplitMetadata:
-    """Read the metadata files of one split folder (``<metadata_root>/<DATASET>/<split>``)."""
+def _is_mask_line(line: str) -> bool:
+    """A mask line's second-to-last field is a mask path; a box line's is the integer y1."""
+    parts = line.rsplit(",", 2)
+    if len(parts) != 3:
+        return False
+    try:
+        int(parts[1])
+    except ValueError:
+        return True
+    return False
+
+
+def _read_masks(path: Path, lines: list[str], index: dict[str, int]) -> tuple[MaskAnnotation, ...]:
+    """wsolevaluation's mask format: ``image_id,mask_path,ignore_path`` per instance mask, the
+    ignore field set (or empty) on an image's first line only."""
+    mask_paths: list[list[str]] = [[] for _ in index]
+    ignore_paths: list[str | None] = [None] * len(index)
+    first_line = np.zeros(len(index), dtype=np.int64)  # 0 = not seen, else the line number
+    for lineno, line in enumerate(lines, 1):
+        parts = line.rsplit(",", 2)
+        if len(parts) != 3 or not parts[0] or not parts[1].strip():
+            raise ValueError(
+                f"{path}:{lineno}: malformed line {line!r}: expected image_id,mask_path,ignore_path "
+                f"(the ignore path may be empty)"
+            )
+        image_id, mask_path, ignore_path = parts
+        i = _index_known(path, lineno, image_id, index)
+        if first_line[i]:
+            if ignore_path:
+                raise ValueError(
+                    f"{path}:{lineno}: image {image_id!r} names an ignore mask {ignore_path!r} on a "
+                    f"later line (its first line is {first_line[i]}); only an image's first line "
+                    f"may name one"
+                )
+        else:
+            first_line[i] = lineno
+            ignore_paths[i] = ignore_path or None
+        mask_paths[i].append(mask_path)
+    _require_all_seen(path, index, first_line, "mask")
+    return tuple(MaskAnnotation(tuple(m), g) for m, g in zip(mask_paths, ignore_paths))
+
+
+def read_split_dir(split_dir: str | Path, *, require_localization: bool = True) -> SplitMetadata:
+    """Read the metadata files of one split folder (``<metadata_root>/<DATASET>/<split>``).
+
+    ``require_localization``: every image must have boxes or masks in ``localization.txt``;
+    when False (train splits) a missing or empty ``localization.txt`` gives neither."""
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
         raise FileNotFoundError(f"metadata split folder not found: {split_dir}")
     image_ids, index = _read_image_ids(split_dir / IMAGE_IDS)
     labels = _read_per_image(split_dir / CLASS_LABELS, index, 1, "class label")[:, 0]
     sizes_path = split_dir / IMAGE_SIZES
-    sizes = _read_per_image(sizes_path, index, 2, "image size")
-    bad = np.flatnonzero((sizes <= 0).any(axis=1))
-    if bad.size:
-        raise ValueError(
-            f"{sizes_path}: image {image_ids[bad[0]]!r} has a non-positive size "
-            f"{tuple(int(v) for v in sizes[bad[0]])}"
-        )
-    boxes_path = split_dir / LOCALIZATION
-    if require_boxes or boxes_path.exists():
-        boxes = _read_boxes(boxes_path, index, sizes)
-    else:
-        boxes = None
-    return SplitMetadata(split_dir, image_ids, labels, sizes, boxes)
+    sizes = None
+    if _read_lines(sizes_path):
+        sizes = _read_per_image(sizes_path, index, 2, "image size")
+        bad = np.flatnonzero((sizes <= 0).any(axis=1))
+        if bad.size:
+            raise ValueError(
+                f"{sizes_path}: image {image_ids[bad[0]]!r} has a non-positive size "
+                f"{tuple(int(v) for v in sizes[bad[0]])}"
+            )
+    localization_path = split_dir / LOCALIZATION
+    boxes = masks = None
+    if require_localization or localization_path.exists():
+        lines = _read_lines(localization_path)
+        if not lines and require_localization and index:
+            raise ValueError(f"{localization_path}: empty, but every image needs boxes or masks")
+        if lines and _is_mask_line(lines[0]):
+            masks = _read_masks(localization_path, lines, index)
+        elif lines or require_localization:
+            boxes = _read_boxes(localization_path, lines, index, sizes, sizes_path)
+    return SplitMetadata(split_dir, image_ids, labels, sizes, boxes, masks)
 
 
 def resolve_metadata_root(metadata_root: str | Path) -> Path:
@@ -199,7 +280,7 @@ def resolve_metadata_root(metadata_root: str | Path) -> Path:
 
 
 def read_split_metadata(
-    metadata_root: str | Path, dataset: str, split: str, *, require_boxes: bool = True
+    metadata_root: str | Path, dataset: str, split: str, *, require_localization: bool = True
 ) -> SplitMetadata:
     """Read ``<metadata_root>/<dataset>/<split>`` (e.g. ``dataset="CUB"``, ``split="test"``);
     ``metadata_root="builtin"`` reads the shipped metadata."""
@@ -212,7 +293,7 @@ def read_split_metadata(
         raise FileNotFoundError(
             f"metadata_root=builtin has no {dataset}/{split}; it ships {', '.join(shipped)}{hint}"
         )
-    return read_split_dir(split_dir, require_boxes=require_boxes)
+    return read_split_dir(split_dir, require_localization=require_localization)
 
 
 def class_names(metadata_root: str | Path, dataset: str, split: SplitMetadata | None = None) -> dict[int, str]:

@@ -228,7 +228,7 @@ def prepare_cub(
     val_files = _image_files(val_root) if val_root is not None else {}
     listed, listed_ids = [], set()
     for split in CUB_SPLITS:
-        meta = read_split_metadata(metadata_root, "CUB", split, require_boxes=False)
+        meta = read_split_metadata(metadata_root, "CUB", split, require_localization=False)
         files = val_files if split == "val" else source_files
         for image_id, (width, height) in zip(meta.image_ids, meta.sizes.tolist()):
             listed.append((image_id, files.get(image_id), (width, height)))

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from fastwsol.data.metadata import read_split_dir, read_split_metadata
+from fastwsol.data.metadata import MaskAnnotation, read_split_dir, read_split_metadata
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,7 @@ def test_synthetic_split_parses(tmp_path):
 
 def test_boxes_optional(tmp_path):
     split = _write(tmp_path, **{"localization.txt": None})
-    assert read_split_dir(split, require_boxes=False).boxes is None
+    assert read_split_dir(split, require_localization=False).boxes is None
     with pytest.raises(FileNotFoundError, match="localization.txt"):
         read_split_dir(split)
 
@@ -121,3 +121,93 @@ def test_crlf_and_copied_real_files(tmp_path, wsol_metadata_root):
     ids = split / "image_ids.txt"
     ids.write_bytes(ids.read_bytes().replace(b"\n", b"\r\n"))
     assert len(read_split_dir(split)) == 1000
+
+
+MASKS = {
+    "image_ids.txt": "a/1.jpg\na/2.jpg\nb/3.jpg",
+    "class_labels.txt": "a/1.jpg,0\na/2.jpg,3\nb/3.jpg,1\n",
+    "image_sizes.txt": "",  # empty, as in OpenImages' release
+    "localization.txt": (
+        "a/1.jpg,a/1_m1.png,a/1_ignore.png\n"
+        "a/2.jpg,a/2_m1.png,\n"
+        "a/1.jpg,a/1_m2.png,\n"
+        "b/3.jpg,b/3_m1.png,b/3_ignore.png\n"
+        "a/1.jpg,a/1_m3.png,\n"
+    ),
+}
+
+
+def test_mask_split_parses(tmp_path):
+    """Several mask lines per image (not necessarily adjacent), in file order; an empty ignore
+    field on an image's first line means no ignore mask; empty image_sizes.txt gives None."""
+    meta = read_split_dir(_write(tmp_path, **MASKS))
+    assert meta.localization == "masks" and meta.boxes is None and meta.sizes is None
+    assert meta.masks == (
+        MaskAnnotation(("a/1_m1.png", "a/1_m2.png", "a/1_m3.png"), "a/1_ignore.png"),
+        MaskAnnotation(("a/2_m1.png",), None),
+        MaskAnnotation(("b/3_m1.png",), "b/3_ignore.png"),
+    )
+    assert meta.labels.tolist() == [0, 3, 1]
+
+
+def test_box_split_localization_and_sizes(tmp_path):
+    meta = read_split_dir(_write(tmp_path))
+    assert meta.localization == "boxes" and meta.masks is None
+
+
+def test_mask_localization_optional_when_empty(tmp_path):
+    """OpenImages train: localization.txt exists but is empty."""
+    split = _write(tmp_path, **{**MASKS, "localization.txt": ""})
+    meta = read_split_dir(split, require_localization=False)
+    assert meta.localization is None and meta.boxes is None and meta.masks is None
+    with pytest.raises(ValueError, match=r"localization.txt: empty, but every image needs boxes or masks"):
+        read_split_dir(split)
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("a/1.jpg,a/1_m1.png,a/1_ignore.png\na/2.jpg,a/2_m1.png,\na/1.jpg,a/1_m2.png,a/1_ignore.png\n"
+         "b/3.jpg,b/3_m1.png,\n",
+         r"localization.txt:3: image 'a/1.jpg' names an ignore mask 'a/1_ignore.png' on a later line "
+         r"\(its first line is 1\)"),
+        ("a/1.jpg,a/1_m1.png,\na/2.jpg,a/2_m1.png,\nc/9.jpg,c/9_m1.png,\nb/3.jpg,b/3_m1.png,\n",
+         r"localization.txt:3: image id 'c/9.jpg' is not listed in image_ids.txt"),
+        ("a/1.jpg,a/1_m1.png,\nb/3.jpg,b/3_m1.png,\n",
+         r"localization.txt: 1 image\(s\) have no mask; the first is 'a/2.jpg' \(line 2 of image_ids.txt\)"),
+        ("a/1.jpg,a/1_m1.png,\na/2.jpg,,\nb/3.jpg,b/3_m1.png,\n", r"localization.txt:2: malformed line"),
+        ("a/1.jpg,a/1_m1.png,\na/2.jpg\nb/3.jpg,b/3_m1.png,\n", r"localization.txt:2: malformed line"),
+    ],
+    ids=["ignore-on-later-line", "unknown-image", "image-without-mask", "empty-mask-path", "missing-fields"],
+)
+def test_malformed_masks_name_file_and_line(tmp_path, text, match):
+    with pytest.raises(ValueError, match=match):
+        read_split_dir(_write(tmp_path, **{**MASKS, "localization.txt": text}))
+
+
+def test_boxes_need_sizes(tmp_path):
+    with pytest.raises(ValueError, match=r"localization.txt: boxes are checked against the image sizes, but .*image_sizes.txt is empty"):
+        read_split_dir(_write(tmp_path, **{"image_sizes.txt": ""}))
+
+
+@pytest.mark.parametrize("split, num_images, num_masks", [("val", 2500, 3854), ("test", 5000, 7632)])
+def test_real_openimages_masks(wsol_metadata_root, split, num_images, num_masks):
+    meta = read_split_metadata(wsol_metadata_root, "OpenImages", split)
+    assert len(meta) == num_images == len(meta.masks) and meta.sizes is None
+    assert sum(len(m.mask_paths) for m in meta.masks) == num_masks
+    assert meta.labels.min() == 0 and meta.labels.max() == 99
+
+
+def test_real_openimages_alignment(wsol_metadata_root):
+    """The first test image has two instance masks; spot-check against the raw file."""
+    meta = read_split_metadata(wsol_metadata_root, "OpenImages", "test")
+    assert meta.image_ids[0] == "test/01226z/7af766bd43da900b.jpg"
+    assert meta.masks[0] == MaskAnnotation(
+        ("test/01226z/7af766bd43da900b_m01226z_6554d965.png", "test/01226z/7af766bd43da900b_m01226z_8856c605.png"),
+        "test/01226z/7af766bd43da900b_ignore.png",
+    )
+
+
+def test_real_openimages_train_has_no_localization(wsol_metadata_root):
+    meta = read_split_metadata(wsol_metadata_root, "OpenImages", "train", require_localization=False)
+    assert len(meta) == 29819 and meta.localization is None and meta.sizes is None

@@ -199,7 +199,7 @@ def test_prepare_imagenet(fake_imagenet, tmp_path, val_layout):
     val = flat if val_layout == "flat" else nested
     assert run_prepare("imagenet", "--train", train, "--val", val, "--val2", val2, "--out", out,
                        "--metadata-root", metadata) == 0
-    meta = read_split_metadata(out / "metadata", "ILSVRC", "train", require_boxes=False)
+    meta = read_split_metadata(out / "metadata", "ILSVRC", "train", require_localization=False)
     assert meta.image_ids == tuple(f"train/{w}/{w}_{k}.JPEG" for w in WNIDS for k in range(2))
     assert meta.labels.tolist() == [0, 0, 1, 1, 2, 2]  # sorted-synset order
     assert meta.sizes.tolist() == [[30, 20], [31, 20], [30, 21], [31, 21], [30, 22], [31, 22]]
@@ -242,7 +242,7 @@ def test_prepare_imagenet_skip_bad_leaves_corrupt_train_images_out(fake_imagenet
     args = ("imagenet", "--train", train, "--val", flat, "--val2", val2, "--out", out, "--metadata-root", metadata)
     assert run_prepare(*args) == 1
     assert run_prepare(*args, "--skip-bad") == 0
-    ids = read_split_metadata(out / "metadata", "ILSVRC", "train", require_boxes=False).image_ids
+    ids = read_split_metadata(out / "metadata", "ILSVRC", "train", require_localization=False).image_ids
     assert len(ids) == 5 and f"train/{WNIDS[1]}/{bad.name}" not in ids
 
 
