@@ -27,15 +27,14 @@ from fastwsol.data.images import read_rgb_pil
 from fastwsol.evaluation import (
     BoxEvaluator,
     MapDiagnostics,
-    MaskEvaluator,
     cams_to_scoremaps,
-    load_gt_masks,
     resize_boxes,
     upsample_cams,
 )
 from fastwsol.evaluation.boxes import SCOREMAP_SIZE, boxes_at_thresholds, contour_boxes_at_thresholds, multiple_iou
 from fastwsol.evaluation.component_tree import quantize_scoremaps
 from fastwsol.evaluation.evaluator import GT_KNOWN_IOU
+from fastwsol.evaluation.masks import MaskEvaluator, load_gt_masks
 from fastwsol.io import check_writable_folder, write_text_atomic
 from fastwsol.method import MAP_KINDS
 from fastwsol.progress import Progress
@@ -385,6 +384,12 @@ def evaluate_checkpoint(
     save_maps = Path(save_maps) if save_maps is not None else None
     device = next(trained.model.parameters()).device
     loader = loader_from_config(config, split, batch_size=config.eval.batch_size, device=device, train=False)
+    if loader.metadata.localization == "masks" and (per_image is not None or save_maps is not None):
+        option = "--per-image" if per_image is not None else "--save-maps"
+        raise ValueError(
+            f"{option}: per-image results and pictures compare boxes, and {config.data.dataset}/{split} has GT "
+            f"masks (scored by PxAP/PIoU): leave {option} out for its metrics"
+        )
     outputs = [("--out", out_dir, [json_path])]
     if per_image is not None:
         outputs.append(("--per-image", per_image.parent, [per_image]))
