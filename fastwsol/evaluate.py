@@ -27,14 +27,15 @@ from fastwsol.data.images import read_rgb_pil
 from fastwsol.evaluation import (
     BoxEvaluator,
     MapDiagnostics,
+    MaskEvaluator,
     cams_to_scoremaps,
+    load_gt_masks,
     resize_boxes,
     upsample_cams,
 )
 from fastwsol.evaluation.boxes import SCOREMAP_SIZE, boxes_at_thresholds, contour_boxes_at_thresholds, multiple_iou
 from fastwsol.evaluation.component_tree import quantize_scoremaps
 from fastwsol.evaluation.evaluator import GT_KNOWN_IOU
-from fastwsol.evaluation.masks import MaskEvaluator, load_gt_masks
 from fastwsol.io import check_writable_folder, write_text_atomic
 from fastwsol.method import MAP_KINDS
 from fastwsol.progress import Progress

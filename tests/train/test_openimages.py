@@ -12,7 +12,7 @@ from fastwsol.cli import main
 from fastwsol.config import ConfigError, load_config
 from fastwsol.data import loader_from_config, normalize_on_device
 from fastwsol.evaluate import evaluate_model, locate_data, scoremaps_for
-from fastwsol.evaluation.masks import MaskEvaluator, load_gt_masks
+from fastwsol.evaluation import MaskEvaluator, load_gt_masks
 from fastwsol.train import Trainer
 
 BOX_KEYS = ("max_box_acc_v2", "gt_known_loc", "top1_loc", "inverted_pct")
