@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import hashlib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -87,6 +88,20 @@ def tiny_checkpoint(tmp_path_factory, tiny_run_overrides) -> Path:
     out_dir = tmp_path_factory.mktemp("tiny_run")
     Trainer(load_config(None, tiny_run_overrides(out_dir))).fit()
     return out_dir / "best.pt"
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under ``root`` (a file: itself)."""
+    root = Path(root)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root) if p != root else p.name): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.fixture
+def hashes():
+    """``hashes(folder)``: the "never lose a user's file" tests hash a folder before and after a
+    refusal."""
+    return file_hashes
 
 
 def write_tiny_openimages(root: Path):

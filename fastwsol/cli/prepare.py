@@ -1,5 +1,5 @@
-"""``fastwsol prepare cub|imagenet``: check a CUB-200-2011 / ImageNet copy against the
-wsolevaluation metadata and lay it out for training."""
+"""``fastwsol prepare cub|imagenet|openimages``: check a CUB-200-2011 / ImageNet / OpenImages30k
+copy against the wsolevaluation metadata and lay it out for training."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from fastwsol.cli.common import count
 def add_parser(subparsers) -> None:
     prepare = subparsers.add_parser(
         "prepare",
-        help="check your CUB-200-2011 / ImageNet copy against the wsolevaluation metadata and lay it out for training",
+        help="check your CUB-200-2011 / ImageNet / OpenImages30k copy against the wsolevaluation metadata and lay "
+        "it out for training",
         description="Check every image a split lists (exists, readable, the recorded size) and lay the files out as "
         "DATA_ROOT/<DATASET>/<image_id> (symbolic links, or copies with --copy). Missing, unreadable, "
         "wrongly sized and unlisted files are named in a report and give exit status 1; nothing is "
@@ -64,9 +65,24 @@ def add_parser(subparsers) -> None:
     )
     _add_layout_options(imagenet)
 
+    openimages = kinds.add_parser(
+        "openimages",
+        help="OpenImages30k (wsolevaluation's images and masks)",
+        description="Decode every image of the train, val and test splits and every val/test mask and ignore PNG "
+        "the metadata lists (a mask must have its image's size), and lay out DATA_ROOT/OpenImages/<split>/"
+        "<class>/<file>, the masks beside the images (the mask root is DATA_ROOT).",
+    )
+    openimages.add_argument(
+        "src",
+        metavar="OPENIMAGES_DIR",
+        help="wsolevaluation's OpenImages_images.zip and OpenImages_annotations.zip unpacked into one folder: "
+        "{train,val,test}/<class>/<file> (or a folder holding it as OpenImages/)",
+    )
+    _add_layout_options(openimages)
+
 
 def _add_layout_options(parser: argparse.ArgumentParser) -> None:
-    """The options both datasets take: where and how the files are laid out."""
+    """The options every dataset takes: where and how the files are laid out."""
     parser.add_argument(
         "--out",
         required=True,
@@ -91,7 +107,7 @@ def _add_layout_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastwsol.data.prepare import prepare_cub, prepare_imagenet
+    from fastwsol.data.prepare import prepare_cub, prepare_imagenet, prepare_openimages
 
     common = dict(
         copy=args.copy,
@@ -102,8 +118,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.dataset == "cub":
         report = prepare_cub(args.cub_dir, args.out, val_dir=args.val, **common)
-    else:
+    elif args.dataset == "imagenet":
         report = prepare_imagenet(args.train, args.val, args.out, val2_dir=args.val2, **common)
+    else:
+        report = prepare_openimages(args.src, args.out, **common)
     print(report.format(), file=sys.stderr if report.problems else sys.stdout)
     if not report.stopped and not report.conflicts:
         print(

@@ -91,10 +91,9 @@ def file_problems(config) -> list[str]:
     return problems
 
 
-# wsolevaluation's download: dataset/prepare_openimages.sh unpacks both zips into one folder
 OPENIMAGES_UNPACK = (
-    "unpack wsolevaluation's OpenImages_images.zip and OpenImages_annotations.zip (its "
-    "dataset/prepare_openimages.sh downloads them) into {root}: images and GT masks share {root}/OpenImages"
+    "`fastwsol prepare openimages OPENIMAGES_DIR --out {root}` lays out the images and GT masks "
+    "(OPENIMAGES_DIR: wsolevaluation's OpenImages_images.zip and OpenImages_annotations.zip unpacked into one folder)"
 )
 
 

@@ -1,5 +1,5 @@
-"""``fastwsol prepare``: check a user's CUB-200-2011 or ImageNet copy against the wsolevaluation
-metadata and lay it out as the loaders read it, ``<data_root>/<DATASET>/<image_id>``
+"""``fastwsol prepare``: check a user's CUB-200-2011, ImageNet or OpenImages30k copy against the
+wsolevaluation metadata and lay it out as the loaders read it, ``<data_root>/<DATASET>/<image_id>``
 (docs/protocol.md §1).
 
 - CUB: the train and test images come from the official archive's ``CUB_200_2011/images``; the
@@ -10,6 +10,10 @@ metadata and lay it out as the loaders read it, ``<data_root>/<DATASET>/<image_i
   file headers); ``test`` = the 50,000 ILSVRC2012 validation images, flat or in wnid folders, laid
   out as ``val/ILSVRC2012_val_*.JPEG``; ``val`` = ImageNetV2 as ``val2/<class>/<n>.jpeg``.
   ImageNet files are checked from their headers (format, size, end marker), not fully decoded.
+- OpenImages30k: wsolevaluation's download (images and masks unpacked into one folder,
+  ``{train,val,test}/<class>/<file>``). Every image and every val/test mask and ignore PNG the
+  metadata lists is decoded; a mask must have its image's size (the metadata records no sizes).
+  Masks are laid out beside the images, ``<data_root>/OpenImages/<mask_path>``.
 
 Missing, unreadable or wrongly sized images and files no split lists are reported by name. Without
 ``skip_bad`` nothing is laid out when any is found. Nothing is ever deleted or overwritten: a
@@ -38,10 +42,11 @@ from fastwsol.data.metadata import (
 )
 from fastwsol.io import write_text_atomic
 
-__all__ = ["PrepareReport", "prepare_cub", "prepare_imagenet"]
+__all__ = ["PrepareReport", "prepare_cub", "prepare_imagenet", "prepare_openimages"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CUB_SPLITS = ("train", "val", "test")
+OPENIMAGES_SPLITS = ("train", "val", "test")  # train has no masks
 # Where each ILSVRC split's images come from (the user's folder) and go (under DATA_ROOT/ILSVRC).
 ILSVRC_TEST_PREFIX, ILSVRC_VAL_PREFIX = "val/", "val2/"
 
@@ -53,10 +58,11 @@ class PrepareReport:
     dataset: str
     out: Path
     checked: int = 0
+    masks_checked: int = 0
     laid_out: int = 0
     already_there: int = 0
-    missing: list[str] = field(default_factory=list)  # "image_id (expected at path)"
-    bad: list[str] = field(default_factory=list)  # "image_id: reason"
+    missing: list[str] = field(default_factory=list)  # "image_id (expected at path)", masks alike
+    bad: list[str] = field(default_factory=list)  # "image_id: reason", masks alike
     extra: list[str] = field(default_factory=list)  # source files no split lists
     conflicts: list[str] = field(default_factory=list)  # destinations that exist and differ
     notes: list[str] = field(default_factory=list)
@@ -67,7 +73,8 @@ class PrepareReport:
         return len(self.missing) + len(self.bad) + len(self.extra) + len(self.conflicts)
 
     def format(self, limit: int = 10) -> str:
-        lines = [f"{self.dataset}: {self.checked} image(s) checked, {self.laid_out} laid out, "
+        masks = f" and {self.masks_checked} mask(s)" if self.masks_checked else ""
+        lines = [f"{self.dataset}: {self.checked} image(s){masks} checked, {self.laid_out} laid out, "
                  f"{self.already_there} already in place under {self.out}"]
         for title, names in (("missing", self.missing), ("unusable", self.bad),
                              ("extra (listed by no split)", self.extra),
@@ -110,8 +117,15 @@ def _inspect_all(items, verify: str, workers: int, progress: bool, desc: str):
 
 
 def _check_listed(report: PrepareReport, listed, verify: str, workers: int, progress: bool, desc: str):
-    """Check ``listed`` = [(image_id, source path | None, (width, height))]; returns the usable
-    (image_id, source path) pairs and records the rest in ``report``."""
+    """Check ``listed`` = [(image_id, source path | None, (width, height) | None)] (None: the
+    metadata records no size); returns the usable (image_id, source path) pairs and records the
+    rest in ``report``."""
+    checked = _check_listed_info(report, listed, verify, workers, progress, desc)
+    return [(image_id, path) for image_id, path, _ in checked]
+
+
+def _check_listed_info(report: PrepareReport, listed, verify: str, workers: int, progress: bool, desc: str):
+    """:func:`_check_listed`, returning the usable (image_id, source path, ImageInfo)."""
     missing = [(i, expected) for i, expected, _ in listed if expected is None or not expected.is_file()]
     report.missing += [f"{i} (not found{'' if p is None else f' at {p}'})" for i, p in missing]
     missing_ids = {i for i, _ in missing}
@@ -122,11 +136,11 @@ def _check_listed(report: PrepareReport, listed, verify: str, workers: int, prog
         report.checked += 1
         if isinstance(info, str):
             report.bad.append(f"{image_id}: {info}")
-        elif (info.width, info.height) != sizes[image_id]:
+        elif sizes[image_id] is not None and (info.width, info.height) != sizes[image_id]:
             width, height = sizes[image_id]
             report.bad.append(f"{image_id}: {path} is {info.width}x{info.height}, the metadata says {width}x{height}")
         else:
-            usable.append((image_id, path))
+            usable.append((image_id, path, info))
     return usable
 
 
@@ -375,3 +389,90 @@ def prepare_imagenet(
         )
 
     return _finish(report, skip_bad, lay_out)
+
+
+def _openimages_root(src) -> Path:
+    """The folder holding ``train/val/test``: ``src`` itself, or its ``OpenImages`` folder."""
+    root = _source_root(src, "OpenImages")
+    nested = root / "OpenImages"
+    if not any((root / split).is_dir() for split in OPENIMAGES_SPLITS) and nested.is_dir():
+        return nested
+    return root
+
+
+def _check_masks(report: PrepareReport, masks_of: dict, files: dict, image_info: dict, workers: int, progress: bool):
+    """Check every mask file of ``masks_of`` = {image_id: [mask paths]} (found in ``files`` by
+    relative path): present, decodable, the size of its image when the image is usable
+    (``image_info``). Returns the image ids with a missing or unusable mask."""
+    items, owner, failed = [], {}, set()
+    for image_id, paths in masks_of.items():
+        for relative in paths:
+            owner[relative] = image_id
+            path = files.get(relative)
+            if path is None or not path.is_file():
+                where = "" if path is None else f" at {path}"
+                report.missing.append(f"{relative} (mask of {image_id}; not found{where})")
+                failed.add(image_id)
+            else:
+                items.append((relative, path))
+    for relative, path, info in _inspect_all(items, "decode", workers, progress, "OpenImages masks"):
+        report.masks_checked += 1
+        image_id = owner[relative]
+        image = image_info.get(image_id)
+        if isinstance(info, str):
+            report.bad.append(f"{relative}: {info}")
+        elif image is not None and (info.width, info.height) != (image.width, image.height):
+            report.bad.append(f"{relative}: {path} is {info.width}x{info.height}, its image {image_id} is "
+                              f"{image.width}x{image.height}")
+        else:
+            continue
+        failed.add(image_id)
+    return failed
+
+
+def prepare_openimages(
+    src,
+    out,
+    *,
+    copy: bool = False,
+    skip_bad: bool = False,
+    metadata_root="builtin",
+    workers: int = 8,
+    progress: bool = True,
+) -> PrepareReport:
+    """Check ``src`` (wsolevaluation's OpenImages30k images and masks unpacked into one folder:
+    ``{train,val,test}/<class>/<file>``, or a folder holding it as ``OpenImages/``) against the
+    OpenImages metadata; lay out ``out/OpenImages/<image_id>`` and ``out/OpenImages/<mask_path>``.
+
+    Files under ``src/{train,val,test}`` that no split lists are reported as extra; other files
+    of ``src`` (the downloaded archives, say) are not looked at. An image whose mask is missing or
+    unusable is unusable: with ``skip_bad`` neither it nor its masks are laid out.
+    """
+    root = _openimages_root(src)
+    report = PrepareReport("OpenImages", Path(out))
+    files = {}
+    for split in OPENIMAGES_SPLITS:
+        if (root / split).is_dir():
+            files.update({f"{split}/{relative}": path for relative, path in _image_files(root / split).items()})
+    listed, masks_of = [], {}
+    for split in OPENIMAGES_SPLITS:
+        meta = read_split_metadata(metadata_root, "OpenImages", split, require_localization=split != "train")
+        if split != "train" and meta.localization != "masks":
+            raise ValueError(f"{meta.split_dir}: the OpenImages {split} split needs masks in its localization.txt, "
+                             f"found {meta.localization}")
+        for index, image_id in enumerate(meta.image_ids):
+            listed.append((image_id, files.get(image_id), None))  # sizes: none recorded, masks checked against them
+            if meta.masks is not None:
+                annotation = meta.masks[index]
+                masks_of[image_id] = [*annotation.mask_paths, *filter(None, [annotation.ignore_path])]
+    listed_paths = {image_id for image_id, _, _ in listed} | {p for paths in masks_of.values() for p in paths}
+    report.extra += sorted(str(path) for relative, path in files.items() if relative not in listed_paths)
+    checked = _check_listed_info(report, listed, "decode", workers, progress, "OpenImages")
+    image_info = {image_id: info for image_id, _, info in checked}
+    failed = _check_masks(report, masks_of, files, image_info, workers, progress)
+    usable = []
+    for image_id, path, _ in checked:
+        if image_id not in failed:
+            usable.append((image_id, path))
+            usable += [(relative, files[relative]) for relative in masks_of.get(image_id, ())]
+    return _finish(report, skip_bad, lambda: _lay_out(report, usable, report.out / "OpenImages", copy))

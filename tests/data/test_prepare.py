@@ -251,3 +251,136 @@ def test_prepare_imagenet_class_count_must_match(fake_imagenet, tmp_path, capsys
     (train / "n09999999").mkdir()
     assert run_prepare("imagenet", "--train", train, "--val", flat, "--out", tmp_path / "d", "--metadata-root", metadata) == 2
     assert "4 class folder(s)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- OpenImages30k
+
+OPENIMAGES_SIZES = {"train": [(30, 20), (24, 26)], "val": [(28, 22), (32, 18)], "test": [(26, 26), (40, 20), (22, 30)]}
+
+
+def write_mask(path: Path, width: int, height: int, box) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.zeros((height, width), np.uint8)
+    x0, y0, x1, y1 = box
+    pixels[y0:y1, x0:x1] = 255
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.fixture
+def fake_openimages(tmp_path):
+    """A metadata root with 2 train, 2 val and 3 test images and the matching source folder
+    (images + val/test masks, one test image with two instance masks, one val image without an
+    ignore mask): (source, metadata root, {split: image ids}, [mask paths])."""
+    src, metadata = tmp_path / "OpenImages_src", tmp_path / "metadata"
+    ids, masks = {}, []
+    for split, sizes in OPENIMAGES_SIZES.items():
+        lines = {name: [] for name in FILES}
+        ids[split] = []
+        for n, (width, height) in enumerate(sizes):
+            cls = f"0{n % 2}abc"
+            image_id = f"{split}/{cls}/{split}{n}.jpg"
+            ids[split].append(image_id)
+            write_image(src / image_id, width, height, seed=n + 10 * len(ids))
+            lines["image_ids.txt"].append(image_id)
+            lines["class_labels.txt"].append(f"{image_id},{n % 2}")
+            if split == "train":
+                continue
+            instances = [f"{split}/{cls}/{split}{n}_m{cls}_{k}.png" for k in range(2 if (split, n) == ("test", 1) else 1)]
+            ignore = "" if (split, n) == ("val", 1) else f"{split}/{cls}/{split}{n}_ignore.png"
+            for k, mask in enumerate(instances):
+                write_mask(src / mask, width, height, (k, k, width // 2 + k, height // 2))
+                lines["localization.txt"].append(f"{image_id},{mask},{ignore if k == 0 else ''}")
+            masks += instances
+            if ignore:
+                write_mask(src / ignore, width, height, (0, 0, width, 3))
+                masks.append(ignore)
+        (metadata / "OpenImages" / split).mkdir(parents=True)
+        for name, rows in lines.items():  # image_sizes.txt stays empty, as in the release
+            (metadata / "OpenImages" / split / name).write_text("".join(f"{r}\n" for r in rows))
+    return src, metadata, ids, masks
+
+
+def test_prepare_openimages_lays_out_images_and_masks(fake_openimages, tmp_path, hashes):
+    from fastwsol.evaluation import load_gt_masks
+
+    src, metadata, ids, masks = fake_openimages
+    (src / "OpenImages_images.zip").write_bytes(b"the archive, beside the unpacked folders: not looked at")
+    before = hashes(src)
+    out = tmp_path / "data"
+    assert run_prepare("openimages", src, "--out", out, "--metadata-root", metadata) == 0
+    for relative in [*(i for split in ids.values() for i in split), *masks]:
+        laid = out / "OpenImages" / relative
+        assert laid.is_symlink() and laid.resolve() == (src / relative).resolve()
+    test = read_split_metadata(metadata, "OpenImages", "test")
+    gt = load_gt_masks(out / "OpenImages", test.masks)  # the layout the evaluator reads
+    assert gt.shape == (3, 224, 224) and (gt == 1).any() and (gt == 255).any()
+    assert run_prepare("openimages", src, "--out", out, "--metadata-root", metadata) == 0  # idempotent
+    assert hashes(src) == before
+
+
+def test_prepare_openimages_copy_and_parent_folder(fake_openimages, tmp_path):
+    src, metadata, ids, masks = fake_openimages
+    parent = tmp_path / "dataset"
+    parent.mkdir()
+    src.rename(parent / "OpenImages")
+    out = tmp_path / "data"
+    assert run_prepare("openimages", parent, "--out", out, "--metadata-root", metadata, "--copy") == 0
+    laid = out / "OpenImages" / masks[0]
+    assert laid.is_file() and not laid.is_symlink()
+    assert laid.read_bytes() == (parent / "OpenImages" / masks[0]).read_bytes()
+
+
+def test_prepare_openimages_reports_bad_files_and_lays_out_nothing(fake_openimages, tmp_path, capsys, hashes):
+    src, metadata, ids, masks = fake_openimages
+    (src / ids["train"][0]).unlink()  # a missing image
+    corrupt = next(m for m in masks if m.startswith("test/") and "_m" in m)
+    data = (src / corrupt).read_bytes()
+    (src / corrupt).write_bytes(data[: len(data) // 2])  # a truncated mask
+    resized = next(m for m in masks if m.startswith("val/") and "ignore" in m)
+    write_mask(src / resized, 10, 10, (0, 0, 5, 5))  # an ignore mask of another size than its image
+    write_image(src / "test" / "00abc" / "stray.jpg", 20, 20, seed=3)  # listed by no split
+    before = hashes(src)
+    out = tmp_path / "data"
+    assert run_prepare("openimages", src, "--out", out, "--metadata-root", metadata) == 1
+    printed = capsys.readouterr().err
+    assert f"1 missing:\n  {ids['train'][0]}" in printed
+    assert "2 unusable:" in printed and f"{corrupt}: " in printed
+    assert f"{resized}: " in printed and "is 10x10, its image val/00abc/val0.jpg is 28x22" in printed
+    assert "1 extra" in printed and "stray.jpg" in printed
+    assert not (out / "OpenImages").exists()
+    report = (out / "prepare-OpenImages-report.txt").read_text()
+    assert corrupt in report and "stray.jpg" in report
+    assert hashes(src) == before
+
+
+def test_prepare_openimages_missing_mask_and_skip_bad(fake_openimages, tmp_path, capsys):
+    """With --skip-bad an image whose mask is missing or unusable is left out with its masks."""
+    src, metadata, ids, masks = fake_openimages
+    missing = next(m for m in masks if m.startswith("test/") and "_m" in m)
+    (src / missing).unlink()
+    corrupt = next(m for m in masks if m.startswith("val/") and "ignore" in m)
+    (src / corrupt).write_bytes(b"not a png")
+    owners = [m.split("_m")[0].split("_ignore")[0] + ".jpg" for m in (missing, corrupt)]
+    out = tmp_path / "data"
+    assert run_prepare("openimages", src, "--out", out, "--metadata-root", metadata) == 1
+    assert f"{missing} (mask of {owners[0]}; not found)" in capsys.readouterr().err
+    assert run_prepare("openimages", src, "--out", out, "--metadata-root", metadata, "--skip-bad") == 0
+    for owner in owners:
+        assert not os.path.lexists(out / "OpenImages" / owner)
+        assert not any(os.path.lexists(out / "OpenImages" / m) for m in masks if m.startswith(owner[:-4] + "_"))
+    others = [i for split in ids.values() for i in split if i not in owners]
+    assert len(others) == 5 and all((out / "OpenImages" / i).is_symlink() for i in others)
+
+
+def test_prepare_openimages_never_overwrites(fake_openimages, tmp_path, capsys, hashes):
+    src, metadata, _, masks = fake_openimages
+    out = tmp_path / "data"
+    mine = out / "OpenImages" / masks[0]
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"the user's own file")
+    before = hashes(out)
+    assert run_prepare("openimages", src, "--out", out, "--metadata-root", metadata) == 1
+    assert mine.read_bytes() == b"the user's own file"
+    assert "not overwritten" in capsys.readouterr().err
+    after = hashes(out)
+    assert all(after[name] == digest for name, digest in before.items())

@@ -23,7 +23,7 @@ def test_a_missing_mask_file_is_named_by_train_and_by_the_loader(openimages_tree
     assert train(overrides, tmp_path) == 2
     err = capsys.readouterr().err
     assert f"1 of the 6 GT mask files of OpenImages/test are missing, e.g. {missing}" in err
-    assert "OpenImages_annotations.zip" in err
+    assert f"`fastwsol prepare openimages OPENIMAGES_DIR --out {tree.data_root}` lays out the images and GT masks" in err
     assert hashes(tree.root) == before and not (tmp_path / "run").exists()
 
     with pytest.raises(BadImageError, match=f"mask file not found: {missing} \\(a GT mask of test/c0/test1.jpg\\)"):
@@ -39,4 +39,4 @@ def test_missing_openimages_images_say_how_to_unpack_them(tiny_openimages_overri
     assert train([*tiny_openimages_overrides(tmp_path / "run"), f"data.data_root={tmp_path / 'none'}"], tmp_path) == 2
     err = capsys.readouterr().err
     assert f"folder '{tmp_path / 'none' / 'OpenImages'}'" in err
-    assert "unpack wsolevaluation's OpenImages_images.zip and OpenImages_annotations.zip" in err
+    assert f"`fastwsol prepare openimages OPENIMAGES_DIR --out {tmp_path / 'none'}` lays out" in err
