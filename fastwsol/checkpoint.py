@@ -76,15 +76,19 @@ RUN_ONLY_KEYS = frozenset(
 
 def changed_keys(recorded: dict, current: dict, ignore=RUN_ONLY_KEYS) -> dict[str, tuple]:
     """``{"section.key": (recorded value, current value)}`` for every setting that differs
-    between two ``ExperimentConfig.to_dict()`` (a key missing on one side counts as ``None``),
-    sorted by key; the one comparison behind resume, reuse and overwrite decisions."""
+    between two ``ExperimentConfig.to_dict()``, sorted by key; the one comparison behind resume,
+    reuse and overwrite decisions. A key missing on one side counts as its default (a config
+    recorded before the key existed ran as its default does), or as ``None`` if it has none."""
+    defaults = ExperimentConfig().to_dict()
     differ = {}
     for section in sorted(set(recorded) | set(current)):
         old, new = recorded.get(section) or {}, current.get(section) or {}
+        default = defaults.get(section, {})
         for key in sorted(set(old) | set(new)):
             dotted = f"{section}.{key}"
-            if dotted not in ignore and old.get(key) != new.get(key):
-                differ[dotted] = (old.get(key), new.get(key))
+            before, after = old.get(key, default.get(key)), new.get(key, default.get(key))
+            if dotted not in ignore and before != after:
+                differ[dotted] = (before, after)
     return differ
 
 

@@ -65,6 +65,10 @@ class ModelConfig:
     name: ModelName = "vgg16"
     method: Method = "bridging_gap"
     pretrained: str | None = None  # None | "imagenet" | path to a torchvision state dict
+    # ResNet50 only: start from the pretrained weights' 1000-class fc instead of a fresh one, as the
+    # authors' code does on ILSVRC (whose classes are ImageNet's); needs model.pretrained and a
+    # 1000-class dataset. The fc still trains at lr × optim.new_layer_lr_multiplier, as theirs.
+    keep_pretrained_classifier: bool = False
     # A fastwsol checkpoint of the same architecture whose backbone initialises this model (new
     # layers fresh, as with ImageNet weights): e.g. the synthetic pretraining run.
     init_from: str | None = None
@@ -110,6 +114,9 @@ class TrainConfig:
     precision: Precision = "fp32"  # bf16: autocast
     channels_last: bool = False
     eval_interval: int = 1  # epochs between validations (0 = only the final test)
+    # 1-based: validate every epoch from this one on as well (the authors' code validates every
+    # epoch from its first learning-rate decay); None = every eval_interval epochs only
+    validate_every_epoch_from: int | None = None
     log_interval: int = 20  # steps between JSON-lines records
     # best checkpoint criterion on val: wsolevaluation's MaxBoxAccV2 (eval.multi_contour's), or
     # a "_single" metric (one contour: an inverted map cannot score through its hole's contour);
@@ -287,7 +294,7 @@ def config_problems(config: ExperimentConfig) -> list[str]:
             )
         elif value not in choices:
             problems.append(f"{section}.{key}: {value!r} is not one of {choices}")
-    o = config.optim
+    o, t = config.optim, config.train
     within = [e for e in o.lr_decay_epochs if e <= o.epochs]
     checks = [
         (
@@ -301,6 +308,17 @@ def config_problems(config: ExperimentConfig) -> list[str]:
             "model.init_from",
             config.model.init_from is None or config.model.pretrained is None,
             "give either model.pretrained or model.init_from, not both",
+        ),
+        (
+            "model.keep_pretrained_classifier",
+            not config.model.keep_pretrained_classifier or config.model.pretrained is not None,
+            "needs model.pretrained (imagenet or a torchvision resnet50 file): it keeps that file's classifier",
+        ),
+        (
+            "model.keep_pretrained_classifier",
+            not config.model.keep_pretrained_classifier or name == "resnet50",
+            f"only resnet50 has a pretrained classifier to keep, not {name} "
+            f"(VGG16-GAP's classifier is replaced by conv6, GAP and a new fc)",
         ),
         ("model.drop_prob", 0.0 <= config.model.drop_prob <= 1.0, "must lie in [0, 1]"),
         ("model.drop_threshold", 0.0 <= config.model.drop_threshold <= 1.0, "must lie in [0, 1]"),
@@ -341,6 +359,12 @@ def config_problems(config: ExperimentConfig) -> list[str]:
             f"e.g. --set train.select_from_epoch={min(max(config.train.select_from_epoch, 1), o.epochs)}",
         ),
         (
+            "train.validate_every_epoch_from",
+            t.validate_every_epoch_from is None or 1 <= t.validate_every_epoch_from <= o.epochs,
+            f"must be null or lie in [1, optim.epochs = {o.epochs}]: e.g. "
+            f"--set train.validate_every_epoch_from={min(max(t.validate_every_epoch_from or 1, 1), o.epochs)}",
+        ),
+        (
             "train.device",
             re.fullmatch(r"auto|cpu|cuda(:\d+)?", config.train.device) is not None,
             f"{config.train.device!r} is not auto, cpu, cuda or cuda:N",
@@ -362,7 +386,8 @@ def scale_schedule(config: ExperimentConfig, from_epochs: int, keep=()) -> list[
     """Scale the schedule of a ``from_epochs``-epoch run to ``config.optim.epochs``, each key at
     the same fraction of the run (rounded half up): the warm stage's length, the first epoch of
     each learning-rate decay (after at least one epoch at the full rate; decays that land past
-    the end are dropped: no room for them), the first selectable epoch. Keys in ``keep`` (given
+    the end are dropped: no room for them), the first selectable epoch, the first epoch of
+    validation every epoch. Keys in ``keep`` (given
     by the user) stay as they are. Returns ``"key old -> new"`` for each changed key."""
     to = config.optim.epochs
     o, t = config.optim, config.train
@@ -377,6 +402,9 @@ def scale_schedule(config: ExperimentConfig, from_epochs: int, keep=()) -> list[
         "optim.warm_epochs": min(max(same_fraction(o.warm_epochs), 0), to),
         "optim.lr_decay_epochs": sorted({same_epoch(e) for e in o.lr_decay_epochs if 1 <= same_epoch(e) <= to}),
         "train.select_from_epoch": min(max(same_epoch(t.select_from_epoch), 1), to),
+        "train.validate_every_epoch_from": (
+            None if t.validate_every_epoch_from is None else min(max(same_epoch(t.validate_every_epoch_from), 1), to)
+        ),
     }
     changes = []
     for dotted, value in scaled.items():

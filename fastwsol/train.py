@@ -151,6 +151,26 @@ def lr_factor(epoch: int, config: ExperimentConfig) -> float:
     return o.lr_decay_factor ** sum(epoch + 1 >= e for e in o.lr_decay_epochs)
 
 
+def validates(epoch: int, config: ExperimentConfig) -> bool:
+    """Whether the (1-based) ``epoch`` ends with a validation: every ``train.eval_interval``-th
+    epoch and the last one, and every epoch from ``train.validate_every_epoch_from`` on."""
+    t = config.train
+    every_from = t.validate_every_epoch_from is not None and epoch >= t.validate_every_epoch_from
+    every_interval = t.eval_interval > 0 and (epoch % t.eval_interval == 0 or epoch == config.optim.epochs)
+    return every_from or every_interval
+
+
+def epoch_ranges(epochs: list[int]) -> str:
+    """``[5, 10, 40, 41, 42]`` → ``5, 10, 40-42``."""
+    runs: list[list[int]] = []
+    for epoch in epochs:
+        if runs and epoch == runs[-1][-1] + 1:
+            runs[-1].append(epoch)
+        else:
+            runs.append([epoch])
+    return ", ".join(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
+
+
 def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
@@ -173,9 +193,9 @@ def describe_plan(trainer: Trainer) -> str:
     per_epoch = f"{plural(steps[False], 'step')} of {o.batch_size}"
     if warm_epochs and steps[True] != steps[False]:
         per_epoch = f"{plural(steps[True], 'step')} of {o.warm_batch_size} (warm), then {per_epoch}"
-    every = config.train.eval_interval
-    if every:
-        epochs = "every epoch" if every == 1 else f"every {every} epochs"
+    validated = [epoch for epoch in range(1, o.epochs + 1) if validates(epoch, config)]
+    if validated:
+        epochs = "every epoch" if len(validated) == o.epochs else f"epochs {epoch_ranges(validated)}"
         validation = f"validation after {epochs}, best by val {config.train.select_metric}"
         if config.train.select_from_epoch > 1:
             validation += f" from epoch {config.train.select_from_epoch} on"
@@ -751,10 +771,7 @@ class Trainer:
                 self.step_in_epoch = 0
                 record = {"type": "epoch", "epoch": self.epoch, **losses}
                 improved, best_before = False, dict(self.best)
-                validate_now = config.train.eval_interval and (
-                    self.epoch % config.train.eval_interval == 0 or self.epoch == config.optim.epochs
-                )
-                if validate_now:
+                if validates(self.epoch, config):
                     metrics = self.evaluate("val")
                     record.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
                     selectable = self.epoch >= config.train.select_from_epoch

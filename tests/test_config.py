@@ -240,10 +240,13 @@ def test_a_short_run_of_every_shipped_config_is_accepted(name, epochs, capsys):
     config = load_config(CONFIGS / name, [f"optim.epochs={epochs}"])
     o, note = config.optim, capsys.readouterr().err
     assert o.epochs == epochs and 0 <= o.warm_epochs <= epochs and 1 <= config.train.select_from_epoch <= epochs
+    assert config.train.validate_every_epoch_from is None or 1 <= config.train.validate_every_epoch_from <= epochs
     assert all(2 <= e <= epochs for e in o.lr_decay_epochs)  # at least one epoch at the full rate
     for key, old, new in (("optim.warm_epochs", full.optim.warm_epochs, o.warm_epochs),
                           ("optim.lr_decay_epochs", full.optim.lr_decay_epochs, o.lr_decay_epochs),
-                          ("train.select_from_epoch", full.train.select_from_epoch, config.train.select_from_epoch)):
+                          ("train.select_from_epoch", full.train.select_from_epoch, config.train.select_from_epoch),
+                          ("train.validate_every_epoch_from", full.train.validate_every_epoch_from,
+                           config.train.validate_every_epoch_from)):
         assert (f"{key} {old} -> {new}" in note) == (old != new), (key, note)
 
 
@@ -266,6 +269,7 @@ def test_shortening_scales_the_schedule_to_the_same_fractions_and_keeps_what_was
         ("optim.warm_epochs=5", "--set optim.warm_epochs=2"),
         ("optim.lr_decay_epochs=[3,5]", "--set 'optim.lr_decay_epochs=[]'"),
         ("train.select_from_epoch=4", "--set train.select_from_epoch=2"),
+        ("train.validate_every_epoch_from=4", "--set train.validate_every_epoch_from=2"),
     ],
 )
 def test_a_given_schedule_key_that_does_not_fit_is_an_error_naming_the_set_that_fixes_it(given, fix):

@@ -42,11 +42,14 @@ def create_model(
     drop_prob: float = 0.5,
     with_dropped_path: bool = True,
     freeze_backbone_bn: bool = False,
+    keep_pretrained_classifier: bool = False,
 ) -> TwoPathWSOLNet:
     """Build a WSOL network. ``pretrained``: None, ``"imagenet"`` (torchvision's weights) or a
     path to a torchvision-format state dict. ``init_from``: a fastwsol checkpoint of the same
     architecture whose backbone is copied (new layers stay fresh). ``large_feature_map=None``
-    keeps the backbone's default (VGG16 14×14, ResNet50 28×28)."""
+    keeps the backbone's default (VGG16 14×14, ResNet50 28×28). ``keep_pretrained_classifier``
+    (resnet50 with ``pretrained`` only): fc starts as the pretrained 1000-class classifier, so
+    ``num_classes`` must be 1000."""
     if name not in _BUILDERS:
         raise ValueError(f"model name {name!r} is unknown; choose one of {MODEL_NAMES}")
     if not isinstance(num_classes, int) or num_classes < 1:
@@ -54,6 +57,13 @@ def create_model(
     if pretrained is not None and init_from is not None:
         raise ValueError("give either pretrained or init_from, not both")
     kwargs = {} if large_feature_map is None else {"large_feature_map": large_feature_map}
+    if keep_pretrained_classifier:
+        if name != "resnet50" or pretrained is None:
+            raise ValueError(
+                f"model.keep_pretrained_classifier needs resnet50 with pretrained weights, not {name} "
+                f"with pretrained={pretrained!r}"
+            )
+        kwargs["keep_pretrained_classifier"] = True
     model = _BUILDERS[name](
         num_classes,
         pretrained=pretrained,
@@ -84,6 +94,7 @@ def model_from_config(config, num_classes: int, *, load_weights: bool = True) ->
         drop_threshold=m.drop_threshold,
         drop_prob=m.drop_prob,
         freeze_backbone_bn=m.freeze_backbone_bn,
+        keep_pretrained_classifier=m.keep_pretrained_classifier and load_weights,
         with_dropped_path=Objective.from_config(config).with_dropped_path,
     )
 

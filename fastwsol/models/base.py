@@ -47,7 +47,9 @@ class TwoPathWSOLNet(nn.Module):
         self.drop_threshold = drop_threshold
         self.drop_prob = drop_prob
         self.batch_tail_paths = batch_tail_paths
-        self.new_layers = new_layers  # module paths of the freshly initialised layers
+        # module paths of the layers added for WSOL: fresh (unless ResNet50 keeps its pretrained fc)
+        # and trained at lr × the new-layer multiplier
+        self.new_layers = new_layers
         self.freeze_backbone_bn = False  # set by create_model (model.freeze_backbone_bn)
 
     def train(self, mode: bool = True):

@@ -30,6 +30,27 @@ def _remap_torchvision_resnet50(key: str) -> str | None:
     return None  # fc: replaced
 
 
+def _remap_keeping_classifier(key: str) -> str | None:
+    return key if key in ("fc.weight", "fc.bias") else _remap_torchvision_resnet50(key)
+
+
+def _check_pretrained_classifier(state: dict, model: TwoPathWSOLNet, origin: str) -> None:
+    """The kept classifier loads strictly: both tensors present, of this run's shape."""
+    missing = [key for key in ("fc.weight", "fc.bias") if key not in state]
+    if missing:
+        raise ValueError(
+            f"{origin}: model.keep_pretrained_classifier needs the pretrained classifier, but the file has "
+            f"no {' or '.join(missing)}"
+        )
+    theirs, ours = tuple(state["fc.weight"].shape), tuple(model.fc.weight.shape)
+    if theirs != ours:
+        raise ValueError(
+            f"model.keep_pretrained_classifier: the classifier of {origin} has shape {theirs} ({theirs[0]} classes) "
+            f"but this run's fc has shape {ours} ({ours[0]} classes): keep it only on a dataset of the "
+            f"pretraining's classes (ILSVRC), or set model.keep_pretrained_classifier=false"
+        )
+
+
 def _set_stride(layer: nn.Sequential, stride: int) -> None:
     """Stride of a stage's first bottleneck (torchvision puts it on conv2 and the downsample)."""
     first = layer[0]
@@ -45,7 +66,11 @@ def build_resnet50(
     with_dropped_path: bool = True,
     drop_threshold: float = 0.8,
     drop_prob: float = 0.25,
+    keep_pretrained_classifier: bool = False,
 ) -> TwoPathWSOLNet:
+    """``keep_pretrained_classifier``: fc starts as the pretrained weights' classifier instead of
+    N(0, 0.01); it still counts as a new layer, trained at the new layers' learning rate (the
+    authors' classifier group holds fc whether or not it is pretrained)."""
     net = resnet50(weights=None)
     _set_stride(net.layer3, 1 if large_feature_map else 2)
     _set_stride(net.layer4, 1)
@@ -65,5 +90,10 @@ def build_resnet50(
     initialize_weights(model.modules(), "xavier")
     if pretrained is not None:
         state = read_state_dict(pretrained, "ResNet50_Weights.IMAGENET1K_V1")
-        load_remapped(model, state, _remap_torchvision_resnet50, origin=f"ResNet50 weights {pretrained}")
+        origin = f"ResNet50 weights {pretrained}"
+        remap = _remap_torchvision_resnet50
+        if keep_pretrained_classifier:
+            _check_pretrained_classifier(state, model, origin)
+            remap = _remap_keeping_classifier
+        load_remapped(model, state, remap, origin=origin)
     return model

@@ -35,8 +35,8 @@ def test_one_epoch_of_every_shipped_config_trains(name, tiny_run_overrides, tiny
     run = tmp_path / "run"
     overrides = tiny_openimages_overrides if load_config(CONFIGS / name).data.dataset == "OpenImages" else tiny_run_overrides
     tiny = [o for o in overrides(run) if not o.startswith(SCHEDULE) and not o.startswith("train.select_metric=")]
-    overrides = [*tiny, "model.pretrained=null", "model.init_from=null", "train.eval_interval=0",
-                 "train.max_steps_per_epoch=1", "optim.epochs=1"]
+    overrides = [*tiny, "model.pretrained=null", "model.keep_pretrained_classifier=false", "model.init_from=null",
+                 "train.eval_interval=0", "train.max_steps_per_epoch=1", "optim.epochs=1"]
     assert main(train_args(CONFIGS / name, overrides, "--seed", "5", "--device", "cpu")) == 0, capsys.readouterr().err
     state = load_checkpoint(run / "last.pt")
     assert state["epoch"] == 1 and (run / "test_metrics.json").is_file()
