@@ -474,7 +474,7 @@ class Trainer:
         """``train.select_metric`` must score the ground truth (boxes or masks) of the split the
         run evaluates, as its metadata says (the config knows only wsolevaluation's datasets)."""
         d = self.config.data
-        split = "val" if self.config.train.eval_interval else "test"
+        split = "val" if any(validates(e, self.config) for e in range(1, self.config.optim.epochs + 1)) else "test"
         localization = read_split_metadata(d.metadata_root, d.dataset, split).localization
         problem = select_metric_problem(self.config.train.select_metric, localization, f"{d.dataset}'s {split} split")
         if problem is not None:
