@@ -112,7 +112,7 @@ class GtMasks:
     the eval plan fixes the order of the batches, so the reads of the next ones overlap the
     model's work on this one. A batch other than the planned one is read when asked for."""
 
-    def __init__(self, loader, threads: int = 4, ahead: int = 2):
+    def __init__(self, loader, threads: int = min(8, os.cpu_count() or 1), ahead: int = 2):
         self.annotations, self.mask_dir = loader.metadata.masks, loader.mask_dir
         self.plans, self.ahead = iter(loader.plan()), ahead
         self.pending = collections.deque()  # (planned indices, one future per image)
