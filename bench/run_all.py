@@ -31,6 +31,7 @@ BENCHMARKS = {
     "alignment_loss": ("bench.bench_alignment_loss", [], ["--repeats", "3", "--shapes", "vgg16-cub", "vgg16-imagenet"]),
     "dropout_consistency": ("bench.bench_dropout_consistency", [], ["--quick", "--repeats", "3"]),
     "evaluator": ("bench.bench_evaluator", [], ["--num-images", "5000", "--reference-images", "100"]),
+    "mask_evaluator": ("bench.bench_mask_evaluator", [], ["--quick"]),
     "data": ("bench.bench_data", [], []),
     "train_step": ("bench.bench_train_step", [], ["--quick", "--repeats", "3"]),
 }
@@ -98,6 +99,15 @@ def summary_rows(quick: bool = False) -> list[dict]:
             evaluator["fast_images_per_second"] * seconds >= images)
         add("evaluator", "evaluator", "fast vs OpenCV reference (images/s; reference extrapolated from a subset)",
             f"{evaluator['speedup']:.1f}×", f"≥ {EVALUATOR_SPEEDUP_TARGET:g}×", evaluator["speedup"] >= EVALUATOR_SPEEDUP_TARGET)
+    masks = _json("mask_evaluator")
+    for key, what in (("mask_backends", "MaskEvaluator histogram vs np.histogram per image"),
+                      ("evaluate_maps_boxes", "evaluate-maps, CUB boxes, vs wsolevaluation's loop"),
+                      ("evaluate_maps_masks", "evaluate-maps, OpenImages masks, vs wsolevaluation's loop")):
+        if key in masks:
+            part = masks[key]
+            add("mask_evaluator", "evaluator", f"{what} ({part['images']} images)",
+                f"{part['fast_images_per_second']:.0f} vs {part['reference_images_per_second']:.0f} img/s "
+                f"= {part['speedup']:.1f}×", "same result", part["equal"])
     data = _json("data")
     for r in data.get("rows", []):
         add("data", "data", f"{r['what']} {r['pipeline']} {r['output']}".replace(" - -", ""), f"{float(r['images_per_s']):.0f} img/s")

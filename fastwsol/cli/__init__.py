@@ -8,11 +8,22 @@ import argparse
 import sys
 
 from fastwsol import __version__
-from fastwsol.cli import bench, check_gpu, evaluate, localize, make_synthetic, prepare, reproduce, runs, train
+from fastwsol.cli import (
+    bench,
+    check_gpu,
+    evaluate,
+    evaluate_maps,
+    localize,
+    make_synthetic,
+    prepare,
+    reproduce,
+    runs,
+    train,
+)
 from fastwsol.cli.common import SubcommandParser
 
 # as --help lists them
-SUBCOMMANDS = (make_synthetic, train, runs, evaluate, localize, reproduce, prepare, bench, check_gpu)
+SUBCOMMANDS = (make_synthetic, train, runs, evaluate, evaluate_maps, localize, reproduce, prepare, bench, check_gpu)
 
 
 def build_parser() -> argparse.ArgumentParser:

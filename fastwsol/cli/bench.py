@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
         "--only",
         nargs="+",
         metavar="NAME",
-        help="kernels_gpu_build alignment_loss dropout_consistency evaluator data train_step",
+        help="kernels_gpu_build alignment_loss dropout_consistency evaluator mask_evaluator data train_step",
     )
     parser.add_argument(
         "--summary-only",
