@@ -26,10 +26,26 @@ Precision = Literal["fp32", "bf16"]
 Backend = Literal["auto", "reference", "compiled", "triton"]  # fastwsol.ops backends
 MapKind = Literal["cam", "norm", "sim"]  # docs/method.md Table 5
 # val metrics a run may select its best checkpoint by (the evaluator's keys); "_single": the box
-# of the largest contour only
+# of the largest contour only; pxap, piou: a dataset with GT masks (OpenImages)
 SelectMetric = Literal[
-    "max_box_acc_v2", "gt_known_loc", "top1_loc", "max_box_acc_v2_single", "gt_known_loc_single", "top1_loc_single"
+    "max_box_acc_v2", "gt_known_loc", "top1_loc", "max_box_acc_v2_single", "gt_known_loc_single", "top1_loc_single",
+    "pxap", "piou",
 ]
+MASK_SELECT_METRICS = ("pxap", "piou")  # the others are box metrics
+# wsolevaluation's datasets by their ground truth; any other dataset's is known from its metadata only
+DATASET_LOCALIZATION = {"CUB": "boxes", "ILSVRC": "boxes", "OpenImages": "masks"}
+
+
+def select_metric_problem(metric: str, localization: str | None, where: str) -> str | None:
+    """Why ``train.select_metric`` cannot score a dataset whose ground truth is ``localization``
+    ("boxes" or "masks"; ``where`` says how that is known), or ``None`` when it can."""
+    if localization not in ("boxes", "masks") or (metric in MASK_SELECT_METRICS) == (localization == "masks"):
+        return None
+    fits = [m for m in typing.get_args(SelectMetric) if (m in MASK_SELECT_METRICS) == (localization == "masks")]
+    return (
+        f"train.select_metric: {metric!r} is a {'mask' if metric in MASK_SELECT_METRICS else 'box'} metric, but "
+        f"{where} is localised by {localization}: choose one of {fits}"
+    )
 
 
 @dataclass
@@ -356,7 +372,9 @@ def config_problems(config: ExperimentConfig) -> list[str]:
         ("train.log_interval", config.train.log_interval >= 1, "must be >= 1"),
         ("eval.cam_curve_interval", 0 < config.eval.cam_curve_interval < 1, "must lie in (0, 1)"),
     ]
-    return problems + [f"{key}: {message}" for key, ok, message in checks if not ok]
+    localization = DATASET_LOCALIZATION.get(config.data.dataset)
+    mismatch = select_metric_problem(config.train.select_metric, localization, f"data.dataset {config.data.dataset}")
+    return problems + [f"{key}: {message}" for key, ok, message in checks if not ok] + ([mismatch] if mismatch else [])
 
 
 def _epoch_list(epochs: list[int]) -> str:

@@ -10,8 +10,10 @@ per-image results and pictures)."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,9 @@ from fastwsol.data.images import read_rgb_pil
 from fastwsol.evaluation import (
     BoxEvaluator,
     MapDiagnostics,
+    MaskEvaluator,
     cams_to_scoremaps,
+    load_gt_masks,
     resize_boxes,
     upsample_cams,
 )
@@ -86,70 +90,121 @@ def top5_classes(logits: torch.Tensor) -> torch.Tensor:
     return logits.topk(min(5, logits.shape[1]), dim=1).indices
 
 
+def scorers(config, localization: str | None) -> dict:
+    """Fresh accumulators of ``evaluate_model``, by what they score: a split with GT masks gets
+    the pixel metrics' ``MaskEvaluator``; one with boxes the config's box evaluator, its
+    single-contour twin (when the config counts every contour) and the map diagnostics."""
+    e = config.eval
+    if localization == "masks":
+        return {"masks": MaskEvaluator(cam_curve_interval=e.cam_curve_interval)}
+    if localization != "boxes":
+        raise ValueError(f"evaluation needs GT boxes or masks; the split's metadata has {localization}")
+    found = {"boxes": box_evaluator(e)}
+    if e.multi_contour:
+        found["single"] = box_evaluator(e, multi_contour=False)
+    found["diagnostics"] = MapDiagnostics()
+    return found
+
+
+class GtMasks:
+    """The 224² GT masks (uint8: 0 background, 1 object, 255 ignored) of an eval loader's
+    batches, read on the host by a few threads, ``ahead`` batches ahead of the batch asked for:
+    the eval plan fixes the order of the batches, so the reads of the next ones overlap the
+    model's work on this one. A batch other than the planned one is read when asked for."""
+
+    def __init__(self, loader, threads: int = min(8, os.cpu_count() or 1), ahead: int = 2):
+        self.annotations, self.mask_dir = loader.metadata.masks, loader.mask_dir
+        self.plans, self.ahead = iter(loader.plan()), ahead
+        self.pending = collections.deque()  # (planned indices, one future per image)
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="gt-masks")
+
+    def _read(self, index: int) -> np.ndarray:
+        return load_gt_masks(self.mask_dir, [self.annotations[index]], size=SCOREMAP_SIZE)[0]
+
+    def __call__(self, indices: np.ndarray) -> np.ndarray:
+        while len(self.pending) <= self.ahead and (plan := next(self.plans, None)) is not None:
+            self.pending.append((plan.indices, [self.pool.submit(self._read, int(i)) for i in plan.indices]))
+        if self.pending and np.array_equal(self.pending[0][0], indices):
+            futures = self.pending.popleft()[1]
+        else:
+            futures = [self.pool.submit(self._read, int(i)) for i in indices]
+        return np.stack([future.result() for future in futures])
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
 @torch.no_grad()
 def evaluate_model(
     model, loader, config, ctx=None, *, map_kind: str | None = None, on_batch=None, progress: str | None = None
 ) -> dict:
-    """Metrics of ``model`` on ``loader``'s split: the evaluator's (box accuracies, MaxBoxAccV2,
-    GT-known / top-1 / top-5 Loc at the GT-known-optimal threshold, with ``eval.multi_contour``)
-    and ``top1_cls``/``top5_cls``; the same box metrics with a single contour (keys
-    ``*_single``, equal to the others when the config already evaluates one contour); and
-    ``inverted_pct`` / ``peak_in_gt_pct`` (:mod:`fastwsol.evaluation.diagnostics`).
+    """Metrics of ``model`` on ``loader``'s split, and ``top1_cls``/``top5_cls``.
+
+    A split with GT boxes: the evaluator's (box accuracies, MaxBoxAccV2, GT-known / top-1 /
+    top-5 Loc at the GT-known-optimal threshold, with ``eval.multi_contour``); the same box
+    metrics with a single contour (keys ``*_single``, equal to the others when the config
+    already evaluates one contour); and ``inverted_pct`` / ``peak_in_gt_pct``
+    (:mod:`fastwsol.evaluation.diagnostics`). A split with GT masks (OpenImages): ``pxap``,
+    ``piou`` and its ``best_threshold`` (:class:`~fastwsol.evaluation.MaskEvaluator`).
 
     ``on_batch(batch, scoremaps, logits)`` is called per batch (e.g. to save pictures).
     ``progress``: a description (e.g. ``"evaluate test"``) shows :class:`~fastwsol.progress.Progress`
     over the loader's batches; ``None`` shows nothing (e.g. a DDP rank other than 0).
     """
     e = config.eval
-    evaluator = box_evaluator(e)
-    single = box_evaluator(e, multi_contour=False) if e.multi_contour else None
-    diagnostics = MapDiagnostics()
+    localization = loader.metadata.localization
+    parts = scorers(config, localization)
+    masks = GtMasks(loader) if localization == "masks" else None
     was_training = model.training
     model.eval()
-    classification = np.zeros(2, np.int64)  # top-1, top-5 correct
+    classification = np.zeros(3, np.int64)  # top-1 correct, top-5 correct, images
     bar = Progress(len(loader) if progress else 0, progress or "", enabled=progress is not None)
-    for batch in loader:
-        images = batch["images"]
-        images = normalize_on_device(images) if images.dtype == torch.uint8 else images
-        out = model(images)
-        labels = batch["labels"]
-        scoremaps = scoremaps_for(out["feature"].float(), model.fc.weight.float(), labels, map_kind or e.map)
-        top5 = top5_classes(out["logits"])
-        top1_correct = (top5[:, 0] == labels).cpu().numpy()
-        top5_correct = (top5 == labels[:, None]).any(dim=1).cpu().numpy()
-        classification += (int(top1_correct.sum()), int(top5_correct.sum()))
-        indices = batch["indices"].cpu().numpy()
-        gt_boxes = gt_boxes_224(loader.metadata, indices)
-        for box_eval in (evaluator, single) if single is not None else (evaluator,):
-            box_eval.accumulate(scoremaps, gt_boxes, top1_correct=top1_correct, top5_correct=top5_correct)
-        diagnostics.accumulate(scoremaps, gt_boxes)
-        if on_batch is not None:
-            on_batch(batch, scoremaps, out["logits"])
-        bar.update(images=len(labels))
+    try:
+        for batch in loader:
+            images = batch["images"]
+            images = normalize_on_device(images) if images.dtype == torch.uint8 else images
+            out = model(images)
+            labels = batch["labels"]
+            scoremaps = scoremaps_for(out["feature"].float(), model.fc.weight.float(), labels, map_kind or e.map)
+            top5 = top5_classes(out["logits"])
+            top1_correct = (top5[:, 0] == labels).cpu().numpy()
+            top5_correct = (top5 == labels[:, None]).any(dim=1).cpu().numpy()
+            classification += (int(top1_correct.sum()), int(top5_correct.sum()), len(labels))
+            indices = batch["indices"].cpu().numpy()
+            if masks is not None:
+                parts["masks"].accumulate(scoremaps, masks(indices))
+            else:
+                gt_boxes = gt_boxes_224(loader.metadata, indices)
+                for key in ("boxes", "single"):
+                    if key in parts:
+                        parts[key].accumulate(scoremaps, gt_boxes, top1_correct=top1_correct, top5_correct=top5_correct)
+                parts["diagnostics"].accumulate(scoremaps, gt_boxes)
+            if on_batch is not None:
+                on_batch(batch, scoremaps, out["logits"])
+            bar.update(images=len(labels))
+    finally:
+        if masks is not None:
+            masks.close()
     bar.close()
     model.train(was_training)
     if ctx is not None and ctx.enabled:  # every rank's counts summed: all ranks get the same metrics
-        local = [evaluator, *([single] if single is not None else []), diagnostics]
-        total = torch.from_numpy(np.concatenate([*(part.state_vector() for part in local), classification]))
+        total = torch.from_numpy(np.concatenate([*(part.state_vector() for part in parts.values()), classification]))
         dist.all_reduce(total)
-        summed = [
-            box_evaluator(e),
-            *([box_evaluator(e, multi_contour=False)] if single is not None else []),
-            MapDiagnostics(),
-        ]
-        start = 0
-        for fresh, part in zip(summed, local):
+        summed, start = scorers(config, localization), 0
+        for fresh, part in zip(summed.values(), parts.values()):
             size = len(part.state_vector())
             fresh.add_state_vector(total[start : start + size].numpy())
             start += size
-        evaluator, diagnostics = summed[0], summed[-1]
-        single = summed[1] if single is not None else None
-        classification = total[-2:].numpy()
-    metrics = evaluator.compute()
-    single_metrics = single.compute() if single is not None else metrics
-    metrics.update({f"{k}_single": single_metrics[k] for k in SINGLE_CONTOUR_KEYS})
-    metrics.update(diagnostics.compute())
-    metrics["top1_cls"], metrics["top5_cls"] = (float(c) * 100.0 / evaluator.num_images for c in classification)
+        parts, classification = summed, total[start:].numpy()
+    if masks is not None:
+        metrics = parts["masks"].compute()
+    else:
+        metrics = parts["boxes"].compute()
+        single_metrics = parts["single"].compute() if "single" in parts else metrics
+        metrics.update({f"{k}_single": single_metrics[k] for k in SINGLE_CONTOUR_KEYS})
+        metrics.update(parts["diagnostics"].compute())
+    top1, top5, count = classification.tolist()
+    metrics["top1_cls"], metrics["top5_cls"] = (float(c) * 100.0 / count for c in (top1, top5))
     return metrics
 
 
@@ -330,6 +385,12 @@ def evaluate_checkpoint(
     save_maps = Path(save_maps) if save_maps is not None else None
     device = next(trained.model.parameters()).device
     loader = loader_from_config(config, split, batch_size=config.eval.batch_size, device=device, train=False)
+    if loader.metadata.localization == "masks" and (per_image is not None or save_maps is not None):
+        option = "--per-image" if per_image is not None else "--save-maps"
+        raise ValueError(
+            f"{option}: per-image results and pictures compare boxes, and {config.data.dataset}/{split} has GT "
+            f"masks (scored by PxAP/PIoU): leave {option} out for its metrics"
+        )
     outputs = [("--out", out_dir, [json_path])]
     if per_image is not None:
         outputs.append(("--per-image", per_image.parent, [per_image]))

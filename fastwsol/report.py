@@ -4,6 +4,8 @@ from __future__ import annotations
 
 # (key, label) in print order; keys a result lacks are left out.
 METRIC_LABELS = (
+    ("pxap", "PxAP"),
+    ("piou", "PIoU"),
     ("top1_loc", "Top-1 Loc"),
     ("top5_loc", "Top-5 Loc"),
     ("gt_known_loc", "GT-known Loc"),
@@ -22,6 +24,8 @@ METRIC_LABELS = (
 def format_metrics(metrics: dict, title: str = "metrics") -> str:
     lines = [title]
     for key, label in METRIC_LABELS:
+        if key == "best_threshold" and "pxap" in metrics:  # masks: the threshold of PIoU
+            label = "CAM threshold (PIoU-optimal)"
         if key in metrics:
             value = metrics[key]
             lines.append(f"  {label:<34} {value:.2f}" if isinstance(value, float) else f"  {label:<34} {value}")
@@ -39,6 +43,20 @@ METRIC_EXPLANATIONS = (
     "Top-1 / Top-5 Loc: GT-known Loc's boxes counted only when the true class is the top-1 / among the top-5 "
     "predictions, read at the CAM threshold that maximises GT-known Loc.",
 )
+
+# The same for a dataset localised by masks (OpenImages): pixel-wise scores of the score maps.
+MASK_METRIC_EXPLANATIONS = (
+    "PxAP: the area under the pixel precision-recall curve of the score maps over all CAM thresholds "
+    "(precision and recall of the pixels above a threshold against the GT masks, summed over the split; "
+    "pixels of an ignore mask count for neither).",
+    "PIoU: the pixel IoU of the pixels above a threshold with the GT masks, at the CAM threshold that maximises it.",
+)
+
+
+def metric_explanations(metrics: dict) -> tuple[str, ...]:
+    """The explanations of the metrics ``metrics`` holds: masks' or boxes'."""
+    return MASK_METRIC_EXPLANATIONS if "pxap" in metrics else METRIC_EXPLANATIONS
+
 
 BOX_FORMAT = "boxes are x0,y0,x1,y1 in the original image's pixels (inclusive corners, origin top left)"
 

@@ -25,9 +25,9 @@ import torch.distributed as dist
 import yaml
 
 from fastwsol.checkpoint import changed_keys, describe_changes, restore_rng_states, rng_states
-from fastwsol.config import ExperimentConfig
+from fastwsol.config import ExperimentConfig, select_metric_problem
 from fastwsol.data import loader_from_config, normalize_on_device
-from fastwsol.data.metadata import class_names
+from fastwsol.data.metadata import class_names, read_split_metadata
 from fastwsol.io import load_checkpoint, save_atomic, write_text_atomic
 from fastwsol.models import TwoPathWSOLNet, model_from_config
 from fastwsol.objective import LOSS_TERMS, Objective
@@ -243,13 +243,19 @@ def describe_epoch(
         f"epoch {epoch}/{o.epochs}{warm}: loss {record['loss_total']:.3f} ({losses}), "
         f"{record['images_per_s']:.1f} img/s, {record['seconds']:.0f} s"
     )
-    if "val_gt_known_loc" in record:
+    previous = previous or {"metric": -math.inf, "epoch": None}
+    if "val_pxap" in record:  # a split with GT masks
+        line += (
+            f"; val PxAP {record['val_pxap']:.1f}, PIoU {record['val_piou']:.1f}, top-1 {record['val_top1_cls']:.1f}; "
+            + describe_selection(epoch, config, record, previous, best)
+        )
+    elif "val_gt_known_loc" in record:
         line += (
             f"; val GT-known {record['val_gt_known_loc']:.1f}/{record['val_gt_known_loc_single']:.1f} "
             f"(multi/single contour), MaxBoxAccV2 {record['val_max_box_acc_v2']:.1f}/"
             f"{record['val_max_box_acc_v2_single']:.1f}, top-1 {record['val_top1_cls']:.1f}, "
             f"inverted {record['val_inverted_pct']:.1f} %, peak in GT {record['val_peak_in_gt_pct']:.1f} %; "
-            + describe_selection(epoch, config, record, previous or {"metric": -math.inf, "epoch": None}, best)
+            + describe_selection(epoch, config, record, previous, best)
         )
     return line
 
@@ -433,6 +439,7 @@ class Trainer:
                 " and ".join(f"{key} ({size})" for key, size in batch_sizes.items())
                 + f" must be divisible by the world size {self.ctx.world_size}"
             )
+        self._check_select_metric()
         self._loaders: dict[tuple, object] = {}
         train_loader = self.loader("train", self.batch_size(0))
         self.num_classes = int(train_loader.metadata.labels.max()) + 1
@@ -462,6 +469,16 @@ class Trainer:
     def finished(self) -> bool:
         """Every epoch is trained (a resumed finished run has only its test left, if that)."""
         return self.epoch >= self.config.optim.epochs
+
+    def _check_select_metric(self) -> None:
+        """``train.select_metric`` must score the ground truth (boxes or masks) of the split the
+        run evaluates, as its metadata says (the config knows only wsolevaluation's datasets)."""
+        d = self.config.data
+        split = "val" if any(validates(e, self.config) for e in range(1, self.config.optim.epochs + 1)) else "test"
+        localization = read_split_metadata(d.metadata_root, d.dataset, split).localization
+        problem = select_metric_problem(self.config.train.select_metric, localization, f"{d.dataset}'s {split} split")
+        if problem is not None:
+            raise ValueError(problem)
 
     # -- data
     def batch_size(self, epoch: int) -> int:

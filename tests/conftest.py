@@ -102,3 +102,107 @@ def hashes():
     """``hashes(folder)``: the "never lose a user's file" tests hash a folder before and after a
     refusal."""
     return file_hashes
+
+
+def write_tiny_openimages(root: Path):
+    """An OpenImages30k-like tree under ``root``: ``images/OpenImages/<split>/<class>/<id>.jpg``
+    (2 classes, 4 train, 2 val and 3 test images of varied sizes) with wsolevaluation's GT mask
+    PNGs beside the val/test images (``<id>_m<class>_<k>.png``, ``<id>_ignore.png``: one image of
+    each split has two instances, some have an ignore mask, one has none) and ``metadata/OpenImages``
+    with an empty ``image_sizes.txt`` and train's ``localization.txt`` empty, as in the release.
+    Each image is noise with a bright square per instance, its mask that square."""
+    import types
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    # per split: (class, (width, height), instance squares (x0, y0, side), ignore square or None)
+    images = {
+        "train": [(0, (80, 60), [(10, 10, 30)], None), (0, (64, 64), [(20, 5, 25)], None),
+                  (1, (96, 72), [(40, 20, 30)], None), (1, (72, 90), [(5, 40, 35)], None)],
+        "val": [(0, (80, 64), [(8, 8, 24), (48, 30, 20)], (0, 0, 70)), (1, (90, 70), [(30, 20, 30)], None)],
+        "test": [(1, (88, 66), [(6, 6, 20), (50, 30, 24)], (0, 0, 80)), (0, (70, 84), [(20, 30, 30)], (10, 20, 50)),
+                 (0, (96, 64), [(50, 10, 30)], None)],
+    }
+    data = root / "images" / "OpenImages"
+    for split, entries in images.items():
+        lines = {"image_ids": [], "class_labels": [], "localization": []}
+        for n, (label, (width, height), squares, ignore) in enumerate(entries):
+            image_id = f"{split}/c{label}/{split}{n}.jpg"
+            pixels = rng.integers(0, 90, (height, width, 3), dtype=np.uint8)
+            masks = []
+            for x0, y0, side in squares:
+                pixels[y0 : y0 + side, x0 : x0 + side] = (220, 200 - 150 * label, 60 + 150 * label)
+                mask = np.zeros((height, width), np.uint8)
+                mask[y0 : y0 + side, x0 : x0 + side] = 255
+                masks.append(mask)
+            (data / image_id).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(data / image_id, quality=95)
+            lines["image_ids"].append(image_id)
+            lines["class_labels"].append(f"{image_id},{label}")
+            if split == "train":
+                continue
+            stem = image_id.removesuffix(".jpg")
+            ignore_path = ""
+            if ignore is not None:
+                x0, y0, side = ignore
+                region = np.zeros((height, width), np.uint8)
+                region[y0 : y0 + side, x0 : x0 + side] = 255
+                ignore_path = f"{stem}_ignore.png"
+                Image.fromarray(region).save(data / ignore_path)
+            for k, mask in enumerate(masks):
+                mask_path = f"{stem}_mc{label}_{k}.png"
+                Image.fromarray(mask).save(data / mask_path)
+                lines["localization"].append(f"{image_id},{mask_path},{ignore_path if k == 0 else ''}")
+        folder = root / "metadata" / "OpenImages" / split
+        folder.mkdir(parents=True)
+        for name, rows in (*lines.items(), ("image_sizes", [])):
+            (folder / f"{name}.txt").write_text("".join(f"{row}\n" for row in rows))
+    return types.SimpleNamespace(
+        root=root, data_root=root / "images", metadata_root=root / "metadata", dataset="OpenImages"
+    )
+
+
+@pytest.fixture(scope="session")
+def openimages_tree():
+    """:func:`write_tiny_openimages`, for a test that changes its own copy."""
+    return write_tiny_openimages
+
+
+@pytest.fixture(scope="session")
+def tiny_openimages(tmp_path_factory):
+    """The OpenImages-like tree of :func:`write_tiny_openimages` (read only: tests that change
+    it write their own)."""
+    return write_tiny_openimages(tmp_path_factory.mktemp("openimages"))
+
+
+@pytest.fixture(scope="session")
+def tiny_openimages_overrides(tiny_run_overrides, tiny_openimages):
+    """``tiny_run_overrides`` on the tiny OpenImages tree, checkpoints selected by PxAP."""
+
+    def overrides(out_dir, *extra: str) -> list[str]:
+        return [
+            *tiny_run_overrides(out_dir),
+            f"data.data_root={tiny_openimages.data_root}",
+            f"data.metadata_root={tiny_openimages.metadata_root}",
+            "data.dataset=OpenImages",
+            "train.select_metric=pxap",
+            *extra,
+        ]
+
+    return overrides
+
+
+@pytest.fixture(scope="session")
+def tiny_openimages_run(tmp_path_factory, tiny_openimages_overrides) -> Path:
+    """The folder of one epoch of `fastwsol train` on the tiny OpenImages tree (best.pt, last.pt,
+    test_metrics.json)."""
+    from fastwsol.cli import main
+
+    out_dir = tmp_path_factory.mktemp("tiny_openimages_run")
+    defaults = out_dir.parent / "defaults.yaml"  # every key given below or fastwsol/config.py's default
+    defaults.write_text("{}\n")
+    overrides = tiny_openimages_overrides(out_dir, "optim.epochs=1", "optim.warm_epochs=0")
+    assert main(["train", "--config", str(defaults), *(a for o in overrides for a in ("--set", o))]) == 0
+    return out_dir

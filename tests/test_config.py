@@ -210,14 +210,18 @@ def test_each_choice_type_equals_the_list_of_the_module_that_acts_on_it():
     assert len(config.literal_choices()) == 7  # the five above, precision and select_metric
 
 
-def test_every_select_metric_is_a_metric_the_run_records(tiny_checkpoint):
+def test_every_select_metric_is_a_metric_the_run_records(tiny_checkpoint, tiny_openimages_run):
+    """A box metric in a run on boxes, a mask metric (MASK_SELECT_METRICS) in a run on masks."""
     import json
     import typing
 
-    from fastwsol.config import SelectMetric
+    from fastwsol.config import MASK_SELECT_METRICS, SelectMetric
 
-    recorded = json.loads((tiny_checkpoint.parent / "test_metrics.json").read_text())
-    assert set(typing.get_args(SelectMetric)) <= set(recorded)
+    boxes = json.loads((tiny_checkpoint.parent / "test_metrics.json").read_text())
+    masks = json.loads((tiny_openimages_run / "test_metrics.json").read_text())
+    metrics = set(typing.get_args(SelectMetric))
+    assert set(MASK_SELECT_METRICS) <= metrics
+    assert metrics - set(MASK_SELECT_METRICS) <= set(boxes) and set(MASK_SELECT_METRICS) <= set(masks)
 
 
 def test_an_unknown_choice_names_the_key_and_the_choices():

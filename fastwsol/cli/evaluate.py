@@ -54,7 +54,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from fastwsol.checkpoint import load_trained
     from fastwsol.evaluate import evaluate_checkpoint, locate_data
-    from fastwsol.report import METRIC_EXPLANATIONS, format_metrics
+    from fastwsol.report import format_metrics, metric_explanations
 
     trained = load_trained(args.checkpoint, device=args.device)
     config, used = locate_data(trained, data_root=args.data_root, metadata_root=args.metadata_root, overrides=args.set)
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     print(format_metrics(metrics, title=f"{args.split} split, map={metrics['map']} ({args.checkpoint})"))
-    print("\n".join(METRIC_EXPLANATIONS))
+    print("\n".join(metric_explanations(metrics)))
     print(f"wrote {metrics['json']}")
     if args.per_image:
         print(f"per-image results: {metrics['per_image']}")

@@ -72,6 +72,7 @@ def file_problems(config) -> list[str]:
                     SYNTHETIC_NAME: f"; {make_synthetic_hint(config)}",
                     "CUB": f"; `fastwsol prepare cub CUB_200_2011_DIR --out {root}` lays it out",
                     "ILSVRC": f"; `fastwsol prepare imagenet --train DIR --val DIR --out {root}` lays it out",
+                    "OpenImages": f"; {OPENIMAGES_UNPACK.format(root=root)}",
                 }.get(config.data.dataset, "")
                 if key == "data.data_root" or config.data.dataset == SYNTHETIC_NAME
                 else ""
@@ -80,11 +81,44 @@ def file_problems(config) -> list[str]:
                 f"{key}: folder {str(Path(root) / config.data.dataset)!r} (data.dataset "
                 f"{config.data.dataset!r} under {root!r}) does not exist{made_by}"
             )
+    if not problems:
+        problems += mask_file_problems(config)
     pretrained = config.model.pretrained
     if pretrained not in (None, "imagenet") and not Path(pretrained).is_file():
         problems.append(f"model.pretrained: weight file {pretrained!r} does not exist (or use imagenet)")
     if config.model.init_from is not None and not Path(config.model.init_from).is_file():
         problems.append(f"model.init_from: checkpoint {config.model.init_from!r} does not exist; {init_from_hint()}")
+    return problems
+
+
+OPENIMAGES_UNPACK = (
+    "`fastwsol prepare openimages OPENIMAGES_DIR --out {root}` lays out the images and GT masks "
+    "(OPENIMAGES_DIR: wsolevaluation's OpenImages_images.zip and OpenImages_annotations.zip unpacked into one folder)"
+)
+
+
+def mask_file_problems(config) -> list[str]:
+    """The GT mask files of the val and test splits (when their metadata names masks) that do
+    not exist under data.data_root, one line per split: how many, the first, what makes them."""
+    from fastwsol.data.metadata import read_split_metadata
+
+    d, problems = config.data, []
+    folder = Path(d.data_root) / d.dataset
+    for split in ("val", "test"):
+        try:
+            masks = read_split_metadata(d.metadata_root, d.dataset, split).masks
+        except (OSError, ValueError):  # the loader names a metadata problem
+            continue
+        paths = [p for m in masks or () for p in (*m.mask_paths, *([m.ignore_path] if m.ignore_path else []))]
+        missing = [p for p in paths if not (folder / p).is_file()]
+        if missing:
+            made_by = OPENIMAGES_UNPACK.format(root=d.data_root) if d.dataset == "OpenImages" else (
+                f"GT masks live beside the images, at {folder}/<mask_path>"
+            )
+            problems.append(
+                f"data.data_root: {len(missing)} of the {len(paths)} GT mask files of {d.dataset}/{split} are "
+                f"missing, e.g. {folder / missing[0]}; {made_by}"
+            )
     return problems
 
 

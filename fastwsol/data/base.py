@@ -26,7 +26,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
 class SplitLoader:
     """Batches ``{"images", "labels", "indices"}`` of one split (one shard of it).
 
-    ``indices`` index ``metadata.image_ids`` (so GT boxes and ids can be looked up).
+    ``indices`` index ``metadata.image_ids`` (so GT boxes and ids can be looked up; GT masks
+    are files under ``mask_dir``).
     Iterating runs one epoch; call :meth:`set_epoch` before each epoch to reshuffle (train).
     """
 
@@ -61,7 +62,10 @@ class SplitLoader:
         shard_range(0, shard_id, num_shards)  # validates the shard arguments early
         self.metadata = read_split_metadata(metadata_root, dataset, split, require_localization=not train)
         self.image_dir = Path(data_root) / dataset
-        self.checked = check_split_images(self.image_dir, self.metadata, skip_bad=skip_bad, verify=verify)
+        self.mask_dir = self.image_dir  # wsolevaluation unpacks the GT masks beside the images
+        self.checked = check_split_images(
+            self.image_dir, self.metadata, skip_bad=skip_bad, verify=verify, mask_dir=self.mask_dir
+        )
         self.train, self.batch_size, self.seed = train, batch_size, seed
         self.shard_id, self.num_shards, self.num_threads = shard_id, num_shards, num_threads
         self.image_size, self.resize_size, self.output = image_size, resize_size, output

@@ -177,7 +177,7 @@ class _PlanSource:
                 start, end = crop_rois(batch, loader.resize_size, loader.image_size)
                 values["roi_start"], values["roi_end"] = start, end
             if "enlarge" in fields:
-                sizes = loader.metadata.sizes[batch.indices]  # (w, h), checked against the files
+                sizes = loader.checked.sizes[batch.indices]  # (w, h) from the files' headers
                 values["enlarge"] = loader.enlarge_only(batch.indices)
                 if not loader.train:
                     start, end = np.zeros((len(batch), 2), np.float32), np.ones((len(batch), 2), np.float32)
@@ -206,7 +206,7 @@ class DaliSplitLoader(SplitLoader):
     def enlarge_only(self, indices: np.ndarray) -> np.ndarray:
         """Whether each image's sides are all <= the resize target (it is only enlarged)."""
         target = self.resize_size if self.train else self.image_size
-        return (self.metadata.sizes[indices] <= target).all(axis=1)
+        return (self.checked.sizes[indices] <= target).all(axis=1)
 
     def path_bytes(self, index: int) -> np.ndarray:
         """The path of image ``index`` as bytes, for ``fn.io.file.read``."""

@@ -4,7 +4,8 @@ or a silently grey image in the middle of an epoch.
 
 Checked per file (``verify="header"``, cheap: header parse + a look at the last bytes):
 exists and is readable; a format PIL recognises; not truncated (JPEG ends with EOI, PNG with
-IEND); its size equals ``image_sizes.txt`` (otherwise GT boxes would be rescaled wrongly).
+IEND); its size equals ``image_sizes.txt`` (otherwise GT boxes would be rescaled wrongly),
+when the split lists sizes (OpenImages' ``image_sizes.txt`` is empty: the headers' are used).
 ``verify="decode"`` also decodes every image fully. Grayscale, CMYK, palette or RGBA files
 are valid: every loader converts them to RGB as PIL's ``convert("RGB")`` does (the protocol's
 reference), and the DALI loader is handed such files re-encoded losslessly as RGB PNG.
@@ -46,11 +47,14 @@ class ImageInfo:
 class CheckedSplit:
     """The usable images of a split.
 
-    ``usable``: int64 indices into ``metadata.image_ids``; ``problems``: (image_id, reason) of
-    skipped files; ``needs_reencode``: indices DALI cannot take verbatim (see module doc).
+    ``usable``: int64 indices into ``metadata.image_ids``; ``sizes``: int64 (N, 2) (width,
+    height) of every image as its header says (0, 0 for a skipped one); ``problems``:
+    (image_id, reason) of skipped files; ``needs_reencode``: indices DALI cannot take verbatim
+    (see module doc).
     """
 
     usable: np.ndarray
+    sizes: np.ndarray
     problems: list[tuple[str, str]] = field(default_factory=list)
     needs_reencode: frozenset[int] = frozenset()
 
@@ -117,8 +121,11 @@ def check_split_images(
     *,
     skip_bad: bool = False,
     verify: str = "header",
+    mask_dir: str | os.PathLike | None = None,
 ) -> CheckedSplit:
-    """Check every image of ``metadata`` under ``image_dir`` (``<data_root>/<DATASET>``).
+    """Check every image of ``metadata`` under ``image_dir`` (``<data_root>/<DATASET>``) and,
+    when the split has GT masks and ``mask_dir`` (``<mask_root>/<DATASET>``) is given, that each
+    image's mask files exist (an image without them cannot be scored).
 
     Raises :class:`BadImageError` at the first bad file unless ``skip_bad``, in which case bad
     files are left out and counted in one warning. An empty split, or one with no usable
@@ -130,22 +137,26 @@ def check_split_images(
     usable: list[int] = []
     problems: list[tuple[str, str]] = []
     reencode: set[int] = set()
+    sizes = np.zeros((len(metadata), 2), np.int64)
     for index, image_id in enumerate(metadata.image_ids):
         path = image_dir / image_id
         try:
             info = inspect_image(path, verify)
-            width, height = (int(v) for v in metadata.sizes[index])
+            width, height = (info.width, info.height) if metadata.sizes is None else metadata.sizes[index].tolist()
             if (info.width, info.height) != (width, height):
                 raise BadImageError(
                     f"{path} is {info.width}x{info.height} but {metadata.split_dir / 'image_sizes.txt'} "
                     f"says {width}x{height}"
                 )
+            if mask_dir is not None and metadata.masks is not None:
+                _check_mask_files(Path(mask_dir), metadata.masks[index], image_id)
         except BadImageError as exc:
             if not skip_bad:
                 raise
             problems.append((image_id, str(exc)))
             continue
         usable.append(index)
+        sizes[index] = info.width, info.height
         if (info.format, info.mode) not in DALI_NATIVE:
             reencode.add(index)
     if problems:
@@ -156,7 +167,13 @@ def check_split_images(
         )
     if not usable:
         raise ValueError(f"no usable image left in {metadata.split_dir} ({len(problems)} bad)")
-    return CheckedSplit(np.array(usable, dtype=np.int64), problems, frozenset(reencode))
+    return CheckedSplit(np.array(usable, dtype=np.int64), sizes, problems, frozenset(reencode))
+
+
+def _check_mask_files(mask_dir: Path, masks, image_id: str) -> None:
+    for mask_path in (*masks.mask_paths, *([masks.ignore_path] if masks.ignore_path else [])):
+        if not (mask_dir / mask_path).is_file():
+            raise BadImageError(f"mask file not found: {mask_dir / mask_path} (a GT mask of {image_id})")
 
 
 def read_rgb_pil(path: str | os.PathLike) -> Image.Image:

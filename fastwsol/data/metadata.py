@@ -269,7 +269,7 @@ def read_split_dir(split_dir: str | Path, *, require_localization: bool = True) 
             raise ValueError(f"{localization_path}: empty, but every image needs boxes or masks")
         if lines and _is_mask_line(lines[0]):
             masks = _read_masks(localization_path, lines, index)
-        elif lines or require_localization:
+        elif lines:
             boxes = _read_boxes(localization_path, lines, index, sizes, sizes_path)
     return SplitMetadata(split_dir, image_ids, labels, sizes, boxes, masks)
 

@@ -27,11 +27,14 @@ def train_args(config, overrides, *extra) -> list[str]:
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
-def test_one_epoch_of_every_shipped_config_trains(name, tiny_run_overrides, tmp_path, capsys):
+def test_one_epoch_of_every_shipped_config_trains(name, tiny_run_overrides, tiny_openimages_overrides, tmp_path,
+                                                  capsys):
     """`--set optim.epochs=1` with the config's own schedule (the tiny data, model and batch
-    instead of the config's; no download, no pretraining run)."""
+    instead of the config's, the tiny OpenImages tree for an OpenImages config; no download, no
+    pretraining run)."""
     run = tmp_path / "run"
-    tiny = [o for o in tiny_run_overrides(run) if not o.startswith(SCHEDULE)]
+    overrides = tiny_openimages_overrides if load_config(CONFIGS / name).data.dataset == "OpenImages" else tiny_run_overrides
+    tiny = [o for o in overrides(run) if not o.startswith(SCHEDULE) and not o.startswith("train.select_metric=")]
     overrides = [*tiny, "model.pretrained=null", "model.keep_pretrained_classifier=false", "model.init_from=null",
                  "train.eval_interval=0", "train.max_steps_per_epoch=1", "optim.epochs=1"]
     assert main(train_args(CONFIGS / name, overrides, "--seed", "5", "--device", "cpu")) == 0, capsys.readouterr().err
