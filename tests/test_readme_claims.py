@@ -18,7 +18,8 @@ CONFIGS = ROOT / "configs"
 REPRODUCE_3SEEDS = ROOT / "bench" / "results" / "reproduce_3seeds.json"
 
 # How the README names each selectable metric in prose.
-METRIC_PROSE = {"max_box_acc_v2": "MaxBoxAccV2", "gt_known_loc": "GT-known Loc", "top1_loc": "Top-1 Loc"}
+METRIC_PROSE = {"max_box_acc_v2": "MaxBoxAccV2", "gt_known_loc": "GT-known Loc", "top1_loc": "Top-1 Loc",
+                "pxap": "PxAP", "piou": "PIoU"}
 # "`configs/a.yaml` and `configs/b_*.yaml` select(s) the best checkpoint|it on <prose> (`train.select_metric: <key>`"
 SELECT_CLAIM = re.compile(
     r"(?P<configs>`configs/[\w*]+\.yaml`(?:(?:, | and )`configs/[\w*]+\.yaml`)*) selects? "
