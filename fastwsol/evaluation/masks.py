@@ -14,10 +14,10 @@ positives fp.
 
 - PxAP (wsolevaluation's ``MaskEvaluator.compute``): precision = tp/(tp+fp), recall = tp/#fg,
   PxAP = 100·Σ_{k>=1} precision_k·(recall_k − recall_{k−1}) over the points where tp+fp > 0.
-- PIoU, the pixel IoU of the benchmark's journal version (Choe et al., TPAMI 2022): 100·max_k
+- PIoU, the pixel IoU at the best threshold (the mask counterpart of MaxBoxAcc's best-threshold
+  rule; fastwsol's definition, since wsolevaluation's code has no PIoU): 100·max_k
   tp_k/(tp_k + fp_k + fn_k) with fn_k = #fg − tp_k, all counted over the split's pixels;
-  ``best_threshold`` is the t_k reaching it (the lowest if tied). wsolevaluation's released code
-  computes PxAP only; PIoU is read from the same histograms.
+  ``best_threshold`` is the t_k reaching it (the lowest if tied); read from the same histograms.
 
 Backends: ``"reference"`` is the benchmark's loop (``np.histogram`` per image); ``"histogram"``
 bins a whole batch in one compiled pass. Both give identical integer counts: a score is compared
