@@ -110,7 +110,7 @@ def read_header(path: Path) -> str | None:
 
 
 def read_scoremap(path: str | os.PathLike) -> np.ndarray:
-    """One map as float64 (the dtype the benchmark scores; float16/32 are exact in it), after
+    """One map as float64 (its exact values: docs/evaluate_maps.md on why that is the benchmark's score), after
     the benchmark's checks (util.check_scoremap_validity) and the 224×224 size. A problem is a
     :class:`ScoreMapError` naming ``path``."""
     try:
