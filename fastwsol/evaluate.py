@@ -6,11 +6,12 @@ on the background (the hole's contour outlines the object). Under DDP every rank
 shard and the counts are summed.
 
 Also a trained model's side: ``evaluate_checkpoint`` (the ``evaluate`` command: metrics JSON,
-per-image results and pictures)."""
+per-image results, pictures and the score maps in the benchmark's layout)."""
 
 from __future__ import annotations
 
 import collections
+import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,8 @@ from fastwsol.evaluation import (
 from fastwsol.evaluation.boxes import SCOREMAP_SIZE, boxes_at_thresholds, contour_boxes_at_thresholds, multiple_iou
 from fastwsol.evaluation.component_tree import quantize_scoremaps
 from fastwsol.evaluation.evaluator import GT_KNOWN_IOU
-from fastwsol.io import check_writable_folder, write_text_atomic
+from fastwsol.evaluation.scoremap import scoremap_path
+from fastwsol.io import check_writable_folder, write_bytes_atomic, write_text_atomic
 from fastwsol.method import MAP_KINDS
 from fastwsol.progress import Progress
 from fastwsol.report import class_label
@@ -331,6 +333,49 @@ class PerImageResults:
         return [rows[index] for index in sorted(rows)]
 
 
+# float32: the maps' own precision, written exactly; float64: what wsolevaluation's MaskEvaluator
+# (OpenImages) accepts, the same values widened exactly.
+SCOREMAP_DTYPES = ("float32", "float64")
+
+
+class ScoreMapWriter:
+    """An ``on_batch`` of :func:`evaluate_model` that writes each image's score map, exactly as
+    scored, where the benchmark's ``evaluation.py`` and ``fastwsol evaluate-maps`` read it:
+    ``<folder>/<image_id>.npy`` (:func:`~fastwsol.evaluation.scoremap.scoremap_path`), 224×224 in
+    ``dtype``. Each file is written atomically; not fsynced one by one (a split has up to 50,000
+    maps, and a lost one is written again by evaluating again)."""
+
+    def __init__(self, folder: Path, image_ids, dtype: str = "float32"):
+        if dtype not in SCOREMAP_DTYPES:
+            raise ValueError(f"score map dtype must be one of {SCOREMAP_DTYPES}, got {dtype!r}")
+        self.folder, self.image_ids, self.dtype = folder, image_ids, np.dtype(dtype)
+        self.written = 0
+
+    def paths(self) -> list[Path]:
+        return [scoremap_path(self.folder, image_id) for image_id in self.image_ids]
+
+    def __call__(self, batch, scoremaps, logits) -> None:
+        maps = scoremaps.cpu().numpy().astype(self.dtype)
+        for index, scoremap in zip(batch["indices"].cpu().numpy().tolist(), maps):
+            buffer = io.BytesIO()
+            np.save(buffer, scoremap)
+            write_bytes_atomic(scoremap_path(self.folder, self.image_ids[index]), buffer.getvalue(), durable=False)
+            self.written += 1
+
+
+def each_of(*hooks):
+    """One ``on_batch`` calling every hook given (``None`` skipped) in order; ``None`` if none is."""
+    hooks = [hook for hook in hooks if hook is not None]
+    if not hooks:
+        return None
+
+    def on_batch(batch, scoremaps, logits) -> None:
+        for hook in hooks:
+            hook(batch, scoremaps, logits)
+
+    return on_batch
+
+
 def write_per_image(path: Path, rows: list[dict], about: dict) -> None:
     """``.csv``: the rows; ``.json``: ``about`` (checkpoint, split, map, threshold) and ``images``."""
     from fastwsol.tables import csv_text
@@ -363,6 +408,8 @@ def evaluate_checkpoint(
     save_maps: str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
     per_image: str | os.PathLike | None = None,
+    save_scoremaps: str | os.PathLike | None = None,
+    scoremap_dtype: str = "float32",
     sheet_size: int = 32,
     config=None,
     overwrite: bool = False,
@@ -372,8 +419,10 @@ def evaluate_checkpoint(
     checkpoint's folder by default; ``metrics["json"]``). ``config``: the run's, with data paths
     from :func:`locate_data` (the default). ``per_image``: a ``.csv`` or ``.json`` file of
     :class:`PerImageResults`' rows. ``save_maps``: :func:`save_localization_pictures` there.
-    Before anything is evaluated: a file already there is an error unless ``overwrite``, and so
-    is a folder that cannot be written. ``progress``: :class:`~fastwsol.progress.Progress`."""
+    ``save_scoremaps``: every image's score map there (:class:`ScoreMapWriter`, ``scoremap_dtype``;
+    boxes and masks alike; ``metrics["scoremaps"]``: how many). Before anything is evaluated: a
+    file already there is an error unless ``overwrite``, and so is a folder that cannot be
+    written. ``progress``: :class:`~fastwsol.progress.Progress`."""
     config = config or locate_data(trained)[0]
     map_kind = map_kind or config.eval.map
     check_map_kind(map_kind)  # before the split is read
@@ -397,12 +446,18 @@ def evaluate_checkpoint(
     if save_maps is not None:
         pictures = [picture_file(save_maps, image_id, map_kind) for image_id in loader.metadata.image_ids]
         outputs.append(("--save-maps", save_maps, [*pictures, save_maps / CONTACT_SHEET]))
+    writer = None
+    if save_scoremaps is not None:
+        writer = ScoreMapWriter(Path(save_scoremaps), loader.metadata.image_ids, scoremap_dtype)
+        outputs.append(("--save-scoremaps", writer.folder, writer.paths()))
     refuse_to_replace(outputs, overwrite)
     for option, folder, _ in outputs:
         check_writable_folder(folder, option)
     collected = PerImageResults(loader.metadata) if per_image is not None else None
     description = f"evaluate {split}" if progress else None
-    metrics = evaluate_model(trained.model, loader, config, map_kind=map_kind, on_batch=collected, progress=description)
+    metrics = evaluate_model(
+        trained.model, loader, config, map_kind=map_kind, on_batch=each_of(collected, writer), progress=description
+    )
     metrics.update(split=split, map=map_kind, checkpoint=str(trained.path))
     write_text_atomic(json_path, json.dumps(metrics, indent=2) + "\n")
     metrics["json"] = str(json_path)
@@ -411,6 +466,8 @@ def evaluate_checkpoint(
         about = {"checkpoint": str(trained.path), "split": split, "map": map_kind, "threshold": threshold}
         write_per_image(per_image, collected.rows(threshold), about)
         metrics["per_image"] = str(per_image)
+    if writer is not None:
+        metrics["scoremaps"] = writer.written
     if save_maps is not None:
         metrics["pictures"] = save_localization_pictures(
             trained, loader, map_kind, metrics["best_threshold"], save_maps, sheet_size, config.data.data_root, progress

@@ -32,6 +32,8 @@ from fastwsol.data.metadata import BUILTIN, SplitMetadata, read_split_metadata
 from fastwsol.evaluate import SINGLE_CONTOUR_KEYS, gt_boxes_224, refuse_to_replace
 from fastwsol.evaluation import BoxEvaluator, MapDiagnostics, MaskEvaluator, load_gt_masks
 from fastwsol.evaluation.boxes import SCOREMAP_SIZE
+from fastwsol.evaluation.scoremap import SCOREMAP_SUFFIX as SUFFIX
+from fastwsol.evaluation.scoremap import scoremap_path
 from fastwsol.io import check_writable_folder, write_text_atomic
 from fastwsol.progress import Progress
 from fastwsol.report import METRIC_LABELS
@@ -54,7 +56,6 @@ __all__ = [
 # wsolevaluation's config.py --cam_curve_interval (its training-time evaluation and the
 # evaluate_wsol function); evaluation.py's own command line defaults to 0.01.
 DEFAULT_CAM_CURVE_INTERVAL = 0.001
-SUFFIX = ".npy"
 MAX_BAD_MAPS = 100  # scoring stops once this many maps proved bad: the message names the first few
 SHOWN = 5  # paths an error or warning names
 BATCH_SIZE = 64
@@ -65,11 +66,6 @@ MASK_LABELS = (("pxap", "PxAP"), ("piou", "PIoU (pixel IoU at the best threshold
 class ScoreMapError(ValueError):
     """The score maps are at fault (missing, unreadable, wrong shape or dtype, NaN, outside
     [0, 1]); the message names the files."""
-
-
-def scoremap_path(root: str | os.PathLike, image_id: str) -> Path:
-    """Where the benchmark reads ``image_id``'s map: the image id plus ``.npy`` (its ``CamDataset``)."""
-    return Path(root) / (image_id + SUFFIX)
 
 
 def _first(paths: Sequence, count: int = SHOWN) -> str:

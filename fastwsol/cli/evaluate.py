@@ -7,6 +7,10 @@ import argparse
 from fastwsol.cli.common import add_device_option, add_set_option
 from fastwsol.method import MAP_KINDS
 
+# fastwsol.evaluate.SCOREMAP_DTYPES, copied so that `--help` does not import torch (a test keeps
+# them equal)
+SCOREMAP_DTYPES = ("float32", "float64")
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -32,8 +36,22 @@ def add_parser(subparsers) -> None:
         "(IoU >= 0.5), and any_contour_correct (what eval.multi_contour credits)",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace the metrics, per-image file and pictures already there "
-        "(refused otherwise)"
+        "--save-scoremaps",
+        metavar="DIR",
+        help="every image's score map, exactly as scored, in the benchmark's layout: DIR/<image_id>.npy "
+        "(224x224, in [0, 1]), for `fastwsol evaluate-maps` or wsolevaluation's evaluation.py; boxes and masks alike",
+    )
+    parser.add_argument(
+        "--scoremap-dtype",
+        choices=SCOREMAP_DTYPES,
+        default="float32",
+        help="dtype of --save-scoremaps (default: float32, the maps' own precision); float64 for wsolevaluation's "
+        "evaluation.py on OpenImages (its MaskEvaluator accepts float64 only); the values are the same",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the metrics, per-image file, pictures and score maps already there (refused otherwise)",
     )
     add_device_option(parser)
     parser.add_argument(
@@ -66,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         save_maps=args.save_maps,
         out_dir=args.out,
         per_image=args.per_image,
+        save_scoremaps=args.save_scoremaps,
+        scoremap_dtype=args.scoremap_dtype,
         config=config,
         overwrite=args.overwrite,
     )
@@ -76,4 +96,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"per-image results: {metrics['per_image']}")
     if args.save_maps:
         print(f"pictures: {metrics['pictures']} PNGs (one per image) and contact_sheet.png in {args.save_maps}")
+    if args.save_scoremaps:
+        print(f"score maps: {metrics['scoremaps']} {args.scoremap_dtype} .npy files (one per image) in "
+              f"{args.save_scoremaps}")
     return 0

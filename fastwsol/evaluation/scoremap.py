@@ -9,13 +9,22 @@ replicated); the two differ only by float32 rounding (≤ 1e-6 of the map's rang
 from __future__ import annotations
 
 import functools
+import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from fastwsol.evaluation.boxes import SCOREMAP_SIZE
 
-__all__ = ["upsample_cams", "normalize_scoremaps", "cams_to_scoremaps"]
+__all__ = ["SCOREMAP_SUFFIX", "upsample_cams", "normalize_scoremaps", "cams_to_scoremaps", "scoremap_path"]
+
+SCOREMAP_SUFFIX = ".npy"
+
+
+def scoremap_path(root: str | os.PathLike, image_id: str) -> Path:
+    """Where the benchmark reads ``image_id``'s map: the image id plus ``.npy`` (its ``CamDataset``)."""
+    return Path(root) / (image_id + SCOREMAP_SUFFIX)
 
 
 @functools.lru_cache(maxsize=16)

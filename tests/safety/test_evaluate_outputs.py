@@ -79,7 +79,7 @@ def test_pictures_already_there_are_refused_unless_overwrite(run, tmp_path, hash
     assert main(["evaluate", "--checkpoint", str(run / "best.pt"), "--save-maps", str(maps), "--overwrite"]) == 0
 
 
-@pytest.mark.parametrize("option", ["--out", "--save-maps", "--per-image"])
+@pytest.mark.parametrize("option", ["--out", "--save-maps", "--per-image", "--save-scoremaps"])
 def test_an_unwritable_output_is_found_before_evaluating(option, tiny_checkpoint, tmp_path, capsys, no_evaluation):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
