@@ -10,7 +10,7 @@
     - boxes (images spread over the builtin CUB test split, a metadata subset written for them):
       ``BoxEvaluator(backend="opencv")`` one map at a time, the literal wsolevaluation loop;
     - masks (images spread over the builtin OpenImages test split, their instance and ignore PNGs
-      generated at assorted sizes): ``gt_mask`` (cv2.imread of each PNG, as wsolevaluation's
+      generated at assorted sizes): ``load_gt_masks`` per image (cv2.imread of each PNG, as wsolevaluation's
       get_mask) and ``MaskEvaluator(backend="reference")`` one map at a time.
     The metrics are checked equal. evaluate-maps also computes the single-contour metrics and the
     map diagnostics for boxes, work the reference loop does not do.
@@ -40,7 +40,7 @@ from bench.common import format_table, save_results
 from fastwsol.data.metadata import BUILTIN_METADATA_ROOT, read_split_metadata
 from fastwsol.evaluate import gt_boxes_224
 from fastwsol.evaluate_maps import DEFAULT_CAM_CURVE_INTERVAL, READERS, evaluate_scoremaps, scoremap_path
-from fastwsol.evaluation import IGNORE, BoxEvaluator, MaskEvaluator, cams_to_scoremaps, gt_mask
+from fastwsol.evaluation import IGNORE, BoxEvaluator, MaskEvaluator, cams_to_scoremaps, load_gt_masks
 
 QUICK = {"images": 200, "box_images": 30, "mask_images": 60}
 METADATA_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
@@ -198,9 +198,8 @@ def mask_end_to_end(args, folder: Path) -> dict:
     def reference():
         evaluator = MaskEvaluator(args.cam_curve_interval, backend="reference")
         for image_id, annotation in zip(metadata.image_ids, metadata.masks):
-            mask = gt_mask([mask_dir / p for p in annotation.mask_paths],
-                           mask_dir / annotation.ignore_path if annotation.ignore_path else None)
-            evaluator.accumulate(np.load(scoremap_path(root, image_id))[None], mask[None])
+            mask = load_gt_masks(mask_dir, [annotation])  # one image's PNGs at a time, as wsolevaluation
+            evaluator.accumulate(np.load(scoremap_path(root, image_id))[None], mask)
         return evaluator.compute()
 
     keys = ("pxap", "piou", "best_threshold")

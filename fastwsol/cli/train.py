@@ -100,6 +100,7 @@ OPENIMAGES_UNPACK = (
 def mask_file_problems(config) -> list[str]:
     """The GT mask files of the val and test splits (when their metadata names masks) that do
     not exist under data.data_root, one line per split: how many, the first, what makes them."""
+    from fastwsol.data.images import missing_mask_files
     from fastwsol.data.metadata import read_split_metadata
 
     d, problems = config.data, []
@@ -109,15 +110,14 @@ def mask_file_problems(config) -> list[str]:
             masks = read_split_metadata(d.metadata_root, d.dataset, split).masks
         except (OSError, ValueError):  # the loader names a metadata problem
             continue
-        paths = [p for m in masks or () for p in (*m.mask_paths, *([m.ignore_path] if m.ignore_path else []))]
-        missing = [p for p in paths if not (folder / p).is_file()]
+        missing, total = missing_mask_files(masks or (), folder)
         if missing:
             made_by = OPENIMAGES_UNPACK.format(root=d.data_root) if d.dataset == "OpenImages" else (
                 f"GT masks live beside the images, at {folder}/<mask_path>"
             )
             problems.append(
-                f"data.data_root: {len(missing)} of the {len(paths)} GT mask files of {d.dataset}/{split} are "
-                f"missing, e.g. {folder / missing[0]}; {made_by}"
+                f"data.data_root: {len(missing)} of the {total} GT mask files of {d.dataset}/{split} are "
+                f"missing, e.g. {missing[0]}; {made_by}"
             )
     return problems
 

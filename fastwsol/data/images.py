@@ -171,9 +171,16 @@ def check_split_images(
 
 
 def _check_mask_files(mask_dir: Path, masks, image_id: str) -> None:
-    for mask_path in (*masks.mask_paths, *([masks.ignore_path] if masks.ignore_path else [])):
+    for mask_path in masks.files:
         if not (mask_dir / mask_path).is_file():
             raise BadImageError(f"mask file not found: {mask_dir / mask_path} (a GT mask of {image_id})")
+
+
+def missing_mask_files(annotations, mask_dir: str | os.PathLike) -> tuple[list[Path], int]:
+    """The GT mask files of ``annotations`` (:class:`~fastwsol.data.metadata.MaskAnnotation`
+    items) that are not under ``mask_dir``, and how many files they name in all."""
+    files = [Path(mask_dir) / p for annotation in annotations for p in annotation.files]
+    return [f for f in files if not f.is_file()], len(files)
 
 
 def read_rgb_pil(path: str | os.PathLike) -> Image.Image:

@@ -58,6 +58,11 @@ class MaskAnnotation:
     mask_paths: tuple[str, ...]
     ignore_path: str | None  # None when the image's first line leaves the ignore field empty
 
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every PNG the image's ground truth reads: the instance masks, then the ignore mask."""
+        return (*self.mask_paths, *([self.ignore_path] if self.ignore_path else []))
+
 
 @dataclass(frozen=True)
 class SplitMetadata:

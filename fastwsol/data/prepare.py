@@ -463,8 +463,7 @@ def prepare_openimages(
         for index, image_id in enumerate(meta.image_ids):
             listed.append((image_id, files.get(image_id), None))  # sizes: none recorded, masks checked against them
             if meta.masks is not None:
-                annotation = meta.masks[index]
-                masks_of[image_id] = [*annotation.mask_paths, *filter(None, [annotation.ignore_path])]
+                masks_of[image_id] = list(meta.masks[index].files)
     listed_paths = {image_id for image_id, _, _ in listed} | {p for paths in masks_of.values() for p in paths}
     report.extra += sorted(str(path) for relative, path in files.items() if relative not in listed_paths)
     checked = _check_listed_info(report, listed, "decode", workers, progress, "OpenImages")
