@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastwsol.data.images import missing_mask_files
 from fastwsol.data.metadata import BUILTIN, SplitMetadata, read_split_metadata
 from fastwsol.evaluate import SINGLE_CONTOUR_KEYS, gt_boxes_224, refuse_to_replace
 from fastwsol.evaluation import BoxEvaluator, MapDiagnostics, MaskEvaluator, load_gt_masks
@@ -36,7 +37,7 @@ from fastwsol.evaluation.scoremap import SCOREMAP_SUFFIX as SUFFIX
 from fastwsol.evaluation.scoremap import scoremap_path
 from fastwsol.io import check_writable_folder, write_text_atomic
 from fastwsol.progress import Progress
-from fastwsol.report import METRIC_LABELS
+from fastwsol.report import metric_labels
 from fastwsol.tables import markdown_table
 
 __all__ = [
@@ -60,7 +61,6 @@ MAX_BAD_MAPS = 100  # scoring stops once this many maps proved bad: the message 
 SHOWN = 5  # paths an error or warning names
 BATCH_SIZE = 64
 READERS = min(4, os.cpu_count() or 1)
-MASK_LABELS = (("pxap", "PxAP"), ("piou", "PIoU (pixel IoU at the best threshold)"))
 
 
 class ScoreMapError(ValueError):
@@ -297,11 +297,10 @@ def _mask_metrics(
 def check_mask_files(metadata: SplitMetadata, mask_dir: Path, what: str) -> None:
     """Before any map is scored: every instance and ignore PNG the metadata names is under
     ``mask_dir``, else an error counting and naming the missing ones."""
-    files = [mask_dir / p for a in metadata.masks for p in (*a.mask_paths, *([a.ignore_path] if a.ignore_path else []))]
-    missing = [f for f in files if not f.is_file()]
+    missing, total = missing_mask_files(metadata.masks, mask_dir)
     if missing:
         raise FileNotFoundError(
-            f"{len(missing)} of the {len(files)} mask PNGs of {what} are missing under {mask_dir} "
+            f"{len(missing)} of the {total} mask PNGs of {what} are missing under {mask_dir} "
             f"(--mask-root DIR holds them as DIR/<dataset>/<mask_path>): {_first(missing)}"
         )
 
@@ -375,12 +374,8 @@ def check_outputs(out_dir: str | os.PathLike, dataset: str, split: str, overwrit
 
 def markdown_report(result: dict) -> str:
     """The result as a Markdown table (one row per metric) under a line naming what was scored."""
-    labels = dict(METRIC_LABELS)
-    if result["localization"] == "masks":
-        labels = {**dict(MASK_LABELS), "best_threshold": "CAM threshold (PIoU-optimal)",
-                  "num_images": labels["num_images"]}
     rows = []
-    for key, label in labels.items():
+    for key, label in metric_labels(result):
         if result.get(key) is not None:
             value = result[key]
             shown = f"{value:g}" if key == "best_threshold" else f"{value:.2f}" if isinstance(value, float) else value

@@ -21,11 +21,17 @@ METRIC_LABELS = (
 )
 
 
+def metric_labels(metrics: dict) -> tuple[tuple[str, str], ...]:
+    """:data:`METRIC_LABELS`, the CAM threshold named by what chose it: PIoU on a result scored
+    by masks (it holds ``pxap``), GT-known Loc otherwise."""
+    if "pxap" not in metrics:
+        return METRIC_LABELS
+    return tuple((k, "CAM threshold (PIoU-optimal)" if k == "best_threshold" else v) for k, v in METRIC_LABELS)
+
+
 def format_metrics(metrics: dict, title: str = "metrics") -> str:
     lines = [title]
-    for key, label in METRIC_LABELS:
-        if key == "best_threshold" and "pxap" in metrics:  # masks: the threshold of PIoU
-            label = "CAM threshold (PIoU-optimal)"
+    for key, label in metric_labels(metrics):
         if key in metrics:
             value = metrics[key]
             lines.append(f"  {label:<34} {value:.2f}" if isinstance(value, float) else f"  {label:<34} {value}")
