@@ -6,15 +6,50 @@ by ``fastwsol.ops`` (choosing a backend) and by every kernel op (before a launch
 from __future__ import annotations
 
 import torch
+import triton
 from triton import knobs
+
+# Triton before 3.7 interprets ``range(n)`` and ``int(n)`` of a scalar tensor (``tl.cdiv`` of a
+# kernel argument, say) as ``int()`` of its 1-element array, an error from numpy 2.4 on (and a
+# DeprecationWarning before); Triton 3.7 squeezes the array first. The same fix is applied here to
+# the older interpreters the supported range includes, so that the kernels run in them with any
+# numpy. The compiled kernels do not use the interpreter.
+INTERPRETER_INDEX_FIXED_IN = (3, 7)
+
+
+def with_squeezed_index(patch_lang_tensor):
+    """``patch_lang_tensor`` (the interpreter's patching of ``tl.tensor`` for one launch) followed
+    by Triton 3.7's ``__index__``: the scalar's array squeezed before ``int()``. The scope restores
+    both patches in reverse order after the launch."""
+
+    def patch(tensor, scope) -> None:
+        patch_lang_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    return patch
+
+
+def _fix_old_interpreter_index() -> None:
+    version = tuple(int(part) for part in triton.__version__.split(".")[:2])
+    if version >= INTERPRETER_INDEX_FIXED_IN:
+        return
+    from triton.runtime import interpreter
+
+    interpreter._patch_lang_tensor = with_squeezed_index(interpreter._patch_lang_tensor)
+
+
+_fix_old_interpreter_index()
 
 
 class TritonUnavailableError(ValueError):
     """The Triton kernels cannot run on these tensors here."""
 
 
+@torch.compiler.assume_constant_result
 def interpreter_enabled() -> bool:
-    """``TRITON_INTERPRET`` as Triton reads it, now."""
+    """``TRITON_INTERPRET`` as Triton reads it, now. A compiled graph takes the value it had when
+    traced, instead of breaking at Triton's C++ getenv (a process does not switch between
+    interpreter and compiler, which Triton decides when a kernel is defined)."""
     return bool(knobs.runtime.interpret)
 
 

@@ -73,7 +73,8 @@ def test_rehearsal_without_dali_with_a_failing_row(tmp_path, monkeypatch, capsys
 
     # the compiled step ran compiled, once, and its gradients were compared with the eager fp32 step's
     ours = rows["train vgg16-cub compiled bf16 channels_last (ours)"]
-    assert ours["compiles"]["graphs"] >= 1 and ours["compiles"]["recompile_limit_hits"] == 0
+    # one graph, no break: as on a GPU, where the interpreter check is never reached
+    assert ours["compiles"] == {"graphs": 1, "graph_breaks": 0, "recompile_limit_hits": 0}
     assert ours["details"]["worst_parameter"]["error"] <= ours["details"]["worst_parameter"]["bound"]
 
     # the plan came first, with estimates; the numpy/Triton/Dynamo warnings went into the report, not stderr

@@ -28,8 +28,6 @@ TRACEBACK_LINES = 12
 KNOWN_WARNINGS = (
     ("RuntimeWarning", r"invalid value encountered",
      "expected where a check makes NaN on purpose (inf − inf); numpy says so under Triton's interpreter"),
-    ("UserWarning", r"Dynamo does not know how to trace the builtin `triton\._C\.libtriton\.getenv_bool",
-     "CPU dry run only: the Triton interpreter check on CPU tensors breaks the graph (CUDA tensors skip it)"),
 )
 # What Dynamo logs when a function reached its recompile limit and runs eagerly from then on.
 RECOMPILE_LIMIT_LOG = re.compile(r"hit config\.\w*(recompile|cache_size)_limit")
