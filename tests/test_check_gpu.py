@@ -113,11 +113,50 @@ def test_a_row_that_overruns_is_stopped_and_the_run_ends_on_time():
     statuses = {r["name"]: (r["status"], r["reason"]) for r in report["rows"]}
     assert statuses["first"][0] == "PASS"
     assert statuses["too long to start"] == ("SKIPPED", "estimated 1000 s, 10 s of the budget left")
-    assert statuses["overruns"][0] == "SKIPPED" and statuses["overruns"][1].startswith("stopped: the 10 s budget ran out")
+    assert statuses["overruns"][0] == "SKIPPED"
+    assert statuses["overruns"][1] == "stopped after 10 s (estimated 2 s): the 10 s budget ran out in the test's loop"
     assert statuses["after"] == ("SKIPPED", "budget spent before this row")
     assert ran == ["quick"] and report["verdict"] == "INCOMPLETE"
     assert report["elapsed_s"] <= settings.budget_s + 1  # stopped at the loop's first check past the budget
     assert len(writes) == len(rows) + 1
+
+
+def test_a_row_past_its_own_limit_is_stopped_and_the_next_row_runs():
+    """A row's estimate can be wrong on a new machine (a slow compile): the row stops at
+    ``row_limit_s`` (3× its estimate, at least 30 s), and the rows after it still run."""
+    clock = FakeClock()
+    settings = dry_settings(budget_s=1000, clock=clock)
+
+    def slow(settings, shared):
+        while True:
+            clock.now += 1
+            settings.check_time("in the test's loop")
+
+    rows = [Row("slow", "bandwidth", 20, slow), Row("after", "bandwidth", 1, lambda settings, shared: {"ok": True})]
+    report = check_gpu.run_checks(settings, lambda report: None, lambda line: None, rows=rows)
+
+    slow_row, after = report["rows"]
+    assert runner.row_limit_s(rows[0]) == 60 and runner.row_limit_s(rows[1]) == runner.ROW_LIMIT_MIN_S
+    assert slow_row["status"] == "SKIPPED"
+    assert slow_row["reason"] == "stopped after 60 s (estimated 20 s): the row's time limit ran out in the test's loop"
+    assert after["status"] == "PASS" and not settings.spent
+    assert report["verdict"] == "INCOMPLETE"
+
+
+def test_the_alarm_stops_a_row_past_its_own_limit(monkeypatch):
+    monkeypatch.setattr(runner, "ROW_LIMIT_MIN_S", 0.2)
+    settings = dry_settings(budget_s=600)
+
+    def sleeping(settings, shared):
+        import time
+
+        for _ in range(200):
+            time.sleep(0.05)
+        return {"ok": True}
+
+    result = runner.run_row(settings, Row("sleeps", "bandwidth", 0, sleeping), {})
+    assert result["status"] == "SKIPPED" and result["reason"].endswith("the row's time limit ran out (alarm)")
+    assert result["seconds"] < 5 and not settings.spent
 
 
 def test_the_alarm_stops_a_row_that_never_checks_the_time():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import signal
 import threading
@@ -29,6 +30,9 @@ KNOWN_WARNINGS = (
     ("RuntimeWarning", r"invalid value encountered",
      "expected where a check makes NaN on purpose (inf − inf); numpy says so under Triton's interpreter"),
 )
+# A row runs at most this many times its estimate (and at least ROW_LIMIT_MIN_S): an estimate that
+# proves wrong on a new machine (a slow compile) costs that row, not every row after it.
+ROW_LIMIT_FACTOR, ROW_LIMIT_MIN_S = 3.0, 30.0
 # What Dynamo logs when a function reached its recompile limit and runs eagerly from then on.
 RECOMPILE_LIMIT_LOG = re.compile(r"hit config\.\w*(recompile|cache_size)_limit")
 
@@ -54,6 +58,7 @@ class Settings:
     clock: Callable[[], float] = time.monotonic
     started: float = field(init=False)
     spent: bool = field(init=False, default=False)  # the budget ran out: every further row is skipped
+    row_deadline: float = field(init=False, default=math.inf)  # on ``clock``: when the running row must stop
 
     def __post_init__(self):
         self.started = self.clock()
@@ -65,9 +70,12 @@ class Settings:
         return self.budget_s - self.elapsed()
 
     def check_time(self, where: str) -> None:
-        """Raise :class:`BudgetExceeded` when the budget is spent (called inside loops)."""
+        """Raise :class:`BudgetExceeded` when the budget or the running row's limit is spent
+        (called inside loops)."""
         if self.left() <= 0:
             raise BudgetExceeded(f"the {self.budget_s:g} s budget ran out {where}")
+        if self.clock() >= self.row_deadline:
+            raise BudgetExceeded(f"the row's time limit ran out {where}")
 
     @property
     def on_gpu(self) -> bool:
@@ -88,8 +96,8 @@ class Row:
 
 @contextlib.contextmanager
 def _alarm(settings: Settings, seconds: float):
-    """On the real clock in the main thread, a SIGALRM when the budget runs out: it stops a row
-    wherever it is (a compile, a loop without checks)."""
+    """On the real clock in the main thread, a SIGALRM when the budget or the row's limit runs
+    out: it stops a row wherever it is (a compile, a loop without checks)."""
     usable = (settings.clock is time.monotonic and hasattr(signal, "setitimer")
               and threading.current_thread() is threading.main_thread())
     if not usable:
@@ -97,7 +105,9 @@ def _alarm(settings: Settings, seconds: float):
         return
 
     def stop(signum, frame):
-        raise BudgetExceeded(f"the {settings.budget_s:g} s budget ran out (alarm)")
+        spent = settings.left() <= 0
+        raise BudgetExceeded(f"the {settings.budget_s:g} s budget ran out (alarm)" if spent
+                             else "the row's time limit ran out (alarm)")
 
     previous = signal.signal(signal.SIGALRM, stop)
     signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
@@ -174,9 +184,14 @@ def _traceback_tail(exc: BaseException) -> list[str]:
     return lines[-TRACEBACK_LINES:]
 
 
+def row_limit_s(row: Row) -> float:
+    return max(ROW_LIMIT_FACTOR * row.estimate_s, ROW_LIMIT_MIN_S)
+
+
 def run_row(settings: Settings, row: Row, shared: dict) -> dict:
     """The row's result: name, section, status, reason, estimate_s, seconds, details, warnings,
-    logs, compiles (and traceback for an ERROR)."""
+    logs, compiles (and traceback for an ERROR). The row runs until the budget or its own limit
+    (``row_limit_s``) runs out, whichever comes first."""
     result = {"name": row.name, "section": row.section, "status": "SKIPPED", "reason": "", "estimate_s": row.estimate_s,
               "seconds": 0.0, "details": {}, "warnings": [], "logs": [], "compiles": {}}
     if settings.spent:
@@ -189,9 +204,11 @@ def run_row(settings: Settings, row: Row, shared: dict) -> dict:
         result["budget_skip"] = True
         return result
     started = settings.clock()
+    limit = min(left, row_limit_s(row))
+    settings.row_deadline = started + limit
     with _captured() as found:
         try:
-            with _alarm(settings, left):
+            with _alarm(settings, limit):
                 if row.name == settings.fail_row:
                     raise RuntimeError(f"rehearsal: row {row.name!r} forced to fail (fail_row)")
                 details = row.run(settings, shared)
@@ -200,8 +217,9 @@ def run_row(settings: Settings, row: Row, shared: dict) -> dict:
             result["reason"] = details.pop("reason", "")
             result["details"] = details
         except BudgetExceeded as exc:
-            settings.spent = True
-            result["reason"] = f"stopped: {exc}"
+            settings.spent = settings.left() <= 0
+            ran = settings.clock() - started
+            result["reason"] = f"stopped after {ran:.0f} s (estimated {row.estimate_s:g} s): {exc}"
             result["budget_skip"] = True
         except RowSkipped as exc:
             result["reason"] = str(exc)
@@ -209,6 +227,7 @@ def run_row(settings: Settings, row: Row, shared: dict) -> dict:
             result["status"] = "ERROR"
             result["reason"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             result["traceback"] = _traceback_tail(exc)
+    settings.row_deadline = math.inf
     result["seconds"] = settings.clock() - started
     result.update(warnings=found["warnings"], logs=found["logs"], compiles=found["compiles"])
     if found["compiles"]["recompile_limit_hits"] and result["status"] == "PASS":
