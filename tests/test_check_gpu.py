@@ -143,18 +143,20 @@ def test_a_row_past_its_own_limit_is_stopped_and_the_next_row_runs():
     assert report["verdict"] == "INCOMPLETE"
 
 
+def _sleeping(settings, shared):
+    """10 s without a check of the time, as a compile would."""
+    import time
+
+    for _ in range(200):
+        time.sleep(0.05)
+    return {"ok": True}
+
+
 def test_the_alarm_stops_a_row_past_its_own_limit(monkeypatch):
     monkeypatch.setattr(runner, "ROW_LIMIT_MIN_S", 0.2)
     settings = dry_settings(budget_s=600)
 
-    def sleeping(settings, shared):
-        import time
-
-        for _ in range(200):
-            time.sleep(0.05)
-        return {"ok": True}
-
-    result = runner.run_row(settings, Row("sleeps", "bandwidth", 0, sleeping), {})
+    result = runner.run_row(settings, Row("sleeps", "bandwidth", 0, _sleeping), {})
     assert result["status"] == "SKIPPED" and result["reason"].endswith("the row's time limit ran out (alarm)")
     assert result["seconds"] < 5 and not settings.spent
 
@@ -162,14 +164,7 @@ def test_the_alarm_stops_a_row_past_its_own_limit(monkeypatch):
 def test_the_alarm_stops_a_row_that_never_checks_the_time():
     settings = dry_settings(budget_s=1)
 
-    def sleeping(settings, shared):
-        import time
-
-        for _ in range(200):
-            time.sleep(0.05)
-        return {"ok": True}
-
-    result = runner.run_row(settings, Row("sleeps", "bandwidth", 0, sleeping), {})
+    result = runner.run_row(settings, Row("sleeps", "bandwidth", 0, _sleeping), {})
     assert result["status"] == "SKIPPED" and "budget" in result["reason"]
 
 
