@@ -23,9 +23,12 @@ def fresh_probe(monkeypatch):
 
 @pytest.fixture
 def dali_cannot_start(monkeypatch, fresh_probe):
+    """Installed (as far as the probe is told) but failing when its pipeline starts."""
+
     def fail(device):
         raise RuntimeError(DRIVER_MISMATCH)
 
+    monkeypatch.setattr(dali_loader, "dali_available", lambda: True)
     monkeypatch.setattr(dali_loader, "_run_probe_pipeline", fail)
 
 
@@ -55,9 +58,8 @@ def test_not_installed_is_named(synthetic, monkeypatch, fresh_probe, capsys):
         _build(synthetic, "dali")
 
 
+@pytest.mark.requires_dali
 def test_probe_passes_where_dali_runs(synthetic, fresh_probe, capsys):
-    if not dali_loader.dali_available():
-        pytest.skip("DALI is not installed")
     assert dali_loader.dali_start_failure(torch.device("cpu")) is None
     assert _build(synthetic, "auto").backend == "dali"
     assert capsys.readouterr().err == ""

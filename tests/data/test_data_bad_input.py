@@ -7,7 +7,7 @@ from PIL import Image
 
 from fastwsol.data import BadImageError, build_loader
 
-KINDS = ["dali", "torch"]
+KINDS = [pytest.param("dali", marks=pytest.mark.requires_dali), "torch"]
 
 
 def _build(data_root, metadata_root, kind, **kw):
@@ -63,7 +63,8 @@ def test_skip_bad_skips_counts_and_keeps_labels_right(damaged, kind, synthetic):
     assert torch.equal(labels, torch.from_numpy(loader.metadata.labels[indices]))
 
 
-def test_metadata_naming_absent_images(damaged):
+@pytest.mark.parametrize("kind", KINDS)
+def test_metadata_naming_absent_images(damaged, kind):
     data_root, metadata_root, _ = damaged
     split = metadata_root / "SYNTHETIC" / "test"
     for name, extra in (("image_ids", "c09/ghost.jpg"), ("class_labels", "c09/ghost.jpg,0"),
@@ -71,7 +72,7 @@ def test_metadata_naming_absent_images(damaged):
         with open(split / f"{name}.txt", "a") as f:
             f.write(extra + "\n")
     with pytest.raises(BadImageError, match="ghost.jpg"):
-        _build(data_root, metadata_root, "dali")
+        _build(data_root, metadata_root, kind)
 
 
 def test_size_disagreeing_with_metadata(damaged):
@@ -81,20 +82,22 @@ def test_size_disagreeing_with_metadata(damaged):
         _build(data_root, metadata_root, "torch")
 
 
-def test_empty_split(damaged):
+@pytest.mark.parametrize("kind", KINDS)
+def test_empty_split(damaged, kind):
     data_root, metadata_root, _ = damaged
     for name in ("image_ids", "class_labels", "image_sizes", "localization"):
         (metadata_root / "SYNTHETIC" / "test" / f"{name}.txt").write_text("")
     with pytest.raises(ValueError, match="empty split"):
-        _build(data_root, metadata_root, "dali")
+        _build(data_root, metadata_root, kind)
 
 
-def test_all_bad_with_skip_is_an_error(damaged):
+@pytest.mark.parametrize("kind", KINDS)
+def test_all_bad_with_skip_is_an_error(damaged, kind):
     data_root, metadata_root, files = damaged
     for path in files:
         path.unlink()
     with pytest.raises(ValueError, match="no usable image"), pytest.warns(UserWarning):
-        _build(data_root, metadata_root, "dali", skip_bad=True)
+        _build(data_root, metadata_root, kind, skip_bad=True)
 
 
 def _rewrite(path, convert):
@@ -112,6 +115,7 @@ CONVERSIONS = {
 }
 
 
+@pytest.mark.requires_dali
 @pytest.mark.parametrize("case", sorted(CONVERSIONS))
 def test_other_formats_and_modes_decode_like_pil(damaged, case):
     """PNG/grayscale/CMYK/palette files under a .jpg name: both loaders give PIL's RGB."""
@@ -130,6 +134,7 @@ def test_other_formats_and_modes_decode_like_pil(damaged, case):
         assert torch.equal(a[0], a[1]) and torch.equal(a[1], a[2])
 
 
+@pytest.mark.requires_dali
 def test_file_broken_after_the_check_fails_naming_the_batch(damaged):
     """Damage after construction (checks cached): DALI's error is re-raised with the batch's ids."""
     data_root, metadata_root, files = damaged

@@ -19,6 +19,7 @@ from fastwsol.data.dali_loader import crop_rois, resize_like_pil, warp_matrices
 from fastwsol.data.transforms import plan_epoch, shard_range
 
 MAX_DIFF, MEAN_DIFF = 8, 0.5
+KINDS = [pytest.param("dali", marks=pytest.mark.requires_dali), "torch"]
 
 
 def _loader(paths, split, kind, **kw):
@@ -42,6 +43,7 @@ def _assert_images_agree(a, b):
 
 
 # tiny_openimages: a split without image sizes (DALI's per-sample resize reads the headers')
+@pytest.mark.requires_dali
 @pytest.mark.parametrize("fixture", ["synthetic", "synthetic_large_images", "tiny_openimages"])
 @pytest.mark.parametrize("train", [False, True])
 def test_dali_matches_fallback(request, fixture, train):
@@ -55,7 +57,7 @@ def test_dali_matches_fallback(request, fixture, train):
         _assert_images_agree(a["images"], b["images"])
 
 
-@pytest.mark.parametrize("kind", ["dali", "torch"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_float_output_is_normalised_uint8(synthetic, kind):
     as_float = _epoch(_loader(synthetic, "train", kind, output="float", seed=1))
     as_uint8 = _epoch(_loader(synthetic, "train", kind, output="uint8", seed=1))
@@ -75,6 +77,7 @@ def test_normalize_on_device_values():
         normalize_on_device(torch.zeros(3, 4, 4, dtype=torch.uint8))
 
 
+@pytest.mark.requires_dali
 def test_normalised_statistics_are_plausible(synthetic):
     images = torch.cat([b["images"] for b in _epoch(_loader(synthetic, "test", "dali"))])
     per_channel_mean = images.mean(dim=(0, 2, 3))
@@ -120,6 +123,7 @@ def test_train_crop_and_flip_are_applied_where_planned(synthetic):
         assert torch.equal(img, expected)
 
 
+@pytest.mark.requires_dali
 @pytest.mark.parametrize("fixture", ["synthetic", "synthetic_large_images"])
 def test_dali_train_crop_region_equals_crop_of_full_resize(request, fixture):
     """DALI resizes only the crop's region (flipped by reversing it): the pixels of resizing
@@ -132,6 +136,7 @@ def test_dali_train_crop_region_equals_crop_of_full_resize(request, fixture):
         assert diff.max().item() <= 1 and diff.float().mean().item() < 0.01
 
 
+@pytest.mark.requires_dali
 def test_dali_enlarging_is_bilinear_interpolation_like_pil(synthetic):
     """On the CPU, enlarge-only samples take the warp instead of the resize: PIL's bilinear
     when enlarging is interpolation only, so they agree to rounding. The synthetic set's train
@@ -166,6 +171,7 @@ def test_resize_like_pil_matches_pil(shape, content):
     assert np.abs(out.astype(int) - expected).max() <= 1
 
 
+@pytest.mark.requires_dali
 @pytest.mark.parametrize("fixture, train", [("synthetic", False), ("synthetic_large_images", False),
                                             ("synthetic_large_images", True)])
 def test_dali_uint8_resizes_shrinking_samples_in_torch_like_the_fallback(request, monkeypatch, fixture, train):
@@ -211,7 +217,7 @@ def test_warp_matrices_map_the_output_onto_the_roi():
     np.testing.assert_allclose(full, [[200 / 224, 0, 0], [0, 150 / 224, 0], [0, 0, 1]], rtol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["dali", "torch"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_uint8_batches_are_views_of_hwc_memory(synthetic, kind):
     """Both loaders hand out uint8 B×3×H×W views of HWC memory (no transpose on the CPU);
     normalize_on_device returns the standard contiguous layout."""
@@ -221,6 +227,7 @@ def test_uint8_batches_are_views_of_hwc_memory(synthetic, kind):
     assert normalize_on_device(images).is_contiguous()
 
 
+@pytest.mark.requires_dali
 def test_train_is_deterministic_for_a_seed_and_reshuffles_per_epoch(synthetic):
     a = _loader(synthetic, "train", "dali", output="uint8", seed=9)
     b = _loader(synthetic, "train", "dali", output="uint8", seed=9)
@@ -237,7 +244,7 @@ def test_train_is_deterministic_for_a_seed_and_reshuffles_per_epoch(synthetic):
     assert torch.equal(order0, torch.cat([x["indices"] for x in again]))
 
 
-@pytest.mark.parametrize("kind", ["dali", "torch"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("num_shards", [1, 2, 3])
 @pytest.mark.parametrize("batch_size", [4, 6])
 def test_eval_shards_cover_every_image_exactly_once(synthetic, kind, num_shards, batch_size):
@@ -252,6 +259,7 @@ def test_eval_shards_cover_every_image_exactly_once(synthetic, kind, num_shards,
     assert sorted(seen) == list(range(15))  # 15 images, not divisible by 4 or 6
 
 
+@pytest.mark.requires_dali
 @pytest.mark.parametrize("num_shards", [1, 2, 3])
 def test_train_shards_are_disjoint_and_in_lockstep(synthetic, num_shards):
     loaders = [_loader(synthetic, "train", "dali", shard_id=k, num_shards=num_shards, batch_size=3, output="uint8")
@@ -272,6 +280,7 @@ def test_shard_range_tiles_exactly():
         shard_range(10, 3, 3)
 
 
+@pytest.mark.requires_dali
 def test_abandoned_epoch_does_not_leak_into_the_next(synthetic):
     loader = _loader(synthetic, "train", "dali", output="uint8", seed=5, batch_size=3)
     loader.set_epoch(0)
@@ -281,6 +290,7 @@ def test_abandoned_epoch_does_not_leak_into_the_next(synthetic):
     assert epoch1.tolist() == expected.tolist()
 
 
+@pytest.mark.requires_dali
 @pytest.mark.parametrize("split", ["test", "train"])
 def test_dali_pipeline_batches_of_several_planned_batches_split_back(synthetic, monkeypatch, split):
     """On the CPU a pipeline batch holds several planned batches (the last group and the eval
@@ -302,6 +312,7 @@ def test_dali_pipeline_batches_of_several_planned_batches_split_back(synthetic, 
             assert x["images"].untyped_storage().nbytes() == x["images"].numel()  # its own copy, not a view
 
 
+@pytest.mark.requires_dali
 def test_dali_reads_the_files_itself_unless_one_needs_reencoding(synthetic):
     """DALI's file reader (paths from the source) and the source's bytes give the same pixels."""
     in_pipeline = _loader(synthetic, "test", "dali", output="uint8")
@@ -320,18 +331,23 @@ def test_fallback_with_worker_processes(synthetic):
         assert torch.equal(a["indices"], b["indices"]) and torch.equal(a["images"], b["images"])
 
 
+@pytest.mark.requires_dali
 def test_auto_choices(synthetic):
     loader = build_loader(synthetic.data_root, synthetic.metadata_root, synthetic.dataset, "test", train=False,
                           batch_size=4)
     assert loader.backend == "dali" and loader.device == torch.device("cpu") and len(loader.metadata) == 15
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unknown_loader_or_output_is_refused(synthetic, kind):
     with pytest.raises(ValueError, match="loader"):
         build_loader(synthetic.data_root, synthetic.metadata_root, synthetic.dataset, "test", train=False,
                      batch_size=4, loader="ffcv")
     with pytest.raises(ValueError, match="output"):
-        _loader(synthetic, "test", "dali", output="half")
+        _loader(synthetic, "test", kind, output="half")
 
 
-@pytest.mark.parametrize("kind", ["dali", "torch"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_more_shards_than_images_leaves_empty_shards_empty(synthetic, kind):
     sizes, seen = [], []
     for shard_id in (0, 7, 15):  # 15 images over 16 shards: shard 0 is empty
