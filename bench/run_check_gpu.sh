@@ -4,7 +4,9 @@
 # under a hard timeout, and leave everything in $OUT, at most one folder down (the device tool
 # brings back 8 files: environment.txt, install.log, check-gpu.log, check-gpu/report.{json,md}).
 #
-#   OUT=DIR [BUDGET_S=420] [PYTHON=python3] bash bench/run_check_gpu.sh [check-gpu options]
+#   OUT=DIR [BUDGET_S=420] [PYTHON=python3] [COMMIT=rev] bash bench/run_check_gpu.sh [check-gpu options]
+#
+# COMMIT names the tested commit where the copy has no .git (the device tool sends files only).
 #
 # The timeout is the budget plus 120 s (Python, torch and the report after the last row), so the
 # default ends within 540 s: a 15-minute allowance keeps room for the machine's start and a rerun
@@ -18,7 +20,7 @@ mkdir -p "$out"
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "commit: ${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1 || echo "nvidia-smi: not available"
   "$python" - <<'EOF'
 import importlib

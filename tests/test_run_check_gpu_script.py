@@ -40,7 +40,7 @@ def run_script(out: Path | None, *options: str, **env: str) -> subprocess.Comple
 
 
 def test_dry_run_brings_back_the_record_logs_and_report(tmp_path):
-    done = run_script(tmp_path / "out", "--dry-run", "--only", ROWS)
+    done = run_script(tmp_path / "out", "--dry-run", "--only", ROWS, COMMIT="abc1234")
 
     assert done.returncode == 0, done.stdout + done.stderr
     out = tmp_path / "out"
@@ -51,6 +51,7 @@ def test_dry_run_brings_back_the_record_logs_and_report(tmp_path):
     import triton
 
     assert f"torch {torch.__version__}" in environment and f"triton {triton.__version__}" in environment
+    assert "commit: abc1234" in environment  # the device's copy has no .git: the command names it
     assert "available: False" in environment  # what the machine had is recorded, the run went on
     assert "already installed" in (out / "install.log").read_text()
     report = json.loads((out / "check-gpu" / "report.json").read_text())
