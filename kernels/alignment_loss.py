@@ -59,9 +59,10 @@ BLOCK_CHANNELS = 32
 # Fine-grained forward. Every program reads all of ŵ (C×D bf16) from L2, so L2 traffic falls with
 # the positions per program; the largest block giving at least FILL_PROGRAMS programs (one per
 # H100 SM) is taken, else the smallest (bench/results/alignment_forward_blocking.md: registers,
-# spills and shared memory of each blocking).
-FINE_BLOCK_POSITIONS = (64, 32)  # largest first
-FINE_BLOCK_CHANNELS = 64
+# spills and shared memory of each blocking). (positions, channels per step), largest first: 64
+# positions step 32 channels, since 64 × 64 needs 238-255 registers on sm_80 and spills there
+# under Triton 3.6, while 64 × 32 needs at most 226, with the same programs, waves and ŵ traffic.
+FINE_BLOCKINGS = ((64, 32), (32, 64))
 FINE_WARPS, FINE_STAGES = 8, 3
 FILL_PROGRAMS = 132
 # The precision of the dot that decides the class max's sign, the recheck's: tf32x3 is within an
@@ -298,9 +299,9 @@ def forward_launch(fine_grained: bool, batch: int, positions: int) -> dict:
     same channel steps in the same order)."""
     if not fine_grained:
         return {"BLOCK_P": BLOCK_POSITIONS, "BLOCK_D": BLOCK_CHANNELS, "num_warps": 4, "num_stages": 2}
-    block = next((p for p in FINE_BLOCK_POSITIONS if batch * triton.cdiv(positions, p) >= FILL_PROGRAMS),
-                 FINE_BLOCK_POSITIONS[-1])
-    return {"BLOCK_P": block, "BLOCK_D": FINE_BLOCK_CHANNELS, "num_warps": FINE_WARPS, "num_stages": FINE_STAGES}
+    block_p, block_d = next(((p, d) for p, d in FINE_BLOCKINGS if batch * triton.cdiv(positions, p) >= FILL_PROGRAMS),
+                            FINE_BLOCKINGS[-1])
+    return {"BLOCK_P": block_p, "BLOCK_D": block_d, "num_warps": FINE_WARPS, "num_stages": FINE_STAGES}
 
 
 def block_classes(num_classes: int) -> int:
