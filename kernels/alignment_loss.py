@@ -338,7 +338,10 @@ def _dot_error_bound(w_unit: torch.Tensor, w_dot: torch.Tensor) -> torch.Tensor:
     beta_bf16 = (w_unit.shape[1] + 16) * 2.0**-22 * rounded_norm + torch.linalg.vector_norm(w_dot64 - w64, dim=1).max()
     beta = beta_bf16 * (1 + 2.0**-8) + torch.linalg.vector_norm(w64, dim=1).max() * 2.0**-8
     bound = torch.stack([beta_bf16 * (1 + 2.0**-10), beta * (1 + 2.0**-10), torch.full_like(beta, 2.0**-100)])
-    return torch.nextafter(bound.float(), torch.tensor(float("inf"), device=bound.device))
+    bound = bound.float()
+    # full_like, not torch.tensor(inf, device=...): a Python value copied to the GPU synchronises,
+    # which CUDA graph capture refuses and which would stall every step
+    return torch.nextafter(bound, torch.full_like(bound, float("inf")))
 
 
 def _forward(feature, fc_weight, target, fg_threshold, bg_threshold, fine_grained, upcast=False):

@@ -191,6 +191,21 @@ def test_a_raising_row_becomes_an_error_row_and_a_recompile_limit_fails_its_row(
     assert result["status"] == "FAIL" and "recompile limit" in result["reason"]
 
 
+def test_a_timing_row_whose_op_cannot_be_graph_captured_fails_naming_why(monkeypatch):
+    """A capture failure (a host sync in an op, say) still gives times, from events around the
+    launches, but the row FAILs: the op is not graph-safe and its times include launch overhead."""
+    from fastwsol.check_gpu import timing
+
+    failed = f"{timing.CAPTURE_FAILED}: RuntimeError: operation not permitted when stream is capturing)"
+    monkeypatch.setattr(timing, "kernel_time", lambda settings, fn: {"ms": 1.0, "method": failed})
+    shape = next(iter(DRY_RUN_SHAPES))
+    details = timing.time_kernel(dry_settings(), {"copy_bytes_per_s": 1e9}, op="consistency_loss", shape=shape,
+                                 shapes=DRY_RUN_SHAPES[shape], dtype="fp32")
+
+    assert details["ok"] is False
+    assert details["reason"] == f"timed without a CUDA graph: {failed}"
+
+
 def test_the_plan_has_every_measured_row_with_its_comparison():
     settings = dry_settings(budget_s=0.01, clock=FakeClock())  # every row is skipped by its estimate
     rows = plan.build_rows(settings)

@@ -24,6 +24,7 @@ from fastwsol.kernel_shapes import UPCAST_DTYPE, OpShapes, op_traffic
 ROOFLINE = Path(__file__).resolve().parents[2] / "bench" / "results" / "roofline.json"
 L2_FLUSH_BYTES = 256 << 20  # written between timed replays: above any current GPU's L2
 CPU_METHOD = "cpu-wall (Triton interpreter, not a GPU time)"
+CAPTURE_FAILED = "events (CUDA graph capture failed"
 
 
 # ------------------------------------------------------------------------------------ timers
@@ -59,15 +60,21 @@ def _event_times(settings: Settings, launch, reps: int, flush: torch.Tensor | No
 def _capture(fn) -> torch.cuda.CUDAGraph:
     """``fn`` captured in a CUDA graph, after warm-up calls on a side stream (Triton compiles
     there, autograd's streams settle), as PyTorch's whole-network capture does."""
+    previous = torch.cuda.current_stream()
     stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
+    stream.wait_stream(previous)
     with torch.cuda.stream(stream):
         for _ in range(3):
             fn()
-    torch.cuda.current_stream().wait_stream(stream)
+    previous.wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
+    try:
+        with torch.cuda.graph(graph):
+            fn()
+    except Exception:
+        # a failed capture_end leaves the capture stream current (torch.cuda.graph's exit stops there)
+        torch.cuda.set_stream(previous)
+        raise
     return graph
 
 
@@ -82,7 +89,7 @@ def kernel_time(settings: Settings, fn, reps: int = 20) -> dict:
         graph = _capture(fn)
     except Exception as exc:  # noqa: BLE001 - a capture failure is reported, the op timed without it
         torch.cuda.synchronize()
-        method = f"events (CUDA graph capture failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+        method = f"{CAPTURE_FAILED}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
         return {"ms": statistics.median(_event_times(settings, fn, reps, flush)), "method": method}
     graph.replay()
     times = _event_times(settings, graph.replay, reps, flush)
@@ -223,10 +230,15 @@ def time_kernel(settings: Settings, shared: dict, *, op: str, shape: str, shapes
             "model_estimate_over_floor": modelled.get("estimate_over_floor"),
         }
     methods = {forward_time["method"], both_time["method"]}
-    return {"op": op, "shape": shape, "dtype": dtype, "layout": "channels_last", "method": " / ".join(sorted(methods)),
-            "compared_with": "floor = least HBM bytes (kernel_shapes) ÷ measured copy rate; roofline.json's estimate",
-            "directions": directions,
-            "ok": all(math.isfinite(d["measured_us"]) for d in directions.values()) and forward_time["ms"] > 0}
+    result = {"op": op, "shape": shape, "dtype": dtype, "layout": "channels_last",
+              "method": " / ".join(sorted(methods)),
+              "compared_with": "floor = least HBM bytes (kernel_shapes) ÷ measured copy rate; roofline.json's estimate",
+              "directions": directions,
+              "ok": all(math.isfinite(d["measured_us"]) for d in directions.values()) and forward_time["ms"] > 0}
+    failed = sorted(m for m in methods if m.startswith(CAPTURE_FAILED))
+    if failed:  # the op cannot run inside a CUDA graph (a host sync?): a defect, and the times include launches
+        result.update(ok=False, reason=f"timed without a CUDA graph: {failed[0]}")
+    return result
 
 
 # ------------------------------------------------------------------------------- loss block
