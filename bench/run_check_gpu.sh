@@ -66,5 +66,5 @@ PYTHONUNBUFFERED=1 timeout --kill-after=10 $((budget + 120)) \
   "$python" -m fastwsol check-gpu --out "$out/check-gpu" --budget-s "$budget" "$@" 2>&1 |
   tee "$out/check-gpu.log"
 status=${PIPESTATUS[0]}
-echo "check-gpu exit status $status (0 = PASS, 1 = FAIL or INCOMPLETE, 124 = killed by the timeout)" | tee -a "$out/check-gpu.log"
+echo "check-gpu exit status $status (0 = PASS, 1 = FAIL or INCOMPLETE, 2 = refused its options or --out, 124 or 137 = killed by the timeout)" | tee -a "$out/check-gpu.log"
 exit "$status"

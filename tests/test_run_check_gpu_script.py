@@ -57,7 +57,7 @@ def test_dry_run_brings_back_the_record_logs_and_report(tmp_path):
     report = json.loads((out / "check-gpu" / "report.json").read_text())
     assert report["verdict"] == "PASS" and [r["name"] for r in report["rows"]] == ROW_NAMES
     assert report["environment"]["budget_s"] == 60
-    assert (out / "check-gpu.log").read_text().rstrip().endswith("check-gpu exit status 0 (0 = PASS, 1 = FAIL or INCOMPLETE, 124 = killed by the timeout)")
+    assert (out / "check-gpu.log").read_text().rstrip().endswith("check-gpu exit status 0 (0 = PASS, 1 = FAIL or INCOMPLETE, 2 = refused its options or --out, 124 or 137 = killed by the timeout)")
 
 
 def test_a_failing_row_still_brings_back_the_report_and_exit_status_1(tmp_path):
