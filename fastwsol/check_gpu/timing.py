@@ -72,8 +72,15 @@ def _capture(fn) -> torch.cuda.CUDAGraph:
         with torch.cuda.graph(graph):
             fn()
     except Exception:
-        # a failed capture_end leaves the capture stream current (torch.cuda.graph's exit stops there)
+        # A failed capture_end leaves the capture stream current (torch.cuda.graph's exit stops
+        # there) and, in torch 2.11, the CUDA generator marked as capturing, so that every later
+        # draw outside a graph raises; an empty capture that succeeds clears the mark.
         torch.cuda.set_stream(previous)
+        try:
+            with torch.cuda.graph(torch.cuda.CUDAGraph()):
+                pass
+        except Exception:  # noqa: BLE001 - the first failure is the one reported
+            pass
         raise
     return graph
 
