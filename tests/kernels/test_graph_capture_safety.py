@@ -16,6 +16,10 @@ from torch._library.custom_ops import CustomOpDef
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fastwsol.kernels import alignment_loss, attentive_dropout, consistency_loss, feature_losses
+from fastwsol.kernels.runtime import interpreter_enabled
+
+# CPU under the interpreter (the default test run); the GPU with TRITON_INTERPRET=0.
+DEVICE = "cpu" if interpreter_enabled() or not torch.cuda.is_available() else "cuda"
 
 SYNCHRONISING = ("aten.lift_fresh", "aten._local_scalar_dense", "aten.nonzero")
 # The Python body of each fastwsol custom op, run under the recording mode (a dispatch mode sees a
@@ -39,15 +43,15 @@ class Recorded(TorchDispatchMode):
 
 
 def _leaves(*tensors):
-    return [t.contiguous(memory_format=torch.channels_last).requires_grad_() for t in tensors]
+    return [t.to(DEVICE).contiguous(memory_format=torch.channels_last).requires_grad_() for t in tensors]
 
 
 def _feature_losses(fine_grained):
     generator = torch.Generator().manual_seed(0)
     feature, dropped = _leaves(torch.randn(2, 16, 5, 5, generator=generator),
                                torch.randn(2, 16, 5, 5, generator=generator))
-    weight = torch.randn(7, 16, generator=generator).requires_grad_()
-    target = torch.tensor([1, 4])
+    weight = torch.randn(7, 16, generator=generator).to(DEVICE).requires_grad_()
+    target = torch.tensor([1, 4], device=DEVICE)
     leaves = [feature, dropped, weight]
 
     def call():
@@ -61,8 +65,8 @@ def _feature_losses(fine_grained):
 def _alignment(fine_grained):
     generator = torch.Generator().manual_seed(1)
     (feature,) = _leaves(torch.randn(2, 16, 5, 5, generator=generator))
-    weight = torch.randn(7, 16, generator=generator).requires_grad_()
-    target = torch.tensor([2, 6])
+    weight = torch.randn(7, 16, generator=generator).to(DEVICE).requires_grad_()
+    target = torch.tensor([2, 6], device=DEVICE)
 
     def call():
         return sum(alignment_loss.alignment_loss(feature, weight, target, fg_threshold=0.6, bg_threshold=0.1,
