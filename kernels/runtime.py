@@ -15,6 +15,7 @@ from triton import knobs
 # the older interpreters the supported range includes, so that the kernels run in them with any
 # numpy. The compiled kernels do not use the interpreter.
 INTERPRETER_INDEX_FIXED_IN = (3, 7)
+TRITON_VERSION = tuple(int(part) for part in triton.__version__.split(".")[:2])  # (major, minor)
 
 
 def with_squeezed_index(patch_lang_tensor):
@@ -30,8 +31,7 @@ def with_squeezed_index(patch_lang_tensor):
 
 
 def _fix_old_interpreter_index() -> None:
-    version = tuple(int(part) for part in triton.__version__.split(".")[:2])
-    if version >= INTERPRETER_INDEX_FIXED_IN:
+    if TRITON_VERSION >= INTERPRETER_INDEX_FIXED_IN:
         return
     from triton.runtime import interpreter
 

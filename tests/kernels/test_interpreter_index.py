@@ -40,9 +40,8 @@ def test_squeezed_index_converts_a_one_element_array_and_is_restored_after_the_l
 def test_the_old_interpreters_are_patched_and_only_they():
     from triton.runtime import interpreter
 
-    version = tuple(int(part) for part in triton.__version__.split(".")[:2])
     patched = interpreter._patch_lang_tensor.__qualname__.startswith("with_squeezed_index")
-    assert patched == (version < runtime.INTERPRETER_INDEX_FIXED_IN)
+    assert patched == (runtime.TRITON_VERSION < runtime.INTERPRETER_INDEX_FIXED_IN)
 
 
 @triton.jit
